@@ -1,0 +1,15 @@
+{
+  "targets": [
+    {
+      "target_name": "mmapkit",
+      "sources": [
+        "native/addon.c",
+        "native/mapping.c",
+        "native/guard.c",
+        "native/util.c"
+      ],
+      "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "defines": ["NAPI_VERSION=8"]
+    }
+  ]
+}

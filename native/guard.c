@@ -1,0 +1,190 @@
+/*
+ * The SIGBUS guard.
+ *
+ * A mapping of a file that another process truncates is still valid, but touching a page past the new
+ * end of the file raises SIGBUS, whose default action kills the process. The handler below looks the
+ * faulting address up in the registry of mappings this addon made; when it lies in one, it maps an
+ * anonymous zero page over the faulting page (MAP_FIXED) and marks the mapping faulted, then returns:
+ * the faulting instruction runs again and reads zeros. Any other SIGBUS goes to the handler that was
+ * installed before ours, or gets the default action.
+ *
+ * The registry is read from a signal handler, so it uses no locks and no allocation on the read side:
+ * fixed-size chunks of slots, appended and never freed, each slot published with atomics.
+ */
+#include "guard.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+enum { SLOT_FREE = 0, SLOT_CLAIMED = 1, SLOT_LIVE = 2 };
+#define SLOTS_PER_CHUNK 512
+
+typedef struct {
+  _Atomic int state;        /* SLOT_FREE -> SLOT_CLAIMED (writer fills) -> SLOT_LIVE (visible) */
+  _Atomic uintptr_t start;
+  _Atomic size_t len;
+  _Atomic int prot;
+  _Atomic int faulted;
+} slot_t;
+
+typedef struct chunk {
+  slot_t slots[SLOTS_PER_CHUNK];
+  struct chunk* _Atomic next;
+} chunk_t;
+
+static chunk_t g_head;
+static _Atomic int g_installed = 0; /* 0 no, 1 installing, 2 installed */
+static struct sigaction g_previous;
+static uintptr_t g_page_mask;
+
+static void chain_to_previous(int sig, siginfo_t* info, void* uctx) {
+  if (g_previous.sa_flags & SA_SIGINFO) {
+    if (g_previous.sa_sigaction != NULL) {
+      g_previous.sa_sigaction(sig, info, uctx);
+      return;
+    }
+  } else if (g_previous.sa_handler == SIG_IGN) {
+    return;
+  } else if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != NULL) {
+    g_previous.sa_handler(sig);
+    return;
+  }
+  /* Default action: restore it and re-raise. The signal stays blocked until this handler returns,
+   * then it is delivered with the default action (terminate with a core dump), as without us. */
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static void on_sigbus(int sig, siginfo_t* info, void* uctx) {
+  int saved_errno = errno;
+  /* si_code > 0 means the kernel raised it for a memory access; a SIGBUS sent with kill() is not ours. */
+  if (info != NULL && info->si_code > 0) {
+    uintptr_t a = (uintptr_t)info->si_addr;
+    for (chunk_t* c = &g_head; c != NULL; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
+      for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
+        slot_t* s = &c->slots[i];
+        /* acquire: pairs with the release in guard_register, so start/len/prot are the ones published */
+        if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_LIVE) continue;
+        uintptr_t start = atomic_load_explicit(&s->start, memory_order_relaxed);
+        size_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
+        if (a < start || a - start >= len) continue;
+        int prot = atomic_load_explicit(&s->prot, memory_order_relaxed);
+        int patch_prot = (prot & PROT_WRITE) ? (PROT_READ | PROT_WRITE) : PROT_READ;
+        void* page = (void*)(a & g_page_mask);
+        /* mmap is async-signal-safe on Linux (a plain system call). MAP_FIXED replaces the file page
+         * that has no backing any more with a private zero page, so the access can complete. */
+        if (mmap(page, ~g_page_mask + 1, patch_prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) !=
+            MAP_FAILED) {
+          atomic_store_explicit(&s->faulted, 1, memory_order_release);
+          errno = saved_errno;
+          return;
+        }
+      }
+    }
+  }
+  errno = saved_errno;
+  chain_to_previous(sig, info, uctx);
+}
+
+int guard_install(void) {
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&g_installed, &expected, 1)) return 0;
+  g_page_mask = ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sigbus;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+  if (sigaction(SIGBUS, &sa, &g_previous) != 0) {
+    int err = errno;
+    atomic_store(&g_installed, 0);
+    return -err;
+  }
+  atomic_store(&g_installed, 2);
+  return 0;
+}
+
+static slot_t* find_slot(void* addr) {
+  uintptr_t a = (uintptr_t)addr;
+  for (chunk_t* c = &g_head; c != NULL; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
+    for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
+      slot_t* s = &c->slots[i];
+      if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_LIVE &&
+          atomic_load_explicit(&s->start, memory_order_relaxed) == a)
+        return s;
+    }
+  }
+  return NULL;
+}
+
+int guard_register(void* addr, size_t len, int prot) {
+  chunk_t* c = &g_head;
+  for (;;) {
+    for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
+      slot_t* s = &c->slots[i];
+      int expected = SLOT_FREE;
+      /* claim the slot so that no other thread fills it at the same time */
+      if (!atomic_compare_exchange_strong(&s->state, &expected, SLOT_CLAIMED)) continue;
+      atomic_store_explicit(&s->start, (uintptr_t)addr, memory_order_relaxed);
+      atomic_store_explicit(&s->len, len, memory_order_relaxed);
+      atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
+      atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
+      /* release: publish start/len/prot to the signal handler before it can match this slot */
+      atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
+      return 0;
+    }
+    chunk_t* next = atomic_load_explicit(&c->next, memory_order_acquire);
+    if (next == NULL) {
+      chunk_t* fresh = calloc(1, sizeof *fresh);
+      if (fresh == NULL) return -ENOMEM;
+      chunk_t* none = NULL;
+      /* publish the new chunk; if another thread won the race, use its chunk and drop ours */
+      if (atomic_compare_exchange_strong_explicit(&c->next, &none, fresh, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+        next = fresh;
+      } else {
+        free(fresh);
+        next = none;
+      }
+    }
+    c = next;
+  }
+}
+
+void guard_unregister(void* addr) {
+  slot_t* s = find_slot(addr);
+  /* release: the slot may be claimed again by another thread only after this store */
+  if (s != NULL) atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+}
+
+void guard_set_prot(void* addr, int prot) {
+  slot_t* s = find_slot(addr);
+  if (s != NULL) atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
+}
+
+bool guard_faulted(void* addr) {
+  slot_t* s = find_slot(addr);
+  /* acquire: pairs with the release store in the handler */
+  return s != NULL && atomic_load_explicit(&s->faulted, memory_order_acquire) != 0;
+}
+
+napi_value js_guard_installed(napi_env env, napi_callback_info info) {
+  napi_value r;
+  NAPI_CALL(env, napi_get_boolean(env, atomic_load(&g_installed) == 2, &r));
+  return r;
+}
+
+/* faulted(addr): whether the mapping that starts at addr had a bus error repaired. */
+napi_value js_faulted(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  void* addr;
+  if (!get_args(env, info, 1, argv) || !get_ptr(env, argv[0], &addr)) return NULL;
+  napi_value r;
+  NAPI_CALL(env, napi_get_boolean(env, guard_faulted(addr), &r));
+  return r;
+}

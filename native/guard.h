@@ -1,0 +1,29 @@
+/*
+ * SIGBUS guard: a registry of the mappings this addon made, and a signal handler that repairs a bus
+ * error inside one of them (a page past the end of a truncated file) instead of letting it kill the
+ * process. See docs/safety.md for what the user sees.
+ */
+#ifndef MMAPKIT_GUARD_H
+#define MMAPKIT_GUARD_H
+
+#include "util.h"
+
+/* Install the handler once per process. Returns 0 or -errno. Safe to call from any thread. */
+int guard_install(void);
+
+/* Record a live mapping so that a bus error inside it can be repaired. Returns 0 or -ENOMEM. */
+int guard_register(void* addr, size_t len, int prot);
+
+/* Forget a mapping (called right before munmap). */
+void guard_unregister(void* addr);
+
+/* Record the protection of a mapping after mprotect over its whole range (used to patch pages). */
+void guard_set_prot(void* addr, int prot);
+
+/* Whether a bus error inside the mapping starting at addr has been repaired since it was mapped. */
+bool guard_faulted(void* addr);
+
+napi_value js_guard_installed(napi_env env, napi_callback_info info);
+napi_value js_faulted(napi_env env, napi_callback_info info);
+
+#endif

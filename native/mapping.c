@@ -1,0 +1,322 @@
+/*
+ * Memory-mapping system calls, one wrapper each. Every wrapper takes checked primitives (addresses as
+ * bigint, lengths and offsets as number or bigint, flags as int32) and returns its result or -errno.
+ * Validation, page rounding and error shaping are in src/mapping.ts.
+ */
+#include "mapping.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "guard.h"
+
+/* mmap(length, prot, flags, fd, offset) -> address (bigint) | -errno (number).
+ * The mapping is recorded in the SIGBUS guard's registry so a truncated file cannot kill us. */
+napi_value js_mmap(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  uint64_t len, off;
+  int32_t prot, flags, fd;
+  if (!get_args(env, info, 5, argv) || !get_u64(env, argv[0], &len) || !get_i32(env, argv[1], &prot) ||
+      !get_i32(env, argv[2], &flags) || !get_i32(env, argv[3], &fd) || !get_u64(env, argv[4], &off))
+    return NULL;
+  void* p = mmap(NULL, (size_t)len, prot, flags, fd, (off_t)off);
+  if (p == MAP_FAILED) return make_i32(env, -errno);
+  int rc = guard_register(p, (size_t)len, prot);
+  if (rc != 0) {
+    munmap(p, (size_t)len);
+    return make_i32(env, rc);
+  }
+  return make_ptr(env, p);
+}
+
+/* munmap(addr, length) -> 0 | -errno. Only whole mappings made by js_mmap are passed here. */
+napi_value js_munmap(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  void* addr;
+  uint64_t len;
+  if (!get_args(env, info, 2, argv) || !get_ptr(env, argv[0], &addr) || !get_u64(env, argv[1], &len))
+    return NULL;
+  /* Forget the range first: once unmapped, the address may be reused by an unrelated mapping. */
+  guard_unregister(addr);
+  int rc = munmap(addr, (size_t)len);
+  return make_result(env, rc, errno);
+}
+
+/* addr, length, int: the shape of msync, mprotect, madvise. */
+static bool get_range_and_int(napi_env env, napi_callback_info info, void** addr, uint64_t* len, int32_t* v) {
+  napi_value argv[3];
+  return get_args(env, info, 3, argv) && get_ptr(env, argv[0], addr) && get_u64(env, argv[1], len) &&
+         get_i32(env, argv[2], v);
+}
+
+/* msync(addr, length, flags) -> 0 | -errno */
+napi_value js_msync(napi_env env, napi_callback_info info) {
+  void* addr;
+  uint64_t len;
+  int32_t flags;
+  if (!get_range_and_int(env, info, &addr, &len, &flags)) return NULL;
+  int rc = msync(addr, (size_t)len, flags);
+  return make_result(env, rc, errno);
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  void* addr;
+  size_t len;
+  int flags;
+  int result;
+} msync_job_t;
+
+static void msync_execute(napi_env env, void* data) {
+  msync_job_t* job = data;
+  job->result = msync(job->addr, job->len, job->flags) == 0 ? 0 : -errno;
+}
+
+static void msync_complete(napi_env env, napi_status status, void* data) {
+  msync_job_t* job = data;
+  napi_value v;
+  if (napi_create_int32(env, status == napi_ok ? job->result : -ECANCELED, &v) == napi_ok)
+    napi_resolve_deferred(env, job->deferred, v);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+/* msyncAsync(addr, length, flags) -> Promise<0 | -errno>, msync on a libuv pool thread.
+ * The caller (src/mapping.ts) keeps the mapping alive until the promise settles. */
+napi_value js_msync_async(napi_env env, napi_callback_info info) {
+  void* addr;
+  uint64_t len;
+  int32_t flags;
+  if (!get_range_and_int(env, info, &addr, &len, &flags)) return NULL;
+  msync_job_t* job = calloc(1, sizeof *job);
+  if (job == NULL) THROW(env, "mmapkit: out of memory");
+  job->addr = addr;
+  job->len = (size_t)len;
+  job->flags = flags;
+  napi_value promise, name;
+  NAPI_CALL(env, napi_create_promise(env, &job->deferred, &promise));
+  NAPI_CALL(env, napi_create_string_utf8(env, "mmapkit.msync", NAPI_AUTO_LENGTH, &name));
+  NAPI_CALL(env, napi_create_async_work(env, NULL, name, msync_execute, msync_complete, job, &job->work));
+  NAPI_CALL(env, napi_queue_async_work(env, job->work));
+  return promise;
+}
+
+/* mprotect(addr, length, prot) -> 0 | -errno. The guard learns the new protection so that a page it
+ * patches keeps the access the mapping has. */
+napi_value js_mprotect(napi_env env, napi_callback_info info) {
+  void* addr;
+  uint64_t len;
+  int32_t prot;
+  if (!get_range_and_int(env, info, &addr, &len, &prot)) return NULL;
+  int rc = mprotect(addr, (size_t)len, prot);
+  int err = errno;
+  if (rc == 0) guard_set_prot(addr, prot);
+  return make_result(env, rc, err);
+}
+
+/* madvise(addr, length, advice) -> 0 | -errno */
+napi_value js_madvise(napi_env env, napi_callback_info info) {
+  void* addr;
+  uint64_t len;
+  int32_t advice;
+  if (!get_range_and_int(env, info, &addr, &len, &advice)) return NULL;
+  int rc = madvise(addr, (size_t)len, advice);
+  return make_result(env, rc, errno);
+}
+
+/* mincore(addr, length, vec: Uint8Array) -> 0 | -errno; vec holds one byte per page. */
+napi_value js_mincore(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  void* addr;
+  uint64_t len;
+  if (!get_args(env, info, 3, argv) || !get_ptr(env, argv[0], &addr) || !get_u64(env, argv[1], &len))
+    return NULL;
+  bool is_typed;
+  NAPI_CALL(env, napi_is_typedarray(env, argv[2], &is_typed));
+  if (!is_typed) THROW(env, "mmapkit: mincore expects a Uint8Array");
+  napi_typedarray_type type;
+  size_t count;
+  void* data;
+  NAPI_CALL(env, napi_get_typedarray_info(env, argv[2], &type, &count, &data, NULL, NULL));
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (type != napi_uint8_array || count < ((size_t)len + page - 1) / page)
+    THROW(env, "mmapkit: mincore vector is too small");
+  int rc = mincore(addr, (size_t)len, data);
+  return make_result(env, rc, errno);
+}
+
+static bool get_range(napi_env env, napi_callback_info info, void** addr, uint64_t* len) {
+  napi_value argv[2];
+  return get_args(env, info, 2, argv) && get_ptr(env, argv[0], addr) && get_u64(env, argv[1], len);
+}
+
+/* mlock(addr, length) -> 0 | -errno */
+napi_value js_mlock(napi_env env, napi_callback_info info) {
+  void* addr;
+  uint64_t len;
+  if (!get_range(env, info, &addr, &len)) return NULL;
+  int rc = mlock(addr, (size_t)len);
+  return make_result(env, rc, errno);
+}
+
+/* munlock(addr, length) -> 0 | -errno */
+napi_value js_munlock(napi_env env, napi_callback_info info) {
+  void* addr;
+  uint64_t len;
+  if (!get_range(env, info, &addr, &len)) return NULL;
+  int rc = munlock(addr, (size_t)len);
+  return make_result(env, rc, errno);
+}
+
+/* view(addr, length) -> ArrayBuffer over that memory | null when this runtime forbids external
+ * buffers (V8 memory cage, e.g. Electron). No finalizer: the mapping's lifetime is owned by the
+ * Mapping object in TypeScript, which every view keeps alive. */
+napi_value js_view(napi_env env, napi_callback_info info) {
+  void* addr;
+  uint64_t len;
+  if (!get_range(env, info, &addr, &len)) return NULL;
+  napi_value ab;
+  napi_status s = napi_create_external_arraybuffer(env, addr, (size_t)len, NULL, NULL, &ab);
+  if (s == napi_ok) return ab;
+  if (s == napi_no_external_buffers_allowed) {
+    napi_value null;
+    /* clear the pending exception some runtimes set with this status */
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+    }
+    NAPI_CALL(env, napi_get_null(env, &null));
+    return null;
+  }
+  THROW(env, "mmapkit: napi_create_external_arraybuffer failed");
+}
+
+/* detach(arrayBuffer): every view of it becomes length 0. Called before munmap. */
+napi_value js_detach(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  bool detached = false;
+  NAPI_CALL(env, napi_is_detached_arraybuffer(env, argv[0], &detached));
+  if (!detached) NAPI_CALL(env, napi_detach_arraybuffer(env, argv[0]));
+  return NULL;
+}
+
+static bool set_const(napi_env env, napi_value obj, const char* name, int64_t v) {
+  napi_value n;
+  return napi_create_int64(env, v, &n) == napi_ok && napi_set_named_property(env, obj, name, n) == napi_ok;
+}
+
+#define C(name)                                                   \
+  do {                                                            \
+    if (!set_const(env, obj, #name, (int64_t)(name))) return NULL; \
+  } while (0)
+
+/* The flags of this platform, with their C names. A flag the platform lacks is absent. */
+napi_value js_constants(napi_env env) {
+  napi_value obj;
+  NAPI_CALL(env, napi_create_object(env, &obj));
+  C(PROT_NONE);
+  C(PROT_READ);
+  C(PROT_WRITE);
+  C(PROT_EXEC);
+  C(MAP_SHARED);
+  C(MAP_PRIVATE);
+  C(MAP_ANONYMOUS);
+  C(MAP_FIXED);
+#ifdef MAP_SHARED_VALIDATE
+  C(MAP_SHARED_VALIDATE);
+#endif
+#ifdef MAP_NORESERVE
+  C(MAP_NORESERVE);
+#endif
+#ifdef MAP_POPULATE
+  C(MAP_POPULATE);
+#endif
+#ifdef MAP_LOCKED
+  C(MAP_LOCKED);
+#endif
+#ifdef MAP_NONBLOCK
+  C(MAP_NONBLOCK);
+#endif
+#ifdef MAP_HUGETLB
+  C(MAP_HUGETLB);
+#endif
+#ifdef MAP_FIXED_NOREPLACE
+  C(MAP_FIXED_NOREPLACE);
+#endif
+#ifdef MAP_GROWSDOWN
+  C(MAP_GROWSDOWN);
+#endif
+#ifdef MAP_STACK
+  C(MAP_STACK);
+#endif
+#ifdef MAP_SYNC
+  C(MAP_SYNC);
+#endif
+  C(MS_ASYNC);
+  C(MS_SYNC);
+  C(MS_INVALIDATE);
+  C(MADV_NORMAL);
+  C(MADV_RANDOM);
+  C(MADV_SEQUENTIAL);
+  C(MADV_WILLNEED);
+  C(MADV_DONTNEED);
+#ifdef MADV_FREE
+  C(MADV_FREE);
+#endif
+#ifdef MADV_REMOVE
+  C(MADV_REMOVE);
+#endif
+#ifdef MADV_DONTFORK
+  C(MADV_DONTFORK);
+#endif
+#ifdef MADV_DOFORK
+  C(MADV_DOFORK);
+#endif
+#ifdef MADV_MERGEABLE
+  C(MADV_MERGEABLE);
+#endif
+#ifdef MADV_UNMERGEABLE
+  C(MADV_UNMERGEABLE);
+#endif
+#ifdef MADV_HUGEPAGE
+  C(MADV_HUGEPAGE);
+#endif
+#ifdef MADV_NOHUGEPAGE
+  C(MADV_NOHUGEPAGE);
+#endif
+#ifdef MADV_DONTDUMP
+  C(MADV_DONTDUMP);
+#endif
+#ifdef MADV_DODUMP
+  C(MADV_DODUMP);
+#endif
+#ifdef MADV_WIPEONFORK
+  C(MADV_WIPEONFORK);
+#endif
+#ifdef MADV_KEEPONFORK
+  C(MADV_KEEPONFORK);
+#endif
+#ifdef MADV_COLD
+  C(MADV_COLD);
+#endif
+#ifdef MADV_PAGEOUT
+  C(MADV_PAGEOUT);
+#endif
+#ifdef MADV_POPULATE_READ
+  C(MADV_POPULATE_READ);
+#endif
+#ifdef MADV_POPULATE_WRITE
+  C(MADV_POPULATE_WRITE);
+#endif
+#ifdef MCL_CURRENT
+  C(MCL_CURRENT);
+  C(MCL_FUTURE);
+#endif
+  return obj;
+}

@@ -1,0 +1,67 @@
+/**
+ * The only file that loads the native addon. It looks, in order, at `MMAPKIT_BINDING` (an explicit
+ * path), `prebuilds/<platform>-<arch>/mmapkit.node`, `build/Release` and `build/Debug`.
+ *
+ * Contract of the addon: every wrapper takes checked primitives (addresses as bigint, lengths and file
+ * offsets as number or bigint, flags as int32) and returns its result, or a negative errno as a number.
+ * @module
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { mmapkitError } from './errors.js';
+
+/** Result of a wrapper that returns nothing on success: 0, or -errno. */
+export type Status = number;
+
+/** The native exports (see native/addon.c). Internal: not part of the public API. */
+export interface NativeBinding {
+  mmap(length: bigint, prot: number, flags: number, fd: number, offset: bigint): bigint | number;
+  munmap(addr: bigint, length: number): Status;
+  msync(addr: bigint, length: number, flags: number): Status;
+  msyncAsync(addr: bigint, length: number, flags: number): Promise<Status>;
+  mprotect(addr: bigint, length: number, prot: number): Status;
+  madvise(addr: bigint, length: number, advice: number): Status;
+  mincore(addr: bigint, length: number, vec: Uint8Array): Status;
+  mlock(addr: bigint, length: number): Status;
+  munlock(addr: bigint, length: number): Status;
+  /** An ArrayBuffer over [addr, addr+length), or null when the runtime forbids external buffers. */
+  view(addr: bigint, length: number): ArrayBuffer | null;
+  detach(buffer: ArrayBuffer): void;
+  faulted(addr: bigint): boolean;
+  guardInstalled(): boolean;
+  readonly guardInstallResult: number;
+  readonly pageSize: number;
+  readonly constants: Readonly<Record<string, number>>;
+}
+
+function load(): NativeBinding {
+  if (process.platform !== 'linux') {
+    throw mmapkitError(
+      'ERR_MMAP_UNSUPPORTED_PLATFORM',
+      `mmapkit supports Linux only (this is ${process.platform}); see README "When is this library not appropriate?"`,
+    );
+  }
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+  const candidates = [
+    process.env['MMAPKIT_BINDING'],
+    join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'mmapkit.node'),
+    join(root, 'build', 'Release', 'mmapkit.node'),
+    join(root, 'build', 'Debug', 'mmapkit.node'),
+  ].filter((p): p is string => typeof p === 'string' && p.length > 0);
+  const found = candidates.find((p) => existsSync(p));
+  if (found === undefined) {
+    throw mmapkitError(
+      'ERR_MMAP_BINDING_NOT_FOUND',
+      `mmapkit's native addon is not built (looked in: ${candidates.join(', ')}). ` +
+        'Build it with `npm rebuild mmapkit` (or `npx node-gyp rebuild` in the package folder); ' +
+        'it needs python3, make and a C compiler.',
+    );
+  }
+  const require = createRequire(import.meta.url);
+  return require(found) as NativeBinding;
+}
+
+/** The loaded addon. */
+export const native: NativeBinding = load();

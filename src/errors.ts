@@ -1,0 +1,127 @@
+/**
+ * Error construction. System errors are shaped exactly like Node's `fs` errors; argument errors use
+ * Node's own codes; library errors have stable `ERR_MMAP_*` codes listed in docs/errors.md.
+ * @module
+ */
+import { getSystemErrorMap, inspect } from 'node:util';
+
+/** An error raised by a system call, shaped like the errors of `node:fs`. */
+export interface SystemError extends Error {
+  /** Negative errno, as in `fs` errors (for example -13 for EACCES). */
+  errno: number;
+  /** The errno name, for example `'EACCES'`. */
+  code: string;
+  /** The system call that failed, for example `'mmap'`. */
+  syscall: string;
+  /** The path involved, when the call had one. */
+  path?: string;
+}
+
+/** Every code an mmapkit error can carry besides system error codes. See docs/errors.md. */
+export type MmapkitErrorCode =
+  | 'ERR_MMAP_CLOSED'
+  | 'ERR_MMAP_EMPTY_FILE'
+  | 'ERR_MMAP_FAULTED'
+  | 'ERR_MMAP_NOT_ACCESSIBLE'
+  | 'ERR_MMAP_VIEW_TOO_LARGE'
+  | 'ERR_MMAP_EXTERNAL_BUFFERS_NOT_ALLOWED'
+  | 'ERR_MMAP_BINDING_NOT_FOUND'
+  | 'ERR_MMAP_UNSUPPORTED_PLATFORM';
+
+/** An error raised by mmapkit itself (not by the kernel, not an argument error). */
+export class MmapkitError extends Error {
+  /** Stable code; the message may change between versions, the code does not. */
+  readonly code: MmapkitErrorCode;
+  constructor(code: MmapkitErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+  override get name(): string {
+    return 'MmapkitError';
+  }
+  override toString(): string {
+    return `${this.name} [${this.code}]: ${this.message}`;
+  }
+}
+
+let errorMap: Map<number, [string, string]> | undefined;
+
+/**
+ * Build a system error from a negative errno, with Node's message format
+ * `CODE: description, syscall 'path'`.
+ */
+export function systemError(errno: number, syscall: string, path?: string): SystemError {
+  const negative = errno > 0 ? -errno : errno;
+  errorMap ??= getSystemErrorMap();
+  const [code, description] = errorMap.get(negative) ?? [`Unknown system error ${negative}`, 'unknown error'];
+  const suffix = path === undefined ? '' : ` '${path}'`;
+  const err = new Error(`${code}: ${description}, ${syscall}${suffix}`) as SystemError;
+  err.errno = negative;
+  err.code = code;
+  err.syscall = syscall;
+  if (path !== undefined) err.path = path;
+  Error.captureStackTrace(err, systemError);
+  return err;
+}
+
+/** A Node-style argument error: a built-in error class with a `code` property. */
+export type CodedError<E extends Error = Error> = E & { code: string };
+
+function coded<E extends Error>(err: E, code: string): CodedError<E> {
+  Object.defineProperty(err, 'code', { value: code, enumerable: true, writable: true, configurable: true });
+  // Node prints its own errors as `TypeError [ERR_X]: message`; do the same.
+  Object.defineProperty(err, 'toString', {
+    value(this: E) {
+      return `${this.name} [${code}]: ${this.message}`;
+    },
+    enumerable: false,
+    configurable: true,
+  });
+  if (err.stack !== undefined) err.stack = err.stack.replace(/^(\w*Error)/, `$1 [${code}]`);
+  return err as CodedError<E>;
+}
+
+/** Describe a received value the way Node's argument errors do. */
+export function describeReceived(value: unknown): string {
+  if (value === null || value === undefined) return ` Received ${String(value)}`;
+  if (typeof value === 'function') return ` Received function ${value.name || '<anonymous>'}`;
+  if (typeof value === 'object') {
+    const ctorName = (value as { constructor?: { name?: string } }).constructor?.name;
+    return ctorName ? ` Received an instance of ${ctorName}` : ` Received ${inspect(value, { depth: -1 })}`;
+  }
+  let shown = inspect(value, { colors: false });
+  if (shown.length > 28) shown = `${shown.slice(0, 25)}...`;
+  return ` Received type ${typeof value} (${shown})`;
+}
+
+function label(name: string): string {
+  return name.includes('.') ? `The "${name}" property` : `The "${name}" argument`;
+}
+
+/** `ERR_INVALID_ARG_TYPE` (TypeError). */
+export function invalidArgType(name: string, expected: string, value: unknown): CodedError<TypeError> {
+  return coded(new TypeError(`${label(name)} must be ${expected}.${describeReceived(value)}`), 'ERR_INVALID_ARG_TYPE');
+}
+
+/** `ERR_OUT_OF_RANGE` (RangeError). */
+export function outOfRange(name: string, range: string, value: unknown): CodedError<RangeError> {
+  const shown = typeof value === 'bigint' ? `${value}n` : inspect(value);
+  return coded(
+    new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${shown}`),
+    'ERR_OUT_OF_RANGE',
+  );
+}
+
+/** `ERR_INVALID_ARG_VALUE` (TypeError), with a reason. */
+export function invalidArgValue(name: string, value: unknown, reason: string): CodedError<TypeError> {
+  const kind = name.includes('.') ? 'property' : 'argument';
+  return coded(
+    new TypeError(`The ${kind} '${name}' ${reason}. Received ${inspect(value, { depth: 0 })}`),
+    'ERR_INVALID_ARG_VALUE',
+  );
+}
+
+/** Library error with a stable code. */
+export function mmapkitError(code: MmapkitErrorCode, message: string): MmapkitError {
+  return new MmapkitError(code, message);
+}

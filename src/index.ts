@@ -1,0 +1,22 @@
+/**
+ * mmapkit: memory mapping for Node.js. This file only re-exports; see docs/api.md.
+ * @module
+ */
+export {
+  map,
+  mapAnonymous,
+  Mapping,
+  MAX_VIEW_LENGTH,
+  type Access,
+  type Advice,
+  type AnonymousOptions,
+  type MapOptions,
+  type PathLike,
+  type Protection,
+  type Range,
+} from './mapping.js';
+export { mmap, munmap, msync, mprotect, madvise, mincore, mlock, munlock, type Address } from './posix.js';
+export { constants, pageSize, type Constants } from './constants.js';
+export { MmapkitError, type MmapkitErrorCode, type SystemError } from './errors.js';
+export { type Int64Like } from './validators.js';
+export { guardInstalled } from './guard.js';

@@ -1,0 +1,689 @@
+/**
+ * Memory mappings: the high-level `map()` / `mapAnonymous()` API and the `Mapping` object that the
+ * low-level POSIX functions (src/posix.ts) also return.
+ *
+ * Lifetime: the kernel mapping belongs to one `Mapping` object. Every ArrayBuffer handed out over it
+ * holds a hidden reference to that object, so the garbage collector can only unmap it once neither the
+ * Mapping nor any view of it is reachable. `unmap()` detaches every view first (they become length 0)
+ * and then calls munmap, so JavaScript can never touch freed memory.
+ * @module
+ */
+import { closeSync, fstatSync, ftruncateSync, openSync, constants as fsConstants } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
+import { native } from './binding.js';
+import { constants, pageSize } from './constants.js';
+import { invalidArgType, invalidArgValue, mmapkitError, outOfRange, systemError } from './errors.js';
+import {
+  type Int64Like,
+  validateBoolean,
+  validateInt32,
+  validateInt64,
+  validateOneOf,
+  validateOptions,
+} from './validators.js';
+
+const { PROT_NONE, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS } = constants;
+const PROT_RW = PROT_READ | PROT_WRITE;
+const PAGE = BigInt(pageSize);
+
+/** The largest view one ArrayBuffer can hold (`buffer.constants.MAX_LENGTH`, 4 GiB on Node 20). */
+export const MAX_VIEW_LENGTH: number = bufferConstants.MAX_LENGTH;
+
+/**
+ * How a file is mapped, as Python's `mmap` names it:
+ * - `'read'`: read the file; writes never reach it (see {@link MapOptions.access}).
+ * - `'write'`: shared read-write (`MAP_SHARED`): writes reach the file and every process mapping it.
+ * - `'copy'`: private copy-on-write (`MAP_PRIVATE`): writes stay in this process.
+ */
+export type Access = 'read' | 'write' | 'copy';
+const ACCESS: readonly Access[] = ['read', 'write', 'copy'];
+
+/** Page protection for {@link Mapping.protect}: `PROT_NONE`, `PROT_READ`, or `PROT_READ | PROT_WRITE`. */
+export type Protection = 'none' | 'read' | 'write';
+const PROTECTION: readonly Protection[] = ['none', 'read', 'write'];
+
+/** A path accepted where `fs` accepts one. */
+export type PathLike = string | Buffer | URL;
+
+/** Options of {@link map}. */
+export interface MapOptions {
+  /**
+   * How the file is mapped. Default `'read'`.
+   * - `'read'`: the file is opened `O_RDONLY`, so it can never be changed through this mapping. It is
+   *   mapped `MAP_PRIVATE` with `PROT_READ | PROT_WRITE`: JavaScript has no read-only Buffer, and a
+   *   write to a `PROT_READ` page would kill the process with SIGSEGV, so a stray write lands in a
+   *   private copy of the page instead. Pages you do not write keep showing the file's current content,
+   *   including other processes' writes (Linux).
+   * - `'write'`: `O_RDWR`, `MAP_SHARED`, `PROT_READ | PROT_WRITE`.
+   * - `'copy'`: `O_RDONLY`, `MAP_PRIVATE`, `PROT_READ | PROT_WRITE`: copy-on-write, writes expected.
+   */
+  access?: Access;
+  /**
+   * Byte offset in the file where the view starts: any offset, not only a page multiple (the kernel
+   * mapping starts at the page below and the view starts exactly here). Default 0.
+   */
+  offset?: Int64Like;
+  /** Bytes to map. Default: from `offset` to the end of the file. Required for devices. */
+  length?: Int64Like;
+  /**
+   * Make sure the file is at least this big before mapping it: create it if missing (with `mode`) and
+   * grow it with ftruncate if smaller. Never shrinks a file. Only with `access: 'write'`.
+   * Default: none (the file must exist and be non-empty).
+   */
+  size?: Int64Like;
+  /** Permission bits of a file that `size` creates. Default `0o600`. */
+  mode?: number;
+  /** Fault every page in now (`MAP_POPULATE`), so that first accesses do not wait for I/O. Default false. */
+  populate?: boolean;
+}
+const MAP_OPTIONS = ['access', 'offset', 'length', 'size', 'mode', 'populate'] as const;
+
+/** Options of {@link mapAnonymous}. */
+export interface AnonymousOptions {
+  /** `MAP_SHARED` instead of `MAP_PRIVATE`. Default false. */
+  shared?: boolean;
+  /** Fault every page in now (`MAP_POPULATE`). Default false. */
+  populate?: boolean;
+}
+const ANONYMOUS_OPTIONS = ['shared', 'populate'] as const;
+
+/** A byte range of a mapping, relative to the start of its view (byte 0 of `mapping.buffer`). */
+export interface Range {
+  /** First byte. Default 0. */
+  offset?: Int64Like;
+  /** Number of bytes. Default: to the end of the mapping. */
+  length?: Int64Like;
+}
+const RANGE_OPTIONS = ['offset', 'length'] as const;
+
+/** Hints for {@link Mapping.advise}: they change performance, never content (`madvise`). */
+export type Advice =
+  | 'normal'
+  | 'random'
+  | 'sequential'
+  | 'willneed'
+  | 'hugepage'
+  | 'nohugepage'
+  | 'dontdump'
+  | 'dodump'
+  | 'mergeable'
+  | 'unmergeable'
+  | 'cold'
+  | 'pageout'
+  | 'populate-read';
+const ADVICE: Readonly<Record<Advice, number | undefined>> = {
+  normal: constants.MADV_NORMAL,
+  random: constants.MADV_RANDOM,
+  sequential: constants.MADV_SEQUENTIAL,
+  willneed: constants.MADV_WILLNEED,
+  hugepage: constants.MADV_HUGEPAGE,
+  nohugepage: constants.MADV_NOHUGEPAGE,
+  dontdump: constants.MADV_DONTDUMP,
+  dodump: constants.MADV_DODUMP,
+  mergeable: constants.MADV_MERGEABLE,
+  unmergeable: constants.MADV_UNMERGEABLE,
+  cold: constants.MADV_COLD,
+  pageout: constants.MADV_PAGEOUT,
+  'populate-read': constants.MADV_POPULATE_READ,
+};
+
+/** A resolved kernel range: page-aligned address and length. */
+interface KernelRange {
+  addr: bigint;
+  length: number;
+}
+
+/** What the garbage collector needs to unmap a dropped mapping; shared with the Mapping. */
+interface Region {
+  addr: bigint;
+  length: number;
+  /** munmap has been called (or is owed once pending operations settle). */
+  closed: boolean;
+  /** Operations in flight on another thread (flushAsync) that must finish before munmap. */
+  pending: number;
+}
+
+const finalizer = new FinalizationRegistry<Region>((region) => {
+  // The Mapping and every view of it are unreachable: nothing can touch this memory any more.
+  if (!region.closed) {
+    region.closed = true;
+    native.munmap(region.addr, region.length);
+  }
+});
+
+/** Hidden back-reference from each ArrayBuffer to its Mapping: keeps the mapping alive while a view is. */
+const kOwner = Symbol('mmapkit.owner');
+/** Address of byte 0 of each ArrayBuffer handed out, for the low-level functions. */
+const viewAddress = new WeakMap<ArrayBuffer, { mapping: Mapping; addr: bigint }>();
+const kCreate = Symbol('mmapkit.create');
+/** @internal */
+export const kRange = Symbol('mmapkit.range');
+/** @internal */
+export const kProtect = Symbol('mmapkit.protect');
+
+/** Parameters of the private constructor. */
+interface MappingInit {
+  addr: bigint;
+  mapLength: number;
+  delta: number;
+  length: number;
+  offset: bigint;
+  prot: number;
+  flags: number;
+  path: string | undefined;
+  access: Access | undefined;
+}
+
+/**
+ * A live memory mapping. Obtain one from {@link map}, {@link mapAnonymous} or the low-level `mmap`.
+ * Disposable: `using m = map(...)` unmaps at the end of the block.
+ */
+export class Mapping implements Disposable {
+  readonly #region: Region;
+  /** Offset of byte 0 of the view inside the kernel mapping (the file offset's distance to its page). */
+  readonly #delta: number;
+  #prot: number;
+  readonly #flags: number;
+  #views: WeakRef<ArrayBuffer>[] = [];
+  #viewsPruneAt = 64;
+  #buffer: Buffer | undefined;
+  #faulted = false;
+  /** Bytes in the view: from `offset` to `offset + length` of the file (or of the anonymous memory). */
+  readonly length: number;
+  /** File offset of byte 0 of the view (0 for anonymous memory). Exact for offsets below 2^53. */
+  readonly offset: number;
+  /** The path that was mapped, when `map()` was given one. */
+  readonly path: string | undefined;
+  /** The access the mapping was made with (`undefined` for a low-level `mmap`). */
+  readonly access: Access | undefined;
+
+  /** @internal Use {@link map}, {@link mapAnonymous} or `mmap`. */
+  constructor(token: symbol, init: MappingInit) {
+    if (token !== kCreate) throw new TypeError('Illegal constructor: use map(), mapAnonymous() or mmap()');
+    this.#region = { addr: init.addr, length: init.mapLength, closed: false, pending: 0 };
+    this.#delta = init.delta;
+    this.#prot = init.prot;
+    this.#flags = init.flags;
+    this.length = init.length;
+    this.offset = Number(init.offset);
+    this.path = init.path;
+    this.access = init.access;
+    finalizer.register(this, this.#region, this.#region);
+  }
+
+  /** Whether `unmap()` has been called. */
+  get closed(): boolean {
+    return this.#region.closed;
+  }
+
+  /** Whether the mapping is `MAP_SHARED` (its writes reach the file and other processes). */
+  get shared(): boolean {
+    return (this.#flags & MAP_SHARED) !== 0;
+  }
+
+  /**
+   * Whether a page of this mapping could not be read because the file under it was truncated (a bus
+   * error that the SIGBUS guard repaired with a zero page). A faulted mapping's methods throw
+   * `ERR_MMAP_FAULTED`; its views read zeros where the file is gone. Unmap it and map again.
+   */
+  get faulted(): boolean {
+    if (!this.#faulted && !this.#region.closed) this.#faulted = native.faulted(this.#region.addr);
+    return this.#faulted;
+  }
+
+  /** Current page protection of the whole mapping: a `PROT_*` bit set, or -1 when parts differ. */
+  get protection(): number {
+    return this.#prot;
+  }
+
+  /**
+   * The whole mapping as a zero-copy Buffer (the same Buffer on every call). Throws
+   * `ERR_MMAP_VIEW_TOO_LARGE` above 4 GiB (use {@link Mapping.view}) and `ERR_MMAP_NOT_ACCESSIBLE`
+   * while the pages are not readable and writable (see {@link Mapping.protect}).
+   */
+  get buffer(): Buffer {
+    this.#check('buffer');
+    if (this.#buffer === undefined) {
+      if (this.length > MAX_VIEW_LENGTH) {
+        throw mmapkitError(
+          'ERR_MMAP_VIEW_TOO_LARGE',
+          `This mapping is ${this.length} bytes; one Buffer holds at most ${MAX_VIEW_LENGTH}. Use mapping.view(offset, length) for windows.`,
+        );
+      }
+      this.#buffer = this.#makeView(0, this.length);
+    }
+    return this.#buffer;
+  }
+
+  /**
+   * A zero-copy Buffer over `length` bytes starting at `offset` of the mapping (a window: the way to
+   * reach mappings larger than 4 GiB). Every call makes a new view; all are detached by `unmap()`.
+   */
+  view(offset: Int64Like = 0, length?: Int64Like): Buffer {
+    this.#check('view');
+    const off = Number(validateInt64(offset, 'offset', 0n, BigInt(this.length)));
+    const max = Math.min(this.length - off, MAX_VIEW_LENGTH);
+    const len = length === undefined ? this.length - off : Number(validateInt64(length, 'length', 0n, BigInt(max)));
+    if (len > MAX_VIEW_LENGTH) {
+      throw mmapkitError(
+        'ERR_MMAP_VIEW_TOO_LARGE',
+        `A view holds at most ${MAX_VIEW_LENGTH} bytes; ask for a length (the mapping has ${this.length - off} bytes from offset ${off}).`,
+      );
+    }
+    return this.#makeView(off, len);
+  }
+
+  /**
+   * Unmap (`munmap`). Idempotent. Every view (subarrays included) becomes length 0 first, so no
+   * JavaScript can touch the freed memory. A `flushAsync` in flight finishes before the memory goes.
+   */
+  unmap(): void {
+    const region = this.#region;
+    if (region.closed) return;
+    this.#detachViews();
+    this.#faulted = this.faulted;
+    region.closed = true;
+    finalizer.unregister(region);
+    if (region.pending === 0) {
+      const rc = native.munmap(region.addr, region.length);
+      if (rc < 0) throw systemError(rc, 'munmap', this.path);
+    }
+  }
+
+  /** Same as {@link Mapping.unmap}: `using m = map(...)` unmaps at the end of the block. */
+  [Symbol.dispose](): void {
+    this.unmap();
+  }
+
+  /**
+   * Write changed pages of the range back to the file and wait for it (`msync(MS_SYNC)`). A no-op for
+   * private and anonymous mappings. The range is widened to whole pages.
+   */
+  flush(range?: Range): void {
+    this.#check('flush');
+    const r = this.#kernelRange(range, 'range');
+    const rc = native.msync(r.addr, r.length, constants.MS_SYNC);
+    if (rc < 0) throw systemError(rc, 'msync', this.path);
+  }
+
+  /**
+   * Like {@link Mapping.flush}, on a libuv pool thread; the mapping stays mapped until it settles even
+   * if `unmap()` is called meanwhile.
+   */
+  async flushAsync(range?: Range): Promise<void> {
+    this.#check('flushAsync');
+    const r = this.#kernelRange(range, 'range');
+    const region = this.#region;
+    region.pending++;
+    let rc: number;
+    try {
+      rc = await native.msyncAsync(r.addr, r.length, constants.MS_SYNC);
+    } finally {
+      region.pending--;
+      // unmap() was called while msync ran on the pool thread: it is our turn to release the memory.
+      if (region.closed && region.pending === 0) native.munmap(region.addr, region.length);
+    }
+    if (rc < 0) throw systemError(rc, 'msync', this.path);
+  }
+
+  /**
+   * Change the page protection of the whole mapping (`mprotect`): `'none'` (`PROT_NONE`), `'read'`
+   * (`PROT_READ`) or `'write'` (`PROT_READ | PROT_WRITE`). JavaScript has no read-only Buffer and a
+   * write to a read-only page kills the process, so leaving `'write'` detaches every view and
+   * `buffer`/`view()` throw `ERR_MMAP_NOT_ACCESSIBLE` until `protect('write')`. Whether writes reach the
+   * file is fixed by `access` when mapping, not here. A shared mapping of a file opened read-only
+   * cannot become writable (`EACCES`).
+   */
+  protect(access: Protection): void {
+    this.#check('protect');
+    const prot = { none: PROT_NONE, read: PROT_READ, write: PROT_RW }[validateOneOf(access, 'access', PROTECTION)];
+    this.#mprotect(this.#region.addr, this.#region.length, prot);
+  }
+
+  /**
+   * Tell the kernel how the range will be used (`madvise`). Hints only change performance; advice that
+   * throws data away is {@link Mapping.discard}. A hint this kernel lacks is `ERR_INVALID_ARG_VALUE`.
+   */
+  advise(advice: Advice, range?: Range): void {
+    this.#check('advise');
+    const name = validateOneOf(advice, 'advice', Object.keys(ADVICE) as Advice[]);
+    const value = ADVICE[name];
+    if (value === undefined) throw invalidArgValue('advice', advice, 'is not supported by this platform');
+    const r = this.#kernelRange(range, 'range');
+    const rc = native.madvise(r.addr, r.length, value);
+    if (rc < 0) throw systemError(rc, 'madvise', this.path);
+  }
+
+  /**
+   * Throw away the pages of the range (`madvise(MADV_DONTNEED)`). Anonymous memory then reads as zeros
+   * and a private (`'read'`/`'copy'`) mapping as the file's content: your writes there are lost. For a
+   * shared mapping nothing is lost: pages are dropped and read again from the file. The range must
+   * start and end on page boundaries of the mapping (or end at its end): rounding would lose bytes
+   * outside it.
+   */
+  discard(range?: Range): void {
+    this.#check('discard');
+    const { start, end } = this.#userRange(range, 'range');
+    const kStart = this.#delta + start;
+    const kEnd = this.#delta + end;
+    if (kStart % pageSize !== 0 || (kEnd % pageSize !== 0 && end !== this.length)) {
+      throw invalidArgValue(
+        'range',
+        range,
+        `must start and end on a page boundary of the mapping (page size ${pageSize}; byte 0 of the view is ${this.#delta} bytes into its first page)`,
+      );
+    }
+    if (kEnd === kStart) return;
+    const rc = native.madvise(this.#region.addr + BigInt(kStart), kEnd - kStart, constants.MADV_DONTNEED);
+    if (rc < 0) throw systemError(rc, 'madvise', this.path);
+  }
+
+  /**
+   * Which pages of the range are in memory (`mincore`): one byte per page touched by the range,
+   * 1 when resident.
+   */
+  residency(range?: Range): Uint8Array {
+    this.#check('residency');
+    const r = this.#kernelRange(range, 'range');
+    const vec = new Uint8Array(Math.ceil(r.length / pageSize));
+    const rc = native.mincore(r.addr, r.length, vec);
+    if (rc < 0) throw systemError(rc, 'mincore', this.path);
+    for (let i = 0; i < vec.length; i++) vec[i]! &= 1;
+    return vec;
+  }
+
+  /**
+   * Lock the range's pages in memory (`mlock`): they are faulted in now and never swapped out. Limited
+   * by `RLIMIT_MEMLOCK` for unprivileged users (`EPERM`/`ENOMEM`).
+   */
+  lock(range?: Range): void {
+    this.#check('lock');
+    const r = this.#kernelRange(range, 'range');
+    // mlock faults writable private pages in for writing, which would copy every page of a 'read'
+    // mapping. Lock it while read-only instead: the pages stay shared with the page cache.
+    const readOnlyFirst = this.access === 'read' && this.#prot === PROT_RW;
+    if (readOnlyFirst) this.#rawProtect(PROT_READ);
+    const rc = native.mlock(r.addr, r.length);
+    if (readOnlyFirst) this.#rawProtect(PROT_RW);
+    if (rc < 0) throw systemError(rc, 'mlock', this.path);
+  }
+
+  /** Undo {@link Mapping.lock} (`munlock`). */
+  unlock(range?: Range): void {
+    this.#check('unlock');
+    const r = this.#kernelRange(range, 'range');
+    const rc = native.munlock(r.addr, r.length);
+    if (rc < 0) throw systemError(rc, 'munlock', this.path);
+  }
+
+  /**
+   * @internal The kernel range of a low-level call: `start` is an absolute address inside this mapping
+   * (default: byte 0 of the view), `length` is checked not to run past the mapping's last page.
+   */
+  [kRange](start: bigint | undefined, length: bigint, syscall: string): KernelRange {
+    this.#check(syscall);
+    const from = start ?? this.#region.addr + BigInt(this.#delta);
+    const end = this.#region.addr + BigInt(Math.ceil(this.#region.length / pageSize) * pageSize);
+    if (length > end - from) throw outOfRange('length', `<= ${end - from} (the mapping ends there)`, length);
+    return { addr: from, length: Number(length) };
+  }
+
+  /** @internal mprotect of a kernel range of this mapping, keeping views safe (posix.ts). */
+  [kProtect](r: KernelRange, prot: number): void {
+    this.#mprotect(r.addr, r.length, prot);
+  }
+
+  #mprotect(addr: bigint, length: number, prot: number): void {
+    const whole = addr === this.#region.addr && length >= this.#region.length;
+    const viewable = (prot & PROT_RW) === PROT_RW;
+    // Detach before the pages lose write access: a view over read-only memory must never exist.
+    if (!viewable) this.#detachViews();
+    const rc = native.mprotect(addr, length, prot);
+    if (rc < 0) throw systemError(rc, 'mprotect', this.path);
+    if (whole) this.#prot = prot;
+    else if (!(viewable && this.#prot === PROT_RW)) this.#prot = -1;
+  }
+
+  #rawProtect(prot: number): void {
+    const rc = native.mprotect(this.#region.addr, this.#region.length, prot);
+    if (rc < 0) throw systemError(rc, 'mprotect', this.path);
+  }
+
+  #check(method: string): void {
+    if (this.#region.closed) {
+      throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${method} of a Mapping that has been unmapped`);
+    }
+    if (this.faulted) {
+      throw mmapkitError(
+        'ERR_MMAP_FAULTED',
+        `Cannot use ${method}: part of ${this.path ?? 'this mapping'} was read after the file was truncated ` +
+          '(a bus error, repaired with zero pages). Unmap it and map the file again.',
+      );
+    }
+  }
+
+  #userRange(range: Range | undefined, name: string): { start: number; end: number } {
+    const o = validateOptions(range, name, RANGE_OPTIONS);
+    const start = o.offset === undefined ? 0 : Number(validateInt64(o.offset, `${name}.offset`, 0n, BigInt(this.length)));
+    const length =
+      o.length === undefined
+        ? this.length - start
+        : Number(validateInt64(o.length, `${name}.length`, 0n, BigInt(this.length - start)));
+    return { start, end: start + length };
+  }
+
+  /** A user range widened to the pages that hold it, as a kernel address and length. */
+  #kernelRange(range: Range | undefined, name: string): KernelRange {
+    const { start, end } = this.#userRange(range, name);
+    const kStart = this.#delta + start;
+    const aligned = kStart - (kStart % pageSize);
+    return { addr: this.#region.addr + BigInt(aligned), length: this.#delta + end - aligned };
+  }
+
+  #makeView(offset: number, length: number): Buffer {
+    if (length === 0) return Buffer.alloc(0);
+    if ((this.#prot & PROT_RW) !== PROT_RW) {
+      throw mmapkitError(
+        'ERR_MMAP_NOT_ACCESSIBLE',
+        'The pages of this mapping are not readable and writable (see protect()): JavaScript has no read-only ' +
+          'Buffer, and a write to a read-only page would kill the process. Call protect(\'write\') first.',
+      );
+    }
+    const addr = this.#region.addr + BigInt(this.#delta + offset);
+    const ab = native.view(addr, length);
+    if (ab === null) {
+      throw mmapkitError(
+        'ERR_MMAP_EXTERNAL_BUFFERS_NOT_ALLOWED',
+        'This runtime does not allow Buffers over external memory (the V8 memory cage, as in Electron); mmapkit cannot give views here.',
+      );
+    }
+    Object.defineProperty(ab, kOwner, { value: this });
+    viewAddress.set(ab, { mapping: this, addr });
+    if (this.#views.length >= this.#viewsPruneAt) {
+      this.#views = this.#views.filter((w) => w.deref() !== undefined);
+      this.#viewsPruneAt = Math.max(64, this.#views.length * 2);
+    }
+    this.#views.push(new WeakRef(ab));
+    return Buffer.from(ab, 0, length);
+  }
+
+  #detachViews(): void {
+    for (const ref of this.#views) {
+      const ab = ref.deref();
+      if (ab !== undefined) native.detach(ab);
+    }
+    this.#views = [];
+    this.#buffer = undefined;
+  }
+}
+
+/** @internal Build a Mapping (for posix.ts). */
+export function createMapping(init: MappingInit): Mapping {
+  return new Mapping(kCreate, init);
+}
+
+/**
+ * @internal Resolve a low-level `addr` argument (a Mapping, or a Buffer/TypedArray/DataView over one)
+ * and a length to a kernel range inside that mapping.
+ */
+export function resolveAddress(
+  addr: unknown,
+  length: unknown,
+  syscall: string,
+): { mapping: Mapping; range: KernelRange } {
+  const len = validateInt64(length, 'length');
+  if (addr instanceof Mapping) return { mapping: addr, range: addr[kRange](undefined, len, syscall) };
+  if (ArrayBuffer.isView(addr)) {
+    const info = viewAddress.get(addr.buffer as ArrayBuffer);
+    if (info === undefined) throw invalidArgValue('addr', addr, 'is not a view of a mapping made by mmapkit');
+    const start = info.addr + BigInt(addr.byteOffset);
+    return { mapping: info.mapping, range: info.mapping[kRange](start, len, syscall) };
+  }
+  throw invalidArgType('addr', 'a Mapping or a Buffer, TypedArray or DataView over one', addr);
+}
+
+function pathToString(p: PathLike): string {
+  if (typeof p === 'string') return p;
+  if (p instanceof URL) return decodeURIComponent(p.pathname);
+  return p.toString();
+}
+
+function validateTarget(target: unknown): { path?: PathLike; fd?: number } {
+  if (typeof target === 'number') return { fd: validateInt32(target, 'fd', 0) };
+  if (typeof target === 'string' || Buffer.isBuffer(target) || target instanceof URL) {
+    if (typeof target === 'string' && target.length === 0) throw invalidArgValue('path', target, 'must be a non-empty string');
+    if (typeof target === 'string' && target.includes('\0')) throw invalidArgValue('path', target, 'must not contain null bytes');
+    return { path: target };
+  }
+  throw invalidArgType('pathOrFd', 'of type string, Buffer, URL or number (a file descriptor)', target);
+}
+
+/**
+ * Map a file or a device into memory.
+ *
+ * ```ts
+ * using m = map('data.bin', { access: 'write', size: 1 << 20 });
+ * m.buffer.write('hello');
+ * m.flush();
+ * ```
+ *
+ * @param pathOrFd A path (string, Buffer or file: URL), or an open file descriptor (not closed by
+ *   mmapkit; the mapping stays valid after you close it).
+ * @throws `ERR_MMAP_EMPTY_FILE` for an empty file without `size`; `ERR_OUT_OF_RANGE` for a zero
+ *   length or a range past the end of the file; system errors (`ENOENT`, `EACCES`, ...) shaped like fs.
+ */
+export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping {
+  const target = validateTarget(pathOrFd);
+  const o = validateOptions(options, 'options', MAP_OPTIONS);
+  const access = o.access === undefined ? 'read' : validateOneOf(o.access, 'options.access', ACCESS);
+  const offset = o.offset === undefined ? 0n : validateInt64(o.offset, 'options.offset');
+  const explicitLength = o.length === undefined ? undefined : validateInt64(o.length, 'options.length', 1n);
+  const size = o.size === undefined ? undefined : validateInt64(o.size, 'options.size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
+  const mode = o.mode === undefined ? 0o600 : validateInt32(o.mode, 'options.mode', 0, 0o7777);
+  const populate = o.populate === undefined ? false : validateBoolean(o.populate, 'options.populate');
+  if (size !== undefined && access !== 'write') {
+    throw invalidArgValue('options.size', o.size, "needs access: 'write' (growing a file means writing to it)");
+  }
+  if (o.mode !== undefined && size === undefined) {
+    throw invalidArgValue('options.mode', o.mode, 'only applies to a file created with options.size');
+  }
+
+  const path = target.path === undefined ? undefined : pathToString(target.path);
+  let fd: number;
+  if (target.fd !== undefined) {
+    fd = target.fd;
+  } else {
+    const flags =
+      access === 'write' ? fsConstants.O_RDWR | (size !== undefined ? fsConstants.O_CREAT : 0) : fsConstants.O_RDONLY;
+    fd = openSync(target.path!, flags, mode); // libuv opens with O_CLOEXEC
+  }
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    if (st.isDirectory()) throw systemError(-21 /* EISDIR */, 'mmap', path);
+    const regular = st.isFile();
+    let fileSize = st.size;
+    if (size !== undefined && regular && fileSize < size) {
+      ftruncateSync(fd, Number(size));
+      fileSize = size;
+    }
+    let length: bigint;
+    if (regular) {
+      if (fileSize === 0n) {
+        throw mmapkitError(
+          'ERR_MMAP_EMPTY_FILE',
+          `Cannot map ${path === undefined ? `fd ${fd}` : `'${path}'`}: the file is empty (an empty file has no pages to map). ` +
+            "Pass { access: 'write', size } to grow it first.",
+        );
+      }
+      if (offset >= fileSize) {
+        throw outOfRange('options.offset', `< ${fileSize} (the size of the file)`, o.offset);
+      }
+      length = explicitLength ?? fileSize - offset;
+      if (offset + length > fileSize) {
+        throw outOfRange('options.length', `<= ${fileSize - offset} (the file has ${fileSize} bytes)`, o.length);
+      }
+    } else {
+      if (explicitLength === undefined) {
+        throw invalidArgValue('options.length', undefined, 'is required to map something that is not a regular file (a device has no size to default to)');
+      }
+      length = explicitLength;
+    }
+    const delta = offset % PAGE;
+    const alignedOffset = offset - delta;
+    const mapLength = length + delta;
+    if (mapLength > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange('options.length', 'smaller than the address space', o.length);
+    const flags = access === 'write' ? MAP_SHARED : MAP_PRIVATE;
+    // A 'read' mapping is populated while read-only: populating a writable private mapping would copy
+    // every page instead of sharing it with the page cache.
+    const initialProt = access === 'read' && populate ? PROT_READ : PROT_RW;
+    const populateFlag = populate ? (constants.MAP_POPULATE ?? 0) : 0;
+    const addr = native.mmap(mapLength, initialProt, flags | populateFlag, fd, alignedOffset);
+    if (typeof addr === 'number') throw systemError(addr, 'mmap', path);
+    if (initialProt !== PROT_RW) {
+      const rc = native.mprotect(addr, Number(mapLength), PROT_RW);
+      if (rc < 0) {
+        native.munmap(addr, Number(mapLength));
+        throw systemError(rc, 'mprotect', path);
+      }
+    }
+    return createMapping({
+      addr,
+      mapLength: Number(mapLength),
+      delta: Number(delta),
+      length: Number(length),
+      offset,
+      prot: PROT_RW,
+      flags,
+      path,
+      access,
+    });
+  } finally {
+    if (target.fd === undefined) closeSync(fd);
+  }
+}
+
+/**
+ * Map anonymous memory: zero-filled, backed by no file (`MAP_ANONYMOUS`). Private by default; shared
+ * anonymous memory is only visible to processes forked from this one, which Node cannot do (use
+ * shared memory objects to share with children).
+ */
+export function mapAnonymous(length: Int64Like, options?: AnonymousOptions): Mapping {
+  const len = validateInt64(length, 'length', 1n, BigInt(Number.MAX_SAFE_INTEGER));
+  const o = validateOptions(options, 'options', ANONYMOUS_OPTIONS);
+  const shared = o.shared === undefined ? false : validateBoolean(o.shared, 'options.shared');
+  const populate = o.populate === undefined ? false : validateBoolean(o.populate, 'options.populate');
+  const flags = (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS;
+  const addr = native.mmap(len, PROT_RW, flags | (populate ? (constants.MAP_POPULATE ?? 0) : 0), -1, 0n);
+  if (typeof addr === 'number') throw systemError(addr, 'mmap');
+  return createMapping({
+    addr,
+    mapLength: Number(len),
+    delta: 0,
+    length: Number(len),
+    offset: 0n,
+    prot: PROT_RW,
+    flags,
+    path: undefined,
+    access: undefined,
+  });
+}
