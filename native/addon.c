@@ -21,6 +21,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"madvise", NULL, js_madvise, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mincore", NULL, js_mincore, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mlock", NULL, js_mlock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mlock2", NULL, js_mlock2, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munlock", NULL, js_munlock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"view", NULL, js_view, NULL, NULL, NULL, napi_enumerable, NULL},
       {"detach", NULL, js_detach, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -162,6 +162,16 @@ napi_value js_mlock(napi_env env, napi_callback_info info) {
   return make_result(env, rc, errno);
 }
 
+/* mlock2(addr, length, flags) -> 0 | -errno (flags: MLOCK_ONFAULT) */
+napi_value js_mlock2(napi_env env, napi_callback_info info) {
+  void* addr;
+  uint64_t len;
+  int32_t flags;
+  if (!get_range_and_int(env, info, &addr, &len, &flags)) return NULL;
+  int rc = mlock2(addr, (size_t)len, (unsigned int)flags);
+  return make_result(env, rc, errno);
+}
+
 /* munlock(addr, length) -> 0 | -errno */
 napi_value js_munlock(napi_env env, napi_callback_info info) {
   void* addr;
@@ -313,6 +323,9 @@ napi_value js_constants(napi_env env) {
 #endif
 #ifdef MADV_POPULATE_WRITE
   C(MADV_POPULATE_WRITE);
+#endif
+#ifdef MLOCK_ONFAULT
+  C(MLOCK_ONFAULT);
 #endif
 #ifdef MCL_CURRENT
   C(MCL_CURRENT);

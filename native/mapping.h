@@ -10,6 +10,7 @@ napi_value js_mprotect(napi_env env, napi_callback_info info);
 napi_value js_madvise(napi_env env, napi_callback_info info);
 napi_value js_mincore(napi_env env, napi_callback_info info);
 napi_value js_mlock(napi_env env, napi_callback_info info);
+napi_value js_mlock2(napi_env env, napi_callback_info info);
 napi_value js_munlock(napi_env env, napi_callback_info info);
 napi_value js_view(napi_env env, napi_callback_info info);
 napi_value js_detach(napi_env env, napi_callback_info info);

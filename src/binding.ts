@@ -25,6 +25,7 @@ export interface NativeBinding {
   madvise(addr: bigint, length: number, advice: number): Status;
   mincore(addr: bigint, length: number, vec: Uint8Array): Status;
   mlock(addr: bigint, length: number): Status;
+  mlock2(addr: bigint, length: number, flags: number): Status;
   munlock(addr: bigint, length: number): Status;
   /** An ArrayBuffer over [addr, addr+length), or null when the runtime forbids external buffers. */
   view(addr: bigint, length: number): ArrayBuffer | null;

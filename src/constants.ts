@@ -49,6 +49,7 @@ export interface Constants {
   readonly MADV_PAGEOUT?: number;
   readonly MADV_POPULATE_READ?: number;
   readonly MADV_POPULATE_WRITE?: number;
+  readonly MLOCK_ONFAULT?: number;
   readonly MCL_CURRENT?: number;
   readonly MCL_FUTURE?: number;
 }

@@ -399,12 +399,14 @@ export class Mapping implements Disposable {
   lock(range?: Range): void {
     this.#check('lock');
     const r = this.#kernelRange(range, 'range');
-    // mlock faults writable private pages in for writing, which would copy every page of a 'read'
-    // mapping. Lock it while read-only instead: the pages stay shared with the page cache.
-    const readOnlyFirst = this.access === 'read' && this.#prot === PROT_RW;
-    if (readOnlyFirst) this.#rawProtect(PROT_READ);
-    const rc = native.mlock(r.addr, r.length);
-    if (readOnlyFirst) this.#rawProtect(PROT_RW);
+    // mlock faults the pages of a writable private mapping in for writing, which would give a 'read'
+    // mapping private copies of every page and stop it seeing the file. Lock it on fault instead and
+    // fault the pages in for reading: they stay shared with the page cache.
+    const onFault = this.access === 'read' && constants.MLOCK_ONFAULT !== undefined;
+    const rc = onFault ? native.mlock2(r.addr, r.length, constants.MLOCK_ONFAULT!) : native.mlock(r.addr, r.length);
+    if (rc === 0 && onFault && constants.MADV_POPULATE_READ !== undefined) {
+      native.madvise(r.addr, r.length, constants.MADV_POPULATE_READ);
+    }
     if (rc < 0) throw systemError(rc, 'mlock', this.path);
   }
 
@@ -442,11 +444,6 @@ export class Mapping implements Disposable {
     if (rc < 0) throw systemError(rc, 'mprotect', this.path);
     if (whole) this.#prot = prot;
     else if (!(viewable && this.#prot === PROT_RW)) this.#prot = -1;
-  }
-
-  #rawProtect(prot: number): void {
-    const rc = native.mprotect(this.#region.addr, this.#region.length, prot);
-    if (rc < 0) throw systemError(rc, 'mprotect', this.path);
   }
 
   #check(method: string): void {
