@@ -7,8 +7,8 @@
  */
 import { native } from './binding.js';
 import { constants } from './constants.js';
-import { invalidArgValue, systemError } from './errors.js';
-import { type Mapping, createMapping, kProtect, resolveAddress } from './mapping.js';
+import { invalidArgType, invalidArgValue, systemError } from './errors.js';
+import { Mapping, createMapping, kProtect, resolveAddress } from './mapping.js';
 import { type Int64Like, validateInt32, validateInt64 } from './validators.js';
 
 /** Where C takes `void *addr`: a Mapping (its first byte) or a view over one (the view's first byte). */
@@ -48,7 +48,7 @@ export function mmap(length: Int64Like, prot: number, flags: number, fd: number,
 
 /** `munmap`: unmaps the whole mapping (partial unmapping is not supported). Same as `mapping.unmap()`. */
 export function munmap(mapping: Mapping): void {
-  resolveAddress(mapping, 0, 'munmap');
+  if (!(mapping instanceof Mapping)) throw invalidArgType('mapping', 'an instance of Mapping', mapping);
   mapping.unmap();
 }
 

@@ -1,0 +1,131 @@
+// After unmap: every method throws ERR_MMAP_CLOSED, every view is empty, nothing can touch freed memory.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync, openSync, closeSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { constants, map, mapAnonymous, madvise, mincore, mlock, mprotect, msync, munlock, munmap, pageSize } from '../dist/index.js';
+import { runNode, distUrl, tempDir, throwsCode } from './helpers.mjs';
+
+const CLOSED = ['ERR_MMAP_CLOSED', 'MmapkitError'];
+
+test('every method of an unmapped Mapping throws ERR_MMAP_CLOSED', async () => {
+  const m = mapAnonymous(2 * pageSize);
+  const view = m.buffer;
+  m.unmap();
+  assert.equal(m.closed, true);
+  m.unmap(); // idempotent
+  m[Symbol.dispose](); // idempotent too
+  munmap(m); // and through the low-level call
+  throwsCode(() => m.buffer, ...CLOSED);
+  throwsCode(() => m.view(0, 1), ...CLOSED);
+  throwsCode(() => m.flush(), ...CLOSED);
+  await assert.rejects(m.flushAsync(), { code: 'ERR_MMAP_CLOSED' });
+  throwsCode(() => m.protect('read'), ...CLOSED);
+  throwsCode(() => m.advise('normal'), ...CLOSED);
+  throwsCode(() => m.discard(), ...CLOSED);
+  throwsCode(() => m.residency(), ...CLOSED);
+  throwsCode(() => m.lock(), ...CLOSED);
+  throwsCode(() => m.unlock(), ...CLOSED);
+  throwsCode(() => msync(m, 1, constants.MS_SYNC), ...CLOSED);
+  throwsCode(() => mprotect(m, 1, constants.PROT_READ), ...CLOSED);
+  throwsCode(() => madvise(m, 1, constants.MADV_NORMAL), ...CLOSED);
+  throwsCode(() => mincore(m, 1), ...CLOSED);
+  throwsCode(() => mlock(m, 1), ...CLOSED);
+  throwsCode(() => munlock(m, 1), ...CLOSED);
+  throwsCode(() => msync(view, 0, constants.MS_SYNC), ...CLOSED); // a detached view still names its mapping
+  assert.equal(m.faulted, false);
+  assert.equal(m.length, 2 * pageSize, 'plain properties stay readable');
+});
+
+test('views of an unmapped mapping are empty: reads give undefined, methods throw, no crash', () => {
+  const m = mapAnonymous(pageSize);
+  const b = m.buffer;
+  const sub = b.subarray(100, 200);
+  const w = m.view(10, 10);
+  const i32 = new Int32Array(b.buffer, b.byteOffset, 4);
+  const dv = new DataView(b.buffer);
+  b.fill(7);
+  m.unmap();
+  for (const v of [b, sub, w, i32]) assert.equal(v.length, 0);
+  assert.equal(b[0], undefined);
+  b[0] = 1; // a write to a detached view goes nowhere
+  assert.equal(b[0], undefined);
+  assert.throws(() => b.readUInt32LE(0), RangeError);
+  assert.equal(b.write('x', 0), 0, 'nothing written');
+  assert.throws(() => b.fill(1), TypeError);
+  assert.equal(Buffer.from('abcd').copy(b), 0);
+  assert.equal(b.indexOf(7), -1);
+  assert.throws(() => Atomics.load(i32, 0), (e) => e instanceof TypeError || e instanceof RangeError);
+  assert.throws(() => dv.getUint8(0), TypeError);
+  assert.equal(b.toString(), '');
+  assert.throws(() => [...sub], TypeError);
+});
+
+test('access past the end of a view is bounds-checked', (t) => {
+  const file = join(tempDir(t), 'end.bin');
+  writeFileSync(file, Buffer.alloc(100, 3));
+  const m = map(file);
+  const b = m.buffer;
+  assert.equal(b.length, 100);
+  assert.equal(b[100], undefined);
+  assert.equal(b[pageSize - 1], undefined, 'the rest of the last page is not reachable');
+  assert.throws(() => b.readUInt8(100), { code: 'ERR_OUT_OF_RANGE' });
+  assert.throws(() => b.readBigUInt64LE(95), { code: 'ERR_OUT_OF_RANGE' });
+  assert.equal(b.subarray(90, 500).length, 10);
+  m.unmap();
+});
+
+test('unmap during flushAsync keeps the memory until the flush settles', async (t) => {
+  const file = join(tempDir(t), 'fa.bin');
+  writeFileSync(file, Buffer.alloc(64 * pageSize));
+  const m = map(file, { access: 'write' });
+  m.buffer.fill(1);
+  const p = m.flushAsync();
+  m.unmap();
+  await p;
+  assert.equal(m.closed, true);
+});
+
+test('a mapping is unmapped by the garbage collector only when neither it nor a view is reachable', (t) => {
+  const file = join(tempDir(t), 'gc.bin');
+  writeFileSync(file, Buffer.alloc(pageSize, 65));
+  const code = `
+    import { map } from ${JSON.stringify(distUrl)};
+    import { readFileSync } from 'node:fs';
+    const file = process.argv[1];
+    const mapped = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.endsWith(' ' + file)).length;
+    const settle = async () => { for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); } };
+    let keep = (() => map(file).buffer.subarray(1, 2))(); // the Mapping object is dropped at once
+    await settle();
+    const whileViewAlive = mapped();
+    const byte = keep[0];
+    keep = null;
+    await settle();
+    const afterDrop = mapped();
+    for (let i = 0; i < 1000; i++) map(file); // churn: each dropped mapping must be released
+    await settle();
+    console.log(JSON.stringify({ whileViewAlive, byte, afterDrop, afterChurn: mapped() }));
+  `;
+  const r = runNode(code, { args: [file], nodeArgs: ['--expose-gc'] });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.whileViewAlive, 1, 'a live view keeps its mapping');
+  assert.equal(out.byte, 65, 'and its memory readable');
+  assert.equal(out.afterDrop, 0, 'dropped mapping is unmapped');
+  assert.ok(out.afterChurn < 50, `churned mappings are released (still mapped: ${out.afterChurn})`);
+});
+
+test('closing the fd, then the file being replaced, leaves the mapping valid', (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'r.bin');
+  writeFileSync(file, Buffer.alloc(pageSize, 1));
+  const fd = openSync(file, 'r+');
+  const m = map(fd, { access: 'write' });
+  closeSync(fd);
+  writeFileSync(file + '.new', 'x');
+  const fd2 = openSync(file, 'r+');
+  writeSync(fd2, Buffer.from([9]), 0, 1, 0);
+  closeSync(fd2);
+  assert.equal(m.buffer[0], 9);
+  m.unmap();
+});
