@@ -8,10 +8,6 @@
 #include "mapping.h"
 
 static napi_value init(napi_env env, napi_value exports) {
-  /* The SIGBUS guard goes in once per process, before any mapping exists. A failure is reported
-   * through guardInstalled() and the install result, not by refusing to load. */
-  int guard_rc = guard_install();
-
   napi_property_descriptor props[] = {
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -26,17 +22,16 @@ static napi_value init(napi_env env, napi_value exports) {
       {"view", NULL, js_view, NULL, NULL, NULL, napi_enumerable, NULL},
       {"detach", NULL, js_detach, NULL, NULL, NULL, napi_enumerable, NULL},
       {"faulted", NULL, js_faulted, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"guardInstall", NULL, js_guard_install, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstalled", NULL, js_guard_installed, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
 
   napi_value constants = js_constants(env);
-  napi_value page, rc;
+  napi_value page;
   if (constants == NULL || napi_set_named_property(env, exports, "constants", constants) != napi_ok ||
       napi_create_int64(env, sysconf(_SC_PAGESIZE), &page) != napi_ok ||
-      napi_set_named_property(env, exports, "pageSize", page) != napi_ok ||
-      napi_create_int32(env, guard_rc, &rc) != napi_ok ||
-      napi_set_named_property(env, exports, "guardInstallResult", rc) != napi_ok)
+      napi_set_named_property(env, exports, "pageSize", page) != napi_ok)
     return NULL;
   return exports;
 }

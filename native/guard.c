@@ -173,6 +173,11 @@ bool guard_faulted(void* addr) {
   return s != NULL && atomic_load_explicit(&s->faulted, memory_order_acquire) != 0;
 }
 
+/* guardInstall() -> 0 | -errno. Installs the SIGBUS handler once per process (idempotent). */
+napi_value js_guard_install(napi_env env, napi_callback_info info) {
+  return make_i32(env, guard_install());
+}
+
 napi_value js_guard_installed(napi_env env, napi_callback_info info) {
   napi_value r;
   NAPI_CALL(env, napi_get_boolean(env, atomic_load(&g_installed) == 2, &r));

@@ -23,6 +23,7 @@ void guard_set_prot(void* addr, int prot);
 /* Whether a bus error inside the mapping starting at addr has been repaired since it was mapped. */
 bool guard_faulted(void* addr);
 
+napi_value js_guard_install(napi_env env, napi_callback_info info);
 napi_value js_guard_installed(napi_env env, napi_callback_info info);
 napi_value js_faulted(napi_env env, napi_callback_info info);
 

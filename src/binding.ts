@@ -31,8 +31,8 @@ export interface NativeBinding {
   view(addr: bigint, length: number): ArrayBuffer | null;
   detach(buffer: ArrayBuffer): void;
   faulted(addr: bigint): boolean;
+  guardInstall(): Status;
   guardInstalled(): boolean;
-  readonly guardInstallResult: number;
   readonly pageSize: number;
   readonly constants: Readonly<Record<string, number>>;
 }

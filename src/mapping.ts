@@ -11,6 +11,7 @@
 import { closeSync, fstatSync, ftruncateSync, openSync, constants as fsConstants } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
 import { native } from './binding.js';
+import './guard.js'; // installs the SIGBUS guard before the first mapping exists
 import { constants, pageSize } from './constants.js';
 import { invalidArgType, invalidArgValue, mmapkitError, outOfRange, systemError } from './errors.js';
 import {
