@@ -128,6 +128,11 @@ const ADVICE: Readonly<Record<Advice, number | undefined>> = {
   'populate-read': constants.MADV_POPULATE_READ,
 };
 
+/** Whether a protection (-1: parts differ) lets JavaScript hold views: read and write on every page. */
+function isViewable(prot: number): boolean {
+  return prot >= 0 && (prot & PROT_RW) === PROT_RW;
+}
+
 /** A resolved kernel range: page-aligned address and length. */
 interface KernelRange {
   addr: bigint;
@@ -438,13 +443,14 @@ export class Mapping implements Disposable {
 
   #mprotect(addr: bigint, length: number, prot: number): void {
     const whole = addr === this.#region.addr && length >= this.#region.length;
-    const viewable = (prot & PROT_RW) === PROT_RW;
+    const viewable = isViewable(prot);
     // Detach before the pages lose write access: a view over read-only memory must never exist.
     if (!viewable) this.#detachViews();
     const rc = native.mprotect(addr, length, prot);
     if (rc < 0) throw systemError(rc, 'mprotect', this.path);
     if (whole) this.#prot = prot;
-    else if (!(viewable && this.#prot === PROT_RW)) this.#prot = -1;
+    // A part changed: views stay possible only if every page still allows read and write.
+    else if (!(viewable && isViewable(this.#prot))) this.#prot = -1;
   }
 
   #check(method: string): void {
@@ -480,7 +486,7 @@ export class Mapping implements Disposable {
 
   #makeView(offset: number, length: number): Buffer {
     if (length === 0) return Buffer.alloc(0);
-    if ((this.#prot & PROT_RW) !== PROT_RW) {
+    if (!isViewable(this.#prot)) {
       throw mmapkitError(
         'ERR_MMAP_NOT_ACCESSIBLE',
         'The pages of this mapping are not readable and writable (see protect()): JavaScript has no read-only ' +

@@ -1,0 +1,78 @@
+// Mappings larger than one ArrayBuffer (4 GiB) and offsets past 4 GiB: 64-bit end to end.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, openSync, readSync, writeSync, ftruncateSync } from 'node:fs';
+import { join } from 'node:path';
+import { map, mapAnonymous, MAX_VIEW_LENGTH, pageSize } from '../dist/index.js';
+import { tempDir, throwsCode } from './helpers.mjs';
+
+const GiB = 2 ** 30;
+
+function sparse(t, size) {
+  const file = join(tempDir(t), 'sparse.bin');
+  const fd = openSync(file, 'w+');
+  ftruncateSync(fd, size);
+  return { file, fd };
+}
+
+function readAt(fd, position, length) {
+  const b = Buffer.alloc(length);
+  readSync(fd, b, 0, length, position);
+  return b;
+}
+
+test('a 5 GiB file mapping is reached through windows, at the right places', (t) => {
+  const size = 5 * GiB + 123;
+  const { file, fd } = sparse(t, size);
+  t.after(() => closeSync(fd));
+  const m = map(file, { access: 'write' });
+  assert.equal(m.length, size);
+  throwsCode(() => m.buffer, 'ERR_MMAP_VIEW_TOO_LARGE', 'MmapkitError');
+  throwsCode(() => m.view(), 'ERR_MMAP_VIEW_TOO_LARGE', 'MmapkitError');
+  throwsCode(() => m.view(0, MAX_VIEW_LENGTH + 1), 'ERR_OUT_OF_RANGE', 'RangeError');
+  const positions = [0, 2 ** 32 - 3, 2 ** 32 + 16, 4 * GiB + 12345, size - 8]; // 2^32-3 straddles the 4 GiB line
+  for (const p of positions) {
+    const w = m.view(p, 8);
+    w.writeBigUInt64LE(BigInt(p) * 7n + 1n);
+  }
+  // Window across the 4 GiB line, as a bigint offset.
+  const across = m.view(BigInt(2 ** 32 - 3), 8n);
+  assert.equal(across.readBigUInt64LE(0), BigInt(2 ** 32 - 3) * 7n + 1n);
+  const last = m.view(size - 8);
+  assert.equal(last.length, 8);
+  m.flush({ offset: 4 * GiB, length: GiB + 123 });
+  for (const p of positions) {
+    assert.equal(readAt(fd, p, 8).readBigUInt64LE(0), BigInt(p) * 7n + 1n, `file offset ${p}`);
+  }
+  assert.equal(m.residency({ offset: 4 * GiB, length: pageSize }).length, 1);
+  m.unmap();
+});
+
+test('offsets past 4 GiB map the right bytes (no 32-bit truncation)', (t) => {
+  const size = 6 * GiB;
+  const { file, fd } = sparse(t, size);
+  t.after(() => closeSync(fd));
+  const at = 5 * GiB + 4097; // unaligned, and its low 32 bits point elsewhere
+  writeSync(fd, Buffer.from('past-four-gib'), 0, 13, at);
+  writeSync(fd, Buffer.from('WRONG-PLACE!!'), 0, 13, at % 2 ** 32);
+  const m = map(file, { offset: at, length: 13 });
+  assert.equal(m.offset, at);
+  assert.equal(m.buffer.toString(), 'past-four-gib');
+  const b = map(file, { offset: BigInt(at), length: 13n, access: 'write' });
+  b.buffer.write('PAST-FOUR-GIB');
+  b.flush();
+  assert.equal(readAt(fd, at, 13).toString(), 'PAST-FOUR-GIB');
+  m.unmap();
+  b.unmap();
+});
+
+test('anonymous memory larger than 4 GiB', () => {
+  const m = mapAnonymous(4 * GiB + pageSize);
+  throwsCode(() => m.buffer, 'ERR_MMAP_VIEW_TOO_LARGE', 'MmapkitError');
+  const w = m.view(4 * GiB, pageSize);
+  w.fill(3);
+  assert.equal(m.view(4 * GiB + pageSize - 1, 1)[0], 3);
+  assert.equal(m.view(4 * GiB - 1, 1)[0], 0);
+  m.unmap();
+  assert.equal(w.length, 0);
+});

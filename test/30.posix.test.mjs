@@ -1,0 +1,93 @@
+// The low-level API: kernel rules as in C, addresses given as a Mapping or a view over one.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { constants, madvise, mincore, mlock, mmap, mprotect, msync, munlock, munmap, pageSize } from '../dist/index.js';
+import { tempDir, throwsCode } from './helpers.mjs';
+
+const { PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MS_SYNC, MS_ASYNC, MADV_DONTNEED, MADV_WILLNEED } = constants;
+const RW = PROT_READ | PROT_WRITE;
+
+test('constants carry their C names and Linux x86-64 values', () => {
+  assert.equal(pageSize, 4096);
+  assert.deepEqual(
+    { PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MS_ASYNC, MS_SYNC, MADV_DONTNEED },
+    { PROT_NONE: 0, PROT_READ: 1, PROT_WRITE: 2, PROT_EXEC: 4, MAP_SHARED: 1, MAP_PRIVATE: 2, MAP_ANONYMOUS: 0x20, MS_ASYNC: 1, MS_SYNC: 4, MADV_DONTNEED: 4 },
+  );
+  assert.equal(constants.MAP_POPULATE, 0x8000);
+  assert.equal(constants.MAP_HUGETLB, 0x40000);
+  assert.equal(constants.MADV_NOT_A_THING, undefined, 'absent, not wrong');
+  assert.ok(Object.isFrozen(constants));
+});
+
+test('mmap a file MAP_SHARED, write, msync, munmap: as in C', (t) => {
+  const file = join(tempDir(t), 'f.bin');
+  writeFileSync(file, Buffer.alloc(3 * pageSize));
+  const fd = openSync(file, 'r+');
+  const m = mmap(2 * pageSize, RW, MAP_SHARED, fd, pageSize);
+  closeSync(fd); // the mapping outlives the descriptor
+  assert.equal(m.offset, pageSize);
+  m.buffer.write('low-level', 10);
+  msync(m, 2 * pageSize, MS_SYNC);
+  msync(m.buffer.subarray(pageSize), pageSize, MS_ASYNC);
+  assert.equal(readFileSync(file).toString('latin1', pageSize + 10, pageSize + 19), 'low-level');
+  munmap(m);
+  assert.equal(m.closed, true);
+});
+
+test('mprotect on part of a mapping: views go while any page is not read-write', () => {
+  const m = mmap(3 * pageSize, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const b = m.buffer;
+  b[0] = 1;
+  mprotect(m.buffer.subarray(pageSize), pageSize, PROT_READ);
+  assert.equal(b.length, 0, 'detached before the page became read-only');
+  assert.equal(m.protection, -1, 'mixed');
+  assert.throws(() => m.buffer, { code: 'ERR_MMAP_NOT_ACCESSIBLE' });
+  mprotect(m, 3 * pageSize, RW);
+  assert.equal(m.protection, RW);
+  assert.equal(m.buffer[0], 1);
+  mprotect(m, 3 * pageSize, RW | PROT_EXEC);
+  assert.equal(m.buffer[0], 1, 'exec does not take views away');
+  mprotect(m, pageSize, PROT_NONE);
+  assert.throws(() => m.buffer, { code: 'ERR_MMAP_NOT_ACCESSIBLE' });
+  munmap(m);
+});
+
+test('a mapping without write access gives no Buffer (a write would kill the process)', (t) => {
+  const file = join(tempDir(t), 'ro.bin');
+  writeFileSync(file, 'read only');
+  const fd = openSync(file, 'r');
+  t.after(() => closeSync(fd));
+  const m = mmap(9, PROT_READ, MAP_SHARED, fd, 0);
+  assert.throws(() => m.buffer, { code: 'ERR_MMAP_NOT_ACCESSIBLE' });
+  assert.deepEqual([...mincore(m, 9)].map((v) => v & 1).length, 1);
+  throwsCode(() => mprotect(m, 9, RW), 'EACCES', 'Error', { syscall: 'mprotect' });
+  const p = mmap(9, RW, MAP_PRIVATE, fd, 0); // the C way to read a read-only file with a writable view
+  assert.equal(p.buffer.toString(), 'read only');
+  munmap(m);
+  munmap(p);
+});
+
+test('madvise, mincore, mlock, munlock', () => {
+  const m = mmap(4 * pageSize, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert.deepEqual([...mincore(m, 4 * pageSize)].map((v) => v & 1), [0, 0, 0, 0]);
+  m.buffer.fill(9, 0, pageSize + 1);
+  assert.deepEqual([...mincore(m, 4 * pageSize)].map((v) => v & 1), [1, 1, 0, 0]);
+  madvise(m, 4 * pageSize, MADV_WILLNEED);
+  madvise(m.buffer.subarray(pageSize), pageSize, MADV_DONTNEED); // low-level: data-discarding advice is allowed
+  assert.equal(m.buffer[pageSize], 0);
+  assert.equal(m.buffer[0], 9);
+  mlock(m, 4 * pageSize);
+  assert.deepEqual([...mincore(m, 4 * pageSize)].map((v) => v & 1), [1, 1, 1, 1]);
+  munlock(m, 4 * pageSize);
+  munmap(m);
+});
+
+test('a length that is not a page multiple covers the last partial page, never more', () => {
+  const m = mmap(pageSize + 1, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert.equal(m.buffer.length, pageSize + 1);
+  msync(m, 2 * pageSize, MS_SYNC); // the kernel's mapping is two pages
+  throwsCode(() => msync(m, 2 * pageSize + 1, MS_SYNC), 'ERR_OUT_OF_RANGE', 'RangeError');
+  munmap(m);
+});
