@@ -7,7 +7,13 @@
 #include "guard.h"
 #include "mapping.h"
 
+/* When this environment goes away (a worker thread exits), its JavaScript objects are gone and their
+ * finalizers will never run: unmap what they still held, or every worker would leak its mappings. */
+static void on_env_teardown(void* env) { guard_unmap_owned(env); }
+
 static napi_value init(napi_env env, napi_value exports) {
+  if (napi_add_env_cleanup_hook(env, on_env_teardown, env) != napi_ok) return NULL;
+
   napi_property_descriptor props[] = {
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},

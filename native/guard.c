@@ -30,6 +30,7 @@ typedef struct {
   _Atomic size_t len;
   _Atomic int prot;
   _Atomic int faulted;
+  void* _Atomic owner;
 } slot_t;
 
 typedef struct chunk {
@@ -122,7 +123,7 @@ static slot_t* find_slot(void* addr) {
   return NULL;
 }
 
-int guard_register(void* addr, size_t len, int prot) {
+int guard_register(void* addr, size_t len, int prot, void* owner) {
   chunk_t* c = &g_head;
   for (;;) {
     for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
@@ -134,6 +135,7 @@ int guard_register(void* addr, size_t len, int prot) {
       atomic_store_explicit(&s->len, len, memory_order_relaxed);
       atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
       atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
+      atomic_store_explicit(&s->owner, owner, memory_order_relaxed);
       /* release: publish start/len/prot to the signal handler before it can match this slot */
       atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
       return 0;
@@ -160,6 +162,22 @@ void guard_unregister(void* addr) {
   slot_t* s = find_slot(addr);
   /* release: the slot may be claimed again by another thread only after this store */
   if (s != NULL) atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+}
+
+void guard_unmap_owned(void* owner) {
+  for (chunk_t* c = &g_head; c != NULL; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
+    for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
+      slot_t* s = &c->slots[i];
+      if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_LIVE ||
+          atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
+        continue;
+      void* start = (void*)atomic_load_explicit(&s->start, memory_order_relaxed);
+      size_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
+      /* release: forget the range before the address can be reused (same order as js_munmap) */
+      atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+      munmap(start, len);
+    }
+  }
 }
 
 void guard_set_prot(void* addr, int prot) {

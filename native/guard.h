@@ -11,8 +11,13 @@
 /* Install the handler once per process. Returns 0 or -errno. Safe to call from any thread. */
 int guard_install(void);
 
-/* Record a live mapping so that a bus error inside it can be repaired. Returns 0 or -ENOMEM. */
-int guard_register(void* addr, size_t len, int prot);
+/* Record a live mapping so that a bus error inside it can be repaired, owned by the Node environment
+ * (main thread or worker) that made it. Returns 0 or -ENOMEM. */
+int guard_register(void* addr, size_t len, int prot, void* owner);
+
+/* Unmap every mapping still owned by `owner`: called when that environment is torn down (a worker
+ * thread exits), when no JavaScript object of it can reach the memory any more. */
+void guard_unmap_owned(void* owner);
 
 /* Forget a mapping (called right before munmap). */
 void guard_unregister(void* addr);

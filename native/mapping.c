@@ -23,7 +23,7 @@ napi_value js_mmap(napi_env env, napi_callback_info info) {
     return NULL;
   void* p = mmap(NULL, (size_t)len, prot, flags, fd, (off_t)off);
   if (p == MAP_FAILED) return make_i32(env, -errno);
-  int rc = guard_register(p, (size_t)len, prot);
+  int rc = guard_register(p, (size_t)len, prot, env);
   if (rc != 0) {
     munmap(p, (size_t)len);
     return make_i32(env, rc);

@@ -129,3 +129,31 @@ test('closing the fd, then the file being replaced, leaves the mapping valid', (
   assert.equal(m.buffer[0], 9);
   m.unmap();
 });
+
+test('a worker thread maps the same file; its mappings are released when it exits', async (t) => {
+  const { Worker } = await import('node:worker_threads');
+  const { readFileSync } = await import('node:fs');
+  const file = join(tempDir(t), 'worker.bin');
+  writeFileSync(file, Buffer.alloc(pageSize));
+  const count = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.endsWith(' ' + file)).length;
+  const main = map(file, { access: 'write' });
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    import(workerData.dist).then(({ map }) => {
+      globalThis.keep = [];
+      for (let i = 0; i < 20; i++) keep.push(map(workerData.file, { access: 'write' }));
+      keep[0].buffer.write('from the worker');
+      parentPort.postMessage('written');
+    });`;
+  const w = new Worker(code, { eval: true, workerData: { file, dist: distUrl } });
+  const timer = setTimeout(() => w.terminate(), 20_000);
+  const msg = await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
+  assert.equal(msg, 'written');
+  assert.equal(main.buffer.toString('latin1', 0, 15), 'from the worker');
+  assert.equal(count(), 21);
+  await w.terminate();
+  clearTimeout(timer);
+  assert.equal(count(), 1, 'the worker did not unmap, but its mappings went with it');
+  assert.equal(main.buffer.toString('latin1', 0, 15), 'from the worker');
+  main.unmap();
+});
