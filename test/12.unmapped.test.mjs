@@ -144,13 +144,14 @@ test('a worker thread maps the same file; its mappings are released when it exit
       for (let i = 0; i < 20; i++) keep.push(map(workerData.file, { access: 'write' }));
       keep[0].buffer.write('from the worker');
       parentPort.postMessage('written');
+      parentPort.once('message', () => {}); // stay alive until terminated
     });`;
   const w = new Worker(code, { eval: true, workerData: { file, dist: distUrl } });
   const timer = setTimeout(() => w.terminate(), 20_000);
   const msg = await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
   assert.equal(msg, 'written');
   assert.equal(main.buffer.toString('latin1', 0, 15), 'from the worker');
-  assert.equal(count(), 21);
+  assert.equal(count(), 21, readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('worker.bin')).join('\n'));
   await w.terminate();
   clearTimeout(timer);
   assert.equal(count(), 1, 'the worker did not unmap, but its mappings went with it');
