@@ -151,7 +151,7 @@ test('a worker thread maps the same file; its mappings are released when it exit
   const msg = await new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); });
   assert.equal(msg, 'written');
   assert.equal(main.buffer.toString('latin1', 0, 15), 'from the worker');
-  assert.equal(count(), 21, readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('worker.bin')).join('\n'));
+  assert.equal(count(), 21);
   await w.terminate();
   clearTimeout(timer);
   assert.equal(count(), 1, 'the worker did not unmap, but its mappings went with it');
