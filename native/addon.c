@@ -27,6 +27,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"munlock", NULL, js_munlock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"view", NULL, js_view, NULL, NULL, NULL, napi_enumerable, NULL},
       {"detach", NULL, js_detach, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"faultCounter", NULL, js_fault_counter, NULL, NULL, NULL, napi_enumerable, NULL},
       {"faulted", NULL, js_faulted, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstall", NULL, js_guard_install, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstalled", NULL, js_guard_installed, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -41,6 +41,9 @@ typedef struct chunk {
 static chunk_t g_head;
 static _Atomic int g_installed = 0; /* 0 no, 1 installing, 2 installed */
 static struct sigaction g_previous;
+/* Bumped by the handler after each repair; TypeScript reads it through a 4-byte view (no native call)
+ * to know when a mapping's faulted flag is worth looking up. */
+static _Atomic int32_t g_fault_count = 0;
 static uintptr_t g_page_mask;
 
 static void chain_to_previous(int sig, siginfo_t* info, void* uctx) {
@@ -82,6 +85,8 @@ static void on_sigbus(int sig, siginfo_t* info, void* uctx) {
         if (mmap(page, ~g_page_mask + 1, patch_prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) !=
             MAP_FAILED) {
           atomic_store_explicit(&s->faulted, 1, memory_order_release);
+          /* release: a reader that sees the new count also sees the faulted flag set above */
+          atomic_fetch_add_explicit(&g_fault_count, 1, memory_order_release);
           errno = saved_errno;
           return;
         }
@@ -200,6 +205,19 @@ napi_value js_guard_installed(napi_env env, napi_callback_info info) {
   napi_value r;
   NAPI_CALL(env, napi_get_boolean(env, atomic_load(&g_installed) == 2, &r));
   return r;
+}
+
+/* faultCounter() -> a 4-byte ArrayBuffer over the count of repaired faults in this process. */
+napi_value js_fault_counter(napi_env env, napi_callback_info info) {
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, (void*)&g_fault_count, sizeof g_fault_count, NULL, NULL, &ab) == napi_ok)
+    return ab;
+  /* A runtime that forbids external buffers: TypeScript falls back to asking faulted() every time. */
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) napi_get_and_clear_last_exception(env, &ab);
+  NAPI_CALL(env, napi_get_null(env, &ab));
+  return ab;
 }
 
 /* faulted(addr): whether the mapping that starts at addr had a bus error repaired. */

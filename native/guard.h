@@ -30,6 +30,7 @@ bool guard_faulted(void* addr);
 
 napi_value js_guard_install(napi_env env, napi_callback_info info);
 napi_value js_guard_installed(napi_env env, napi_callback_info info);
+napi_value js_fault_counter(napi_env env, napi_callback_info info);
 napi_value js_faulted(napi_env env, napi_callback_info info);
 
 #endif

@@ -31,6 +31,8 @@ export interface NativeBinding {
   view(addr: bigint, length: number): ArrayBuffer | null;
   detach(buffer: ArrayBuffer): void;
   faulted(addr: bigint): boolean;
+  /** A 4-byte ArrayBuffer over the process-wide count of faults the guard repaired. */
+  faultCounter(): ArrayBuffer | null;
   guardInstall(): Status;
   guardInstalled(): boolean;
   readonly pageSize: number;

@@ -149,6 +149,13 @@ interface Region {
   pending: number;
 }
 
+/**
+ * The guard's count of repaired faults, read without a native call: a mapping looks its own faulted
+ * flag up only when this count has moved since it last looked. Null where external buffers are
+ * forbidden (then every check asks the addon).
+ */
+const faultCount: Int32Array | null = ((ab) => (ab === null ? null : new Int32Array(ab)))(native.faultCounter());
+
 const finalizer = new FinalizationRegistry<Region>((region) => {
   // The Mapping and every view of it are unreachable: nothing can touch this memory any more.
   if (!region.closed) {
@@ -194,6 +201,8 @@ export class Mapping implements Disposable {
   #viewsPruneAt = 64;
   #buffer: Buffer | undefined;
   #faulted = false;
+  /** The guard's fault count when this mapping last checked its flag (-1: never). */
+  #faultsSeen = -1;
   /** Bytes in the view: from `offset` to `offset + length` of the file (or of the anonymous memory). */
   readonly length: number;
   /** File offset of byte 0 of the view (0 for anonymous memory). Exact for offsets below 2^53. */
@@ -233,7 +242,13 @@ export class Mapping implements Disposable {
    * `ERR_MMAP_FAULTED`; its views read zeros where the file is gone. Unmap it and map again.
    */
   get faulted(): boolean {
-    if (!this.#faulted && !this.#region.closed) this.#faulted = native.faulted(this.#region.addr);
+    if (this.#faulted || this.#region.closed) return this.#faulted;
+    // acquire: pairs with the handler's release increment, which follows its store of the flag
+    const count = faultCount === null ? -2 : Atomics.load(faultCount, 0);
+    if (count !== this.#faultsSeen || count === -2) {
+      this.#faulted = native.faulted(this.#region.addr);
+      this.#faultsSeen = count;
+    }
     return this.#faulted;
   }
 
