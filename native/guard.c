@@ -213,11 +213,7 @@ napi_value js_fault_counter(napi_env env, napi_callback_info info) {
   if (napi_create_external_arraybuffer(env, (void*)&g_fault_count, sizeof g_fault_count, NULL, NULL, &ab) == napi_ok)
     return ab;
   /* A runtime that forbids external buffers: TypeScript falls back to asking faulted() every time. */
-  bool pending = false;
-  napi_is_exception_pending(env, &pending);
-  if (pending) napi_get_and_clear_last_exception(env, &ab);
-  NAPI_CALL(env, napi_get_null(env, &ab));
-  return ab;
+  return null_after_clearing(env);
 }
 
 /* faulted(addr): whether the mapping that starts at addr had a bus error repaired. */

@@ -191,18 +191,7 @@ napi_value js_view(napi_env env, napi_callback_info info) {
   napi_value ab;
   napi_status s = napi_create_external_arraybuffer(env, addr, (size_t)len, NULL, NULL, &ab);
   if (s == napi_ok) return ab;
-  if (s == napi_no_external_buffers_allowed) {
-    napi_value null;
-    /* clear the pending exception some runtimes set with this status */
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value ignored;
-      napi_get_and_clear_last_exception(env, &ignored);
-    }
-    NAPI_CALL(env, napi_get_null(env, &null));
-    return null;
-  }
+  if (s == napi_no_external_buffers_allowed) return null_after_clearing(env);
   THROW(env, "mmapkit: napi_create_external_arraybuffer failed");
 }
 

@@ -70,3 +70,12 @@ napi_value make_ptr(napi_env env, void* p) {
 napi_value make_result(napi_env env, int rc, int err) {
   return make_i32(env, rc == 0 ? 0 : -err);
 }
+
+napi_value null_after_clearing(napi_env env) {
+  napi_value v;
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) napi_get_and_clear_last_exception(env, &v);
+  NAPI_CALL(env, napi_get_null(env, &v));
+  return v;
+}

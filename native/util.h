@@ -46,4 +46,7 @@ napi_value make_ptr(napi_env env, void* p);
 /* Return 0 on success or -errno on failure as a JS number: the convention of every wrapper. */
 napi_value make_result(napi_env env, int rc, int err);
 
+/* Clear any pending exception and return null: for a call whose failure TypeScript reports itself. */
+napi_value null_after_clearing(napi_env env);
+
 #endif
