@@ -6,6 +6,9 @@
         "native/addon.c",
         "native/mapping.c",
         "native/guard.c",
+        "native/futex.c",
+        "native/shm.c",
+        "native/mutex.c",
         "native/util.c"
       ],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

@@ -4,8 +4,11 @@
  */
 #include <unistd.h>
 
+#include "futex.h"
 #include "guard.h"
 #include "mapping.h"
+#include "mutex.h"
+#include "shm.h"
 
 /* When this environment goes away (a worker thread exits), its JavaScript objects are gone and their
  * finalizers will never run: unmap what they still held, or every worker would leak its mappings. */
@@ -31,10 +34,28 @@ static napi_value init(napi_env env, napi_value exports) {
       {"faulted", NULL, js_faulted, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstall", NULL, js_guard_install, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstalled", NULL, js_guard_installed, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shmOpen", NULL, js_shm_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shmUnlink", NULL, js_shm_unlink, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"memfdCreate", NULL, js_memfd_create, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"dupCloexec", NULL, js_dup_cloexec, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setCloexec", NULL, js_set_cloexec, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWait", NULL, js_futex_wait, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWake", NULL, js_futex_wake, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitAsyncInit", NULL, js_wait_async_init, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitAsync", NULL, js_wait_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitAsyncCancel", NULL, js_wait_async_cancel, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitAsyncRef", NULL, js_wait_async_ref, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mutexInit", NULL, js_mutex_init, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mutexLock", NULL, js_mutex_lock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mutexTryLock", NULL, js_mutex_trylock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mutexUnlock", NULL, js_mutex_unlock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mutexConsistent", NULL, js_mutex_consistent, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
 
   napi_value constants = js_constants(env);
+  napi_value mutex_layout = js_mutex_layout(env);
+  if (mutex_layout == NULL || napi_set_named_property(env, exports, "mutexLayout", mutex_layout) != napi_ok) return NULL;
   napi_value page;
   if (constants == NULL || napi_set_named_property(env, exports, "constants", constants) != napi_ok ||
       napi_create_int64(env, sysconf(_SC_PAGESIZE), &page) != napi_ok ||

@@ -313,6 +313,12 @@ napi_value js_constants(napi_env env) {
 #ifdef MADV_POPULATE_WRITE
   C(MADV_POPULATE_WRITE);
 #endif
+#ifdef MFD_CLOEXEC
+  C(MFD_CLOEXEC);
+#endif
+#ifdef MFD_ALLOW_SEALING
+  C(MFD_ALLOW_SEALING);
+#endif
 #ifdef MLOCK_ONFAULT
   C(MLOCK_ONFAULT);
 #endif

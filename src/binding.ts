@@ -15,6 +15,9 @@ import { mmapkitError } from './errors.js';
 /** Result of a wrapper that returns nothing on success: 0, or -errno. */
 export type Status = number;
 
+/** Opaque per-environment context of the async waiter threads. */
+export type WaitAsyncContext = { readonly __brand: 'WaitAsyncContext' };
+
 /** The native exports (see native/addon.c). Internal: not part of the public API. */
 export interface NativeBinding {
   mmap(length: bigint, prot: number, flags: number, fd: number, offset: bigint): bigint | number;
@@ -33,6 +36,31 @@ export interface NativeBinding {
   faulted(addr: bigint): boolean;
   /** A 4-byte ArrayBuffer over the process-wide count of faults the guard repaired. */
   faultCounter(): ArrayBuffer | null;
+  shmOpen(name: string, oflag: number, mode: number): number;
+  shmUnlink(name: string): Status;
+  memfdCreate(name: string, flags: number): number;
+  dupCloexec(fd: number): number;
+  setCloexec(fd: number, on: boolean): Status;
+  /** FUTEX_WAIT; timeoutNs < 0 waits forever. */
+  futexWait(addr: bigint, expected: number, timeoutNs: number): Status;
+  /** FUTEX_WAKE; returns the number woken or -errno. */
+  futexWake(addr: bigint, count: number): number;
+  /** One per environment: dispatch(id, result) receives every async wait's result. */
+  waitAsyncInit(dispatch: (id: number, result: number) => void): WaitAsyncContext;
+  /** Queue an async wait on a waiter thread; returns its id (> 0) or -errno. */
+  waitAsync(ctx: WaitAsyncContext, addr: bigint, expected: number, timeoutNs: number, spinNs: number): number;
+  /** 1 if the wait was still pending (its result will be -ECANCELED unless it finished first). */
+  waitAsyncCancel(ctx: WaitAsyncContext, id: number): number;
+  /** Whether pending async waits keep the event loop alive. */
+  waitAsyncRef(ctx: WaitAsyncContext, keepAlive: boolean): void;
+  mutexInit(addr: bigint): Status;
+  /** timeoutNs < 0 waits forever. */
+  mutexLock(addr: bigint, timeoutNs: number): Status;
+  mutexTryLock(addr: bigint): Status;
+  mutexUnlock(addr: bigint): Status;
+  mutexConsistent(addr: bigint): Status;
+  /** sizeof/alignof pthread_mutex_t and the offset of its futex word (-1 when unknown). */
+  readonly mutexLayout: { readonly size: number; readonly align: number; readonly lockWordOffset: number };
   guardInstall(): Status;
   guardInstalled(): boolean;
   readonly pageSize: number;

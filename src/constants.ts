@@ -49,6 +49,8 @@ export interface Constants {
   readonly MADV_PAGEOUT?: number;
   readonly MADV_POPULATE_READ?: number;
   readonly MADV_POPULATE_WRITE?: number;
+  readonly MFD_CLOEXEC?: number;
+  readonly MFD_ALLOW_SEALING?: number;
   readonly MLOCK_ONFAULT?: number;
   readonly MCL_CURRENT?: number;
   readonly MCL_FUTURE?: number;
