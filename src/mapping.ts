@@ -173,6 +173,8 @@ const kCreate = Symbol('mmapkit.create');
 export const kRange = Symbol('mmapkit.range');
 /** @internal */
 export const kProtect = Symbol('mmapkit.protect');
+/** @internal */
+export const kHold = Symbol('mmapkit.hold');
 
 /** Parameters of the private constructor. */
 interface MappingInit {
@@ -200,6 +202,8 @@ export class Mapping implements Disposable {
   #views: WeakRef<ArrayBuffer>[] = [];
   #viewsPruneAt = 64;
   #buffer: Buffer | undefined;
+  /** How to stop each operation in flight that holds the mapping (async waits), run by unmap(). */
+  readonly #cancels = new Set<() => void>();
   #faulted = false;
   /** The guard's fault count when this mapping last checked its flag (-1: never). */
   #faultsSeen = -1;
@@ -305,6 +309,7 @@ export class Mapping implements Disposable {
     this.#faulted = this.faulted;
     region.closed = true;
     finalizer.unregister(region);
+    for (const cancel of [...this.#cancels]) cancel();
     if (region.pending === 0) {
       const rc = native.munmap(region.addr, region.length);
       if (rc < 0) throw systemError(rc, 'munmap', this.path);
@@ -334,15 +339,12 @@ export class Mapping implements Disposable {
   async flushAsync(range?: Range): Promise<void> {
     this.#check('flushAsync');
     const r = this.#kernelRange(range, 'range');
-    const region = this.#region;
-    region.pending++;
+    const release = this[kHold]();
     let rc: number;
     try {
       rc = await native.msyncAsync(r.addr, r.length, constants.MS_SYNC);
     } finally {
-      region.pending--;
-      // unmap() was called while msync ran on the pool thread: it is our turn to release the memory.
-      if (region.closed && region.pending === 0) native.munmap(region.addr, region.length);
+      release();
     }
     if (rc < 0) throw systemError(rc, 'msync', this.path);
   }
@@ -451,6 +453,26 @@ export class Mapping implements Disposable {
     return { addr: from, length: Number(length) };
   }
 
+  /**
+   * @internal Keep the memory mapped while another thread uses it: `unmap()` then detaches views at
+   * once but defers munmap until every hold is released, and calls `cancel` to ask the holder to stop.
+   * Returns the release function (idempotent).
+   */
+  [kHold](cancel?: () => void): () => void {
+    const region = this.#region;
+    region.pending++;
+    if (cancel !== undefined) this.#cancels.add(cancel);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      region.pending--;
+      if (cancel !== undefined) this.#cancels.delete(cancel);
+      // unmap() was called while another thread used the memory: it is our turn to release it.
+      if (region.closed && region.pending === 0) native.munmap(region.addr, region.length);
+    };
+  }
+
   /** @internal mprotect of a kernel range of this mapping, keeping views safe (posix.ts). */
   [kProtect](r: KernelRange, prot: number): void {
     this.#mprotect(r.addr, r.length, prot);
@@ -536,6 +558,15 @@ export class Mapping implements Disposable {
   }
 }
 
+/**
+ * @internal The mapping a view lies in and the address of the view's first byte, or undefined when
+ * the view is not over memory mmapkit mapped.
+ */
+export function viewLocation(view: ArrayBufferView): { mapping: Mapping; addr: bigint } | undefined {
+  const info = viewAddress.get(view.buffer as ArrayBuffer);
+  return info === undefined ? undefined : { mapping: info.mapping, addr: info.addr + BigInt(view.byteOffset) };
+}
+
 /** @internal Build a Mapping (for posix.ts). */
 export function createMapping(init: MappingInit): Mapping {
   return new Mapping(kCreate, init);
@@ -553,10 +584,9 @@ export function resolveAddress(
   const len = validateInt64(length, 'length');
   if (addr instanceof Mapping) return { mapping: addr, range: addr[kRange](undefined, len, syscall) };
   if (ArrayBuffer.isView(addr)) {
-    const info = viewAddress.get(addr.buffer as ArrayBuffer);
-    if (info === undefined) throw invalidArgValue('addr', addr, 'is not a view of a mapping made by mmapkit');
-    const start = info.addr + BigInt(addr.byteOffset);
-    return { mapping: info.mapping, range: info.mapping[kRange](start, len, syscall) };
+    const where = viewLocation(addr);
+    if (where === undefined) throw invalidArgValue('addr', addr, 'is not a view of a mapping made by mmapkit');
+    return { mapping: where.mapping, range: where.mapping[kRange](where.addr, len, syscall) };
   }
   throw invalidArgType('addr', 'a Mapping or a Buffer, TypedArray or DataView over one', addr);
 }
