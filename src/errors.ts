@@ -26,7 +26,12 @@ export type MmapkitErrorCode =
   | 'ERR_MMAP_VIEW_TOO_LARGE'
   | 'ERR_MMAP_EXTERNAL_BUFFERS_NOT_ALLOWED'
   | 'ERR_MMAP_BINDING_NOT_FOUND'
-  | 'ERR_MMAP_UNSUPPORTED_PLATFORM';
+  | 'ERR_MMAP_UNSUPPORTED_PLATFORM'
+  | 'ERR_MMAP_NOT_SHARED'
+  | 'ERR_MMAP_BAD_HEADER'
+  | 'ERR_MMAP_LOCK_TIMEOUT'
+  | 'ERR_MMAP_LOCK_NOT_OWNER'
+  | 'ERR_MMAP_LOCK_NOT_RECOVERABLE';
 
 /** An error raised by mmapkit itself (not by the kernel, not an argument error). */
 export class MmapkitError extends Error {

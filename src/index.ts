@@ -20,3 +20,4 @@ export { constants, pageSize, type Constants } from './constants.js';
 export { MmapkitError, type MmapkitErrorCode, type SystemError } from './errors.js';
 export { type Int64Like } from './validators.js';
 export { guardInstalled } from './guard.js';
+export { wait, waitAsync, notify, type WaitResult, type WaitAsyncOptions } from './wait.js';

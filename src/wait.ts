@@ -1,0 +1,256 @@
+/**
+ * Waiting across processes: `wait` / `waitAsync` / `notify` on a 32-bit word in shared memory, with
+ * the futex system call (Atomics.wait only works inside one process and refuses non-shared buffers).
+ * @module
+ */
+import { native, type WaitAsyncContext } from './binding.js';
+import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
+import { type Mapping, kHold, viewLocation } from './mapping.js';
+import { validateBoolean, validateInt32, validateOptions } from './validators.js';
+
+const EAGAIN = -11;
+const EINTR = -4;
+const ETIMEDOUT = -110;
+const ECANCELED = -125;
+const INT32_MAX = 0x7fffffff;
+
+/** Result of a wait, as `Atomics.wait` names it. `'ok'` may be spurious: re-check the value. */
+export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
+
+/** Options of {@link waitAsync}. */
+export interface WaitAsyncOptions {
+  /** Abort the wait: the promise rejects with the signal's reason (an `AbortError`). */
+  signal?: AbortSignal;
+  /**
+   * Whether the pending wait keeps the process alive, as a pending timer does. Default true; false is
+   * like `timer.unref()`.
+   */
+  ref?: boolean;
+  /**
+   * Microseconds the waiter thread spins on the word before it sleeps: a notify that comes within
+   * that time is seen without a sleep and a wake-up, at the cost of a busy core. Default 0.
+   */
+  spin?: number;
+}
+const WAIT_ASYNC_OPTIONS = ['signal', 'ref', 'spin'] as const;
+
+/** A checked 32-bit word in shared memory. */
+export interface Word {
+  mapping: Mapping;
+  addr: bigint;
+  array: Int32Array;
+  index: number;
+}
+
+/**
+ * Check that `array[index]` lies in memory shared between processes (a `MAP_SHARED` mapping made by
+ * mmapkit), 4-byte aligned in memory, and return where it is.
+ */
+export function checkWord(array: unknown, index: unknown, syscall: string): Word {
+  if (!(array instanceof Int32Array)) throw invalidArgType('array', 'an instance of Int32Array', array);
+  const i = validateInt32(index, 'index', 0);
+  if (i >= array.length) {
+    throw invalidArgValue('index', index, `is past the end of the array (length ${array.length})`);
+  }
+  const where = viewLocation(array);
+  if (where === undefined) {
+    throw mmapkitError(
+      'ERR_MMAP_NOT_SHARED',
+      `${syscall} needs an Int32Array over memory shared between processes (a 'write' mapping or shared memory from mmapkit); ` +
+        'this one is over ordinary memory. For memory shared between threads only, use Atomics.wait.',
+    );
+  }
+  if (!where.mapping.shared) {
+    throw mmapkitError(
+      'ERR_MMAP_NOT_SHARED',
+      `${syscall} needs memory shared between processes, but this mapping is private (MAP_PRIVATE: access 'read' or 'copy', or private anonymous memory).`,
+    );
+  }
+  if (where.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${syscall} on a Mapping that has been unmapped`);
+  const addr = where.addr + BigInt(i * 4);
+  if (addr % 4n !== 0n) {
+    throw invalidArgValue('array', array, 'must be 4-byte aligned in memory (the mapping starts at an unaligned file offset)');
+  }
+  return { mapping: where.mapping, addr, array, index: i };
+}
+
+function validateValue(value: unknown, name: string): number {
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!Number.isInteger(value) || value < -0x80000000 || value > 0xffffffff) {
+    throw invalidArgValue(name, value, 'must be an integer that fits in 32 bits');
+  }
+  return value | 0;
+}
+
+/** Milliseconds (undefined or Infinity: forever) to nanoseconds for the addon (-1: forever). */
+function validateTimeout(timeout: unknown, name = 'timeout'): number {
+  if (timeout === undefined || timeout === Infinity) return -1;
+  if (typeof timeout !== 'number') throw invalidArgType(name, 'of type number', timeout);
+  if (Number.isNaN(timeout) || timeout < 0) throw invalidArgValue(name, timeout, 'must be a number of milliseconds >= 0');
+  return Math.round(timeout * 1e6);
+}
+
+/** @internal Blocking futex wait on a checked word, retrying on EINTR with the time left. */
+export function waitWord(word: Word, expected: number, timeoutNs: number): WaitResult {
+  // A value that already differs is 'not-equal' without a system call, as Atomics.wait does.
+  if (Atomics.load(word.array, word.index) !== expected) return 'not-equal';
+  const deadline = timeoutNs < 0 ? -1 : process.hrtime.bigint() + BigInt(timeoutNs);
+  let left = timeoutNs;
+  for (;;) {
+    const rc = native.futexWait(word.addr, expected, left);
+    if (rc === 0) return 'ok';
+    if (rc === EAGAIN) return 'not-equal';
+    if (rc === ETIMEDOUT) return 'timed-out';
+    if (rc !== EINTR) throw systemError(rc, 'futex');
+    if (deadline !== -1) {
+      left = Number(deadline - process.hrtime.bigint());
+      if (left <= 0) return 'timed-out';
+    }
+  }
+}
+
+/**
+ * Sleep until `array[index]` is notified by any process, unless it does not hold `expected`
+ * (`'not-equal'`), or `timeout` milliseconds pass (`'timed-out'`). Blocks the event loop: use
+ * {@link waitAsync} on a thread that serves I/O. The array must be over shared memory from mmapkit.
+ */
+export function wait(array: Int32Array, index: number, expected: number, timeout?: number): WaitResult {
+  const word = checkWord(array, index, 'wait');
+  return waitWord(word, validateValue(expected, 'expected'), validateTimeout(timeout));
+}
+
+/** Wake up to `count` (default: all) waiters of `array[index]`, in any process; returns how many woke. */
+export function notify(array: Int32Array, index: number, count?: number): number {
+  const word = checkWord(array, index, 'notify');
+  let n = INT32_MAX;
+  if (count !== undefined && count !== Infinity) n = validateInt32(count, 'count', 0);
+  return notifyWord(word, n);
+}
+
+/** @internal FUTEX_WAKE on a checked word. */
+export function notifyWord(word: Word, count: number): number {
+  const rc = native.futexWake(word.addr, count);
+  if (rc < 0) throw systemError(rc, 'futex');
+  return rc;
+}
+
+// ---- async ----
+
+interface Pending {
+  resolve(result: WaitResult): void;
+  reject(err: unknown): void;
+  release(): void;
+  ref: boolean;
+  /** Why the wait was cancelled (abort reason, or ERR_MMAP_CLOSED on unmap). */
+  reason?: unknown;
+  cleanup?: () => void;
+}
+
+let context: WaitAsyncContext | undefined;
+const pending = new Map<number, Pending>();
+let refCount = 0;
+
+function setRef(delta: number): void {
+  const before = refCount;
+  refCount += delta;
+  if (before === 0 && refCount > 0) native.waitAsyncRef(context!, true);
+  else if (before > 0 && refCount === 0) native.waitAsyncRef(context!, false);
+}
+
+/** Receives every async wait's result from the waiter threads (see native/futex.c). */
+function dispatch(id: number, result: number): void {
+  const p = pending.get(id);
+  if (p === undefined) return;
+  pending.delete(id);
+  p.cleanup?.();
+  p.release();
+  if (p.ref) setRef(-1);
+  if (result === 0) p.resolve('ok');
+  else if (result === ETIMEDOUT) p.resolve('timed-out');
+  else if (result === ECANCELED) p.reject(p.reason);
+  else p.reject(systemError(result, 'futex'));
+}
+
+function abortError(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+/** @internal Async futex wait on a checked word, on a waiter thread. */
+export function waitWordAsync(
+  word: Word,
+  expected: number,
+  timeoutNs: number,
+  options: { signal?: AbortSignal | undefined; ref: boolean; spinNs: number },
+): Promise<WaitResult> {
+  const { signal } = options;
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+  if (Atomics.load(word.array, word.index) !== expected) return Promise.resolve('not-equal');
+  if (timeoutNs === 0) return Promise.resolve('timed-out');
+  context ??= native.waitAsyncInit(dispatch);
+  const ctx = context;
+  return new Promise<WaitResult>((resolve, reject) => {
+    let id = 0;
+    const entry: Pending = { resolve, reject, release: () => {}, ref: options.ref };
+    const cancel = (reason: unknown): void => {
+      if (entry.reason === undefined) entry.reason = reason;
+      native.waitAsyncCancel(ctx, id);
+    };
+    // The waiter thread reads this memory: unmap() must wait for it, and asks it to stop.
+    entry.release = word.mapping[kHold](() =>
+      cancel(mmapkitError('ERR_MMAP_CLOSED', 'The mapping was unmapped while waitAsync was pending')),
+    );
+    id = native.waitAsync(ctx, word.addr, expected, timeoutNs, options.spinNs);
+    if (id < 0) {
+      entry.release();
+      reject(systemError(id, 'pthread_create'));
+      return;
+    }
+    if (signal !== undefined) {
+      const onAbort = (): void => cancel(abortError(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+      entry.cleanup = () => signal.removeEventListener('abort', onAbort);
+    }
+    pending.set(id, entry);
+    if (entry.ref) setRef(1);
+  });
+}
+
+/**
+ * Like {@link wait}, without blocking: a dedicated waiter thread sleeps (never the libuv threadpool,
+ * so pending waits cannot starve `fs`), and the promise settles on the event loop.
+ */
+export function waitAsync(
+  array: Int32Array,
+  index: number,
+  expected: number,
+  timeout?: number,
+  options?: WaitAsyncOptions,
+): Promise<WaitResult> {
+  try {
+    const word = checkWord(array, index, 'waitAsync');
+    const value = validateValue(expected, 'expected');
+    const timeoutNs = validateTimeout(timeout);
+    return waitWordAsync(word, value, timeoutNs, parseWaitAsyncOptions(options));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/** @internal Validate {@link WaitAsyncOptions}. */
+export function parseWaitAsyncOptions(options: unknown): { signal?: AbortSignal; ref: boolean; spinNs: number } {
+  const o = validateOptions(options, 'options', WAIT_ASYNC_OPTIONS);
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
+    throw invalidArgType('options.signal', 'an instance of AbortSignal', o.signal);
+  }
+  const ref = o.ref === undefined ? true : validateBoolean(o.ref, 'options.ref');
+  let spinNs = 0;
+  if (o.spin !== undefined) {
+    if (typeof o.spin !== 'number') throw invalidArgType('options.spin', 'of type number', o.spin);
+    if (!(o.spin >= 0 && o.spin <= 1e6)) throw invalidArgValue('options.spin', o.spin, 'must be microseconds from 0 to 1000000');
+    spinNs = Math.round(o.spin * 1000);
+  }
+  return o.signal === undefined ? { ref, spinNs } : { signal: o.signal as AbortSignal, ref, spinNs };
+}
+
+/** @internal Timeout validation shared with the synchronization objects. */
+export { validateTimeout };
