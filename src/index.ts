@@ -21,3 +21,11 @@ export { MmapkitError, type MmapkitErrorCode, type SystemError } from './errors.
 export { type Int64Like } from './validators.js';
 export { guardInstalled } from './guard.js';
 export { wait, waitAsync, notify, type WaitResult, type WaitAsyncOptions } from './wait.js';
+export {
+  SharedMemory,
+  SHM_NAME_MAX,
+  INHERIT_ENV,
+  type SharedMemoryCreateOptions,
+  type SharedMemoryOpenOptions,
+  type ChildShareOptions,
+} from './shm.js';

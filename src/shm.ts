@@ -1,0 +1,320 @@
+/**
+ * Shared memory objects: named POSIX shared memory (`shm_open`) between unrelated processes, and
+ * anonymous shared memory (`memfd_create`) handed to child processes as a file descriptor.
+ * @module
+ */
+import { closeSync, fstatSync, ftruncateSync, constants as fsConstants } from 'node:fs';
+import { native } from './binding.js';
+import { constants } from './constants.js';
+import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
+import { type Mapping, map } from './mapping.js';
+import { type Int64Like, validateInt32, validateInt64, validateOneOf, validateOptions } from './validators.js';
+
+/** The longest name a shared memory object can have, in bytes (NAME_MAX: a file in /dev/shm). */
+export const SHM_NAME_MAX = 255;
+
+/** The environment variable that tells a child which inherited descriptors hold shared memory. */
+export const INHERIT_ENV = 'MMAPKIT_SHM_FDS';
+
+/** Options of {@link SharedMemory.create}. */
+export interface SharedMemoryCreateOptions {
+  /** Permission bits of the new object. Default `0o600` (owner only). */
+  mode?: number;
+  /**
+   * Fail with `EEXIST` when the name exists (`O_EXCL`). Default true: an existing object is never
+   * silently reused. With false an existing object is opened and grown to `size` if smaller.
+   */
+  exclusive?: boolean;
+}
+const CREATE_OPTIONS = ['mode', 'exclusive'] as const;
+
+/** Options of {@link SharedMemory.open} and {@link SharedMemory.fromFd}. */
+export interface SharedMemoryOpenOptions {
+  /**
+   * `'write'` (default): shared read-write. `'read'`: the object is opened read-only and mapped like
+   * `map(..., { access: 'read' })` (a stray write stays private to this process).
+   */
+  access?: 'read' | 'write';
+}
+const OPEN_OPTIONS = ['access'] as const;
+
+/** What {@link SharedMemory.childOptions} adds to spawn options. */
+export interface ChildShareOptions {
+  stdio: Array<unknown>;
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * Validate a POSIX shared memory name and return it in canonical form (`/name`). A leading slash is
+ * optional; no other slash, not empty, not `.` or `..`, at most {@link SHM_NAME_MAX} bytes.
+ */
+export function validateShmName(name: unknown, argName = 'name'): string {
+  if (typeof name !== 'string') throw invalidArgType(argName, 'of type string', name);
+  const bare = name.startsWith('/') ? name.slice(1) : name;
+  if (bare.length === 0) throw invalidArgValue(argName, name, 'must not be empty');
+  if (bare.includes('/')) throw invalidArgValue(argName, name, 'must not contain a slash (other than a leading one)');
+  if (bare.includes('\0')) throw invalidArgValue(argName, name, 'must not contain null bytes');
+  if (bare === '.' || bare === '..') throw invalidArgValue(argName, name, "must not be '.' or '..'");
+  if (Buffer.byteLength(bare) > SHM_NAME_MAX) {
+    throw invalidArgValue(argName, name, `must be at most ${SHM_NAME_MAX} bytes long`);
+  }
+  return `/${bare}`;
+}
+
+const kCreate = Symbol('mmapkit.shm.create');
+
+/**
+ * A shared memory object and its mapping. Disposable: `close()` unmaps it and closes its descriptor
+ * (the object itself lives on until it is unlinked and no process has it open or mapped).
+ */
+export class SharedMemory implements Disposable {
+  /** The canonical name (`/name`), or undefined for anonymous memory. */
+  readonly name: string | undefined;
+  /** Whether this handle may write (and resize). */
+  readonly access: 'read' | 'write';
+  #fd: number;
+  #mapping: Mapping | undefined;
+
+  /** @internal Use the static methods. */
+  constructor(token: symbol, fd: number, name: string | undefined, access: 'read' | 'write') {
+    if (token !== kCreate) throw new TypeError('Illegal constructor: use SharedMemory.create(), open(), anonymous() or fromFd()');
+    this.#fd = fd;
+    this.name = name;
+    this.access = access;
+    try {
+      this.#mapping = map(fd, { access });
+    } catch (err) {
+      closeSync(fd);
+      if ((err as { code?: string }).code === 'ERR_MMAP_EMPTY_FILE') {
+        throw mmapkitError(
+          'ERR_MMAP_EMPTY_FILE',
+          `Shared memory ${name ?? `fd ${fd}`} has size 0: its creator has not sized it yet (or it was created empty).`,
+        );
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Create a named shared memory object of `size` bytes (`shm_open(O_CREAT | O_EXCL | O_RDWR)` then
+   * `ftruncate`) and map it shared read-write. Exclusive by default: an existing name is `EEXIST`.
+   */
+  static create(name: string, size: Int64Like, options?: SharedMemoryCreateOptions): SharedMemory {
+    const canonical = validateShmName(name);
+    const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
+    const o = validateOptions(options, 'options', CREATE_OPTIONS);
+    const mode = o.mode === undefined ? 0o600 : validateInt32(o.mode, 'options.mode', 0, 0o777);
+    let exclusive = true;
+    if (o.exclusive !== undefined) {
+      if (typeof o.exclusive !== 'boolean') throw invalidArgType('options.exclusive', 'of type boolean', o.exclusive);
+      exclusive = o.exclusive;
+    }
+    const oflag = fsConstants.O_RDWR | fsConstants.O_CREAT | (exclusive ? fsConstants.O_EXCL : 0);
+    const fd = native.shmOpen(canonical, oflag, mode);
+    if (fd < 0) throw systemError(fd, 'shm_open', canonical);
+    try {
+      if (fstatSync(fd).size < Number(length)) ftruncateSync(fd, Number(length));
+    } catch (err) {
+      closeSync(fd);
+      if (exclusive) native.shmUnlink(canonical);
+      throw err;
+    }
+    return new SharedMemory(kCreate, fd, canonical, 'write');
+  }
+
+  /** Open an existing named shared memory object (`shm_open`); a missing name is `ENOENT`. */
+  static open(name: string, options?: SharedMemoryOpenOptions): SharedMemory {
+    const canonical = validateShmName(name);
+    const access = parseAccess(options);
+    const fd = native.shmOpen(canonical, access === 'write' ? fsConstants.O_RDWR : fsConstants.O_RDONLY, 0);
+    if (fd < 0) throw systemError(fd, 'shm_open', canonical);
+    return new SharedMemory(kCreate, fd, canonical, access);
+  }
+
+  /** Remove a name (`shm_unlink`). Processes that have it open or mapped keep it; `ENOENT` if missing. */
+  static unlink(name: string): void {
+    const canonical = validateShmName(name);
+    const rc = native.shmUnlink(canonical);
+    if (rc < 0) throw systemError(rc, 'shm_unlink', canonical);
+  }
+
+  /**
+   * Anonymous shared memory (`memfd_create` with `MFD_CLOEXEC`): it has no name; hand it to a child
+   * with {@link SharedMemory.childOptions}. Its descriptor is close-on-exec, so it never leaks into
+   * children it was not given to.
+   */
+  static anonymous(size: Int64Like): SharedMemory {
+    const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
+    const fd = native.memfdCreate('mmapkit', constants.MFD_CLOEXEC ?? 1);
+    if (fd < 0) throw systemError(fd, 'memfd_create');
+    try {
+      ftruncateSync(fd, Number(length));
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    return new SharedMemory(kCreate, fd, undefined, 'write');
+  }
+
+  /**
+   * Attach to shared memory given as a file descriptor (a memfd, an shm_open descriptor, or one
+   * inherited from a parent). The descriptor is duplicated (close-on-exec); yours stays yours.
+   */
+  static fromFd(fd: number, options?: SharedMemoryOpenOptions): SharedMemory {
+    validateInt32(fd, 'fd', 0);
+    const access = parseAccess(options);
+    const dup = native.dupCloexec(fd);
+    if (dup < 0) throw systemError(dup, 'fcntl');
+    return new SharedMemory(kCreate, dup, undefined, access);
+  }
+
+  /**
+   * In a child started with {@link SharedMemory.childOptions}: attach to the memory the parent
+   * handed over under `key` (default `'default'`). The inherited descriptor is made close-on-exec so
+   * it does not leak further.
+   */
+  static inherited(key = 'default', options?: SharedMemoryOpenOptions): SharedMemory {
+    if (typeof key !== 'string') throw invalidArgType('key', 'of type string', key);
+    const fds = readInheritEnv(process.env);
+    const fd = fds[key];
+    if (fd === undefined) {
+      throw invalidArgValue('key', key, `names no inherited shared memory (${INHERIT_ENV} has: ${Object.keys(fds).join(', ') || 'nothing'})`);
+    }
+    native.setCloexec(fd, true);
+    return SharedMemory.fromFd(fd, options);
+  }
+
+  /** The descriptor (close-on-exec). Closed by {@link SharedMemory.close}. */
+  get fd(): number {
+    this.#check('fd');
+    return this.#fd;
+  }
+
+  /** The mapping of the whole object. A new one after {@link SharedMemory.resize}. */
+  get mapping(): Mapping {
+    this.#check('mapping');
+    return this.#mapping!;
+  }
+
+  /** The whole object as a zero-copy Buffer (`mapping.buffer`). */
+  get buffer(): Buffer {
+    return this.mapping.buffer;
+  }
+
+  /** Size in bytes, as mapped by this handle. */
+  get size(): number {
+    return this.mapping.length;
+  }
+
+  /** Whether {@link SharedMemory.close} has been called. */
+  get closed(): boolean {
+    return this.#mapping === undefined;
+  }
+
+  /**
+   * Change the size (`ftruncate`) and map the object again: views of the old mapping are detached.
+   * Other processes keep their mapping at the old size until they call {@link SharedMemory.refresh};
+   * shrinking under them makes their lost pages read as zeros (see docs/safety.md).
+   */
+  resize(size: Int64Like): void {
+    this.#check('resize');
+    const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
+    if (this.access !== 'write') throw invalidArgValue('size', size, "cannot be changed through a handle opened with access 'read'");
+    ftruncateSync(this.#fd, Number(length));
+    this.#remap();
+  }
+
+  /** Map again if another process resized the object; returns whether the size changed. */
+  refresh(): boolean {
+    this.#check('refresh');
+    if (fstatSync(this.#fd).size === this.#mapping!.length) return false;
+    this.#remap();
+    return true;
+  }
+
+  /**
+   * Spawn options that hand this memory to a child process: the descriptor is appended to `stdio`
+   * (Node duplicates it into the child, without close-on-exec, at that index) and its index is
+   * recorded under `key` in the child's environment. In the child, `SharedMemory.inherited(key)`.
+   *
+   * ```ts
+   * spawn(process.execPath, ['child.js'], shm.childOptions({ stdio: 'inherit' }));
+   * ```
+   */
+  childOptions<T extends { stdio?: unknown; env?: NodeJS.ProcessEnv | undefined }>(
+    options?: T,
+    key = 'default',
+  ): Omit<T, 'stdio' | 'env'> & ChildShareOptions {
+    this.#check('childOptions');
+    if (typeof key !== 'string' || key.length === 0) throw invalidArgType('key', 'a non-empty string', key);
+    const base = (options ?? {}) as T;
+    if (typeof base !== 'object') throw invalidArgType('options', 'of type object', options);
+    let stdio: unknown[];
+    const given = base.stdio;
+    if (given === undefined) stdio = ['pipe', 'pipe', 'pipe'];
+    else if (typeof given === 'string') stdio = [given, given, given];
+    else if (Array.isArray(given)) stdio = [...(given as unknown[])];
+    else throw invalidArgType('options.stdio', 'a string or an array', given);
+    while (stdio.length < 3) stdio.push('pipe');
+    const index = stdio.length;
+    stdio.push(this.#fd);
+    const env = { ...(base.env ?? process.env) };
+    const fds = readInheritEnv(env);
+    fds[key] = index;
+    env[INHERIT_ENV] = JSON.stringify(fds);
+    return { ...base, stdio, env };
+  }
+
+  /** Unmap and close the descriptor. Idempotent. The object lives on until unlinked. */
+  close(): void {
+    if (this.#mapping === undefined) return;
+    this.#mapping.unmap();
+    this.#mapping = undefined;
+    closeSync(this.#fd);
+    this.#fd = -1;
+  }
+
+  /** Remove this object's name (`shm_unlink`); the memory stays usable until closed everywhere. */
+  unlink(): void {
+    if (this.name === undefined) throw invalidArgValue('this', 'anonymous', 'has no name to unlink');
+    SharedMemory.unlink(this.name);
+  }
+
+  /** Same as {@link SharedMemory.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #remap(): void {
+    const old = this.#mapping!;
+    this.#mapping = map(this.#fd, { access: this.access });
+    old.unmap();
+  }
+
+  #check(what: string): void {
+    if (this.#mapping === undefined) {
+      throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what} of a SharedMemory that has been closed`);
+    }
+  }
+}
+
+function parseAccess(options: unknown): 'read' | 'write' {
+  const o = validateOptions(options, 'options', OPEN_OPTIONS);
+  return o.access === undefined ? 'write' : validateOneOf(o.access, 'options.access', ['read', 'write'] as const);
+}
+
+function readInheritEnv(env: NodeJS.ProcessEnv): Record<string, number> {
+  const raw = env[INHERIT_ENV];
+  if (raw === undefined || raw === '') return {};
+  try {
+    const parsed: unknown = JSON.parse(raw);
+    if (parsed !== null && typeof parsed === 'object') {
+      const out: Record<string, number> = {};
+      for (const [k, v] of Object.entries(parsed)) if (Number.isInteger(v) && (v as number) >= 0) out[k] = v as number;
+      return out;
+    }
+  } catch {
+    // fall through
+  }
+  throw invalidArgValue(`process.env.${INHERIT_ENV}`, raw, 'is not a JSON object of key to file descriptor');
+}
