@@ -31,7 +31,8 @@ export type MmapkitErrorCode =
   | 'ERR_MMAP_BAD_HEADER'
   | 'ERR_MMAP_LOCK_TIMEOUT'
   | 'ERR_MMAP_LOCK_NOT_OWNER'
-  | 'ERR_MMAP_LOCK_NOT_RECOVERABLE';
+  | 'ERR_MMAP_LOCK_NOT_RECOVERABLE'
+  | 'ERR_MMAP_LOCK_DEADLOCK';
 
 /** An error raised by mmapkit itself (not by the kernel, not an argument error). */
 export class MmapkitError extends Error {

@@ -29,3 +29,4 @@ export {
   type SharedMemoryOpenOptions,
   type ChildShareOptions,
 } from './shm.js';
+export { Mutex, Semaphore, Event, HEADER, type LockResult, type SyncTarget } from './sync.js';

@@ -1,0 +1,480 @@
+/**
+ * Synchronization objects in shared memory, usable across processes and threads: a robust `Mutex`
+ * (POSIX robust, process-shared pthread mutex), a counting `Semaphore` and a resettable `Event`
+ * (futex words). Each starts with a header (magic, version, sizes) that `attach` checks; the layouts
+ * are in docs/layout.md.
+ * @module
+ */
+import { native } from './binding.js';
+import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
+import { Mapping, viewLocation } from './mapping.js';
+import { SharedMemory } from './shm.js';
+import { validateInt32 } from './validators.js';
+import {
+  type Word,
+  type WaitAsyncOptions,
+  notifyWord,
+  parseWaitAsyncOptions,
+  validateTimeout,
+  waitWord,
+  waitWordAsync,
+} from './wait.js';
+
+const EBUSY = -16;
+const EOWNERDEAD = -130;
+const ENOTRECOVERABLE = -131;
+const ETIMEDOUT = -110;
+const EPERM = -1;
+const EDEADLK = -35;
+
+/** Where a synchronization object lives: shared memory, a shared mapping, or a view over one. */
+export type SyncTarget = SharedMemory | Mapping | ArrayBufferView;
+
+/** Header layout common to every structure (byte offsets; little-endian on this platform). */
+export const HEADER = Object.freeze({
+  /** u32: the structure's magic number. */
+  MAGIC: 0,
+  /** u16: layout version. */
+  VERSION: 4,
+  /** u16: header size in bytes (16). */
+  HEADER_SIZE: 6,
+  /** u32: total size of the structure in bytes. */
+  TOTAL_SIZE: 8,
+  /** u32: reserved, 0. */
+  RESERVED: 12,
+  /** Size of the header. */
+  SIZE: 16,
+});
+
+const INT32_MAX = 0x7fffffff;
+
+/** The memory of one structure, checked: shared, aligned, in bounds. */
+interface Region {
+  mapping: Mapping;
+  /** Address of the structure's first byte. */
+  addr: bigint;
+  view: Buffer;
+  i32: Int32Array;
+}
+
+function targetView(target: unknown, offset: number, length: number): Buffer {
+  let whole: Buffer;
+  if (target instanceof SharedMemory || target instanceof Mapping) {
+    const m = target instanceof SharedMemory ? target.mapping : target;
+    if (offset + length > m.length) throw invalidArgValue('offset', offset, `leaves no room for ${length} bytes in a mapping of ${m.length}`);
+    return m.view(offset, length);
+  } else if (ArrayBuffer.isView(target)) {
+    whole = Buffer.from(target.buffer, target.byteOffset, target.byteLength);
+  } else {
+    throw invalidArgType('target', 'a SharedMemory, a Mapping, or a Buffer/TypedArray over one', target);
+  }
+  if (offset + length > whole.length) throw invalidArgValue('offset', offset, `leaves no room for ${length} bytes in a view of ${whole.length}`);
+  return whole.subarray(offset, offset + length);
+}
+
+function region(target: unknown, offsetArg: unknown, length: number, what: string): Region {
+  const offset = offsetArg === undefined ? 0 : validateInt32(offsetArg, 'offset', 0);
+  const view = targetView(target, offset, length);
+  const where = viewLocation(view);
+  if (where === undefined || !where.mapping.shared) {
+    throw mmapkitError(
+      'ERR_MMAP_NOT_SHARED',
+      `A ${what} must live in memory shared between processes (SharedMemory, or a 'write' mapping): this memory is ${where === undefined ? 'not from mmapkit' : 'private'}.`,
+    );
+  }
+  if (where.addr % 8n !== 0n) throw invalidArgValue('offset', offset, `must put the ${what} on an 8-byte boundary in memory`);
+  return { mapping: where.mapping, addr: where.addr, view, i32: new Int32Array(view.buffer, view.byteOffset, length / 4) };
+}
+
+function writeHeader(r: Region, version: number, size: number): void {
+  r.view.fill(0);
+  r.view.writeUInt16LE(version, HEADER.VERSION);
+  r.view.writeUInt16LE(HEADER.SIZE, HEADER.HEADER_SIZE);
+  r.view.writeUInt32LE(size, HEADER.TOTAL_SIZE);
+}
+
+function publish(r: Region, magic: number): void {
+  // seq_cst store, last: publishes the initialized structure to processes that check the magic
+  Atomics.store(r.i32, HEADER.MAGIC / 4, magic | 0);
+}
+
+function checkHeader(r: Region, magic: number, version: number, size: number, what: string): void {
+  const found = Atomics.load(r.i32, HEADER.MAGIC / 4) >>> 0;
+  if (found !== magic) {
+    throw mmapkitError('ERR_MMAP_BAD_HEADER', `No ${what} here: magic is 0x${found.toString(16)}, expected 0x${magic.toString(16)} (not created yet, or the wrong offset)`);
+  }
+  const v = r.view.readUInt16LE(HEADER.VERSION);
+  const h = r.view.readUInt16LE(HEADER.HEADER_SIZE);
+  const s = r.view.readUInt32LE(HEADER.TOTAL_SIZE);
+  if (v !== version || h !== HEADER.SIZE || s !== size) {
+    throw mmapkitError('ERR_MMAP_BAD_HEADER', `${what} layout mismatch: version ${v}, header ${h}, size ${s}; this library reads version ${version}, header ${HEADER.SIZE}, size ${size}`);
+  }
+}
+
+function word(r: Region, byteOffset: number): Word {
+  return { mapping: r.mapping, addr: r.addr + BigInt(byteOffset), array: r.i32, index: byteOffset / 4 };
+}
+
+function checkOpen(r: Region, what: string): void {
+  if (r.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use a ${what} whose memory has been unmapped`);
+}
+
+function deadlineOf(timeoutNs: number): bigint {
+  return timeoutNs < 0 ? -1n : process.hrtime.bigint() + BigInt(timeoutNs);
+}
+
+function left(deadline: bigint): number {
+  if (deadline === -1n) return -1;
+  const ns = Number(deadline - process.hrtime.bigint());
+  return ns > 0 ? ns : 0;
+}
+
+/**
+ * Sleep on `w` (expecting 0) until `ready()` is true or the time runs out. The sleeper count at
+ * `waitersOffset` is raised around each sleep, so that the waking side can skip the system call when
+ * nobody sleeps; it raises it before re-checking the word (in the kernel), so no wake is lost.
+ */
+function sleepUntil(ready: () => boolean, w: Word, waitersOffset: number, timeoutNs: number): boolean {
+  const deadline = deadlineOf(timeoutNs);
+  for (;;) {
+    if (ready()) return true;
+    const ns = left(deadline);
+    if (ns === 0) return false;
+    Atomics.add(w.array, waitersOffset / 4, 1);
+    try {
+      waitWord(w, 0, ns);
+    } finally {
+      Atomics.sub(w.array, waitersOffset / 4, 1);
+    }
+  }
+}
+
+/** {@link sleepUntil} on a waiter thread. */
+async function sleepUntilAsync(
+  ready: () => boolean,
+  w: Word,
+  waitersOffset: number,
+  timeoutNs: number,
+  opts: ReturnType<typeof parseWaitAsyncOptions>,
+): Promise<boolean> {
+  const deadline = deadlineOf(timeoutNs);
+  for (;;) {
+    if (ready()) return true;
+    const ns = left(deadline);
+    if (ns === 0) return false;
+    Atomics.add(w.array, waitersOffset / 4, 1);
+    try {
+      await waitWordAsync(w, 0, ns, opts);
+    } finally {
+      Atomics.sub(w.array, waitersOffset / 4, 1);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Mutex
+
+/** How a lock was obtained. `'owner-died'`: the previous owner died holding it; repair, then `markConsistent()`. */
+export type LockResult = 'acquired' | 'owner-died';
+
+const MUTEX_MAGIC = 0x584d4b4d; // 'MKMX'
+const MUTEX_VERSION = 1;
+const MUTEX_OFFSET = HEADER.SIZE;
+const FUTEX_WAITERS = 0x80000000 | 0;
+
+/**
+ * A robust mutex in shared memory: a `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED` and
+ * `PTHREAD_MUTEX_ROBUST` (error-checking). If the process (or thread) holding it dies, the next
+ * locker gets it with the result `'owner-died'`, repairs the data, and calls `markConsistent()`;
+ * unlocking without that makes the mutex unusable (`ERR_MMAP_LOCK_NOT_RECOVERABLE`), as in POSIX.
+ * A lock belongs to the thread that took it.
+ */
+export class Mutex {
+  /** Bytes a Mutex occupies: header, then the pthread mutex, rounded up to 8. */
+  static readonly byteLength: number = Math.ceil((MUTEX_OFFSET + native.mutexLayout.size) / 8) * 8;
+  readonly #r: Region;
+  readonly #mutex: bigint;
+  readonly #word: Word | undefined;
+
+  private constructor(r: Region) {
+    this.#r = r;
+    this.#mutex = r.addr + BigInt(MUTEX_OFFSET);
+    const off = native.mutexLayout.lockWordOffset;
+    this.#word = off < 0 ? undefined : word(r, MUTEX_OFFSET + off);
+  }
+
+  /** Initialize a mutex at `offset` (default 0) of `target`. Do it once, before other processes attach. */
+  static create(target: SyncTarget, offset?: number): Mutex {
+    const r = region(target, offset, Mutex.byteLength, 'Mutex');
+    writeHeader(r, MUTEX_VERSION, Mutex.byteLength);
+    const rc = native.mutexInit(r.addr + BigInt(MUTEX_OFFSET));
+    if (rc < 0) throw systemError(rc, 'pthread_mutex_init');
+    publish(r, MUTEX_MAGIC);
+    return new Mutex(r);
+  }
+
+  /** Use a mutex that `create` initialized at `offset` of `target` (checks its header). */
+  static attach(target: SyncTarget, offset?: number): Mutex {
+    const r = region(target, offset, Mutex.byteLength, 'Mutex');
+    checkHeader(r, MUTEX_MAGIC, MUTEX_VERSION, Mutex.byteLength, 'Mutex');
+    return new Mutex(r);
+  }
+
+  /**
+   * Lock, blocking the thread up to `timeout` ms (default: forever). Throws `ERR_MMAP_LOCK_TIMEOUT`
+   * when the time runs out.
+   */
+  lock(timeout?: number): LockResult {
+    checkOpen(this.#r, 'Mutex');
+    const ns = validateTimeout(timeout);
+    return this.#result(native.mutexLock(this.#mutex, ns), 'pthread_mutex_lock', timeout);
+  }
+
+  /** Lock if free: `'busy'` when it is held (by another thread or process, or by this thread). */
+  tryLock(): LockResult | 'busy' {
+    checkOpen(this.#r, 'Mutex');
+    const rc = native.mutexTryLock(this.#mutex);
+    if (rc === EBUSY || rc === EDEADLK) return 'busy';
+    return this.#result(rc, 'pthread_mutex_trylock', 0);
+  }
+
+  /**
+   * Lock without blocking the event loop: try, and while it is held, sleep on the mutex's futex word
+   * on a waiter thread. Rejects with `ERR_MMAP_LOCK_TIMEOUT`, or the signal's reason when aborted.
+   */
+  async lockAsync(timeout?: number, options?: Omit<WaitAsyncOptions, 'spin'>): Promise<LockResult> {
+    checkOpen(this.#r, 'Mutex');
+    const ns = validateTimeout(timeout);
+    const opts = parseWaitAsyncOptions(options);
+    const deadline = deadlineOf(ns);
+    let waited = false;
+    for (;;) {
+      const rc = native.mutexTryLock(this.#mutex);
+      // EDEADLK: this thread holds it (an earlier lockAsync): wait for that one's unlock like anyone.
+      if (rc !== EBUSY && rc !== EDEADLK) {
+        const result = this.#result(rc, 'pthread_mutex_trylock', timeout);
+        // We slept on the word: others may sleep there too. Keep FUTEX_WAITERS set so that our
+        // unlock wakes them (glibc's own slow path takes the lock with the same bit).
+        if (waited && this.#word !== undefined) Atomics.or(this.#word.array, this.#word.index, FUTEX_WAITERS);
+        return result;
+      }
+      const remaining = left(deadline);
+      if (remaining === 0) throw lockTimeout(timeout);
+      if (this.#word === undefined) {
+        // Unknown layout (not glibc): poll.
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        continue;
+      }
+      const { array, index } = this.#word;
+      const value = Atomics.load(array, index);
+      if (value === 0) continue;
+      const want = value | FUTEX_WAITERS;
+      // Announce a sleeper (kernel robust-futex protocol): the owner's unlock then wakes one.
+      if (value !== want && Atomics.compareExchange(array, index, value, want) !== value) continue;
+      waited = true;
+      const r = await waitWordAsync(this.#word, want, remaining, opts);
+      if (r === 'timed-out' && left(deadline) === 0) throw lockTimeout(timeout);
+    }
+  }
+
+  /** Unlock. Throws `ERR_MMAP_LOCK_NOT_OWNER` if this thread does not hold it. */
+  unlock(): void {
+    checkOpen(this.#r, 'Mutex');
+    const rc = native.mutexUnlock(this.#mutex);
+    if (rc === EPERM) throw mmapkitError('ERR_MMAP_LOCK_NOT_OWNER', 'Cannot unlock a Mutex this thread does not hold');
+    if (rc < 0) throw systemError(rc, 'pthread_mutex_unlock');
+  }
+
+  /** After `'owner-died'`: the protected data is repaired; the mutex works normally again. */
+  markConsistent(): void {
+    checkOpen(this.#r, 'Mutex');
+    const rc = native.mutexConsistent(this.#mutex);
+    if (rc < 0) throw systemError(rc, 'pthread_mutex_consistent');
+  }
+
+  #result(rc: number, syscall: string, timeout: number | undefined): LockResult {
+    if (rc === 0) return 'acquired';
+    if (rc === EOWNERDEAD) return 'owner-died';
+    if (rc === ETIMEDOUT) throw lockTimeout(timeout);
+    if (rc === ENOTRECOVERABLE) {
+      throw mmapkitError(
+        'ERR_MMAP_LOCK_NOT_RECOVERABLE',
+        'This Mutex is unusable: a previous owner died and the next one unlocked it without markConsistent(). Create a new one.',
+      );
+    }
+    if (rc === EDEADLK) throw mmapkitError('ERR_MMAP_LOCK_DEADLOCK', 'This thread already holds this Mutex (locking it again would wait forever)');
+    throw systemError(rc, syscall);
+  }
+}
+
+function lockTimeout(timeout: number | undefined): Error {
+  return mmapkitError('ERR_MMAP_LOCK_TIMEOUT', `Timed out after ${timeout} ms waiting for the lock`);
+}
+
+// ---------------------------------------------------------------- Semaphore
+
+const SEM_MAGIC = 0x4d534b4d; // 'MKSM'
+const SEM_VERSION = 1;
+const SEM_VALUE = HEADER.SIZE; // i32: the count
+const SEM_WAITERS = HEADER.SIZE + 4; // i32: sleepers; post() skips the wake system call when 0
+
+/** A counting semaphore in shared memory, across processes and threads (futex). */
+export class Semaphore {
+  /** Bytes a Semaphore occupies. */
+  static readonly byteLength = 32;
+  readonly #r: Region;
+  readonly #value: Word;
+
+  private constructor(r: Region) {
+    this.#r = r;
+    this.#value = word(r, SEM_VALUE);
+  }
+
+  /** Initialize a semaphore with count `initial` (default 0) at `offset` of `target`. */
+  static create(target: SyncTarget, offset?: number, initial = 0): Semaphore {
+    const init = validateInt32(initial, 'initial', 0);
+    const r = region(target, offset, Semaphore.byteLength, 'Semaphore');
+    writeHeader(r, SEM_VERSION, Semaphore.byteLength);
+    Atomics.store(r.i32, SEM_VALUE / 4, init);
+    publish(r, SEM_MAGIC);
+    return new Semaphore(r);
+  }
+
+  /** Use a semaphore that `create` initialized (checks its header). */
+  static attach(target: SyncTarget, offset?: number): Semaphore {
+    const r = region(target, offset, Semaphore.byteLength, 'Semaphore');
+    checkHeader(r, SEM_MAGIC, SEM_VERSION, Semaphore.byteLength, 'Semaphore');
+    return new Semaphore(r);
+  }
+
+  /** The current count. */
+  get value(): number {
+    checkOpen(this.#r, 'Semaphore');
+    return Atomics.load(this.#r.i32, SEM_VALUE / 4);
+  }
+
+  /** Add `count` (default 1) and wake as many sleepers. */
+  post(count = 1): void {
+    checkOpen(this.#r, 'Semaphore');
+    const n = validateInt32(count, 'count', 1);
+    const { i32 } = this.#r;
+    const before = Atomics.load(i32, SEM_VALUE / 4);
+    if (before > INT32_MAX - n) throw invalidArgValue('count', count, `would overflow the semaphore (value ${before})`);
+    // seq_cst add, then read the sleeper count: a waiter either sees the new value before it sleeps
+    // (the kernel re-checks the word) or has announced itself before our read, so no wake is lost.
+    Atomics.add(i32, SEM_VALUE / 4, n);
+    if (Atomics.load(i32, SEM_WAITERS / 4) > 0) notifyWord(this.#value, n);
+  }
+
+  /** Take one if the count is positive; false otherwise. */
+  tryWait(): boolean {
+    checkOpen(this.#r, 'Semaphore');
+    return this.#take();
+  }
+
+  /** Take one, blocking up to `timeout` ms (default forever); false on timeout. */
+  wait(timeout?: number): boolean {
+    checkOpen(this.#r, 'Semaphore');
+    return sleepUntil(() => this.#take(), this.#value, SEM_WAITERS, validateTimeout(timeout));
+  }
+
+  /** Like {@link Semaphore.wait} without blocking the event loop; resolves false on timeout. */
+  waitAsync(timeout?: number, options?: WaitAsyncOptions): Promise<boolean> {
+    try {
+      checkOpen(this.#r, 'Semaphore');
+      const ns = validateTimeout(timeout);
+      return sleepUntilAsync(() => this.#take(), this.#value, SEM_WAITERS, ns, parseWaitAsyncOptions(options));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #take(): boolean {
+    const { i32 } = this.#r;
+    for (;;) {
+      const v = Atomics.load(i32, SEM_VALUE / 4);
+      if (v <= 0) return false;
+      // acquire (seq_cst CAS): what the poster wrote before post() is visible after we take
+      if (Atomics.compareExchange(i32, SEM_VALUE / 4, v, v - 1) === v) return true;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Event
+
+const EVENT_MAGIC = 0x56454b4d; // 'MKEV'
+const EVENT_VERSION = 1;
+const EVENT_STATE = HEADER.SIZE; // i32: 0 not set, 1 set
+const EVENT_WAITERS = HEADER.SIZE + 4; // i32: sleepers; set() skips the wake system call when 0
+
+/**
+ * An event in shared memory: `wait` returns once it is set. It stays set until `reset()` (a manual
+ * reset event); never resetting it makes a one-shot event.
+ */
+export class Event {
+  /** Bytes an Event occupies. */
+  static readonly byteLength = 32;
+  readonly #r: Region;
+  readonly #state: Word;
+
+  private constructor(r: Region) {
+    this.#r = r;
+    this.#state = word(r, EVENT_STATE);
+  }
+
+  /** Initialize an event (not set) at `offset` of `target`. */
+  static create(target: SyncTarget, offset?: number): Event {
+    const r = region(target, offset, Event.byteLength, 'Event');
+    writeHeader(r, EVENT_VERSION, Event.byteLength);
+    publish(r, EVENT_MAGIC);
+    return new Event(r);
+  }
+
+  /** Use an event that `create` initialized (checks its header). */
+  static attach(target: SyncTarget, offset?: number): Event {
+    const r = region(target, offset, Event.byteLength, 'Event');
+    checkHeader(r, EVENT_MAGIC, EVENT_VERSION, Event.byteLength, 'Event');
+    return new Event(r);
+  }
+
+  /** Whether the event is set. */
+  get isSet(): boolean {
+    checkOpen(this.#r, 'Event');
+    return this.#isSet();
+  }
+
+  /** Set the event and wake every waiter, in every process. */
+  set(): void {
+    checkOpen(this.#r, 'Event');
+    const { i32 } = this.#r;
+    // seq_cst store, then read the sleeper count (see Semaphore.post for why no wake is lost)
+    Atomics.store(i32, EVENT_STATE / 4, 1);
+    if (Atomics.load(i32, EVENT_WAITERS / 4) > 0) notifyWord(this.#state, INT32_MAX);
+  }
+
+  /** Clear the event: later waits sleep until the next `set()`. */
+  reset(): void {
+    checkOpen(this.#r, 'Event');
+    Atomics.store(this.#r.i32, EVENT_STATE / 4, 0);
+  }
+
+  /** Block until set, up to `timeout` ms (default forever); false on timeout. */
+  wait(timeout?: number): boolean {
+    checkOpen(this.#r, 'Event');
+    return sleepUntil(() => this.#isSet(), this.#state, EVENT_WAITERS, validateTimeout(timeout));
+  }
+
+  /** Like {@link Event.wait} without blocking the event loop; resolves false on timeout. */
+  waitAsync(timeout?: number, options?: WaitAsyncOptions): Promise<boolean> {
+    try {
+      checkOpen(this.#r, 'Event');
+      const ns = validateTimeout(timeout);
+      return sleepUntilAsync(() => this.#isSet(), this.#state, EVENT_WAITERS, ns, parseWaitAsyncOptions(options));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #isSet(): boolean {
+    return Atomics.load(this.#r.i32, EVENT_STATE / 4) === 1;
+  }
+}
