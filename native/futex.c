@@ -109,16 +109,21 @@ typedef struct job {
   struct job* next_live;
 } job_t;
 
+/* One per Node environment. Freed once Node has finalized its thread-safe function AND no job refers
+ * to it any more (a waiter thread may still be finishing a job of an environment that is gone). */
 struct env_ctx {
   napi_threadsafe_function tsfn;
   napi_ref dispatch;
-  job_t* live; /* jobs not yet delivered, for cancel and teardown; guarded by g_mu */
+  job_t* live;      /* jobs not yet delivered, for cancel and teardown */
+  int waiting;      /* jobs that may still read their word (queued or inside wait_job) */
   uint32_t next_id;
-  bool closing;
+  bool closing;     /* the environment is being torn down: never touch tsfn again */
+  bool finalized;   /* Node has finalized tsfn */
 };
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv;
+static pthread_cond_t g_done_cv = PTHREAD_COND_INITIALIZER; /* a job left wait_job */
 static bool g_cv_ready = false;
 static job_t* g_queue_head = NULL;
 static job_t* g_queue_tail = NULL;
@@ -126,13 +131,18 @@ static int g_idle = 0;   /* threads waiting for work */
 static int g_queued = 0; /* jobs in the queue; each one needs an idle thread of its own or a new one */
 static _Atomic int g_waitv_missing = 0;
 
-static void unlink_live(job_t* job) {
-  for (job_t** p = &job->ctx->live; *p != NULL; p = &(*p)->next_live) {
+/* Forget a delivered (or undeliverable) job and free it, and its context if that was the last
+ * reference. Called with g_mu held. */
+static void retire_job(job_t* job) {
+  env_ctx_t* ctx = job->ctx;
+  for (job_t** p = &ctx->live; *p != NULL; p = &(*p)->next_live) {
     if (*p == job) {
       *p = job->next_live;
-      return;
+      break;
     }
   }
+  free(job);
+  if (ctx->finalized && ctx->live == NULL) free(ctx);
 }
 
 /* Sleep until the word changes or is woken, the job is cancelled, or the deadline passes. */
@@ -197,17 +207,16 @@ static int32_t wait_job(job_t* job) {
   }
 }
 
+/* Hand a finished job to JavaScript. Runs on the waiter thread; g_mu is held while the thread-safe
+ * function is used, so environment teardown (which takes g_mu) cannot run in between. */
 static void deliver(job_t* job) {
   env_ctx_t* ctx = job->ctx;
-  napi_threadsafe_function tsfn = ctx->tsfn;
-  /* On napi_closing (the environment is going away) call_js never runs: free the job here. */
-  if (napi_call_threadsafe_function(tsfn, job, napi_tsfn_blocking) != napi_ok) {
-    pthread_mutex_lock(&g_mu);
-    unlink_live(job);
-    pthread_mutex_unlock(&g_mu);
-    free(job);
-  }
-  napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  pthread_mutex_lock(&g_mu);
+  /* The word is no longer read: teardown may unmap it now. */
+  ctx->waiting--;
+  pthread_cond_broadcast(&g_done_cv);
+  if (ctx->closing || napi_call_threadsafe_function(ctx->tsfn, job, napi_tsfn_nonblocking) != napi_ok) retire_job(job);
+  pthread_mutex_unlock(&g_mu);
 }
 
 static void* waiter_main(void* arg) {
@@ -235,42 +244,56 @@ static void* waiter_main(void* arg) {
   }
 }
 
-/* Runs on the JavaScript thread: hand (id, result) to the dispatcher registered by TypeScript. */
+/* Runs on the JavaScript thread: hand (id, result) to the dispatcher registered by TypeScript. With
+ * env == NULL, Node is finalizing the thread-safe function and drops the queued job. */
 static void call_js(napi_env env, napi_value js_cb, void* context, void* data) {
   job_t* job = data;
-  pthread_mutex_lock(&g_mu);
-  unlink_live(job);
-  pthread_mutex_unlock(&g_mu);
+  env_ctx_t* ctx = context;
   uint32_t id = job->id;
   int32_t result = job->result;
-  free(job);
-  if (env == NULL) return;
-  env_ctx_t* ctx = context;
+  pthread_mutex_lock(&g_mu);
+  bool deliverable = env != NULL && !ctx->closing;
+  napi_ref dispatch = ctx->dispatch;
+  retire_job(job); /* may free ctx when env == NULL: do not touch ctx below unless deliverable */
+  pthread_mutex_unlock(&g_mu);
+  if (!deliverable) return;
   napi_value fn, global, argv[2];
-  if (napi_get_reference_value(env, ctx->dispatch, &fn) != napi_ok || napi_get_global(env, &global) != napi_ok ||
+  if (napi_get_reference_value(env, dispatch, &fn) != napi_ok || napi_get_global(env, &global) != napi_ok ||
       napi_create_uint32(env, id, &argv[0]) != napi_ok || napi_create_int32(env, result, &argv[1]) != napi_ok)
     return;
   napi_call_function(env, global, fn, 2, argv, NULL);
 }
 
+/* Environment teardown (a worker exits, or the main thread's environment is freed). Registered after
+ * the thread-safe function, so it runs before Node closes it (cleanup hooks run in reverse order),
+ * and before the mapping guard unmaps this environment's memory. Cancel every waiter and wait until
+ * none reads its word any more; from then on no thread touches the thread-safe function. */
 static void ctx_teardown(void* arg) {
   env_ctx_t* ctx = arg;
   pthread_mutex_lock(&g_mu);
   ctx->closing = true;
-  /* Wake every waiter of this environment: their results can no longer be delivered. */
   for (job_t* j = ctx->live; j != NULL; j = j->next_live) {
+    /* release: the waiter that sees cancel == 1 stops reading its word */
     atomic_store_explicit(&j->cancel, 1, memory_order_release);
     syscall(SYS_futex, &j->cancel, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
   }
+  while (ctx->waiting > 0) pthread_cond_wait(&g_done_cv, &g_mu);
   pthread_mutex_unlock(&g_mu);
-  napi_release_threadsafe_function(ctx->tsfn, napi_tsfn_abort);
 }
 
 static void ctx_finalize(napi_env env, void* data, void* hint) {
   env_ctx_t* ctx = data;
-  napi_remove_env_cleanup_hook(env, ctx_teardown, ctx);
-  if (ctx->dispatch != NULL) napi_delete_reference(env, ctx->dispatch);
-  free(ctx);
+  pthread_mutex_lock(&g_mu);
+  bool was_closing = ctx->closing;
+  ctx->closing = true;
+  ctx->finalized = true;
+  napi_ref dispatch = ctx->dispatch;
+  ctx->dispatch = NULL;
+  bool free_now = ctx->live == NULL;
+  pthread_mutex_unlock(&g_mu);
+  if (!was_closing) napi_remove_env_cleanup_hook(env, ctx_teardown, ctx);
+  if (dispatch != NULL) napi_delete_reference(env, dispatch);
+  if (free_now) free(ctx);
 }
 
 /* waitAsyncInit(dispatch(id, result)) -> context (external). Once per environment. */
@@ -331,11 +354,13 @@ napi_value js_wait_async(napi_env env, napi_callback_info info) {
   job->deadline_ns = timeout >= 0 ? now_ns() + (int64_t)timeout : -1;
   job->spin_ns = spin > 0 ? (int64_t)spin : 0;
   job->ctx = ctx;
-  if (napi_acquire_threadsafe_function(ctx->tsfn) != napi_ok) {
+  pthread_mutex_lock(&g_mu);
+  if (ctx->closing) {
+    pthread_mutex_unlock(&g_mu);
     free(job);
     return make_i32(env, -ECANCELED);
   }
-  pthread_mutex_lock(&g_mu);
+  ctx->waiting++;
   if (++ctx->next_id == 0) ctx->next_id = 1;
   job->id = ctx->next_id;
   job->next_live = ctx->live;
@@ -367,10 +392,9 @@ napi_value js_wait_async(napi_env env, napi_callback_info info) {
     else prev->next_queued = NULL;
     g_queue_tail = prev;
     g_queued--;
-    unlink_live(job);
+    ctx->waiting--;
+    retire_job(job);
     pthread_mutex_unlock(&g_mu);
-    napi_release_threadsafe_function(ctx->tsfn, napi_tsfn_release);
-    free(job);
     return make_i32(env, -err);
   }
   pthread_mutex_unlock(&g_mu);

@@ -48,10 +48,6 @@ export interface Word {
  */
 export function checkWord(array: unknown, index: unknown, syscall: string): Word {
   if (!(array instanceof Int32Array)) throw invalidArgType('array', 'an instance of Int32Array', array);
-  const i = validateInt32(index, 'index', 0);
-  if (i >= array.length) {
-    throw invalidArgValue('index', index, `is past the end of the array (length ${array.length})`);
-  }
   const where = viewLocation(array);
   if (where === undefined) {
     throw mmapkitError(
@@ -67,6 +63,10 @@ export function checkWord(array: unknown, index: unknown, syscall: string): Word
     );
   }
   if (where.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${syscall} on a Mapping that has been unmapped`);
+  const i = validateInt32(index, 'index', 0);
+  if (i >= array.length) {
+    throw invalidArgValue('index', index, `is past the end of the array (length ${array.length})`);
+  }
   const addr = where.addr + BigInt(i * 4);
   if (addr % 4n !== 0n) {
     throw invalidArgValue('array', array, 'must be 4-byte aligned in memory (the mapping starts at an unaligned file offset)');

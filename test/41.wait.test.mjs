@@ -1,0 +1,247 @@
+// wait / waitAsync / notify across processes and threads (futex).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SharedMemory, map, mapAnonymous, notify, wait, waitAsync } from '../dist/index.js';
+import { distUrl, runNode, tempDir, throwsCode } from './helpers.mjs';
+
+const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
+
+function* xorshift(seed) {
+  let x = seed >>> 0 || 1;
+  for (;;) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    yield x | 0;
+  }
+}
+
+function words(shm, n = 16) {
+  return new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, n);
+}
+
+for (const childMode of ['sync', 'async']) {
+  for (const parentMode of ['sync', 'async']) {
+    test(`ping-pong with a child process: parent ${parentMode}, child ${childMode}, every value checked`, async () => {
+      const shm = SharedMemory.anonymous(4096);
+      const turn = words(shm);
+      const data = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset + 64, 1);
+      const rounds = 2000;
+      const child = spawn(process.execPath, [CHILD, 'pingpong', String(rounds), childMode], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      const exited = new Promise((resolve) => child.on('exit', resolve));
+      const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      const seq = xorshift(42);
+      for (let r = 0; r < rounds; r++) {
+        const value = seq.next().value;
+        data[0] = value;
+        Atomics.store(turn, 0, 2 * r + 1); // publish the data, then the turn
+        notify(turn, 0);
+        const want = 2 * r + 2;
+        for (;;) {
+          const seen = Atomics.load(turn, 0); // read once: comparing and waiting on two reads loses wakes
+          if (seen === want) break;
+          const res = parentMode === 'async' ? await waitAsync(turn, 0, seen, 10_000) : wait(turn, 0, seen, 10_000);
+          assert.notEqual(res, 'timed-out', `round ${r}: ${out}`);
+        }
+        assert.equal(data[0], ~value, `round ${r}`);
+      }
+      const code = await exited;
+      clearTimeout(killer);
+      assert.equal(code, 0, out);
+      assert.match(out, /pingpong ok/);
+      shm.close();
+    });
+  }
+}
+
+test('wait: not-equal, timed-out (with a real delay), ok after a notify from another process', () => {
+  const shm = SharedMemory.anonymous(4096);
+  const w = words(shm);
+  assert.equal(wait(w, 0, 1, 1000), 'not-equal');
+  let t0 = performance.now();
+  assert.equal(wait(w, 0, 0, 50), 'timed-out');
+  assert.ok(performance.now() - t0 >= 45, 'waited about 50 ms');
+  assert.equal(wait(w, 0, 0, 0), 'timed-out');
+  // A separate process stores and notifies after 100 ms: we block until then.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { SharedMemory, notify } from ${JSON.stringify(distUrl)};
+    const shm = SharedMemory.inherited();
+    const w = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 4);
+    setTimeout(() => { Atomics.store(w, 1, 7); notify(w, 1); }, 100);
+  `], shm.childOptions({ stdio: 'ignore' }));
+  t0 = performance.now();
+  assert.equal(wait(w, 1, 0, 10_000), 'ok');
+  assert.ok(performance.now() - t0 >= 50);
+  assert.equal(Atomics.load(w, 1), 7);
+  child.kill();
+  shm.close();
+});
+
+test('notify returns how many woke; count limits it', async () => {
+  const shm = SharedMemory.anonymous(4096);
+  const w = words(shm);
+  assert.equal(notify(w, 0), 0, 'nobody waits');
+  const ps = [0, 1, 2].map(() => waitAsync(w, 0, 0, 10_000));
+  // Let the waiter threads go to sleep.
+  let woken = 0;
+  const deadline = Date.now() + 5000;
+  await new Promise((r) => setTimeout(r, 50));
+  woken += notify(w, 0, 2);
+  while (woken < 2 && Date.now() < deadline) { await new Promise((r) => setTimeout(r, 10)); woken += notify(w, 0, 2 - woken); }
+  assert.equal(woken, 2);
+  woken = 0;
+  while (woken < 1 && Date.now() < deadline) { await new Promise((r) => setTimeout(r, 10)); woken += notify(w, 0, Infinity); }
+  assert.equal(woken, 1);
+  assert.deepEqual(await Promise.all(ps), ['ok', 'ok', 'ok']);
+  shm.close();
+});
+
+test('waitAsync: not-equal and timed-out, abort, and unmap reject', async (t) => {
+  const shm = SharedMemory.anonymous(4096);
+  const w = words(shm);
+  assert.equal(await waitAsync(w, 0, 5), 'not-equal');
+  assert.equal(await waitAsync(w, 0, 0, 0), 'timed-out');
+  const t0 = performance.now();
+  assert.equal(await waitAsync(w, 0, 0, 60), 'timed-out');
+  assert.ok(performance.now() - t0 >= 55);
+  const ac = new AbortController();
+  const p = waitAsync(w, 0, 0, undefined, { signal: ac.signal });
+  setTimeout(() => ac.abort(), 20);
+  await assert.rejects(p, { name: 'AbortError' });
+  await assert.rejects(waitAsync(w, 0, 0, undefined, { signal: AbortSignal.abort() }), { name: 'AbortError' });
+  const reason = new Error('custom reason');
+  const ac2 = new AbortController();
+  const p2 = waitAsync(w, 0, 0, 10_000, { signal: ac2.signal });
+  ac2.abort(reason);
+  await assert.rejects(p2, (e) => e === reason);
+  const p3 = waitAsync(w, 2, 0, 10_000);
+  shm.close();
+  await assert.rejects(p3, { code: 'ERR_MMAP_CLOSED' });
+});
+
+test('16 pending waitAsync calls leave fs I/O running normally (no threadpool use)', async (t) => {
+  const shm = SharedMemory.anonymous(4096);
+  const w = words(shm);
+  const file = join(tempDir(t), 'io.txt');
+  writeFileSync(file, 'x'.repeat(1000));
+  const ps = Array.from({ length: 16 }, (_, i) => waitAsync(w, i % 4, 0, 20_000));
+  const t0 = performance.now();
+  for (let i = 0; i < 20; i++) await readFile(file); // each needs the libuv threadpool (4 threads)
+  const ms = performance.now() - t0;
+  assert.ok(ms < 1000, `20 readFile calls took ${ms.toFixed(1)} ms with 16 waits pending`);
+  for (let i = 0; i < 4; i++) { Atomics.store(w, i, 1); notify(w, i); }
+  assert.deepEqual(new Set(await Promise.all(ps)), new Set(['ok']));
+  shm.close();
+});
+
+test('a pending waitAsync keeps the process alive like a timer; ref: false does not', () => {
+  const program = (ref) => `
+    import { SharedMemory, waitAsync } from ${JSON.stringify(distUrl)};
+    const shm = SharedMemory.anonymous(4096);
+    const w = new Int32Array(shm.buffer.buffer, 0, 1);
+    const t0 = Date.now();
+    waitAsync(w, 0, 0, 300, { ref: ${ref} }).then((r) => console.log(r, Date.now() - t0 >= 250));
+  `;
+  const kept = runNode(program(true), { timeout: 10_000 });
+  assert.equal(kept.status, 0, kept.stderr);
+  assert.equal(kept.stdout.trim(), 'timed-out true');
+  const t0 = Date.now();
+  const unref = runNode(program(false), { timeout: 10_000 });
+  assert.equal(unref.status, 0, unref.stderr);
+  assert.equal(unref.stdout.trim(), '', 'the process exited without waiting');
+  assert.ok(Date.now() - t0 < 5000);
+});
+
+test('memory that is not shared between processes is refused with a clear error', (t) => {
+  const file = join(tempDir(t), 'f.bin');
+  writeFileSync(file, Buffer.alloc(4096));
+  const cases = [
+    new Int32Array(4),
+    new Int32Array(new SharedArrayBuffer(16)),
+    new Int32Array(mapAnonymous(4096).buffer.buffer), // private anonymous
+    new Int32Array(map(file, { access: 'copy' }).buffer.buffer),
+    new Int32Array(map(file).buffer.buffer), // 'read' is private underneath
+  ];
+  for (const arr of cases) {
+    throwsCode(() => wait(arr, 0, 0, 0), 'ERR_MMAP_NOT_SHARED', 'MmapkitError');
+    throwsCode(() => notify(arr, 0), 'ERR_MMAP_NOT_SHARED', 'MmapkitError');
+    assert.rejects(waitAsync(arr, 0, 0, 0), { code: 'ERR_MMAP_NOT_SHARED' });
+  }
+  const shared = new Int32Array(map(file, { access: 'write' }).buffer.buffer);
+  assert.equal(wait(shared, 0, 0, 1), 'timed-out', 'a write mapping of a file is shared');
+});
+
+test('bad input to wait, waitAsync and notify', async (t) => {
+  const shm = SharedMemory.anonymous(8192);
+  const w = words(shm, 4);
+  for (const arr of [undefined, null, [1], new Uint32Array(shm.buffer.buffer, 0, 4), new BigInt64Array(shm.buffer.buffer, 0, 2), shm.buffer]) {
+    throwsCode(() => wait(arr, 0, 0, 0), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+    throwsCode(() => notify(arr, 0), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+    await assert.rejects(waitAsync(arr, 0, 0, 0), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  throwsCode(() => wait(w, 4, 0, 0), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => wait(w, -1, 0, 0), 'ERR_OUT_OF_RANGE', 'RangeError');
+  throwsCode(() => wait(w, 1.5, 0, 0), 'ERR_OUT_OF_RANGE', 'RangeError');
+  throwsCode(() => wait(w, '0', 0, 0), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+  throwsCode(() => wait(w, 0, '0', 0), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+  throwsCode(() => wait(w, 0, 2 ** 33, 0), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => wait(w, 0, 0.5, 0), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => wait(w, 0, 0, -1), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => wait(w, 0, 0, NaN), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => wait(w, 0, 0, '10'), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+  throwsCode(() => notify(w, 0, -1), 'ERR_OUT_OF_RANGE', 'RangeError');
+  throwsCode(() => notify(w, 0, '1'), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+  await assert.rejects(waitAsync(w, 0, 0, 0, { signal: 'x' }), { code: 'ERR_INVALID_ARG_TYPE' });
+  await assert.rejects(waitAsync(w, 0, 0, 0, { ref: 1 }), { code: 'ERR_INVALID_ARG_TYPE' });
+  await assert.rejects(waitAsync(w, 0, 0, 0, { spin: -1 }), { code: 'ERR_INVALID_ARG_VALUE' });
+  await assert.rejects(waitAsync(w, 0, 0, 0, { sigal: null }), { code: 'ERR_INVALID_ARG_VALUE' });
+  // Memory alignment: a view at an odd byte offset of the mapping.
+  const odd = map(shm.fd, { access: 'write', offset: 2, length: 16 });
+  throwsCode(() => wait(new Int32Array(odd.buffer.buffer, 0, 2), 0, 0, 0), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  odd.unmap();
+  const view = w;
+  shm.close();
+  throwsCode(() => wait(view, 0, 0, 0), 'ERR_MMAP_CLOSED', 'MmapkitError'); // detached with its mapping
+});
+
+test('worker threads: waits across threads, and a worker terminated with waits pending does not crash', async () => {
+  const { Worker } = await import('node:worker_threads');
+  const shm = SharedMemory.anonymous(4096);
+  const w = words(shm);
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    import(workerData.dist).then(async ({ SharedMemory, waitAsync, wait, notify }) => {
+      const shm = SharedMemory.fromFd(workerData.fd);
+      const w = new Int32Array(shm.buffer.buffer, 0, 16);
+      for (let i = 0; i < 8; i++) waitAsync(w, 8, 0); // never notified: pending at termination
+      parentPort.postMessage('ready');
+      const r = wait(w, 0, 0, 10000);            // blocking wait, woken by the main thread
+      Atomics.store(w, 1, 1); notify(w, 1);
+      parentPort.postMessage(r);
+    });`;
+  for (let round = 0; round < 3; round++) {
+    Atomics.store(w, 0, 0);
+    Atomics.store(w, 1, 0);
+    const worker = new Worker(code, { eval: true, workerData: { fd: shm.fd, dist: distUrl } });
+    const killer = setTimeout(() => worker.terminate(), 20_000);
+    const messages = [];
+    worker.on('message', (m) => messages.push(m));
+    while (!messages.includes('ready')) await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 20));
+    Atomics.store(w, 0, 1);
+    notify(w, 0);
+    assert.notEqual(await waitAsync(w, 1, 0, 10_000), 'timed-out');
+    while (messages.length < 2) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(messages, ['ready', 'ok']);
+    await worker.terminate(); // 8 async waits pending in the worker
+    clearTimeout(killer);
+  }
+  shm.close();
+});
