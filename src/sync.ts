@@ -40,8 +40,8 @@ export const HEADER = Object.freeze({
   HEADER_SIZE: 6,
   /** u32: total size of the structure in bytes. */
   TOTAL_SIZE: 8,
-  /** u32: reserved, 0. */
-  RESERVED: 12,
+  /** u32: state flags of the structure (Mutex: bit 0 = not recoverable). */
+  FLAGS: 12,
   /** Size of the header. */
   SIZE: 16,
 });
@@ -180,6 +180,8 @@ const MUTEX_MAGIC = 0x584d4b4d; // 'MKMX'
 const MUTEX_VERSION = 1;
 const MUTEX_OFFSET = HEADER.SIZE;
 const FUTEX_WAITERS = 0x80000000 | 0;
+/** Header flag: an owner died and the next one unlocked without markConsistent(). */
+const MUTEX_NOT_RECOVERABLE = 1;
 
 /**
  * A robust mutex in shared memory: a `pthread_mutex_t` with `PTHREAD_PROCESS_SHARED` and
@@ -194,6 +196,8 @@ export class Mutex {
   readonly #r: Region;
   readonly #mutex: bigint;
   readonly #word: Word | undefined;
+  /** This thread holds the lock after 'owner-died' and has not called markConsistent() yet. */
+  #repairing = false;
 
   private constructor(r: Region) {
     this.#r = r;
@@ -224,14 +228,17 @@ export class Mutex {
    * when the time runs out.
    */
   lock(timeout?: number): LockResult {
-    checkOpen(this.#r, 'Mutex');
+    this.#checkUsable();
     const ns = validateTimeout(timeout);
+    const first = native.mutexTryLock(this.#mutex);
+    if (first === EDEADLK) return this.#result(first, 'pthread_mutex_lock', timeout);
+    if (first !== EBUSY) return this.#result(first, 'pthread_mutex_trylock', timeout);
     return this.#result(native.mutexLock(this.#mutex, ns), 'pthread_mutex_lock', timeout);
   }
 
   /** Lock if free: `'busy'` when it is held (by another thread or process, or by this thread). */
   tryLock(): LockResult | 'busy' {
-    checkOpen(this.#r, 'Mutex');
+    this.#checkUsable();
     const rc = native.mutexTryLock(this.#mutex);
     if (rc === EBUSY || rc === EDEADLK) return 'busy';
     return this.#result(rc, 'pthread_mutex_trylock', 0);
@@ -241,8 +248,8 @@ export class Mutex {
    * Lock without blocking the event loop: try, and while it is held, sleep on the mutex's futex word
    * on a waiter thread. Rejects with `ERR_MMAP_LOCK_TIMEOUT`, or the signal's reason when aborted.
    */
-  async lockAsync(timeout?: number, options?: Omit<WaitAsyncOptions, 'spin'>): Promise<LockResult> {
-    checkOpen(this.#r, 'Mutex');
+  async lockAsync(timeout?: number, options?: WaitAsyncOptions): Promise<LockResult> {
+    this.#checkUsable();
     const ns = validateTimeout(timeout);
     const opts = parseWaitAsyncOptions(options);
     const deadline = deadlineOf(ns);
@@ -251,6 +258,7 @@ export class Mutex {
       const rc = native.mutexTryLock(this.#mutex);
       // EDEADLK: this thread holds it (an earlier lockAsync): wait for that one's unlock like anyone.
       if (rc !== EBUSY && rc !== EDEADLK) {
+        this.#checkUsable();
         const result = this.#result(rc, 'pthread_mutex_trylock', timeout);
         // We slept on the word: others may sleep there too. Keep FUTEX_WAITERS set so that our
         // unlock wakes them (glibc's own slow path takes the lock with the same bit).
@@ -279,6 +287,12 @@ export class Mutex {
   /** Unlock. Throws `ERR_MMAP_LOCK_NOT_OWNER` if this thread does not hold it. */
   unlock(): void {
     checkOpen(this.#r, 'Mutex');
+    if (this.#repairing) {
+      // POSIX: unlocking an inconsistent robust mutex makes it permanently unusable. Record that in
+      // the header so every process reports it the same way (glibc's answers vary by call).
+      Atomics.or(this.#r.i32, HEADER.FLAGS / 4, MUTEX_NOT_RECOVERABLE);
+      this.#repairing = false;
+    }
     const rc = native.mutexUnlock(this.#mutex);
     if (rc === EPERM) throw mmapkitError('ERR_MMAP_LOCK_NOT_OWNER', 'Cannot unlock a Mutex this thread does not hold');
     if (rc < 0) throw systemError(rc, 'pthread_mutex_unlock');
@@ -289,21 +303,32 @@ export class Mutex {
     checkOpen(this.#r, 'Mutex');
     const rc = native.mutexConsistent(this.#mutex);
     if (rc < 0) throw systemError(rc, 'pthread_mutex_consistent');
+    this.#repairing = false;
+  }
+
+  #checkUsable(): void {
+    checkOpen(this.#r, 'Mutex');
+    if ((Atomics.load(this.#r.i32, HEADER.FLAGS / 4) & MUTEX_NOT_RECOVERABLE) !== 0) throw notRecoverable();
   }
 
   #result(rc: number, syscall: string, timeout: number | undefined): LockResult {
     if (rc === 0) return 'acquired';
-    if (rc === EOWNERDEAD) return 'owner-died';
-    if (rc === ETIMEDOUT) throw lockTimeout(timeout);
-    if (rc === ENOTRECOVERABLE) {
-      throw mmapkitError(
-        'ERR_MMAP_LOCK_NOT_RECOVERABLE',
-        'This Mutex is unusable: a previous owner died and the next one unlocked it without markConsistent(). Create a new one.',
-      );
+    if (rc === EOWNERDEAD) {
+      this.#repairing = true;
+      return 'owner-died';
     }
+    if (rc === ETIMEDOUT) throw lockTimeout(timeout);
+    if (rc === ENOTRECOVERABLE) throw notRecoverable();
     if (rc === EDEADLK) throw mmapkitError('ERR_MMAP_LOCK_DEADLOCK', 'This thread already holds this Mutex (locking it again would wait forever)');
     throw systemError(rc, syscall);
   }
+}
+
+function notRecoverable(): Error {
+  return mmapkitError(
+    'ERR_MMAP_LOCK_NOT_RECOVERABLE',
+    'This Mutex is unusable: a previous owner died and the next one unlocked it without markConsistent(). Create a new one.',
+  );
 }
 
 function lockTimeout(timeout: number | undefined): Error {

@@ -1,0 +1,254 @@
+// Mutex (robust), Semaphore and Event in shared memory, across real processes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Event, Mutex, Semaphore, SharedMemory, map, mapAnonymous, HEADER } from '../dist/index.js';
+import { tempDir, throwsCode } from './helpers.mjs';
+
+const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
+const uniq = (tag) => `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+
+function start(args, options) {
+  const child = spawn(process.execPath, [CHILD, ...args], options);
+  let out = '';
+  child.stdout?.on('data', (d) => (out += d));
+  child.stderr?.on('data', (d) => (out += d));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => { clearTimeout(killer); resolve({ code, signal, out }); }));
+  return { child, exited, output: () => out };
+}
+
+function* xorshift(seed) {
+  let x = seed >>> 0 || 1;
+  for (;;) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    yield x | 0;
+  }
+}
+
+test('a mutex makes a non-atomic counter exact across three processes', async (t) => {
+  const name = uniq('counter');
+  t.after(() => { try { SharedMemory.unlink(name); } catch {} });
+  const shm = SharedMemory.create(name, 4096);
+  const mx = Mutex.create(shm, 0);
+  const go = Event.create(shm, 64);
+  const counter = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset + 128, 1);
+  const iterations = 20_000;
+  const kids = [start(['counter', name, String(iterations)], { stdio: ['ignore', 'pipe', 'pipe'] }), start(['counter', name, String(iterations)], { stdio: ['ignore', 'pipe', 'pipe'] })];
+  go.set();
+  for (let i = 0; i < iterations; i++) {
+    // half blocking, half async, to exercise both paths against the children
+    if (i % 2 === 0) mx.lock(10_000);
+    else await mx.lockAsync(10_000);
+    const v = counter[0];
+    counter[0] = v + 1;
+    mx.unlock();
+  }
+  for (const k of kids) {
+    const r = await k.exited;
+    assert.equal(r.code, 0, r.out);
+  }
+  assert.equal(counter[0], 3 * iterations);
+  shm.close();
+});
+
+for (const how of ['lock', 'lockAsync', 'tryLock']) {
+  test(`robust mutex: the owner is killed with SIGKILL while holding it; ${how} gets 'owner-died'`, async () => {
+    const shm = SharedMemory.anonymous(4096);
+    const mx = Mutex.create(shm, 0);
+    const held = Event.create(shm, 64);
+    const k = start(['hold-lock'], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+    assert.equal(await held.waitAsync(10_000), true, k.output());
+    assert.equal(mx.tryLock(), 'busy');
+    await assert.rejects(mx.lockAsync(50), { code: 'ERR_MMAP_LOCK_TIMEOUT' });
+    throwsCode(() => mx.lock(50), 'ERR_MMAP_LOCK_TIMEOUT', 'MmapkitError');
+    let result;
+    if (how === 'lockAsync') {
+      const p = mx.lockAsync(10_000);
+      setTimeout(() => k.child.kill('SIGKILL'), 50); // dies while we sleep on the lock
+      result = await p;
+    } else {
+      k.child.kill('SIGKILL');
+      await k.exited;
+      result = how === 'lock' ? mx.lock(10_000) : mx.tryLock();
+    }
+    assert.equal(result, 'owner-died');
+    assert.equal(shm.buffer.toString('latin1', 256, 268), 'half-written', 'the dead owner\'s data is there to repair');
+    shm.buffer.write('repaired!!!!', 256);
+    mx.markConsistent();
+    mx.unlock();
+    assert.equal(mx.lock(1000), 'acquired', 'consistent again');
+    mx.unlock();
+    const r = await k.exited;
+    assert.equal(r.signal, 'SIGKILL');
+    shm.close();
+  });
+}
+
+test("robust mutex: unlocking after 'owner-died' without markConsistent makes it unusable, as in POSIX", async () => {
+  const shm = SharedMemory.anonymous(4096);
+  const mx = Mutex.create(shm, 0);
+  const held = Event.create(shm, 64);
+  const k = start(['hold-lock'], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+  assert.equal(await held.waitAsync(10_000), true, k.output());
+  k.child.kill('SIGKILL');
+  await k.exited;
+  assert.equal(mx.lock(5000), 'owner-died');
+  mx.unlock();
+  throwsCode(() => mx.lock(100), 'ERR_MMAP_LOCK_NOT_RECOVERABLE', 'MmapkitError');
+  throwsCode(() => mx.tryLock(), 'ERR_MMAP_LOCK_NOT_RECOVERABLE', 'MmapkitError');
+  await assert.rejects(mx.lockAsync(100), { code: 'ERR_MMAP_LOCK_NOT_RECOVERABLE' });
+  shm.close();
+});
+
+test('mutex: owner checks, relock, and async waiters queue up in one thread', async () => {
+  const shm = SharedMemory.anonymous(4096);
+  const mx = Mutex.create(shm, 0);
+  throwsCode(() => mx.unlock(), 'ERR_MMAP_LOCK_NOT_OWNER', 'MmapkitError');
+  assert.equal(mx.lock(), 'acquired');
+  throwsCode(() => mx.lock(), 'ERR_MMAP_LOCK_DEADLOCK', 'MmapkitError');
+  assert.equal(mx.tryLock(), 'busy');
+  const order = [];
+  const a = mx.lockAsync(5000).then(() => { order.push('a'); mx.unlock(); });
+  const b = mx.lockAsync(5000).then(() => { order.push('b'); mx.unlock(); });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(order, []);
+  mx.unlock();
+  await Promise.all([a, b]);
+  assert.equal(order.length, 2);
+  const ac = new AbortController();
+  mx.lock();
+  const p = mx.lockAsync(undefined, { signal: ac.signal });
+  setTimeout(() => ac.abort(), 20);
+  await assert.rejects(p, { name: 'AbortError' });
+  mx.unlock();
+  shm.close();
+});
+
+test('semaphore: a producer process posts, we consume every item in order', async () => {
+  const count = 500;
+  const shm = SharedMemory.anonymous(4096);
+  const sem = Semaphore.create(shm, 0, 0);
+  const slots = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset + 64, count);
+  const k = start(['sem-producer', String(count)], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+  const seq = xorshift(7);
+  for (let i = 0; i < count; i++) {
+    const ok = i % 2 === 0 ? sem.wait(10_000) : await sem.waitAsync(10_000);
+    assert.equal(ok, true, `item ${i}: ${k.output()}`);
+    assert.equal(slots[i], seq.next().value, `item ${i}`);
+  }
+  assert.equal(sem.tryWait(), false);
+  assert.equal((await k.exited).code, 0);
+  shm.close();
+});
+
+test('semaphore: counts, timeouts, post(n)', async () => {
+  const shm = SharedMemory.anonymous(4096);
+  const sem = Semaphore.create(shm, 32, 2);
+  assert.equal(sem.value, 2);
+  assert.equal(sem.tryWait(), true);
+  assert.equal(sem.wait(0), true);
+  assert.equal(sem.tryWait(), false);
+  const t0 = performance.now();
+  assert.equal(sem.wait(40), false);
+  assert.ok(performance.now() - t0 >= 35);
+  assert.equal(await sem.waitAsync(30), false);
+  const ps = [sem.waitAsync(5000), sem.waitAsync(5000), sem.waitAsync(5000)];
+  setTimeout(() => sem.post(3), 20);
+  assert.deepEqual(await Promise.all(ps), [true, true, true]);
+  assert.equal(sem.value, 0);
+  const again = Semaphore.attach(shm, 32);
+  again.post();
+  assert.equal(sem.value, 1);
+  shm.close();
+});
+
+test('event: one-shot across processes and resettable', async () => {
+  const shm = SharedMemory.anonymous(4096);
+  const ev = Event.create(shm, 0);
+  assert.equal(ev.isSet, false);
+  assert.equal(ev.wait(20), false);
+  assert.equal(await ev.waitAsync(20), false);
+  const waiters = [ev.waitAsync(5000), ev.waitAsync(5000)];
+  setTimeout(() => ev.set(), 20);
+  assert.deepEqual(await Promise.all(waiters), [true, true]);
+  assert.equal(ev.wait(0), true, 'stays set');
+  ev.reset();
+  assert.equal(ev.isSet, false);
+  assert.equal(ev.wait(10), false);
+  // Another process sets it (the hold-lock child sets the event at offset 64 after locking at 0).
+  const shm2 = SharedMemory.anonymous(4096);
+  Mutex.create(shm2, 0);
+  const remote = Event.create(shm2, 64);
+  const k = start(['hold-lock'], shm2.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+  assert.equal(remote.wait(10_000), true, k.output());
+  k.child.kill('SIGKILL');
+  await k.exited;
+  shm.close();
+  shm2.close();
+});
+
+test('headers are checked on attach', () => {
+  const shm = SharedMemory.anonymous(4096);
+  for (const T of [Mutex, Semaphore, Event]) throwsCode(() => T.attach(shm, 0), 'ERR_MMAP_BAD_HEADER', 'MmapkitError');
+  Semaphore.create(shm, 0);
+  throwsCode(() => Mutex.attach(shm, 0), 'ERR_MMAP_BAD_HEADER', 'MmapkitError');
+  throwsCode(() => Event.attach(shm, 0), 'ERR_MMAP_BAD_HEADER', 'MmapkitError');
+  shm.buffer.writeUInt16LE(99, HEADER.VERSION);
+  throwsCode(() => Semaphore.attach(shm, 0), 'ERR_MMAP_BAD_HEADER', 'MmapkitError');
+  assert.throws(() => Semaphore.attach(shm, 0), /version 99/);
+  const m = Mutex.create(shm, 64);
+  assert.equal(shm.buffer.toString('latin1', 64, 68), 'MKMX');
+  assert.equal(shm.buffer.readUInt32LE(64 + HEADER.TOTAL_SIZE), Mutex.byteLength);
+  assert.equal(Mutex.attach(shm.buffer.subarray(64)).tryLock(), 'acquired');
+  m.unlock();
+  assert.equal(Semaphore.create(shm, 128) && shm.buffer.toString('latin1', 128, 132), 'MKSM');
+  assert.equal(Event.create(shm, 160) && shm.buffer.toString('latin1', 160, 164), 'MKEV');
+  shm.close();
+});
+
+test('bad input and closed memory', async (t) => {
+  const shm = SharedMemory.anonymous(4096);
+  const file = join(tempDir(t), 'p.bin');
+  writeFileSync(file, Buffer.alloc(4096));
+  for (const T of [Mutex, Semaphore, Event]) {
+    throwsCode(() => T.create(undefined), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+    throwsCode(() => T.create({}), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+    throwsCode(() => T.create(shm, -8), 'ERR_OUT_OF_RANGE', 'RangeError');
+    throwsCode(() => T.create(shm, '0'), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+    throwsCode(() => T.create(shm, 4), 'ERR_INVALID_ARG_VALUE', 'TypeError'); // not 8-byte aligned
+    throwsCode(() => T.create(shm, 4096 - 8), 'ERR_INVALID_ARG_VALUE', 'TypeError'); // no room
+    throwsCode(() => T.create(Buffer.alloc(64)), 'ERR_MMAP_NOT_SHARED', 'MmapkitError');
+    throwsCode(() => T.create(mapAnonymous(4096)), 'ERR_MMAP_NOT_SHARED', 'MmapkitError');
+    throwsCode(() => T.create(map(file, { access: 'copy' })), 'ERR_MMAP_NOT_SHARED', 'MmapkitError');
+    throwsCode(() => T.attach(Buffer.alloc(64)), 'ERR_MMAP_NOT_SHARED', 'MmapkitError');
+  }
+  const fileMutex = Mutex.create(map(file, { access: 'write' }));
+  assert.equal(fileMutex.tryLock(), 'acquired', 'a write mapping of a file is shared memory');
+  fileMutex.unlock();
+  const mx = Mutex.create(shm, 0);
+  const sem = Semaphore.create(shm, 64);
+  const ev = Event.create(shm, 128);
+  throwsCode(() => mx.lock(-1), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => mx.lock('1'), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+  await assert.rejects(mx.lockAsync(1, { spinn: 1 }), { code: 'ERR_INVALID_ARG_VALUE' });
+  throwsCode(() => sem.post(0), 'ERR_OUT_OF_RANGE', 'RangeError');
+  throwsCode(() => sem.post(1.5), 'ERR_OUT_OF_RANGE', 'RangeError');
+  throwsCode(() => sem.post(2 ** 31 - 1) || sem.post(1), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => Semaphore.create(shm, 192, -1), 'ERR_OUT_OF_RANGE', 'RangeError');
+  throwsCode(() => sem.wait(NaN), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  await assert.rejects(sem.waitAsync(-5), { code: 'ERR_INVALID_ARG_VALUE' });
+  await assert.rejects(ev.waitAsync(1, { ref: 'no' }), { code: 'ERR_INVALID_ARG_TYPE' });
+  shm.close();
+  const closed = [
+    () => mx.lock(), () => mx.tryLock(), () => mx.unlock(), () => mx.markConsistent(),
+    () => sem.post(), () => sem.wait(0), () => sem.tryWait(), () => sem.value,
+    () => ev.set(), () => ev.reset(), () => ev.wait(0), () => ev.isSet,
+  ];
+  for (const fn of closed) throwsCode(fn, 'ERR_MMAP_CLOSED', 'MmapkitError');
+  for (const p of [mx.lockAsync(), sem.waitAsync(), ev.waitAsync()]) await assert.rejects(p, { code: 'ERR_MMAP_CLOSED' });
+});
