@@ -1,0 +1,127 @@
+/**
+ * The shape every `mmapkit` subcommand has, argument parsing, and the CLI's error classes. A command
+ * is a {@link Command} object in its own module (src/cli/demo.ts, ...) listed in src/cli/main.ts.
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/** One option of a command, as parsed by `node:util` `parseArgs` and shown by `--help`. */
+export interface OptionDef {
+  /** `'boolean'` for a flag, `'string'` for an option that takes a value. */
+  readonly type: 'boolean' | 'string';
+  /** One-letter alias (`-k`). */
+  readonly short?: string;
+  /** Placeholder of the value in the help (`--size BYTES`); string options only. */
+  readonly valueName?: string;
+  /** One line for `--help`. */
+  readonly description: string;
+}
+
+/** Options every command accepts besides its own. */
+export const COMMON_OPTIONS: Readonly<Record<string, OptionDef>> = {
+  help: { type: 'boolean', short: 'h', description: 'Show this help' },
+  debug: { type: 'boolean', description: 'Show stack traces of errors' },
+};
+
+/** Values of the options given on the command line (absent options are missing). */
+export type OptionValues = Readonly<Record<string, string | boolean | undefined>>;
+
+/** What a command receives: its parsed arguments and where to print. */
+export interface CommandContext {
+  /** Option values, including the common ones (`help`, `debug`). */
+  readonly values: OptionValues;
+  /** Positional arguments. */
+  readonly positionals: readonly string[];
+  /** Write to standard output (add the newline yourself). */
+  readonly out: (text: string) => void;
+  /** Write to standard error (add the newline yourself). */
+  readonly err: (text: string) => void;
+}
+
+/** A subcommand of `mmapkit`. */
+export interface Command {
+  /** The word after `mmapkit`. */
+  readonly name: string;
+  /** One line for the command list of `mmapkit --help`. */
+  readonly summary: string;
+  /** Usage line without the program name, for example `demo [--keep]`. */
+  readonly synopsis: string;
+  /** Paragraphs shown by `mmapkit COMMAND --help` after the usage line. */
+  readonly description: string;
+  /** The command's own options (the {@link COMMON_OPTIONS} are added). */
+  readonly options: Readonly<Record<string, OptionDef>>;
+  /** How many positional arguments the command takes. */
+  readonly positionals: { readonly min: number; readonly max: number };
+  /** Run the command. Resolves to the exit code; throws {@link UsageError} or any error on failure. */
+  run(ctx: CommandContext): Promise<number>;
+}
+
+/** A mistake on the command line: exit code 2, with a hint to `--help`. */
+export class UsageError extends Error {
+  /** The command whose help the hint points to, when known. */
+  readonly command: string | undefined;
+  constructor(message: string, command?: string) {
+    super(message);
+    this.command = command;
+  }
+  override get name(): string {
+    return 'UsageError';
+  }
+}
+
+/** Parse a command's arguments (its own options plus the common ones) into a {@link CommandContext}'s fields. */
+export function parseCommandArgs(
+  command: Command,
+  argv: readonly string[],
+): { values: OptionValues; positionals: readonly string[] } {
+  const options: NonNullable<ParseArgsConfig['options']> = {};
+  for (const [name, def] of Object.entries({ ...COMMON_OPTIONS, ...command.options })) {
+    options[name] = def.short === undefined ? { type: def.type } : { type: def.type, short: def.short };
+  }
+  let parsed: { values: Record<string, string | boolean | (string | boolean)[] | undefined>; positionals: string[] };
+  try {
+    parsed = parseArgs({ args: [...argv], options, strict: true, allowPositionals: true });
+  } catch (err) {
+    // parseArgs reports unknown options and missing values as ERR_PARSE_ARGS_* TypeErrors.
+    if (isParseArgsError(err)) {
+      // parseArgs's own message for an unknown option gives advice about '--' that is off the point.
+      const unknown = err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'([^']*)'/.exec(err.message)?.[1] : undefined;
+      throw new UsageError(unknown === undefined ? err.message : `unknown option '${unknown}'`, command.name);
+    }
+    throw err;
+  }
+  const values: Record<string, string | boolean | undefined> = {};
+  for (const [name, value] of Object.entries(parsed.values)) {
+    values[name] = Array.isArray(value) ? value[value.length - 1] : value;
+  }
+  if (values['help'] !== true) {
+    const n = parsed.positionals.length;
+    const { min, max } = command.positionals;
+    if (n < min || n > max) {
+      const expected = min === max ? `${min}` : max === Infinity ? `at least ${min}` : `${min} to ${max}`;
+      const extra = n > max ? `: unexpected '${parsed.positionals[max] ?? ''}'` : '';
+      throw new UsageError(`'${command.name}' takes ${expected} argument(s), got ${n}${extra}`, command.name);
+    }
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+function isParseArgsError(err: unknown): err is Error & { code: string } {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' && err.code.startsWith('ERR_PARSE_ARGS_');
+}
+
+/** The help text of a command (`mmapkit COMMAND --help`). */
+export function commandHelp(program: string, command: Command): string {
+  const rows = Object.entries({ ...command.options, ...COMMON_OPTIONS }).map(([name, def]): [string, string] => {
+    const short = def.short === undefined ? '    ' : `-${def.short}, `;
+    const value = def.type === 'string' ? ` ${def.valueName ?? 'VALUE'}` : '';
+    return [`${short}--${name}${value}`, def.description];
+  });
+  return `Usage: ${program} ${command.synopsis}\n\n${command.description.trim()}\n\nOptions:\n${table(rows)}\n`;
+}
+
+/** Two aligned columns, indented by two spaces. */
+export function table(rows: readonly (readonly [string, string])[]): string {
+  const width = Math.max(0, ...rows.map(([left]) => left.length));
+  return rows.map(([left, right]) => `  ${left.padEnd(width)}  ${right}`).join('\n');
+}

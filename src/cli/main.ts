@@ -1,0 +1,15 @@
+#!/usr/bin/env node
+/**
+ * The `mmapkit` executable (package.json "bin"): runs {@link main} with the process's arguments and
+ * exits with its code. See src/cli/cli.ts for the commands, options and exit codes.
+ * @module
+ */
+import { main } from './cli.js';
+
+// A closed stdout (`mmapkit demo | head -1`) is not an error worth a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw error;
+});
+
+process.exitCode = await main(process.argv.slice(2));
