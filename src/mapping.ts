@@ -8,7 +8,7 @@
  * and then calls munmap, so JavaScript can never touch freed memory.
  * @module
  */
-import { closeSync, fstatSync, ftruncateSync, openSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, rmSync, constants as fsConstants } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
 import { native } from './binding.js';
 import './guard.js'; // installs the SIGBUS guard before the first mapping exists
@@ -633,28 +633,36 @@ export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping 
   if (size !== undefined && access !== 'write') {
     throw invalidArgValue('options.size', o.size, "needs access: 'write' (growing a file means writing to it)");
   }
-  if (o.mode !== undefined && size === undefined) {
-    throw invalidArgValue('options.mode', o.mode, 'only applies to a file created with options.size');
+  if (o.mode !== undefined && (size === undefined || target.fd !== undefined)) {
+    throw invalidArgValue('options.mode', o.mode, 'only applies to a file that options.size creates from a path');
   }
 
   const path = target.path === undefined ? undefined : pathToString(target.path);
   let fd: number;
+  let created = false; // by us: removed again if mapping fails, so a failed map() leaves no file behind
   if (target.fd !== undefined) {
     fd = target.fd;
+  } else if (access !== 'write') {
+    fd = openSync(target.path!, fsConstants.O_RDONLY); // libuv opens with O_CLOEXEC
   } else {
-    const flags =
-      access === 'write' ? fsConstants.O_RDWR | (size !== undefined ? fsConstants.O_CREAT : 0) : fsConstants.O_RDONLY;
-    fd = openSync(target.path!, flags, mode); // libuv opens with O_CLOEXEC
+    try {
+      fd = openSync(target.path!, fsConstants.O_RDWR);
+    } catch (err) {
+      if (size === undefined || (err as { code?: string }).code !== 'ENOENT') throw err;
+      fd = openSync(target.path!, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
+      created = true;
+    }
   }
   try {
     const st = fstatSync(fd, { bigint: true });
     if (st.isDirectory()) throw systemError(-21 /* EISDIR */, 'mmap', path);
     const regular = st.isFile();
-    let fileSize = st.size;
-    if (size !== undefined && regular && fileSize < size) {
-      ftruncateSync(fd, Number(size));
-      fileSize = size;
+    if (size !== undefined && !regular) {
+      throw invalidArgValue('options.size', o.size, 'only applies to a regular file (a device cannot be grown)');
     }
+    // Check the whole request against the size the file will have before changing the file.
+    const grow = size !== undefined && st.size < size;
+    const fileSize = grow ? size : st.size;
     let length: bigint;
     if (regular) {
       if (fileSize === 0n) {
@@ -681,6 +689,7 @@ export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping 
     const alignedOffset = offset - delta;
     const mapLength = length + delta;
     if (mapLength > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange('options.length', 'smaller than the address space', o.length);
+    if (grow) ftruncateSync(fd, Number(size));
     const flags = access === 'write' ? MAP_SHARED : MAP_PRIVATE;
     // A 'read' mapping is populated while read-only: populating a writable private mapping would copy
     // every page instead of sharing it with the page cache.
@@ -706,6 +715,9 @@ export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping 
       path,
       access,
     });
+  } catch (err) {
+    if (created) rmSync(target.path!, { force: true });
+    throw err;
   } finally {
     if (target.fd === undefined) closeSync(fd);
   }

@@ -1,7 +1,7 @@
 // Every public function, given bad input: a Node-style error with a stable code, never a crash.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   constants, map, mapAnonymous, mincore, madvise, mlock, mmap, mprotect, msync, munlock, munmap, pageSize,
@@ -51,6 +51,19 @@ test('map: bad target and options', (t) => {
   throwsCode(() => map(join(dir, 'm'), { access: 'write', size: 1, mode: -1 }), ...RANGE);
   throwsCode(() => map(join(dir, 'm'), { access: 'write', size: 1, mode: '600' }), ...TYPE);
   throwsCode(() => map(file, { populate: 'yes' }), ...TYPE);
+});
+
+test('map: a failed call changes nothing on disk', (t) => {
+  const { dir, file } = fixture(t);
+  const fresh = join(dir, 'fresh.bin');
+  throwsCode(() => map(fresh, { access: 'write', size: 10, offset: 100 }), 'ERR_OUT_OF_RANGE', 'RangeError');
+  assert.equal(existsSync(fresh), false, 'the file it would have created is not left behind');
+  throwsCode(() => map(file, { access: 'write', size: 3 * pageSize, offset: 3 * pageSize }), 'ERR_OUT_OF_RANGE', 'RangeError');
+  assert.equal(statSync(file).size, 2 * pageSize, 'an existing file is not grown by a failing call');
+  throwsCode(() => map('/dev/zero', { access: 'write', size: 100, length: 4096 }), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  const fd = openSync(file, 'r+');
+  throwsCode(() => map(fd, { access: 'write', size: 10, mode: 0o644 }), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  closeSync(fd);
 });
 
 test('map: system errors are shaped like fs errors', (t) => {
