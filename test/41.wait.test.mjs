@@ -245,3 +245,28 @@ test('worker threads: waits across threads, and a worker terminated with waits p
   }
   shm.close();
 });
+
+test('waitAsync spin options: a hybrid wait sees a change made while it spins; threadSpin still sleeps', async () => {
+  const shm = SharedMemory.anonymous(4096);
+  const w = words(shm);
+  // A child changes the word 5 ms from now; we spin for up to 2 s on the calling thread.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { SharedMemory } from ${JSON.stringify(distUrl)};
+    const shm = SharedMemory.inherited();
+    const w = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 4);
+    setTimeout(() => Atomics.store(w, 0, 1), 5); // no notify: only a spinning reader can see it
+    setTimeout(() => {}, 3000);
+  `], shm.childOptions({ stdio: 'ignore' }));
+  const t0 = performance.now();
+  assert.equal(await waitAsync(w, 0, 0, 10_000, { spin: 1_000_000 }), 'ok');
+  assert.ok(performance.now() - t0 < 2000, 'resolved by the spin, before any sleep');
+  child.kill();
+  assert.equal(await waitAsync(w, 1, 0, 5, { spin: 50_000 }), 'timed-out', 'a spin longer than the timeout times out');
+  const p = waitAsync(w, 2, 0, 5000, { threadSpin: 100 });
+  setTimeout(() => { Atomics.store(w, 2, 1); notify(w, 2); }, 20);
+  assert.equal(await p, 'ok');
+  await assert.rejects(waitAsync(w, 0, 1, 0, { threadSpin: -1 }), { code: 'ERR_INVALID_ARG_VALUE' });
+  await assert.rejects(waitAsync(w, 0, 1, 0, { threadSpin: '1' }), { code: 'ERR_INVALID_ARG_TYPE' });
+  await assert.rejects(waitAsync(w, 0, 1, 0, { spin: 2e6 }), { code: 'ERR_INVALID_ARG_VALUE' });
+  shm.close();
+});
