@@ -19,6 +19,7 @@ static napi_value init(napi_env env, napi_value exports) {
 
   napi_property_descriptor props[] = {
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"reserve", NULL, js_reserve, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"msync", NULL, js_msync, NULL, NULL, NULL, napi_enumerable, NULL},
       {"msyncAsync", NULL, js_msync_async, NULL, NULL, NULL, napi_enumerable, NULL},

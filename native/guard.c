@@ -21,7 +21,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-enum { SLOT_FREE = 0, SLOT_CLAIMED = 1, SLOT_LIVE = 2 };
+/* SLOT_RESERVED: unmapped by the user but its addresses are held by a PROT_NONE placeholder until the
+ * garbage collector releases them (see js_reserve); the handler ignores it, teardown unmaps it. */
+enum { SLOT_FREE = 0, SLOT_CLAIMED = 1, SLOT_LIVE = 2, SLOT_RESERVED = 3 };
 #define SLOTS_PER_CHUNK 512
 
 typedef struct {
@@ -120,8 +122,8 @@ static slot_t* find_slot(void* addr) {
   for (chunk_t* c = &g_head; c != NULL; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
     for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
       slot_t* s = &c->slots[i];
-      if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_LIVE &&
-          atomic_load_explicit(&s->start, memory_order_relaxed) == a)
+      int state = atomic_load_explicit(&s->state, memory_order_acquire);
+      if ((state == SLOT_LIVE || state == SLOT_RESERVED) && atomic_load_explicit(&s->start, memory_order_relaxed) == a)
         return s;
     }
   }
@@ -169,12 +171,18 @@ void guard_unregister(void* addr) {
   if (s != NULL) atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
 }
 
+void guard_mark_reserved(void* addr) {
+  slot_t* s = find_slot(addr);
+  /* release: the handler stops matching this range */
+  if (s != NULL) atomic_store_explicit(&s->state, SLOT_RESERVED, memory_order_release);
+}
+
 void guard_unmap_owned(void* owner) {
   for (chunk_t* c = &g_head; c != NULL; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
     for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
       slot_t* s = &c->slots[i];
-      if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_LIVE ||
-          atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
+      int state = atomic_load_explicit(&s->state, memory_order_acquire);
+      if ((state != SLOT_LIVE && state != SLOT_RESERVED) || atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
         continue;
       void* start = (void*)atomic_load_explicit(&s->start, memory_order_relaxed);
       size_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
@@ -185,9 +193,11 @@ void guard_unmap_owned(void* owner) {
   }
 }
 
-void guard_set_prot(void* addr, int prot) {
+void guard_set_prot(void* addr, size_t len, int prot) {
   slot_t* s = find_slot(addr);
-  if (s != NULL) atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
+  /* only a change of the whole mapping decides the protection of a repaired page */
+  if (s != NULL && len >= atomic_load_explicit(&s->len, memory_order_relaxed))
+    atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
 }
 
 bool guard_faulted(void* addr) {

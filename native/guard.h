@@ -22,8 +22,13 @@ void guard_unmap_owned(void* owner);
 /* Forget a mapping (called right before munmap). */
 void guard_unregister(void* addr);
 
-/* Record the protection of a mapping after mprotect over its whole range (used to patch pages). */
-void guard_set_prot(void* addr, int prot);
+/* Record the protection of a mapping after mprotect of [addr, addr+len); only a change of the whole
+ * mapping counts (used to patch pages). */
+void guard_set_prot(void* addr, size_t len, int prot);
+
+/* The mapping at addr was replaced by a PROT_NONE placeholder: stop repairing faults there, but keep
+ * it for guard_unmap_owned. */
+void guard_mark_reserved(void* addr);
 
 /* Whether a bus error inside the mapping starting at addr has been repaired since it was mapped. */
 bool guard_faulted(void* addr);

@@ -44,6 +44,22 @@ napi_value js_munmap(napi_env env, napi_callback_info info) {
   return make_result(env, rc, errno);
 }
 
+/* reserve(addr, length) -> 0 | -errno: replace a mapping by an inaccessible placeholder
+ * (mmap MAP_FIXED, PROT_NONE, anonymous, no reserve). The file pages are released at once, but the
+ * addresses stay ours, so nothing new can be mapped where a stale pointer (an fs.write in flight on
+ * a libuv thread, say) could still write from or read into: it gets EFAULT instead. munmap later. */
+napi_value js_reserve(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  void* addr;
+  uint64_t len;
+  if (!get_args(env, info, 2, argv) || !get_ptr(env, argv[0], &addr) || !get_u64(env, argv[1], &len))
+    return NULL;
+  void* p = mmap(addr, (size_t)len, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return make_i32(env, -errno);
+  guard_mark_reserved(addr);
+  return make_i32(env, 0);
+}
+
 /* addr, length, int: the shape of msync, mprotect, madvise. */
 static bool get_range_and_int(napi_env env, napi_callback_info info, void** addr, uint64_t* len, int32_t* v) {
   napi_value argv[3];
@@ -113,7 +129,7 @@ napi_value js_mprotect(napi_env env, napi_callback_info info) {
   if (!get_range_and_int(env, info, &addr, &len, &prot)) return NULL;
   int rc = mprotect(addr, (size_t)len, prot);
   int err = errno;
-  if (rc == 0) guard_set_prot(addr, prot);
+  if (rc == 0) guard_set_prot(addr, (size_t)len, prot);
   return make_result(env, rc, err);
 }
 

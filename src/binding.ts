@@ -22,6 +22,8 @@ export type WaitAsyncContext = { readonly __brand: 'WaitAsyncContext' };
 export interface NativeBinding {
   mmap(length: bigint, prot: number, flags: number, fd: number, offset: bigint): bigint | number;
   munmap(addr: bigint, length: number): Status;
+  /** Replace the mapping by a PROT_NONE placeholder that keeps its addresses (munmap it later). */
+  reserve(addr: bigint, length: number): Status;
   msync(addr: bigint, length: number, flags: number): Status;
   msyncAsync(addr: bigint, length: number, flags: number): Promise<Status>;
   mprotect(addr: bigint, length: number, prot: number): Status;

@@ -139,12 +139,21 @@ interface KernelRange {
   length: number;
 }
 
-/** What the garbage collector needs to unmap a dropped mapping; shared with the Mapping. */
+/**
+ * What the garbage collector needs to unmap a dropped mapping; shared with the Mapping.
+ *
+ * Life of the addresses: open (mapped) -> closed by unmap(): views detached, the memory replaced by
+ * a PROT_NONE placeholder once no other thread uses it -> released (munmap) when the Mapping and all
+ * its views are garbage. Holding the addresses until then means that a stale pointer (a libuv thread
+ * still writing a view to a file, say) can only fault, never read a newer mapping at that address.
+ */
 interface Region {
   addr: bigint;
   length: number;
-  /** munmap has been called (or is owed once pending operations settle). */
+  /** unmap() has been called. */
   closed: boolean;
+  /** munmap has been called: the addresses are no longer ours. */
+  released: boolean;
   /** Operations in flight on another thread (flushAsync) that must finish before munmap. */
   pending: number;
 }
@@ -157,12 +166,26 @@ interface Region {
 const faultCount: Int32Array | null = ((ab) => (ab === null ? null : new Int32Array(ab)))(native.faultCounter());
 
 const finalizer = new FinalizationRegistry<Region>((region) => {
-  // The Mapping and every view of it are unreachable: nothing can touch this memory any more.
-  if (!region.closed) {
-    region.closed = true;
-    native.munmap(region.addr, region.length);
-  }
+  // The Mapping and every view of it are unreachable: nothing can touch these addresses any more.
+  if (!region.released && region.pending === 0) release(region);
 });
+
+/** munmap: the addresses go back to the system. */
+function release(region: Region): void {
+  region.closed = true;
+  region.released = true;
+  native.munmap(region.addr, region.length);
+}
+
+/** After unmap(), once no other thread uses the memory: free it but keep the addresses. */
+function retire(region: Region, path: string | undefined): void {
+  const rc = native.reserve(region.addr, region.length);
+  if (rc < 0) {
+    // Could not place the placeholder (out of memory for a VMA?): give the addresses back instead.
+    release(region);
+    throw systemError(rc, 'mmap', path);
+  }
+}
 
 /** Hidden back-reference from each ArrayBuffer to its Mapping: keeps the mapping alive while a view is. */
 const kOwner = Symbol('mmapkit.owner');
@@ -219,7 +242,7 @@ export class Mapping implements Disposable {
   /** @internal Use {@link map}, {@link mapAnonymous} or `mmap`. */
   constructor(token: symbol, init: MappingInit) {
     if (token !== kCreate) throw new TypeError('Illegal constructor: use map(), mapAnonymous() or mmap()');
-    this.#region = { addr: init.addr, length: init.mapLength, closed: false, pending: 0 };
+    this.#region = { addr: init.addr, length: init.mapLength, closed: false, released: false, pending: 0 };
     this.#delta = init.delta;
     this.#prot = init.prot;
     this.#flags = init.flags;
@@ -299,8 +322,11 @@ export class Mapping implements Disposable {
   }
 
   /**
-   * Unmap (`munmap`). Idempotent. Every view (subarrays included) becomes length 0 first, so no
-   * JavaScript can touch the freed memory. A `flushAsync` in flight finishes before the memory goes.
+   * Unmap. Idempotent. Every view (subarrays included) becomes length 0 first, so no JavaScript can
+   * touch the memory; the memory is then released at once (a `flushAsync` or async wait in flight
+   * finishes or is cancelled first). The addresses stay reserved, inaccessible, until the garbage
+   * collector drops this Mapping and its views, so that nothing else is mapped where a stale pointer
+   * could reach (see docs/safety.md).
    */
   unmap(): void {
     const region = this.#region;
@@ -308,12 +334,8 @@ export class Mapping implements Disposable {
     this.#detachViews();
     this.#faulted = this.faulted;
     region.closed = true;
-    finalizer.unregister(region);
     for (const cancel of [...this.#cancels]) cancel();
-    if (region.pending === 0) {
-      const rc = native.munmap(region.addr, region.length);
-      if (rc < 0) throw systemError(rc, 'munmap', this.path);
-    }
+    if (region.pending === 0) retire(region, this.path);
   }
 
   /** Same as {@link Mapping.unmap}: `using m = map(...)` unmaps at the end of the block. */
@@ -468,8 +490,8 @@ export class Mapping implements Disposable {
       released = true;
       region.pending--;
       if (cancel !== undefined) this.#cancels.delete(cancel);
-      // unmap() was called while another thread used the memory: it is our turn to release it.
-      if (region.closed && region.pending === 0) native.munmap(region.addr, region.length);
+      // unmap() was called while another thread used the memory: it is our turn to free it.
+      if (region.closed && !region.released && region.pending === 0) retire(region, this.path);
     };
   }
 
@@ -563,8 +585,19 @@ export class Mapping implements Disposable {
  * the view is not over memory mmapkit mapped.
  */
 export function viewLocation(view: ArrayBufferView): { mapping: Mapping; addr: bigint } | undefined {
-  const info = viewAddress.get(view.buffer as ArrayBuffer);
-  return info === undefined ? undefined : { mapping: info.mapping, addr: info.addr + BigInt(view.byteOffset) };
+  const ab = view.buffer as ArrayBuffer;
+  const info = viewAddress.get(ab);
+  if (info === undefined) return undefined;
+  // A detached view reports byteOffset 0: its address would be the start of the buffer, not where
+  // the view was. Never turn it into an address (madvise(DONTNEED) there would zero other bytes).
+  if (ab.byteLength === 0) {
+    if (info.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', 'This view belongs to a Mapping that has been unmapped');
+    throw mmapkitError(
+      'ERR_MMAP_NOT_ACCESSIBLE',
+      'This view was detached when its mapping lost write access (protect()); take a new view (and attach again) after protect(\'write\')',
+    );
+  }
+  return { mapping: info.mapping, addr: info.addr + BigInt(view.byteOffset) };
 }
 
 /** @internal Build a Mapping (for posix.ts). */

@@ -117,6 +117,18 @@ function word(r: Region, byteOffset: number): Word {
 
 function checkOpen(r: Region, what: string): void {
   if (r.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use a ${what} whose memory has been unmapped`);
+  // protect() detaches views when the pages lose write access: writing now would be SIGSEGV.
+  if (r.i32.length === 0) {
+    throw mmapkitError(
+      'ERR_MMAP_NOT_ACCESSIBLE',
+      `Cannot use a ${what} whose memory was made read-only (protect()); after protect('write'), attach it again`,
+    );
+  }
+}
+
+/** Undo a sleeper count, unless the memory went away meanwhile (unmap rejects the wait itself). */
+function leave(w: Word, waitersOffset: number): void {
+  if (w.array.length !== 0) Atomics.sub(w.array, waitersOffset / 4, 1);
 }
 
 function deadlineOf(timeoutNs: number): bigint {
@@ -144,7 +156,7 @@ function sleepUntil(ready: () => boolean, w: Word, waitersOffset: number, timeou
     try {
       waitWord(w, 0, ns);
     } finally {
-      Atomics.sub(w.array, waitersOffset / 4, 1);
+      leave(w, waitersOffset);
     }
   }
 }
@@ -166,7 +178,7 @@ async function sleepUntilAsync(
     try {
       await waitWordAsync(w, 0, ns, opts);
     } finally {
-      Atomics.sub(w.array, waitersOffset / 4, 1);
+      leave(w, waitersOffset);
     }
   }
 }
@@ -382,11 +394,14 @@ export class Semaphore {
     checkOpen(this.#r, 'Semaphore');
     const n = validateInt32(count, 'count', 1);
     const { i32 } = this.#r;
-    const before = Atomics.load(i32, SEM_VALUE / 4);
-    if (before > INT32_MAX - n) throw invalidArgValue('count', count, `would overflow the semaphore (value ${before})`);
-    // seq_cst add, then read the sleeper count: a waiter either sees the new value before it sleeps
-    // (the kernel re-checks the word) or has announced itself before our read, so no wake is lost.
-    Atomics.add(i32, SEM_VALUE / 4, n);
+    // seq_cst compare-and-swap (checked against overflow even with concurrent posts), then read the
+    // sleeper count: a waiter either sees the new value before it sleeps (the kernel re-checks the
+    // word) or has announced itself before our read, so no wake is lost.
+    for (;;) {
+      const before = Atomics.load(i32, SEM_VALUE / 4);
+      if (before > INT32_MAX - n) throw invalidArgValue('count', count, `would overflow the semaphore (value ${before})`);
+      if (Atomics.compareExchange(i32, SEM_VALUE / 4, before, before + n) === before) break;
+    }
     if (Atomics.load(i32, SEM_WAITERS / 4) > 0) notifyWord(this.#value, n);
   }
 

@@ -158,3 +158,31 @@ test('a worker thread maps the same file; its mappings are released when it exit
   assert.equal(main.buffer.toString('latin1', 0, 15), 'from the worker');
   main.unmap();
 });
+
+test('an fs.write in flight when its view is unmapped never writes another mapping\'s bytes', async (t) => {
+  const { open } = await import('node:fs/promises');
+  const dir = tempDir(t);
+  const a = join(dir, 'a.bin');
+  const b = join(dir, 'b.bin');
+  const size = 256 * 1024;
+  writeFileSync(a, Buffer.alloc(size, 0x41));
+  writeFileSync(b, Buffer.alloc(size, 0x42));
+  const out = await open(join(dir, 'out.bin'), 'w+');
+  let efault = 0;
+  let ok = 0;
+  for (let i = 0; i < 200; i++) {
+    const m = map(a);
+    const pending = out.write(m.buffer, 0, size, i * size).then(() => ok++, (e) => { assert.equal(e.code, 'EFAULT'); efault++; });
+    m.unmap(); // while the libuv thread may not have read the memory yet
+    const other = map(b); // would likely land on the same addresses if they were free
+    await pending;
+    other.unmap();
+  }
+  const data = Buffer.alloc(size);
+  for (let i = 0; i < 200; i++) {
+    const { bytesRead } = await out.read(data, 0, size, i * size);
+    assert.equal(data.subarray(0, bytesRead).includes(0x42), false, `write ${i} contains bytes of the other mapping`);
+  }
+  await out.close();
+  assert.equal(ok + efault, 200);
+});

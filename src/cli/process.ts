@@ -15,6 +15,8 @@ export interface RunOptions {
   readonly cwd?: string;
   /** Environment. Default: this process's. */
   readonly env?: NodeJS.ProcessEnv;
+  /** Called with each line the process prints (without the newline), as soon as it is complete. */
+  readonly onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
 
 /** How a process ended and what it printed. */
@@ -31,34 +33,79 @@ export interface RunResult {
   readonly stderr: string;
 }
 
+/** A process started by {@link startProcess}. */
+export interface RunningProcess {
+  /** Its pid (undefined when it could not be started). */
+  readonly pid: number | undefined;
+  /** Settles like {@link runProcess}: when it has exited and its output is complete. */
+  readonly done: Promise<RunResult>;
+  /**
+   * Resolves true as soon as the process has printed a stdout line matching `pattern` (earlier lines
+   * count), false if it ends first or `timeoutMs` passes.
+   */
+  waitForLine(pattern: RegExp, timeoutMs: number): Promise<boolean>;
+  /** Kill it (SIGKILL) if it is still running. */
+  kill(): void;
+}
+
 /**
- * Start `file args...`, collect its output and wait for it to exit, for at most `timeoutMs`.
- * Resolves whatever the exit code; rejects only when the process cannot be started.
+ * Start `file args...` and return at once; collect its output, line by line, until it exits or
+ * `timeoutMs` runs out (then it is killed). For two processes that must run at the same time.
  */
-export function runProcess(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
-      ...(options.env === undefined ? {} : { env: options.env }),
-    });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-    // A grandchild that inherited the pipes can keep them open after the child is gone: stop waiting
-    // for the output then, or the deadline would not hold.
-    const stopReading = (): void => {
-      child.stdout.destroy();
-      child.stderr.destroy();
+export function startProcess(file: string, args: readonly string[], options: RunOptions): RunningProcess {
+  const child = spawn(file, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+    ...(options.env === undefined ? {} : { env: options.env }),
+  });
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  const stdoutLines: string[] = [];
+  const watchers = new Set<() => void>();
+  let ended = false;
+  const lineSplitter = (stream: 'stdout' | 'stderr'): { push(chunk: Buffer): void; end(): void } => {
+    let partial = '';
+    const emit = (line: string): void => {
+      if (stream === 'stdout') stdoutLines.push(line);
+      options.onLine?.(line, stream);
+      for (const check of watchers) check();
     };
-    let timedOut = false;
-    let grace: NodeJS.Timeout | undefined;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-      stopReading();
-    }, options.timeoutMs);
+    return {
+      push(chunk) {
+        const lines = (partial + chunk.toString('utf8')).split('\n');
+        partial = lines.pop() ?? '';
+        for (const line of lines) emit(line);
+      },
+      end() {
+        if (partial !== '') emit(partial);
+        partial = '';
+      },
+    };
+  };
+  const outLines = lineSplitter('stdout');
+  const errLines = lineSplitter('stderr');
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout.push(chunk);
+    outLines.push(chunk);
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr.push(chunk);
+    errLines.push(chunk);
+  });
+  // A grandchild that inherited the pipes can keep them open after the child is gone: stop waiting
+  // for the output then, or the deadline would not hold.
+  const stopReading = (): void => {
+    child.stdout.destroy();
+    child.stderr.destroy();
+  };
+  let timedOut = false;
+  let grace: NodeJS.Timeout | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+    stopReading();
+  }, options.timeoutMs);
+  const done = new Promise<RunResult>((resolve, reject) => {
     child.once('exit', () => {
       grace = setTimeout(stopReading, EXIT_GRACE_MS);
     });
@@ -71,6 +118,8 @@ export function runProcess(file: string, args: readonly string[], options: RunOp
     child.once('close', (code, signal) => {
       clearTimeout(timer);
       clearTimeout(grace);
+      outLines.end();
+      errLines.end();
       resolve({
         code,
         signal,
@@ -79,5 +128,43 @@ export function runProcess(file: string, args: readonly string[], options: RunOp
         stderr: Buffer.concat(stderr).toString('utf8'),
       });
     });
+  }).finally(() => {
+    ended = true;
+    for (const check of watchers) check();
   });
+  // Whoever started the process awaits `done` later; a failed start must not count as unhandled meanwhile.
+  done.catch(() => {});
+  return {
+    pid: child.pid,
+    done,
+    waitForLine(pattern, timeoutMs) {
+      return new Promise((resolve) => {
+        let timeout: NodeJS.Timeout | undefined;
+        const check = (): void => {
+          const found = stdoutLines.some((line) => pattern.test(line));
+          if (!found && !ended) return;
+          watchers.delete(check);
+          clearTimeout(timeout);
+          resolve(found);
+        };
+        timeout = setTimeout(() => {
+          watchers.delete(check);
+          resolve(stdoutLines.some((line) => pattern.test(line)));
+        }, timeoutMs);
+        watchers.add(check);
+        check();
+      });
+    },
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+/**
+ * Start `file args...`, collect its output and wait for it to exit, for at most `timeoutMs`.
+ * Resolves whatever the exit code; rejects only when the process cannot be started.
+ */
+export function runProcess(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
+  return startProcess(file, args, options).done;
 }
