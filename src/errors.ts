@@ -32,7 +32,8 @@ export type MmapkitErrorCode =
   | 'ERR_MMAP_LOCK_TIMEOUT'
   | 'ERR_MMAP_LOCK_NOT_OWNER'
   | 'ERR_MMAP_LOCK_NOT_RECOVERABLE'
-  | 'ERR_MMAP_LOCK_DEADLOCK';
+  | 'ERR_MMAP_LOCK_DEADLOCK'
+  | 'ERR_MMAP_BUSY';
 
 /** An error raised by mmapkit itself (not by the kernel, not an argument error). */
 export class MmapkitError extends Error {

@@ -128,9 +128,9 @@ const ADVICE: Readonly<Record<Advice, number | undefined>> = {
   'populate-read': constants.MADV_POPULATE_READ,
 };
 
-/** Whether a protection (-1: parts differ) lets JavaScript hold views: read and write on every page. */
+/** Whether a protection lets JavaScript hold views: read and write. */
 function isViewable(prot: number): boolean {
-  return prot >= 0 && (prot & PROT_RW) === PROT_RW;
+  return (prot & PROT_RW) === PROT_RW;
 }
 
 /** A resolved kernel range: page-aligned address and length. */
@@ -220,7 +220,10 @@ export class Mapping implements Disposable {
   readonly #region: Region;
   /** Offset of byte 0 of the view inside the kernel mapping (the file offset's distance to its page). */
   readonly #delta: number;
+  /** Protection of every page, or -1 when parts differ. */
   #prot: number;
+  /** Whether every page allows read and write, so that views may exist. */
+  #viewable: boolean;
   readonly #flags: number;
   #views: WeakRef<ArrayBuffer>[] = [];
   #viewsPruneAt = 64;
@@ -245,6 +248,7 @@ export class Mapping implements Disposable {
     this.#region = { addr: init.addr, length: init.mapLength, closed: false, released: false, pending: 0 };
     this.#delta = init.delta;
     this.#prot = init.prot;
+    this.#viewable = isViewable(init.prot);
     this.#flags = init.flags;
     this.length = init.length;
     this.offset = Number(init.offset);
@@ -400,9 +404,11 @@ export class Mapping implements Disposable {
   }
 
   /**
-   * Throw away the pages of the range (`madvise(MADV_DONTNEED)`). Anonymous memory then reads as zeros
-   * and a private (`'read'`/`'copy'`) mapping as the file's content: your writes there are lost. For a
-   * shared mapping nothing is lost: pages are dropped and read again from the file. The range must
+   * Throw away this process's pages of the range (`madvise(MADV_DONTNEED)`). Private memory loses
+   * what was written there: private anonymous memory then reads as zeros, a private (`'read'`/`'copy'`)
+   * file mapping as the file's content. Shared memory (a `'write'` mapping, shared anonymous memory,
+   * shared memory objects) loses nothing: the pages are dropped from this process and read again from
+   * the file or the shared object. The range must
    * start and end on page boundaries of the mapping (or end at its end): rounding would lose bytes
    * outside it.
    */
@@ -501,15 +507,29 @@ export class Mapping implements Disposable {
   }
 
   #mprotect(addr: bigint, length: number, prot: number): void {
-    const whole = addr === this.#region.addr && length >= this.#region.length;
+    if (length === 0) {
+      // Changes nothing; the kernel still checks the address.
+      const rc = native.mprotect(addr, 0, prot);
+      if (rc < 0) throw systemError(rc, 'mprotect', this.path);
+      return;
+    }
     const viewable = isViewable(prot);
+    if ((prot & PROT_READ) === 0 && this.#cancels.size > 0) {
+      // A waiter thread reads the words it sleeps on: unreadable pages would crash it.
+      throw mmapkitError('ERR_MMAP_BUSY', 'Cannot make this mapping unreadable while async waits on it are pending; settle or abort them first');
+    }
     // Detach before the pages lose write access: a view over read-only memory must never exist.
     if (!viewable) this.#detachViews();
     const rc = native.mprotect(addr, length, prot);
     if (rc < 0) throw systemError(rc, 'mprotect', this.path);
-    if (whole) this.#prot = prot;
-    // A part changed: views stay possible only if every page still allows read and write.
-    else if (!(viewable && isViewable(this.#prot))) this.#prot = -1;
+    if (addr === this.#region.addr && length >= this.#region.length) {
+      this.#prot = prot;
+      this.#viewable = viewable;
+    } else {
+      if (prot !== this.#prot) this.#prot = -1;
+      // Views stay possible only if every page still allows read and write.
+      this.#viewable = this.#viewable && viewable;
+    }
   }
 
   #check(method: string): void {
@@ -545,7 +565,7 @@ export class Mapping implements Disposable {
 
   #makeView(offset: number, length: number): Buffer {
     if (length === 0) return Buffer.alloc(0);
-    if (!isViewable(this.#prot)) {
+    if (!this.#viewable) {
       throw mmapkitError(
         'ERR_MMAP_NOT_ACCESSIBLE',
         'The pages of this mapping are not readable and writable (see protect()): JavaScript has no read-only ' +

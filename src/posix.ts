@@ -1,6 +1,7 @@
 /**
- * The low-level API, faithful to POSIX: the kernel's rules apply as in C (an offset that is not a page
- * multiple is EINVAL, a length of 0 is EINVAL, ...). Where C takes an address, these take a `Mapping`
+ * The low-level API, faithful to POSIX: the kernel's rules apply as in C (an mmap offset that is not a
+ * page multiple is EINVAL, an mmap length of 0 is EINVAL, an address that is not page-aligned is
+ * EINVAL, ...). Where C takes an address, these take a `Mapping`
  * (its first byte) or a Buffer/TypedArray/DataView over one (its first byte), and the length is checked
  * to stay inside that mapping, so no call can touch memory mmapkit did not map.
  * @module

@@ -65,7 +65,7 @@ function editDistance(a: string, b: string): number {
 }
 
 /**
- * Validate an options object: undefined gives `{}`; anything but a plain object is a type error; an
+ * Validate an options object: undefined gives `{}`; null, a primitive or an array is a type error; an
  * unknown key is ERR_INVALID_ARG_VALUE with a suggestion of the closest known key.
  */
 export function validateOptions<K extends string>(

@@ -91,3 +91,24 @@ test('a length that is not a page multiple covers the last partial page, never m
   throwsCode(() => msync(m, 2 * pageSize + 1, MS_SYNC), 'ERR_OUT_OF_RANGE', 'RangeError');
   munmap(m);
 });
+
+test('protection bookkeeping: zero-length changes nothing, mixed parts read -1, unreadable pages wait for async waiters', async () => {
+  const { SharedMemory, waitAsync } = await import('../dist/index.js');
+  const m = mmap(2 * pageSize, RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const b = m.buffer;
+  mprotect(m, 0, PROT_READ);
+  assert.equal(b.length, 2 * pageSize, 'a zero-length mprotect detaches nothing');
+  assert.equal(m.protection, RW);
+  mprotect(m, pageSize, RW | PROT_EXEC);
+  assert.equal(m.protection, -1, 'parts differ');
+  assert.equal(m.buffer.length, 2 * pageSize, 'but every page is still read-write');
+  munmap(m);
+  const shm = SharedMemory.anonymous(pageSize);
+  const w = new Int32Array(shm.buffer.buffer, 0, 1);
+  const p = waitAsync(w, 0, 0, 10_000);
+  throwsCode(() => shm.mapping.protect('none'), 'ERR_MMAP_BUSY', 'MmapkitError');
+  shm.mapping.protect('read'); // readable: the waiter thread may keep reading
+  shm.mapping.protect('write');
+  shm.close();
+  await assert.rejects(p, { code: 'ERR_MMAP_CLOSED' });
+});
