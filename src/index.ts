@@ -28,5 +28,6 @@ export {
   type SharedMemoryCreateOptions,
   type SharedMemoryOpenOptions,
   type ChildShareOptions,
+  type StdioArray,
 } from './shm.js';
 export { Mutex, Semaphore, Event, HEADER, type LockResult, type SyncTarget } from './sync.js';

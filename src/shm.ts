@@ -3,6 +3,7 @@
  * anonymous shared memory (`memfd_create`) handed to child processes as a file descriptor.
  * @module
  */
+import type { IOType, StdioOptions } from 'node:child_process';
 import { closeSync, fstatSync, ftruncateSync, constants as fsConstants } from 'node:fs';
 import { native } from './binding.js';
 import { constants } from './constants.js';
@@ -38,9 +39,12 @@ export interface SharedMemoryOpenOptions {
 }
 const OPEN_OPTIONS = ['access'] as const;
 
+/** A `stdio` array as `child_process.spawn` takes it. */
+export type StdioArray = Exclude<StdioOptions, IOType>;
+
 /** What {@link SharedMemory.childOptions} adds to spawn options. */
 export interface ChildShareOptions {
-  stdio: Array<unknown>;
+  stdio: StdioArray;
   env: NodeJS.ProcessEnv;
 }
 
@@ -249,17 +253,20 @@ export class SharedMemory implements Disposable {
     if (typeof key !== 'string' || key.length === 0) throw invalidArgType('key', 'a non-empty string', key);
     const base = (options ?? {}) as T;
     if (typeof base !== 'object') throw invalidArgType('options', 'of type object', options);
-    let stdio: unknown[];
+    let stdio: StdioArray;
     const given = base.stdio;
     if (given === undefined) stdio = ['pipe', 'pipe', 'pipe'];
-    else if (typeof given === 'string') stdio = [given, given, given];
-    else if (Array.isArray(given)) stdio = [...(given as unknown[])];
+    else if (typeof given === 'string') stdio = [given as IOType, given as IOType, given as IOType];
+    else if (Array.isArray(given)) stdio = [...(given as StdioArray)];
     else throw invalidArgType('options.stdio', 'a string or an array', given);
     while (stdio.length < 3) stdio.push('pipe');
     const index = stdio.length;
     stdio.push(this.#fd);
     const env = { ...(base.env ?? process.env) };
-    const fds = readInheritEnv(env);
+    // Keep only entries that name a descriptor this stdio array hands over (from earlier calls on the
+    // same options): entries this process inherited from its own parent mean nothing to the child.
+    const fds: Record<string, number> = {};
+    for (const [k, v] of Object.entries(readInheritEnv(env))) if (typeof stdio[v] === 'number') fds[k] = v;
     fds[key] = index;
     env[INHERIT_ENV] = JSON.stringify(fds);
     return { ...base, stdio, env };

@@ -218,3 +218,19 @@ test('no leaks: 10,000 create/remove cycles leave /dev/shm, descriptors and mapp
   }
   assert.deepEqual(count(), before);
 });
+
+test('childOptions does not pass on entries this process inherited from its own parent', () => {
+  const saved = process.env[INHERIT_ENV];
+  process.env[INHERIT_ENV] = JSON.stringify({ a: 3, default: 4 });
+  try {
+    const s = SharedMemory.anonymous(4096);
+    const opts = s.childOptions({ stdio: 'ignore' }, 'mine');
+    assert.deepEqual(JSON.parse(opts.env[INHERIT_ENV]), { mine: 3 });
+    const chained = s.childOptions(opts, 'again');
+    assert.deepEqual(JSON.parse(chained.env[INHERIT_ENV]), { mine: 3, again: 4 });
+    s.close();
+  } finally {
+    if (saved === undefined) delete process.env[INHERIT_ENV];
+    else process.env[INHERIT_ENV] = saved;
+  }
+});
