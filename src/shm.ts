@@ -260,13 +260,13 @@ export class SharedMemory implements Disposable {
     else if (Array.isArray(given)) stdio = [...(given as StdioArray)];
     else throw invalidArgType('options.stdio', 'a string or an array', given);
     while (stdio.length < 3) stdio.push('pipe');
-    const index = stdio.length;
-    stdio.push(this.#fd);
     const env = { ...(base.env ?? process.env) };
-    // Keep only entries that name a descriptor this stdio array hands over (from earlier calls on the
-    // same options): entries this process inherited from its own parent mean nothing to the child.
+    // Keep only entries that name a descriptor this stdio array already hands over (earlier calls on
+    // the same options): entries this process inherited from its own parent mean nothing to the child.
     const fds: Record<string, number> = {};
     for (const [k, v] of Object.entries(readInheritEnv(env))) if (typeof stdio[v] === 'number') fds[k] = v;
+    const index = stdio.length;
+    stdio.push(this.#fd);
     fds[key] = index;
     env[INHERIT_ENV] = JSON.stringify(fds);
     return { ...base, stdio, env };
