@@ -99,9 +99,21 @@ static void on_sigbus(int sig, siginfo_t* info, void* uctx) {
   chain_to_previous(sig, info, uctx);
 }
 
-int guard_install(void) {
+int guard_install(bool again) {
   int expected = 0;
-  if (!atomic_compare_exchange_strong(&g_installed, &expected, 1)) return 0;
+  if (!atomic_compare_exchange_strong(&g_installed, &expected, 1)) {
+    if (!again || expected != 2) return 0;
+    /* Put the handler back after something replaced it (libuv resets SIGBUS to SIG_DFL when the last
+     * JavaScript listener goes). What it replaced becomes the handler we chain to, unless it was us. */
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    if (sigaction(SIGBUS, &sa, &old) != 0) return -errno;
+    if (!((old.sa_flags & SA_SIGINFO) && old.sa_sigaction == on_sigbus)) g_previous = old;
+    return 0;
+  }
   g_page_mask = ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -206,9 +218,13 @@ bool guard_faulted(void* addr) {
   return s != NULL && atomic_load_explicit(&s->faulted, memory_order_acquire) != 0;
 }
 
-/* guardInstall() -> 0 | -errno. Installs the SIGBUS handler once per process (idempotent). */
+/* guardInstall(again) -> 0 | -errno. Installs the SIGBUS handler once per process; with again, puts
+ * it back if it was installed before (and replaced since). */
 napi_value js_guard_install(napi_env env, napi_callback_info info) {
-  return make_i32(env, guard_install());
+  napi_value argv[1];
+  bool again = false;
+  if (!get_args(env, info, 1, argv) || napi_get_value_bool(env, argv[0], &again) != napi_ok) return NULL;
+  return make_i32(env, guard_install(again));
 }
 
 napi_value js_guard_installed(napi_env env, napi_callback_info info) {

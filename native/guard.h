@@ -8,8 +8,8 @@
 
 #include "util.h"
 
-/* Install the handler once per process. Returns 0 or -errno. Safe to call from any thread. */
-int guard_install(void);
+/* Install the handler once per process (again: reinstall it if it was replaced). Returns 0 or -errno. */
+int guard_install(bool again);
 
 /* Record a live mapping so that a bus error inside it can be repaired, owned by the Node environment
  * (main thread or worker) that made it. Returns 0 or -ENOMEM. */

@@ -63,7 +63,8 @@ export interface NativeBinding {
   mutexConsistent(addr: bigint): Status;
   /** sizeof/alignof pthread_mutex_t and the offset of its futex word (-1 when unknown). */
   readonly mutexLayout: { readonly size: number; readonly align: number; readonly lockWordOffset: number };
-  guardInstall(): Status;
+  /** Install the SIGBUS handler (again: put it back after something replaced it). */
+  guardInstall(again: boolean): Status;
   guardInstalled(): boolean;
   readonly pageSize: number;
   readonly constants: Readonly<Record<string, number>>;

@@ -94,3 +94,25 @@ test("a process.on('SIGBUS') listener draws a warning (it would replace the guar
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), 'MMAPKIT_SIGBUS_LISTENER');
 });
+
+test('after the last SIGBUS listener is removed, the guard is back', (t) => {
+  const file = join(tempDir(t), 'back.bin');
+  writeFileSync(file, Buffer.alloc(4 * 4096, 7));
+  const r = runNode(`
+    import { map, guardInstalled } from ${JSON.stringify(distUrl)};
+    import { truncateSync } from 'node:fs';
+    process.on('warning', () => {});
+    const before = guardInstalled();
+    const listener = () => {};
+    process.on('SIGBUS', listener);
+    const during = guardInstalled();
+    process.off('SIGBUS', listener);
+    const after = guardInstalled();
+    const m = map(process.argv[1]);
+    truncateSync(process.argv[1], 4096);
+    console.log(JSON.stringify({ before, during, after, lost: m.buffer[3 * 4096], faulted: m.faulted }));
+  `, { args: [file] });
+  assert.equal(r.signal, null, 'killed by ' + r.signal);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { before: true, during: false, after: true, lost: 0, faulted: true });
+});
