@@ -16,6 +16,9 @@ static void on_env_teardown(void* env) { guard_unmap_owned(env); }
 
 static napi_value init(napi_env env, napi_value exports) {
   if (napi_add_env_cleanup_hook(env, on_env_teardown, env) != napi_ok) return NULL;
+  /* Registered after the unmapping hook, so it runs before it (hooks run in reverse order): the
+   * mutexes must be marked while their memory is still mapped. */
+  if (napi_add_env_cleanup_hook(env, mutex_env_teardown, env) != napi_ok) return NULL;
 
   napi_property_descriptor props[] = {
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},

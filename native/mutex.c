@@ -8,9 +8,82 @@
 #include "mutex.h"
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+/*
+ * Mutexes held by each Node environment. When an environment is torn down (a worker exits, or the
+ * main thread's environment is freed at exit) mmapkit unmaps its memory before the thread exits, so
+ * the kernel's robust-list walk at thread exit can no longer reach those mutexes. mutex_env_teardown
+ * does for them what the kernel would have done: mark the owner dead and wake a waiter.
+ */
+typedef struct held {
+  napi_env env;
+  pthread_mutex_t* m;
+  struct held* next;
+} held_t;
+static pthread_mutex_t g_held_mu = PTHREAD_MUTEX_INITIALIZER;
+static held_t* g_held = NULL;
+
+static void held_add(napi_env env, pthread_mutex_t* m) {
+  held_t* h = malloc(sizeof *h);
+  if (h == NULL) return; /* only the teardown repair is lost */
+  h->env = env;
+  h->m = m;
+  pthread_mutex_lock(&g_held_mu);
+  h->next = g_held;
+  g_held = h;
+  pthread_mutex_unlock(&g_held_mu);
+}
+
+static void held_remove(napi_env env, pthread_mutex_t* m) {
+  pthread_mutex_lock(&g_held_mu);
+  for (held_t** p = &g_held; *p != NULL; p = &(*p)->next) {
+    if ((*p)->env == env && (*p)->m == m) {
+      held_t* h = *p;
+      *p = h->next;
+      free(h);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&g_held_mu);
+}
+
+void mutex_env_teardown(void* env) {
+#ifdef __GLIBC__
+  uint32_t tid = (uint32_t)syscall(SYS_gettid);
+#endif
+  pthread_mutex_lock(&g_held_mu);
+  for (held_t** p = &g_held; *p != NULL;) {
+    held_t* h = *p;
+    if (h->env != env) {
+      p = &h->next;
+      continue;
+    }
+#ifdef __GLIBC__
+    /* The kernel's handle_futex_death on the robust futex word (glibc: __data.__lock). */
+    _Atomic uint32_t* word = (_Atomic uint32_t*)&h->m->__data.__lock;
+    uint32_t uval = atomic_load(word);
+    while ((uval & FUTEX_TID_MASK) == tid) {
+      uint32_t nval = (uval & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+      /* seq_cst: publishes "owner died" before any waiter is woken */
+      if (atomic_compare_exchange_strong(word, &uval, nval)) {
+        if (uval & FUTEX_WAITERS) syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+        break;
+      }
+    }
+#endif
+    *p = h->next;
+    free(h);
+  }
+  pthread_mutex_unlock(&g_held_mu);
+}
 
 static bool get_mutex(napi_env env, napi_callback_info info, size_t n, napi_value* argv, pthread_mutex_t** m) {
   void* p;
@@ -34,6 +107,13 @@ napi_value js_mutex_init(napi_env env, napi_callback_info info) {
   return make_i32(env, -rc);
 }
 
+/* Record a successful lock (0 or EOWNERDEAD) or unlock for mutex_env_teardown. */
+static int track(napi_env env, pthread_mutex_t* m, int rc, bool locking) {
+  if (locking && (rc == 0 || rc == EOWNERDEAD)) held_add(env, m);
+  if (!locking && rc == 0) held_remove(env, m);
+  return rc;
+}
+
 /* mutexLock(addr, timeoutNs) -> 0 | -EOWNERDEAD | -ETIMEDOUT | -ENOTRECOVERABLE | -EDEADLK.
  * timeoutNs < 0 waits forever; otherwise pthread_mutex_clocklock on CLOCK_MONOTONIC. */
 napi_value js_mutex_lock(napi_env env, napi_callback_info info) {
@@ -52,7 +132,7 @@ napi_value js_mutex_lock(napi_env env, napi_callback_info info) {
     ts.tv_nsec = ns % 1000000000LL;
     rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
   }
-  return make_i32(env, -rc);
+  return make_i32(env, -track(env, m, rc, true));
 }
 
 /* mutexTryLock(addr) -> 0 | -EBUSY | -EOWNERDEAD | -ENOTRECOVERABLE */
@@ -60,7 +140,7 @@ napi_value js_mutex_trylock(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   pthread_mutex_t* m;
   if (!get_mutex(env, info, 1, argv, &m)) return NULL;
-  return make_i32(env, -pthread_mutex_trylock(m));
+  return make_i32(env, -track(env, m, pthread_mutex_trylock(m), true));
 }
 
 /* mutexUnlock(addr) -> 0 | -EPERM (not the owner) */
@@ -68,7 +148,7 @@ napi_value js_mutex_unlock(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   pthread_mutex_t* m;
   if (!get_mutex(env, info, 1, argv, &m)) return NULL;
-  return make_i32(env, -pthread_mutex_unlock(m));
+  return make_i32(env, -track(env, m, pthread_mutex_unlock(m), false));
 }
 
 /* mutexConsistent(addr) -> 0 | -EINVAL: after EOWNERDEAD, the data has been repaired. */

@@ -9,4 +9,7 @@ napi_value js_mutex_unlock(napi_env env, napi_callback_info info);
 napi_value js_mutex_consistent(napi_env env, napi_callback_info info);
 napi_value js_mutex_layout(napi_env env);
 
+/* Environment cleanup hook: mark mutexes this environment still holds as owner-died (see mutex.c). */
+void mutex_env_teardown(void* env);
+
 #endif

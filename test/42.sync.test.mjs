@@ -252,3 +252,40 @@ test('bad input and closed memory', async (t) => {
   for (const fn of closed) throwsCode(fn, 'ERR_MMAP_CLOSED', 'MmapkitError');
   for (const p of [mx.lockAsync(), sem.waitAsync(), ev.waitAsync()]) await assert.rejects(p, { code: 'ERR_MMAP_CLOSED' });
 });
+
+test("robust mutex: a worker that ends holding the lock, and a process that exits normally holding it, both leave 'owner-died'", async () => {
+  const { Worker } = await import('node:worker_threads');
+  const { distUrl } = await import('./helpers.mjs');
+  const shm = SharedMemory.anonymous(4096);
+  const mx = Mutex.create(shm, 0);
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    import(workerData.dist).then(({ SharedMemory, Mutex }) => {
+      const shm = SharedMemory.fromFd(workerData.fd);
+      parentPort.postMessage(Mutex.attach(shm, 0).lock(5000)); // and the worker ends, never unlocking
+    });`;
+  const w = new Worker(code, { eval: true, workerData: { fd: shm.fd, dist: distUrl } });
+  const killer = setTimeout(() => w.terminate(), 20_000);
+  assert.equal(await new Promise((resolve) => w.once('message', resolve)), 'acquired');
+  await new Promise((resolve) => w.once('exit', resolve));
+  clearTimeout(killer);
+  assert.equal(mx.lock(5000), 'owner-died');
+  mx.markConsistent();
+  mx.unlock();
+  // A child process whose event loop simply ends while it holds the lock.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { SharedMemory, Mutex } from ${JSON.stringify(distUrl)};
+    const shm = SharedMemory.inherited();
+    console.log(Mutex.attach(shm, 0).lock(5000));
+  `], shm.childOptions({ stdio: ['ignore', 'pipe', 'inherit'] }));
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  assert.equal(await new Promise((resolve) => child.on('exit', resolve)), 0);
+  clearTimeout(timer);
+  assert.equal(out.trim(), 'acquired');
+  assert.equal(await mx.lockAsync(5000), 'owner-died');
+  mx.markConsistent();
+  mx.unlock();
+  shm.close();
+});
