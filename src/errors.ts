@@ -128,6 +128,11 @@ export function invalidArgValue(name: string, value: unknown, reason: string): C
   );
 }
 
+/** `ERR_INVALID_STATE` (Error): the call does not apply to the object as it is. */
+export function invalidState(message: string): CodedError<Error> {
+  return coded(new Error(`Invalid state: ${message}`), 'ERR_INVALID_STATE');
+}
+
 /** Library error with a stable code. */
 export function mmapkitError(code: MmapkitErrorCode, message: string): MmapkitError {
   return new MmapkitError(code, message);

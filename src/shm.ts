@@ -7,7 +7,7 @@ import type { IOType, StdioOptions } from 'node:child_process';
 import { closeSync, fstatSync, ftruncateSync, constants as fsConstants } from 'node:fs';
 import { native } from './binding.js';
 import { constants } from './constants.js';
-import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
+import { invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError } from './errors.js';
 import { type Mapping, map } from './mapping.js';
 import { type Int64Like, validateInt32, validateInt64, validateOneOf, validateOptions } from './validators.js';
 
@@ -283,7 +283,7 @@ export class SharedMemory implements Disposable {
 
   /** Remove this object's name (`shm_unlink`); the memory stays usable until closed everywhere. */
   unlink(): void {
-    if (this.name === undefined) throw invalidArgValue('this', 'anonymous', 'has no name to unlink');
+    if (this.name === undefined) throw invalidState('anonymous shared memory has no name to unlink');
     SharedMemory.unlink(this.name);
   }
 

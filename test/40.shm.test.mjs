@@ -108,7 +108,7 @@ test('bad sizes, options and descriptors', () => {
   throwsCode(() => a.childOptions({ stdio: 5 }), 'ERR_INVALID_ARG_TYPE', 'TypeError');
   throwsCode(() => a.childOptions({}, ''), 'ERR_INVALID_ARG_TYPE', 'TypeError');
   throwsCode(() => a.resize(0), 'ERR_OUT_OF_RANGE', 'RangeError');
-  throwsCode(() => a.unlink(), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => a.unlink(), 'ERR_INVALID_STATE', 'Error');
   a.close();
 });
 
