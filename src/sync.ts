@@ -126,10 +126,6 @@ function checkOpen(r: Region, what: string): void {
   }
 }
 
-/** Undo a sleeper count, unless the memory went away meanwhile (unmap rejects the wait itself). */
-function leave(w: Word, waitersOffset: number): void {
-  if (w.array.length !== 0) Atomics.sub(w.array, waitersOffset / 4, 1);
-}
 
 function deadlineOf(timeoutNs: number): bigint {
   return timeoutNs < 0 ? -1n : process.hrtime.bigint() + BigInt(timeoutNs);
@@ -139,48 +135,6 @@ function left(deadline: bigint): number {
   if (deadline === -1n) return -1;
   const ns = Number(deadline - process.hrtime.bigint());
   return ns > 0 ? ns : 0;
-}
-
-/**
- * Sleep on `w` (expecting 0) until `ready()` is true or the time runs out. The sleeper count at
- * `waitersOffset` is raised around each sleep, so that the waking side can skip the system call when
- * nobody sleeps; it raises it before re-checking the word (in the kernel), so no wake is lost.
- */
-function sleepUntil(ready: () => boolean, w: Word, waitersOffset: number, timeoutNs: number): boolean {
-  const deadline = deadlineOf(timeoutNs);
-  for (;;) {
-    if (ready()) return true;
-    const ns = left(deadline);
-    if (ns === 0) return false;
-    Atomics.add(w.array, waitersOffset / 4, 1);
-    try {
-      waitWord(w, 0, ns);
-    } finally {
-      leave(w, waitersOffset);
-    }
-  }
-}
-
-/** {@link sleepUntil} on a waiter thread. */
-async function sleepUntilAsync(
-  ready: () => boolean,
-  w: Word,
-  waitersOffset: number,
-  timeoutNs: number,
-  opts: ReturnType<typeof parseWaitAsyncOptions>,
-): Promise<boolean> {
-  const deadline = deadlineOf(timeoutNs);
-  for (;;) {
-    if (ready()) return true;
-    const ns = left(deadline);
-    if (ns === 0) return false;
-    Atomics.add(w.array, waitersOffset / 4, 1);
-    try {
-      await waitWordAsync(w, 0, ns, opts);
-    } finally {
-      leave(w, waitersOffset);
-    }
-  }
 }
 
 // ---------------------------------------------------------------- Mutex
@@ -347,7 +301,83 @@ function lockTimeout(timeout: number | undefined): Error {
   return mmapkitError('ERR_MMAP_LOCK_TIMEOUT', `Timed out after ${timeout} ms waiting for the lock`);
 }
 
-// ---------------------------------------------------------------- Semaphore
+// ---------------------------------------------------------------- Semaphore and Event
+
+/**
+ * What Semaphore and Event share: a futex word, a count of sleepers next to it, and a condition to
+ * wait for. The sleeper count is raised around each sleep so that the waking side can skip the
+ * system call when nobody sleeps; it is raised before the kernel re-checks the word, so no wake is lost.
+ */
+export abstract class FutexObject {
+  /** @internal */
+  protected readonly region: Region;
+  /** @internal The futex word. */
+  protected readonly word: Word;
+  readonly #what: string;
+  readonly #sleepers: number;
+
+  /** @internal */
+  protected constructor(region: Region, what: string, wordOffset: number, sleepersOffset: number) {
+    this.region = region;
+    this.word = word(region, wordOffset);
+    this.#what = what;
+    this.#sleepers = sleepersOffset / 4;
+  }
+
+  /** @internal The condition to wait for; may change the state (a semaphore takes one). */
+  protected abstract ready(): boolean;
+
+  /** @internal Throw if the memory is gone or read-only. */
+  protected check(): void {
+    checkOpen(this.region, this.#what);
+  }
+
+  /** @internal Wake up to `count` sleepers, skipping the system call when there are none. */
+  protected wakeSleepers(count: number): void {
+    // seq_cst read after the caller's seq_cst update of the word (see the class comment)
+    if (Atomics.load(this.region.i32, this.#sleepers) > 0) notifyWord(this.word, count);
+  }
+
+  /** Block the thread until ready, up to `timeout` ms (default forever); false on timeout. */
+  wait(timeout?: number): boolean {
+    this.check();
+    const deadline = deadlineOf(validateTimeout(timeout));
+    for (;;) {
+      if (this.ready()) return true;
+      const ns = left(deadline);
+      if (ns === 0) return false;
+      Atomics.add(this.region.i32, this.#sleepers, 1);
+      try {
+        waitWord(this.word, 0, ns);
+      } finally {
+        this.#leave();
+      }
+    }
+  }
+
+  /** Like `wait` without blocking the event loop (a waiter thread sleeps); resolves false on timeout. */
+  async waitAsync(timeout?: number, options?: WaitAsyncOptions): Promise<boolean> {
+    this.check();
+    const deadline = deadlineOf(validateTimeout(timeout));
+    const opts = parseWaitAsyncOptions(options);
+    for (;;) {
+      if (this.ready()) return true;
+      const ns = left(deadline);
+      if (ns === 0) return false;
+      Atomics.add(this.region.i32, this.#sleepers, 1);
+      try {
+        await waitWordAsync(this.word, 0, ns, opts);
+      } finally {
+        this.#leave();
+      }
+    }
+  }
+
+  /** Undo a sleeper count, unless the memory went away meanwhile (unmap rejects the wait itself). */
+  #leave(): void {
+    if (this.region.i32.length !== 0) Atomics.sub(this.region.i32, this.#sleepers, 1);
+  }
+}
 
 const SEM_MAGIC = 0x4d534b4d; // 'MKSM'
 const SEM_VERSION = 1;
@@ -355,15 +385,12 @@ const SEM_VALUE = HEADER.SIZE; // i32: the count
 const SEM_WAITERS = HEADER.SIZE + 4; // i32: sleepers; post() skips the wake system call when 0
 
 /** A counting semaphore in shared memory, across processes and threads (futex). */
-export class Semaphore {
+export class Semaphore extends FutexObject {
   /** Bytes a Semaphore occupies. */
   static readonly byteLength = 32;
-  readonly #r: Region;
-  readonly #value: Word;
 
   private constructor(r: Region) {
-    this.#r = r;
-    this.#value = word(r, SEM_VALUE);
+    super(r, 'Semaphore', SEM_VALUE, SEM_WAITERS);
   }
 
   /** Initialize a semaphore with count `initial` (default 0) at `offset` of `target`. */
@@ -385,51 +412,33 @@ export class Semaphore {
 
   /** The current count. */
   get value(): number {
-    checkOpen(this.#r, 'Semaphore');
-    return Atomics.load(this.#r.i32, SEM_VALUE / 4);
+    this.check();
+    return Atomics.load(this.region.i32, SEM_VALUE / 4);
   }
 
   /** Add `count` (default 1) and wake as many sleepers. */
   post(count = 1): void {
-    checkOpen(this.#r, 'Semaphore');
+    this.check();
     const n = validateInt32(count, 'count', 1);
-    const { i32 } = this.#r;
-    // seq_cst compare-and-swap (checked against overflow even with concurrent posts), then read the
-    // sleeper count: a waiter either sees the new value before it sleeps (the kernel re-checks the
-    // word) or has announced itself before our read, so no wake is lost.
+    const { i32 } = this.region;
+    // seq_cst compare-and-swap, checked against overflow even with concurrent posts
     for (;;) {
       const before = Atomics.load(i32, SEM_VALUE / 4);
       if (before > INT32_MAX - n) throw invalidArgValue('count', count, `would overflow the semaphore (value ${before})`);
       if (Atomics.compareExchange(i32, SEM_VALUE / 4, before, before + n) === before) break;
     }
-    if (Atomics.load(i32, SEM_WAITERS / 4) > 0) notifyWord(this.#value, n);
+    this.wakeSleepers(n);
   }
 
   /** Take one if the count is positive; false otherwise. */
   tryWait(): boolean {
-    checkOpen(this.#r, 'Semaphore');
-    return this.#take();
+    this.check();
+    return this.ready();
   }
 
-  /** Take one, blocking up to `timeout` ms (default forever); false on timeout. */
-  wait(timeout?: number): boolean {
-    checkOpen(this.#r, 'Semaphore');
-    return sleepUntil(() => this.#take(), this.#value, SEM_WAITERS, validateTimeout(timeout));
-  }
-
-  /** Like {@link Semaphore.wait} without blocking the event loop; resolves false on timeout. */
-  waitAsync(timeout?: number, options?: WaitAsyncOptions): Promise<boolean> {
-    try {
-      checkOpen(this.#r, 'Semaphore');
-      const ns = validateTimeout(timeout);
-      return sleepUntilAsync(() => this.#take(), this.#value, SEM_WAITERS, ns, parseWaitAsyncOptions(options));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  }
-
-  #take(): boolean {
-    const { i32 } = this.#r;
+  /** @internal Take one if the count is positive. */
+  protected ready(): boolean {
+    const { i32 } = this.region;
     for (;;) {
       const v = Atomics.load(i32, SEM_VALUE / 4);
       if (v <= 0) return false;
@@ -438,8 +447,6 @@ export class Semaphore {
     }
   }
 }
-
-// ---------------------------------------------------------------- Event
 
 const EVENT_MAGIC = 0x56454b4d; // 'MKEV'
 const EVENT_VERSION = 1;
@@ -450,15 +457,12 @@ const EVENT_WAITERS = HEADER.SIZE + 4; // i32: sleepers; set() skips the wake sy
  * An event in shared memory: `wait` returns once it is set. It stays set until `reset()` (a manual
  * reset event); never resetting it makes a one-shot event.
  */
-export class Event {
+export class Event extends FutexObject {
   /** Bytes an Event occupies. */
   static readonly byteLength = 32;
-  readonly #r: Region;
-  readonly #state: Word;
 
   private constructor(r: Region) {
-    this.#r = r;
-    this.#state = word(r, EVENT_STATE);
+    super(r, 'Event', EVENT_STATE, EVENT_WAITERS);
   }
 
   /** Initialize an event (not set) at `offset` of `target`. */
@@ -478,43 +482,26 @@ export class Event {
 
   /** Whether the event is set. */
   get isSet(): boolean {
-    checkOpen(this.#r, 'Event');
-    return this.#isSet();
+    this.check();
+    return this.ready();
   }
 
   /** Set the event and wake every waiter, in every process. */
   set(): void {
-    checkOpen(this.#r, 'Event');
-    const { i32 } = this.#r;
-    // seq_cst store, then read the sleeper count (see Semaphore.post for why no wake is lost)
-    Atomics.store(i32, EVENT_STATE / 4, 1);
-    if (Atomics.load(i32, EVENT_WAITERS / 4) > 0) notifyWord(this.#state, INT32_MAX);
+    this.check();
+    // seq_cst store, then the sleeper count is read (see FutexObject)
+    Atomics.store(this.region.i32, EVENT_STATE / 4, 1);
+    this.wakeSleepers(INT32_MAX);
   }
 
   /** Clear the event: later waits sleep until the next `set()`. */
   reset(): void {
-    checkOpen(this.#r, 'Event');
-    Atomics.store(this.#r.i32, EVENT_STATE / 4, 0);
+    this.check();
+    Atomics.store(this.region.i32, EVENT_STATE / 4, 0);
   }
 
-  /** Block until set, up to `timeout` ms (default forever); false on timeout. */
-  wait(timeout?: number): boolean {
-    checkOpen(this.#r, 'Event');
-    return sleepUntil(() => this.#isSet(), this.#state, EVENT_WAITERS, validateTimeout(timeout));
-  }
-
-  /** Like {@link Event.wait} without blocking the event loop; resolves false on timeout. */
-  waitAsync(timeout?: number, options?: WaitAsyncOptions): Promise<boolean> {
-    try {
-      checkOpen(this.#r, 'Event');
-      const ns = validateTimeout(timeout);
-      return sleepUntilAsync(() => this.#isSet(), this.#state, EVENT_WAITERS, ns, parseWaitAsyncOptions(options));
-    } catch (err) {
-      return Promise.reject(err);
-    }
-  }
-
-  #isSet(): boolean {
-    return Atomics.load(this.#r.i32, EVENT_STATE / 4) === 1;
+  /** @internal Whether the event is set. */
+  protected ready(): boolean {
+    return Atomics.load(this.region.i32, EVENT_STATE / 4) === 1;
   }
 }
