@@ -1,0 +1,604 @@
+// Interop of the synchronization structures with a real C program: test/fixtures/sync-peer.c, compiled
+// here with cc, knows nothing of mmapkit but docs/layout.md. Node creates named POSIX shared memory with
+// a Mutex, an Event, a Semaphore and plain futex words in it; the C peer opens it with shm_open + mmap
+// (MAP_SHARED), checks the headers, and then locks the mutex with pthread_mutex_lock, waits and wakes with
+// syscall(SYS_futex) and C11 atomics, following the protocols of the layout document. If these tests
+// pass, the tables in docs/layout.md are the whole contract.
+//
+// Where things are (bytes from the start of the shared memory) is LAYOUT below; the C peer gets it on
+// its command line. Every child process has a timeout, and every wait in the C peer has one too (exit 3).
+import { before, after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { Event, HEADER, Mutex, Semaphore, SharedMemory, notify, wait, waitAsync } from '../dist/index.js';
+
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const PEER_C = join(FIXTURES, 'sync-peer.c');
+const DIST = new URL('../dist/index.js', import.meta.url).href;
+
+const PEER_TIMEOUT_MS = 30_000; // kill a child (SIGKILL) that runs longer than this
+const WAIT_MS = 10_000; // any single wait in these tests
+const SHM_SIZE = 8192;
+const SEM_ITEMS = 1000;
+const TEXT_LEN = 32;
+const FUTEX_WAITERS = 0x80000000;
+const FUTEX_TID_MASK = 0x3fffffff;
+
+/**
+ * Where everything is. The Event right after the Mutex (an 8-byte boundary that is not a 16-byte one
+ * where Mutex.byteLength is 56), the Semaphore right after it, then plain words: turn and data for the
+ * ping-pong, the counter the mutex protects, and `ready`, which each peer increments (with FUTEX_WAKE)
+ * once it is about to wait. Then text (what a lock owner wrote) and the semaphore's item slots.
+ */
+const LAYOUT = (() => {
+  const mutex = 0;
+  const event = mutex + Mutex.byteLength;
+  const sem = event + Event.byteLength;
+  const turn = sem + Semaphore.byteLength;
+  return Object.freeze({ mutex, event, sem, turn, data: turn + 4, counter: turn + 8, ready: turn + 12, text: turn + 16, slots: turn + 16 + TEXT_LEN });
+})();
+const LAYOUT_ARG = Object.entries(LAYOUT).map(([k, v]) => `${k}=${v}`).join(',');
+/** Int32Array indexes of the words. */
+const I = Object.freeze({
+  lock: (LAYOUT.mutex + HEADER.SIZE) / 4, // the glibc mutex's first word: the robust futex word
+  mutexFlags: (LAYOUT.mutex + HEADER.FLAGS) / 4,
+  evState: (LAYOUT.event + 16) / 4,
+  evSleepers: (LAYOUT.event + 20) / 4,
+  semValue: (LAYOUT.sem + 16) / 4,
+  semSleepers: (LAYOUT.sem + 20) / 4,
+  turn: LAYOUT.turn / 4,
+  data: LAYOUT.data / 4,
+  counter: LAYOUT.counter / 4,
+  ready: LAYOUT.ready / 4,
+  slots: LAYOUT.slots / 4,
+});
+
+/**
+ * Run a Node wait and return its result and how long it took. An Event or Semaphore wait that times out
+ * looks at the word once more, so a wake that never came shows as a wait that took its whole timeout:
+ * callers assert that it took less than half of it.
+ */
+async function timed(waitFn) {
+  const t0 = performance.now();
+  const result = await waitFn();
+  return [result, performance.now() - t0];
+}
+const PROMPT_MS = WAIT_MS / 2;
+
+function have(cmd) {
+  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore', timeout: 10_000 });
+  return r.error === undefined && r.status === 0;
+}
+const HAVE_CC = have('cc');
+
+function xorshift32(x) {
+  x ^= x << 13;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  return x >>> 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes: the C peer and a second Node process. Every spawn has a timeout (SIGKILL).
+
+/**
+ * The second Node process: `counter <n>` (lock/lockAsync around a plain increment, like the parent) and
+ * `hold <text>` (lock, write text, set the event, wait to be killed).
+ */
+const NODE_CHILD = `
+import { Event, Mutex, SharedMemory, notify } from ${JSON.stringify(DIST)};
+import { setTimeout as sleep } from 'node:timers/promises';
+const [mode, name, layout, arg] = process.argv.slice(1);
+const L = JSON.parse(layout);
+const fail = (msg) => { console.error('node child ' + mode + ': ' + msg); process.exit(1); };
+const shm = SharedMemory.open(name);
+const mx = Mutex.attach(shm, L.mutex);
+const ev = Event.attach(shm, L.event);
+const i32 = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, shm.size >> 2);
+if (mode === 'counter') {
+  Atomics.add(i32, L.ready >> 2, 1);
+  notify(i32, L.ready >> 2);
+  if (!ev.wait(${WAIT_MS})) fail('the start event was not set');
+  for (let i = 0; i < Number(arg); i++) {
+    const r = i % 2 === 0 ? mx.lock(${WAIT_MS}) : await mx.lockAsync(${WAIT_MS});
+    if (r !== 'acquired') fail('lock returned ' + r + ' at iteration ' + i);
+    const v = i32[L.counter >> 2];
+    if (i % 500 === 499) await sleep(1); // hold it: the others must sleep
+    i32[L.counter >> 2] = v + 1;
+    mx.unlock();
+  }
+  console.log('ok counter');
+} else if (mode === 'hold') {
+  const r = mx.lock(${WAIT_MS});
+  if (r !== 'acquired') fail('lock returned ' + r);
+  shm.buffer.fill(0, L.text, L.text + ${TEXT_LEN});
+  shm.buffer.write(arg, L.text, 'latin1');
+  ev.set();
+  console.log('holding');
+  setTimeout(() => fail('was not killed'), 20_000);
+} else {
+  fail('unknown mode');
+}
+`;
+
+function startProc(cmd, label) {
+  const child = spawn(cmd[0], cmd.slice(1).map(String), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: PEER_TIMEOUT_MS,
+    killSignal: 'SIGKILL',
+  });
+  const p = { child, label, result: undefined };
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+  p.stderr = () => stderr;
+  p.done = new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (status, signal) => resolve((p.result = { status, signal, stdout, stderr, label })));
+  });
+  p.done.catch(() => {});
+  return p;
+}
+
+function killIfRunning(p) {
+  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+}
+
+function assertOk(res, stdoutPattern) {
+  assert.equal(res.signal, null, `${res.label} was killed by ${res.signal} (timed out?); stderr: ${res.stderr}`);
+  assert.equal(res.status, 0, `${res.label} exited with ${res.status}; stderr: ${res.stderr}`);
+  const m = res.stdout.trim().match(stdoutPattern);
+  assert.ok(m, `${res.label} printed ${JSON.stringify(res.stdout)}, expected ${stdoutPattern}`);
+  return m;
+}
+
+function assertKilled(res) {
+  assert.equal(res.signal, 'SIGKILL', `${res.label} should have been killed; status ${res.status}, stderr: ${res.stderr}`);
+}
+
+function exitedFirst(peers, what) {
+  for (const p of peers) {
+    if (p.result !== undefined) {
+      assert.fail(`${what}: ${p.label} exited first (status ${p.result.status}, signal ${p.result.signal}); stdout: ${p.result.stdout} stderr: ${p.result.stderr}`);
+    }
+  }
+}
+
+/** Poll until check() holds, without blocking the event loop; fail when a peer exits first or after WAIT_MS. */
+async function until(check, peers, what) {
+  const deadline = Date.now() + WAIT_MS;
+  while (!check()) {
+    exitedFirst(peers, what);
+    if (Date.now() > deadline) assert.fail(`${what}: still not the case after ${WAIT_MS} ms`);
+    await sleep(1);
+  }
+}
+
+function wchan(path) {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+/** Whether /proc/PID/wchan names kernel functions here: some idle thread of ours must be asleep in one. */
+const WCHAN_WORKS = (() => {
+  try {
+    return readdirSync('/proc/self/task').some((tid) => /^[a-z_]\w*$/.test(wchan(`/proc/self/task/${tid}/wchan`)));
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * Wait until each process is asleep in a futex wait, going by /proc/PID/wchan, and return true (fail
+ * after WAIT_MS). Where wchan tells nothing, wait 50 ms and return false, so that callers only assert
+ * what they could observe.
+ */
+async function asleepInFutex(peers, what) {
+  if (!WCHAN_WORKS) {
+    await sleep(50);
+    return false;
+  }
+  await until(() => peers.every((p) => /futex/.test(wchan(`/proc/${p.child.pid}/wchan`))), peers, what);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { skip: HAVE_CC ? false : 'cc not found' }, () => {
+  let dir;
+  let peerBin;
+  let shmNo = 0;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mmapkit-interop-sync-'));
+    peerBin = join(dir, 'sync-peer');
+    const args = ['-O2', '-Wall', '-Wextra', '-pthread', '-o', peerBin, PEER_C, '-lrt'];
+    const r = spawnSync('cc', args, { encoding: 'utf8', timeout: 120_000 });
+    assert.equal(r.error, undefined, `cc: ${r.error}`);
+    assert.equal(r.status, 0, `cc ${args.join(' ')} failed:\n${r.stderr}`);
+  });
+  after(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Fresh named shared memory with the three structures; children and the name go when the test ends. */
+  function setup(t) {
+    const name = `/mmapkit-61-${process.pid}-${++shmNo}-${Math.random().toString(36).slice(2, 8)}`;
+    const shm = SharedMemory.create(name, SHM_SIZE);
+    const procs = [];
+    t.after(async () => {
+      for (const p of procs) killIfRunning(p);
+      await Promise.all(procs.map((p) => p.done.catch(() => {})));
+      // A failed test may have left the mutex locked by this thread. Unlock before unmapping: glibc keeps
+      // a locked robust mutex on the thread's robust list, and the next lock of any robust mutex would
+      // write into the unmapped list node (SIGSEGV).
+      try {
+        s.mx.unlock();
+      } catch {}
+      shm.close();
+      try {
+        SharedMemory.unlink(name);
+      } catch {}
+    });
+    const s = {
+      name,
+      shm,
+      buf: shm.buffer,
+      i32: new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, SHM_SIZE / 4),
+      mx: Mutex.create(shm, LAYOUT.mutex),
+      ev: Event.create(shm, LAYOUT.event),
+      sem: Semaphore.create(shm, LAYOUT.sem),
+      /** Start the C peer: sync-peer <mode> <name> <layout> [args]. */
+      peer(mode, ...args) {
+        const p = startProc([peerBin, mode, name, LAYOUT_ARG, ...args], `sync-peer ${mode} ${args.join(' ')}`.trim());
+        procs.push(p);
+        return p;
+      },
+      /** Start the second Node process (NODE_CHILD). */
+      nodeChild(mode, arg) {
+        const p = startProc([process.execPath, '--input-type=module', '-e', NODE_CHILD, mode, name, JSON.stringify(LAYOUT), arg], `node child ${mode}`);
+        procs.push(p);
+        return p;
+      },
+      text: () => shm.buffer.toString('latin1', LAYOUT.text, LAYOUT.text + TEXT_LEN).replace(/\0.*$/s, ''),
+      setText(str) {
+        shm.buffer.fill(0, LAYOUT.text, LAYOUT.text + TEXT_LEN);
+        shm.buffer.write(str, LAYOUT.text, 'latin1');
+      },
+      lockWord: () => Atomics.load(s.i32, I.lock) >>> 0,
+      /** Wait (waitAsync on the `ready` word, which the peers FUTEX_WAKE) until n peers are ready. */
+      async ready(n, peers) {
+        const deadline = Date.now() + WAIT_MS;
+        for (;;) {
+          const seen = Atomics.load(s.i32, I.ready);
+          if (seen >= n) return;
+          exitedFirst(peers, `waiting for ${n} peers to be ready`);
+          if (Date.now() > deadline) assert.fail(`only ${seen} of ${n} peers ready after ${WAIT_MS} ms`);
+          await waitAsync(s.i32, I.ready, seen, 100);
+        }
+      },
+    };
+    return s;
+  }
+
+  // ------------------------------------------------------------------------------------- headers
+
+  test('the C peer finds every header where docs/layout.md says, with the sizes it computes itself', async (t) => {
+    const s = setup(t);
+    const m = assertOk(
+      await s.peer('check').done,
+      /^ok headers mutex@(\d+) event@(\d+) semaphore@(\d+) sizeof\(pthread_mutex_t\)=(\d+) mutex-size=(\d+) mutex-flags=(\d+)$/,
+    );
+    assert.deepEqual(m.slice(1, 4).map(Number), [LAYOUT.mutex, LAYOUT.event, LAYOUT.sem]);
+    const [sizeofMutex, mutexSize, flags] = m.slice(4).map(Number);
+    assert.equal(mutexSize, Mutex.byteLength, `C: roundup8(16 + sizeof(pthread_mutex_t) = ${sizeofMutex}) vs Mutex.byteLength`);
+    assert.equal(flags, 0);
+  });
+
+  test('the C peer rejects a wrong magic, version, header size or total size and names the offset', async (t) => {
+    const s = setup(t);
+    const { buf } = s;
+    const structures = [
+      ['Mutex', LAYOUT.mutex, 0x584d4b4d, Mutex.byteLength],
+      ['Event', LAYOUT.event, 0x56454b4d, Event.byteLength],
+      ['Semaphore', LAYOUT.sem, 0x4d534b4d, Semaphore.byteLength],
+    ];
+    for (const [what, off, magic, size] of structures) {
+      const fields = [
+        ['magic', HEADER.MAGIC, 4, magic, magic ^ 0x20, (v) => `0x${v.toString(16).padStart(8, '0')}`],
+        ['version', HEADER.VERSION, 2, 1, 2, String],
+        ['header size', HEADER.HEADER_SIZE, 2, 16, 24, String],
+        ['total size', HEADER.TOTAL_SIZE, 4, size, size + 8, String],
+      ];
+      for (const [field, at, width, good, bad, fmt] of fields) {
+        const read = () => (width === 4 ? buf.readUInt32LE(off + at) : buf.readUInt16LE(off + at));
+        assert.equal(read(), good, `${what} ${field} as written by create()`);
+        if (width === 4) buf.writeUInt32LE(bad, off + at);
+        else buf.writeUInt16LE(bad, off + at);
+        try {
+          const res = await s.peer('check').done;
+          assert.equal(res.status, 1, `${res.label} with a bad ${what} ${field}: status ${res.status}, stdout ${res.stdout}`);
+          assert.equal(
+            res.stderr.trim(),
+            `sync-peer.c: bad ${what} header at offset ${off}: ${field} is ${fmt(bad)}, expected ${fmt(good)}` +
+              (field === 'magic' ? ` ('${Buffer.from(Uint32Array.of(magic).buffer).toString('latin1')}')` : ''),
+          );
+        } finally {
+          if (width === 4) buf.writeUInt32LE(good, off + at);
+          else buf.writeUInt16LE(good, off + at);
+        }
+      }
+    }
+    assertOk(await s.peer('check').done, /^ok headers/);
+  });
+
+  test('the C peer rejects a structure at the wrong offset or off an 8-byte boundary', async (t) => {
+    const s = setup(t);
+    const run = (event) =>
+      startProc([peerBin, 'check', s.name, LAYOUT_ARG.replace(/event=\d+/, `event=${event}`)], `sync-peer check event=${event}`).done;
+    let res = await run(LAYOUT.event + 8); // inside the Event: its TOTAL_SIZE field is no magic
+    assert.equal(res.status, 1, res.stderr);
+    assert.match(res.stderr, new RegExp(`^sync-peer\\.c: bad Event header at offset ${LAYOUT.event + 8}: magic is 0x00000020, expected 0x56454b4d`));
+    res = await run(LAYOUT.event + 4);
+    assert.equal(res.status, 1, res.stderr);
+    assert.match(res.stderr, new RegExp(`^sync-peer\\.c: bad Event at offset ${LAYOUT.event + 4}: not 8-byte aligned`));
+  });
+
+  // ------------------------------------------------------------------------------------- Mutex
+
+  test('Mutex: a C peer (pthread_mutex_lock) and two Node processes (lock and lockAsync) keep a plain counter exact', async (t) => {
+    const s = setup(t);
+    const n = 20_000;
+    const c = s.peer('counter', n);
+    const k = s.nodeChild('counter', n);
+    await s.ready(2, [c, k]);
+    s.ev.set(); // go
+    let held = 0;
+    for (let i = 0; i < n; i++) {
+      if (s.lockWord() !== 0) held++;
+      const r = i % 2 === 0 ? s.mx.lock(WAIT_MS) : await s.mx.lockAsync(WAIT_MS);
+      assert.equal(r, 'acquired', `iteration ${i}`);
+      const v = s.i32[I.counter];
+      if (i % 500 === 499) await sleep(1); // hold it: the others must sleep
+      s.i32[I.counter] = v + 1;
+      s.mx.unlock();
+    }
+    const [rc, rk] = await Promise.all([c.done, k.done]);
+    const waiters = Number(assertOk(rc, new RegExp(`^ok counter n=${n} waiters=(\\d+)$`))[1]);
+    assertOk(rk, /^ok counter$/);
+    assert.equal(s.i32[I.counter], 3 * n, 'the plain counter lost or gained increments: the processes did not exclude each other');
+    t.diagnostic(`the C peer found FUTEX_WAITERS set before unlocking ${waiters} times; Node found the lock held ${held} times`);
+    // Every locker held it for 1 ms now and then, so there were sleepers, announced with FUTEX_WAITERS.
+    assert.ok(waiters > 0, 'the C peer never saw FUTEX_WAITERS: nobody slept on the lock');
+    assert.ok(held > 0, 'Node never found the lock held: the processes did not contend');
+    assert.equal(Atomics.load(s.i32, I.mutexFlags), 0);
+  });
+
+  for (const how of ['lock() after the C owner died', 'lock() asleep when the C owner dies', 'lockAsync() asleep when the C owner dies']) {
+    test(`Mutex: the C owner is killed holding the lock; Node's ${how}: 'owner-died'`, async (t) => {
+      const s = setup(t);
+      const c = s.peer('hold');
+      assert.equal(await s.ev.waitAsync(WAIT_MS), true, `the C peer did not set the event: ${c.stderr()}`);
+      assert.equal(s.mx.tryLock(), 'busy');
+      assert.equal(s.lockWord() & FUTEX_TID_MASK, c.child.pid, "the lock word holds the owner's TID (the C peer's pid)");
+      let result;
+      if (how.startsWith('lock() after')) {
+        c.child.kill('SIGKILL');
+        await c.done;
+        result = s.mx.lock(WAIT_MS);
+      } else if (how.startsWith('lock() asleep')) {
+        // The main thread blocks in lock(): a worker thread watches the lock word and kills the C peer
+        // once FUTEX_WAITERS shows that we sleep (glibc sets it before FUTEX_WAIT).
+        const killer = new Worker(
+          `const { parentPort, workerData: w } = require('node:worker_threads');
+          import(w.dist).then(({ SharedMemory }) => {
+            const shm = SharedMemory.open(w.name);
+            const i32 = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 64);
+            const pause = new Int32Array(new SharedArrayBuffer(4));
+            const deadline = Date.now() + w.ms;
+            while ((Atomics.load(i32, w.index) & 0x80000000) === 0) {
+              if (Date.now() > deadline) { parentPort.postMessage('FUTEX_WAITERS never appeared'); return; }
+              Atomics.wait(pause, 0, 0, 1);
+            }
+            process.kill(w.pid, 'SIGKILL');
+            parentPort.postMessage('killed');
+            shm.close();
+          });`,
+          { eval: true, workerData: { dist: DIST, name: s.name, index: I.lock, pid: c.child.pid, ms: WAIT_MS / 2 } },
+        );
+        const said = new Promise((resolve, reject) => killer.once('message', resolve).once('error', reject));
+        try {
+          result = s.mx.lock(WAIT_MS);
+        } catch (err) {
+          err.message += ` (killer: ${await said})`;
+          throw err;
+        }
+        assert.equal(await said, 'killed');
+        await killer.terminate();
+      } else {
+        const p = s.mx.lockAsync(WAIT_MS);
+        await until(() => (s.lockWord() & FUTEX_WAITERS) !== 0, [c], 'lockAsync announcing itself with FUTEX_WAITERS');
+        c.child.kill('SIGKILL');
+        result = await p;
+      }
+      assert.equal(result, 'owner-died');
+      assertKilled(await c.done);
+      assert.equal(s.text(), 'half-written by C', "the dead owner's data is there to repair");
+      s.setText('repaired by Node');
+      s.mx.markConsistent();
+      s.mx.unlock();
+      assert.equal(s.mx.lock(1000), 'acquired', 'consistent again');
+      s.mx.unlock();
+      assertOk(await s.peer('check').done, /mutex-flags=0$/);
+    });
+  }
+
+  for (const how of ['wait', 'now']) {
+    const label = how === 'wait' ? 'asleep in pthread_mutex_lock when it dies' : 'calls pthread_mutex_lock after it died';
+    test(`Mutex: a Node owner is killed holding the lock; the C peer ${label}: EOWNERDEAD, pthread_mutex_consistent`, async (t) => {
+      const s = setup(t);
+      const k = s.nodeChild('hold', 'half-written by Node');
+      assert.equal(await s.ev.waitAsync(WAIT_MS), true, `the Node child did not set the event: ${k.stderr()}`);
+      let c;
+      if (how === 'wait') {
+        c = s.peer('lock-dead', 'wait', 'half-written by Node');
+        await s.ready(1, [c, k]);
+        await until(() => (s.lockWord() & FUTEX_WAITERS) !== 0, [c, k], 'the C peer announcing itself with FUTEX_WAITERS');
+        await asleepInFutex([c], 'the C peer asleep in the kernel');
+        k.child.kill('SIGKILL');
+      } else {
+        k.child.kill('SIGKILL');
+        await k.done;
+        c = s.peer('lock-dead', 'now', 'half-written by Node');
+      }
+      assertOk(await c.done, /^ok owner-died text="half-written by Node"$/);
+      assertKilled(await k.done);
+      assert.equal(s.text(), 'repaired by C');
+      assert.equal(s.mx.lock(1000), 'acquired', 'the C peer made it consistent');
+      s.mx.unlock();
+      assert.equal(Atomics.load(s.i32, I.mutexFlags), 0);
+    });
+  }
+
+  test("Mutex: Node unlocks after 'owner-died' without markConsistent; the C peer sees FLAGS bit 0 and ENOTRECOVERABLE", async (t) => {
+    const s = setup(t);
+    const k = s.nodeChild('hold', 'half-written by Node');
+    assert.equal(await s.ev.waitAsync(WAIT_MS), true, `the Node child did not set the event: ${k.stderr()}`);
+    k.child.kill('SIGKILL');
+    assertKilled(await k.done);
+    assert.equal(s.mx.lock(WAIT_MS), 'owner-died');
+    s.mx.unlock();
+    assert.equal(Atomics.load(s.i32, I.mutexFlags), 1);
+    assertOk(await s.peer('lock-unrecoverable').done, /^ok not-recoverable$/);
+  });
+
+  // ------------------------------------------------------------------------------------- Event
+
+  test('Event: three C peers sleep in FUTEX_WAIT with the sleepers protocol; one Node set() wakes them all', async (t) => {
+    const s = setup(t);
+    const peers = [s.peer('event-wait'), s.peer('event-wait'), s.peer('event-wait')];
+    await s.ready(3, peers);
+    await until(() => Atomics.load(s.i32, I.evSleepers) === 3, peers, 'three sleepers counted on the Event');
+    const observed = await asleepInFutex(peers, 'the C peers asleep in the kernel');
+    s.ev.set();
+    for (const p of peers) {
+      const slept = Number(assertOk(await p.done, /^ok event-wait slept=(\d+)$/)[1]);
+      if (observed) assert.ok(slept >= 1, `${p.label} was asleep in FUTEX_WAIT, so set() had to wake it`);
+    }
+    assert.equal(Atomics.load(s.i32, I.evSleepers), 0, 'every C waiter took itself off the sleepers count');
+    assert.equal(s.ev.isSet, true);
+  });
+
+  for (const how of ['waitAsync', 'wait']) {
+    test(`Event: Node ${how}()s, the C peer sets it (store 1, FUTEX_WAKE when sleepers > 0)`, async (t) => {
+      const s = setup(t);
+      const c = s.peer('event-set', 1);
+      const [ok, ms] = await timed(() => (how === 'wait' ? s.ev.wait(WAIT_MS) : s.ev.waitAsync(WAIT_MS)));
+      assert.equal(ok, true, `the event was not set: ${c.stderr()}`);
+      assert.ok(ms < PROMPT_MS, `${how}() returned only after ${Math.round(ms)} ms: the C peer's set() did not wake it`);
+      const woke = Number(assertOk(await c.done, /^ok event-set woke=(\d+)$/)[1]);
+      t.diagnostic(`the C peer's FUTEX_WAKE woke ${woke}`);
+      assert.equal(Atomics.load(s.i32, I.evState), 1);
+      assert.equal(Atomics.load(s.i32, I.evSleepers), 0);
+      // and again after reset: set() from C is seen by the next wait too
+      s.ev.reset();
+      const c2 = s.peer('event-set', 1);
+      const [ok2, ms2] = await timed(() => (how === 'wait' ? s.ev.waitAsync(WAIT_MS) : s.ev.wait(WAIT_MS)));
+      assert.equal(ok2, true, c2.stderr());
+      assert.ok(ms2 < PROMPT_MS, `the wait after reset() returned only after ${Math.round(ms2)} ms: not woken`);
+      assertOk(await c2.done, /^ok event-set/);
+    });
+  }
+
+  // ------------------------------------------------------------------------------------- Semaphore
+
+  test(`Semaphore: the C peer posts ${SEM_ITEMS} items in batches; Node takes them with wait/waitAsync, in order`, async (t) => {
+    const s = setup(t);
+    const seed = 0x2545f491;
+    const c = s.peer('sem-post', SEM_ITEMS, seed);
+    let x = seed;
+    let empty = 0;
+    for (let i = 0; i < SEM_ITEMS; i++) {
+      if (s.sem.value === 0) empty++;
+      const [ok, ms] = await timed(() => (i % 2 === 0 ? s.sem.wait(WAIT_MS) : s.sem.waitAsync(WAIT_MS)));
+      assert.equal(ok, true, `item ${i}: the semaphore was not posted; ${c.stderr()}`);
+      assert.ok(ms < PROMPT_MS, `item ${i}: the wait returned only after ${Math.round(ms)} ms: the C peer's post did not wake it`);
+      x = xorshift32(x);
+      const got = s.i32[I.slots + i] >>> 0;
+      assert.equal(got, x, `item ${i} at offset ${LAYOUT.slots + 4 * i}: 0x${got.toString(16)}, expected 0x${x.toString(16)}`);
+    }
+    assertOk(await c.done, new RegExp(`^ok sem-post k=${SEM_ITEMS}$`));
+    assert.equal(s.sem.tryWait(), false, 'exactly as many posts as items');
+    assert.equal(Atomics.load(s.i32, I.semSleepers), 0);
+    t.diagnostic(`Node found the semaphore empty ${empty} times`);
+    assert.ok(empty >= SEM_ITEMS / 50, `Node found the semaphore empty only ${empty} times: the C peer did not wait for it to sleep`);
+  });
+
+  test(`Semaphore: Node posts ${SEM_ITEMS} items in batches; the C peer takes them (sleepers, FUTEX_WAIT) and verifies`, async (t) => {
+    const s = setup(t);
+    const seed = 0x9e3779b9;
+    const c = s.peer('sem-take', SEM_ITEMS, seed);
+    let x = seed;
+    let observed = 0;
+    for (let i = 0, nextPause = 0; i < SEM_ITEMS; ) {
+      if (i >= nextPause) {
+        // Now and then let it run dry and fall asleep, so that post() must wake it.
+        await until(() => Atomics.load(s.i32, I.semValue) === 0 && Atomics.load(s.i32, I.semSleepers) === 1, [c], `the C peer took all and counted as a sleeper before item ${i}`);
+        if (await asleepInFutex([c], `the C peer asleep in the kernel before item ${i}`)) observed++;
+        nextPause += 50;
+      }
+      const batch = Math.min(1 + (i % 3), SEM_ITEMS - i);
+      for (let j = 0; j < batch; j++) s.i32[I.slots + i + j] = x = xorshift32(x);
+      s.sem.post(batch);
+      i += batch;
+    }
+    const slept = Number(assertOk(await c.done, new RegExp(`^ok sem-take k=${SEM_ITEMS} slept=(\\d+)$`))[1]);
+    t.diagnostic(`the C peer slept ${slept} times, ${observed} of them seen in /proc/PID/wchan`);
+    assert.ok(slept >= observed, `the C peer was seen asleep ${observed} times, so post() had to wake it as often, but it slept ${slept} times`);
+    assert.equal(s.sem.value, 0);
+    assert.equal(Atomics.load(s.i32, I.semSleepers), 0);
+  });
+
+  // ------------------------------------------------------------------------------------- plain words
+
+  for (const how of ['wait', 'waitAsync']) {
+    test(`plain futex word: 3000 rounds of ping-pong, Node ${how}/notify against C FUTEX_WAIT/FUTEX_WAKE`, async (t) => {
+      const s = setup(t);
+      const rounds = 3000;
+      const seed = 0x1234567;
+      const c = s.peer('pingpong', rounds, seed);
+      const { i32 } = s;
+      let x = seed;
+      let sleeps = 0;
+      for (let r = 0; r < rounds; r++) {
+        x = xorshift32(x);
+        i32[I.data] = x;
+        Atomics.store(i32, I.turn, 2 * r + 1);
+        notify(i32, I.turn);
+        const want = 2 * r + 2;
+        for (;;) {
+          const seen = Atomics.load(i32, I.turn); // read once: compare and sleep on the same value
+          if (seen === want) break;
+          assert.equal(seen, want - 1, `round ${r}: turn`);
+          const res = how === 'wait' ? wait(i32, I.turn, seen, WAIT_MS) : await waitAsync(i32, I.turn, seen, WAIT_MS);
+          assert.notEqual(res, 'timed-out', `round ${r}: the C peer did not answer; ${c.stderr()}`);
+          if (res === 'ok') sleeps++;
+        }
+        const got = i32[I.data] >>> 0;
+        assert.equal(got, ~x >>> 0, `round ${r}: data 0x${got.toString(16)}, expected ~0x${x.toString(16)}`);
+      }
+      const m = assertOk(await c.done, new RegExp(`^ok pingpong rounds=${rounds} slept=(\\d+)$`));
+      t.diagnostic(`Node slept ${sleeps} times, the C peer ${m[1]} times`);
+      assert.ok(sleeps > 0, 'Node never slept: the test did not exercise the wake');
+    });
+  }
+});
