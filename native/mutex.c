@@ -55,6 +55,23 @@ static void held_remove(napi_env env, pthread_mutex_t* m) {
   pthread_mutex_unlock(&g_held_mu);
 }
 
+/* mutexHeldIn(addr, length) -> how many mutexes inside [addr, addr+length) this environment holds. */
+napi_value js_mutex_held_in(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  void* addr;
+  uint64_t len;
+  if (!get_args(env, info, 2, argv) || !get_ptr(env, argv[0], &addr) || !get_u64(env, argv[1], &len)) return NULL;
+  uintptr_t start = (uintptr_t)addr;
+  int32_t n = 0;
+  pthread_mutex_lock(&g_held_mu);
+  for (held_t* h = g_held; h != NULL; h = h->next) {
+    uintptr_t m = (uintptr_t)h->m;
+    if (h->env == env && m >= start && m - start < len) n++;
+  }
+  pthread_mutex_unlock(&g_held_mu);
+  return make_i32(env, n);
+}
+
 void mutex_env_teardown(void* env) {
 #ifdef __GLIBC__
   uint32_t tid = (uint32_t)syscall(SYS_gettid);

@@ -61,6 +61,8 @@ export interface NativeBinding {
   mutexTryLock(addr: bigint): Status;
   mutexUnlock(addr: bigint): Status;
   mutexConsistent(addr: bigint): Status;
+  /** How many mutexes inside [addr, addr+length) this environment (thread) holds. */
+  mutexHeldIn(addr: bigint, length: number): number;
   /** sizeof/alignof pthread_mutex_t and the offset of its futex word (-1 when unknown). */
   readonly mutexLayout: { readonly size: number; readonly align: number; readonly lockWordOffset: number };
   /** Install the SIGBUS handler (again: put it back after something replaced it). */

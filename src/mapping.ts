@@ -167,7 +167,9 @@ const faultCount: Int32Array | null = ((ab) => (ab === null ? null : new Int32Ar
 
 const finalizer = new FinalizationRegistry<Region>((region) => {
   // The Mapping and every view of it are unreachable: nothing can touch these addresses any more.
-  if (!region.released && region.pending === 0) release(region);
+  // Except glibc: a robust mutex this thread still holds in there is on the thread's robust list,
+  // and the next lock would write into it. Such memory stays mapped until the thread exits.
+  if (!region.released && region.pending === 0 && native.mutexHeldIn(region.addr, region.length) === 0) release(region);
 });
 
 /** munmap: the addresses go back to the system. */
@@ -335,6 +337,12 @@ export class Mapping implements Disposable {
   unmap(): void {
     const region = this.#region;
     if (region.closed) return;
+    const held = native.mutexHeldIn(region.addr, region.length);
+    if (held > 0) {
+      // glibc keeps every robust mutex a thread holds on a per-thread list and writes into it on the
+      // next lock: unmapping it would crash the process then.
+      throw mmapkitError('ERR_MMAP_BUSY', `Cannot unmap memory holding ${held} Mutex${held > 1 ? 'es' : ''} that this thread has locked: unlock first`);
+    }
     this.#detachViews();
     this.#faulted = this.faulted;
     region.closed = true;

@@ -293,9 +293,14 @@ export class SharedMemory implements Disposable {
   }
 
   #remap(): void {
-    const old = this.#mapping!;
-    this.#mapping = map(this.#fd, { access: this.access });
-    old.unmap();
+    const fresh = map(this.#fd, { access: this.access });
+    try {
+      this.#mapping!.unmap();
+    } catch (err) {
+      fresh.unmap();
+      throw err;
+    }
+    this.#mapping = fresh;
   }
 
   #check(what: string): void {

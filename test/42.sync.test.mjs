@@ -289,3 +289,36 @@ test("robust mutex: a worker that ends holding the lock, and a process that exit
   mx.unlock();
   shm.close();
 });
+
+test('memory holding a locked Mutex is not unmapped under it (glibc would crash the next lock)', async () => {
+  const a = SharedMemory.anonymous(4096);
+  const b = SharedMemory.anonymous(4096);
+  const ma = Mutex.create(a, 0);
+  const mb = Mutex.create(b, 0);
+  ma.lock();
+  throwsCode(() => a.close(), 'ERR_MMAP_BUSY', 'MmapkitError');
+  throwsCode(() => a.mapping.unmap(), 'ERR_MMAP_BUSY', 'MmapkitError');
+  throwsCode(() => a.resize(8192), 'ERR_MMAP_BUSY', 'MmapkitError');
+  assert.equal(a.closed, false);
+  assert.equal(a.size, 4096, 'resize left it as it was');
+  assert.equal(mb.lock(), 'acquired', 'locking another mutex still works');
+  mb.unlock();
+  ma.unlock();
+  a.close();
+  b.close();
+  // Dropped while locked: the garbage collector must leave that memory mapped.
+  const r = (await import('./helpers.mjs')).runNode(`
+    import { SharedMemory, Mutex } from ${JSON.stringify((await import('./helpers.mjs')).distUrl)};
+    import { readFileSync } from 'node:fs';
+    const mapped = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('memfd:')).length;
+    const settle = async () => { for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); } };
+    (() => { Mutex.create(SharedMemory.anonymous(4096)).lock(); })();
+    (() => { Mutex.create(SharedMemory.anonymous(4096)).lock(); Mutex.create(SharedMemory.anonymous(4096)); })();
+    await settle();
+    const kept = mapped();
+    const other = Mutex.create(SharedMemory.anonymous(4096));
+    console.log(JSON.stringify({ kept, lock: other.lock() }));
+  `, { nodeArgs: ['--expose-gc'] });
+  assert.equal(r.signal, null, `killed by ${r.signal}`);
+  assert.deepEqual(JSON.parse(r.stdout), { kept: 2, lock: 'acquired' }, r.stderr);
+});
