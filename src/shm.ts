@@ -67,6 +67,15 @@ export function validateShmName(name: unknown, argName = 'name'): string {
 
 const kCreate = Symbol('mmapkit.shm.create');
 
+/** Closes the descriptor of a SharedMemory that was dropped without close() (its mapping has its own). */
+const fdFinalizer = new FinalizationRegistry<number>((fd) => {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed by someone else: nothing to release
+  }
+});
+
 /**
  * A shared memory object and its mapping. Disposable: `close()` unmaps it and closes its descriptor
  * (the object itself lives on until it is unlinked and no process has it open or mapped).
@@ -87,6 +96,7 @@ export class SharedMemory implements Disposable {
     this.access = access;
     try {
       this.#mapping = map(fd, { access });
+      fdFinalizer.register(this, fd, this);
     } catch (err) {
       closeSync(fd);
       if ((err as { code?: string }).code === 'ERR_MMAP_EMPTY_FILE') {
@@ -277,6 +287,7 @@ export class SharedMemory implements Disposable {
     if (this.#mapping === undefined) return;
     this.#mapping.unmap();
     this.#mapping = undefined;
+    fdFinalizer.unregister(this);
     closeSync(this.#fd);
     this.#fd = -1;
   }

@@ -234,3 +234,18 @@ test('childOptions does not pass on entries this process inherited from its own 
     else process.env[INHERIT_ENV] = saved;
   }
 });
+
+test('a SharedMemory dropped without close() gives its descriptor back to the garbage collector', async () => {
+  const { runNode, distUrl } = await import('./helpers.mjs');
+  const r = runNode(`
+    import { SharedMemory } from ${JSON.stringify(distUrl)};
+    import { readdirSync } from 'node:fs';
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    for (let i = 0; i < 200; i++) SharedMemory.anonymous(4096);
+    for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); }
+    console.log(fds() - before);
+  `, { nodeArgs: ['--expose-gc'] });
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(Number(r.stdout) < 10, `descriptors left open: ${r.stdout}`);
+});
