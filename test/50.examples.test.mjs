@@ -2,12 +2,13 @@
 // each process printed, what ended up in the files, exit codes. Needs `npx tsc -p .` (dist/cli/).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { tempDir } from './helpers.mjs';
+import { SharedMemory, Event, map } from '../dist/index.js';
+import { distUrl, tempDir } from './helpers.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const EXAMPLES = join(ROOT, 'examples');
@@ -27,6 +28,100 @@ function node(file, args = [], { env, cwd } = {}) {
   return r;
 }
 const example = (name, args, options) => node(join(EXAMPLES, name), args, options);
+
+/**
+ * Start `node examples/NAME args...` without waiting: for two processes that run at the same time.
+ * Killed after TIMEOUT (and when the test ends). `waitFor(pattern)` resolves when a stdout line
+ * matches, and fails the test if the process ends first; `exited` resolves to a spawnSync-like result.
+ */
+function startExample(t, name, args = [], { env } = {}) {
+  const proc = spawn(process.execPath, [join(EXAMPLES, name), ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+    cwd: ROOT,
+  });
+  let stdout = '';
+  let stderr = '';
+  const watchers = new Set();
+  proc.stdout.setEncoding('utf8').on('data', (d) => {
+    stdout += d;
+    for (const w of watchers) w();
+  });
+  proc.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+  const killer = setTimeout(() => proc.kill('SIGKILL'), TIMEOUT);
+  const exited = new Promise((resolve, reject) => {
+    proc.once('error', reject);
+    proc.once('close', (status, signal) => {
+      clearTimeout(killer);
+      for (const w of watchers) w();
+      resolve({ status, signal, stdout, stderr, pid: proc.pid });
+    });
+  });
+  t.after(() => proc.kill('SIGKILL'));
+  const waitFor = (pattern) =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        if (pattern.test(stdout)) {
+          watchers.delete(check);
+          resolve();
+        } else if (proc.exitCode !== null || proc.signalCode !== null) {
+          watchers.delete(check);
+          reject(new Error(`${name} ended without printing ${pattern}\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+        }
+      };
+      watchers.add(check);
+      check();
+    });
+  return { proc, exited, waitFor, output: () => stdout };
+}
+
+/** A fresh shared memory name, removed (if it still exists) when the test ends, pass or fail. */
+function shmName(t, tag) {
+  const name = `mmapkit-test-ex-${tag}-${process.pid}-${randomBytes(4).toString('hex')}`;
+  t.after(() => {
+    try {
+      SharedMemory.unlink(name);
+    } catch (err) {
+      if (err.code !== 'ENOENT') throw err;
+    }
+  });
+  return name;
+}
+const shmExists = (name) => existsSync(`/dev/shm/${name.replace(/^\//, '')}`);
+
+/** Whether process `pid` is gone (or a zombie nobody reaped), waiting up to 2 s for it to go. */
+function gone(pid) {
+  const until = Date.now() + 2000;
+  for (;;) {
+    let state;
+    try {
+      state = /\) (\S)/.exec(readFileSync(`/proc/${pid}/stat`, 'utf8'))?.[1];
+    } catch {
+      return true; // no /proc entry: gone
+    }
+    if (state === 'Z' || state === 'X') return true;
+    if (Date.now() > until) return false;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
+}
+
+/** Index of the first stdout line starting with `prefix`; fails the test when there is none. */
+function lineIndex(stdout, prefix) {
+  const i = stdout.split('\n').findIndex((l) => l.startsWith(prefix));
+  assert.ok(i !== -1, `no line starting with ${prefix} in:\n${stdout}`);
+  return i;
+}
+
+/** Assert that the lines starting with these prefixes come in this order. */
+function inOrder(stdout, ...prefixes) {
+  const at = prefixes.map((p) => lineIndex(stdout, p));
+  for (let i = 1; i < at.length; i++) {
+    assert.ok(at[i - 1] < at[i], `"${prefixes[i - 1]}" should come before "${prefixes[i]}" in:\n${stdout}`);
+  }
+}
+
+/** A preload body that makes Event.set() do nothing, in the process where the tamper applies. */
+const EVENT_SET_DOES_NOTHING = `const { Event } = await import(${JSON.stringify(distUrl)}); Event.prototype.set = function () {};`;
 const cli = (args, options) => node(CLI, args, options);
 
 /**
@@ -139,6 +234,113 @@ test('01: the parent gives up on a child that hangs, after 10 s', (t) => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// 01-parent-child-wait.mjs
+
+test('01-wait: the parent reads the greeting while the child waits; the child reads the reply', (t) => {
+  const tmp = tempDir(t);
+  const r = example('01-parent-child-wait.mjs', [], { env: { TMPDIR: tmp } });
+  exits(r, 0);
+  const greeting = quoted(r.stdout, '[child] wrote its greeting:');
+  assert.match(greeting, /^Hello parent, this is your child \(pid \d+\)!$/);
+  assert.equal(quoted(r.stdout, "[parent] read the child's greeting:"), greeting);
+  const reply = quoted(r.stdout, '[parent] wrote its reply:');
+  assert.match(reply, /^Hello child, parent \d+ here/);
+  assert.equal(quoted(r.stdout, "[child] read the parent's reply:"), reply);
+  const childPid = /^\[child\] pid (\d+)/m.exec(r.stdout)?.[1];
+  assert.ok(childPid, r.stdout);
+  assert.match(r.stdout, new RegExp(`^\\[parent\\] woke up: GREETING_WRITTEN is set and the child \\(pid ${childPid}\\) is still running`, 'm'));
+  // The handshake, in causal order (one pipe: each side prints before it sets its event).
+  inOrder(
+    r.stdout,
+    '[child] wrote its greeting:',
+    '[child] setting GREETING_WRITTEN',
+    '[parent] woke up:',
+    "[parent] read the child's greeting:",
+    '[parent] setting REPLY_WRITTEN',
+    '[child] woke up: REPLY_WRITTEN is set',
+    "[child] read the parent's reply:",
+    `[parent] child ${childPid} exited with code 0`,
+  );
+  assert.match(r.stdout.trim().split('\n').at(-1), /^\[parent\] child \d+ exited with code 0$/);
+  assert.equal(r.stderr, '');
+  assert.deepEqual(readdirSync(tmp), [], 'the temporary file is removed');
+});
+
+test('01-wait: with a FILE argument, the greeting, the reply and both events are in the file afterwards', (t) => {
+  const file = join(tempDir(t), 'shared.bin');
+  writeFileSync(file, Buffer.alloc(4096, 0x41)); // leftovers of an earlier run: cleared by the parent
+  const r = example('01-parent-child-wait.mjs', [file]);
+  exits(r, 0);
+  const data = readFileSync(file);
+  const cstring = (offset) => data.toString('utf8', offset, data.indexOf(0, offset));
+  assert.equal(cstring(1024), quoted(r.stdout, '[child] wrote its greeting:'));
+  assert.equal(cstring(2048), quoted(r.stdout, '[parent] wrote its reply:'));
+  const m = map(file, { access: 'write' });
+  try {
+    assert.equal(Event.attach(m, 0).isSet, true, 'GREETING_WRITTEN');
+    assert.equal(Event.attach(m, 32).isSet, true, 'REPLY_WRITTEN');
+  } finally {
+    m.unmap();
+  }
+});
+
+test('01-wait: a child that exits without its greeting is noticed at once, not after the timeout', (t) => {
+  const env = tamper(t, '01-parent-child-wait.mjs', 'process.exit(0);', '--child');
+  const tmp = tempDir(t);
+  const started = Date.now();
+  const r = example('01-parent-child-wait.mjs', [], { env: { ...env, TMPDIR: tmp } }); // default 10 s timeout
+  const elapsed = Date.now() - started;
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: the child \(pid \d+\) exited with code 0 before setting GREETING_WRITTEN$/m);
+  assert.ok(elapsed < 5000, `took ${elapsed} ms: the parent slept until its timeout`);
+  assert.deepEqual(readdirSync(tmp), []);
+});
+
+test('01-wait: a child that hangs is killed after MMAPKIT_WAIT_TIMEOUT', (t) => {
+  const env = tamper(t, '01-parent-child-wait.mjs', 'setInterval(() => {}, 1000); await new Promise(() => {});', '--child');
+  const tmp = tempDir(t);
+  const started = Date.now();
+  const r = example('01-parent-child-wait.mjs', [], { env: { ...env, TMPDIR: tmp, MMAPKIT_WAIT_TIMEOUT: '1000' } });
+  const elapsed = Date.now() - started;
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: the child \(pid \d+\) did not set GREETING_WRITTEN within 1 s; killed it$/m);
+  assert.ok(elapsed >= 900 && elapsed < 10_000, `gave up after ${elapsed} ms`);
+  const pid = Number(/\(pid (\d+)\)/.exec(r.stderr)[1]);
+  assert.ok(gone(pid), `the child ${pid} is still running`);
+  assert.deepEqual(readdirSync(tmp), []);
+});
+
+test('01-wait: a parent that never replies: the child times out, and the parent reports its failure', (t) => {
+  const env = tamper(t, '01-parent-child-wait.mjs', `if (!process.argv.includes('--child')) { ${EVENT_SET_DOES_NOTHING} }`);
+  const r = example('01-parent-child-wait.mjs', [], { env: { ...env, TMPDIR: tempDir(t), MMAPKIT_WAIT_TIMEOUT: '1000' } });
+  exits(r, 1);
+  cleanError(r, /^\[child\] error: the parent did not set REPLY_WRITTEN within 1 s$/m);
+  cleanError(r, /^\[parent\] error: the child \(pid \d+\) failed: it exited with code 1$/m);
+  assert.doesNotMatch(r.stdout, /\[child\] read the parent's reply/);
+});
+
+test('01-wait: errors exit 1 with a clear message; bad usage exits 2', (t) => {
+  const dir = tempDir(t);
+  let r = example('01-parent-child-wait.mjs', ['a', 'b']);
+  exits(r, 2);
+  assert.match(r.stderr, /usage:/);
+  r = example('01-parent-child-wait.mjs', ['--child']);
+  exits(r, 1);
+  cleanError(r, /^\[child\] error: --child needs the path/m);
+  // The child alone, on a file without events: attach checks the header.
+  writeFileSync(join(dir, 'blank.bin'), Buffer.alloc(4096));
+  r = example('01-parent-child-wait.mjs', ['--child', join(dir, 'blank.bin')]);
+  exits(r, 1);
+  cleanError(r, /^\[child\] error: No Event here: magic is 0x0/m);
+  r = example('01-parent-child-wait.mjs', [join(dir, 'no', 'dir', 'f.bin')]);
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: ENOENT/m);
+  r = example('01-parent-child-wait.mjs', [], { env: { MMAPKIT_WAIT_TIMEOUT: 'soon', TMPDIR: dir } });
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: MMAPKIT_WAIT_TIMEOUT must be a positive integer \(milliseconds\), not "soon"$/m);
+});
+
+// ---------------------------------------------------------------------------------------------
 // 02-unrelated-writer.mjs / 02-unrelated-reader.mjs
 
 test('02: the reader prints the message the writer left, in the agreed layout', (t) => {
@@ -217,6 +419,156 @@ test('02: the reader fails clearly on a missing, empty, blank or corrupt file; u
   exits(example('02-unrelated-writer.mjs', []), 2);
   exits(example('02-unrelated-reader.mjs', []), 2);
   exits(example('02-unrelated-reader.mjs', ['a', 'b']), 2);
+});
+
+// ---------------------------------------------------------------------------------------------
+// 02-unrelated-wait-writer.mjs / 02-unrelated-wait-reader.mjs
+
+for (const order of ['writer first', 'reader first']) {
+  test(`02-wait: ${order}: the message arrives, the reader acknowledges, the writer removes the name`, async (t) => {
+    const name = shmName(t, 'order');
+    const message = `héllo ✓ ${order} ${randomBytes(4).toString('hex')}`;
+    let reader;
+    let writer;
+    if (order === 'writer first') {
+      writer = startExample(t, '02-unrelated-wait-writer.mjs', [name, message]);
+      await writer.waitFor(/^\[writer\] set WRITTEN; waiting for the reader to set READ \(at most 10 s\)$/m);
+      assert.ok(shmExists(name), 'the writer created the name');
+      reader = startExample(t, '02-unrelated-wait-reader.mjs', [name]);
+    } else {
+      reader = startExample(t, '02-unrelated-wait-reader.mjs', [name]);
+      await reader.waitFor(/^\[reader\] \S+ does not exist yet: waiting for the writer/m);
+      // --delay: the reader opens the memory before the message is there, and sleeps on WRITTEN.
+      writer = startExample(t, '02-unrelated-wait-writer.mjs', ['--delay', '1000', name, message]);
+    }
+    const [r, w] = await Promise.all([reader.exited, writer.exited]);
+    exits(r, 0);
+    exits(w, 0);
+    assert.equal(quoted(w.stdout, '[writer] wrote'), message);
+    assert.equal(quoted(r.stdout, '[reader] read'), message);
+    assert.match(r.stdout, new RegExp(`^\\[reader\\] pid ${r.pid} opened /${name} \\(4096 bytes\\), created by writer pid ${w.pid}$`, 'm'));
+    assert.match(w.stdout, new RegExp(`^\\[writer\\] the reader \\(pid ${r.pid}\\) set READ: message delivered$`, 'm'));
+    inOrder(w.stdout, '[writer] wrote', '[writer] set WRITTEN', '[writer] the reader', `[writer] removed the name /${name}`);
+    if (order === 'writer first') {
+      assert.doesNotMatch(r.stdout, /does not exist yet/);
+      inOrder(r.stdout, '[reader] pid', '[reader] WRITTEN is already set', '[reader] read', '[reader] setting READ');
+    } else {
+      inOrder(
+        r.stdout,
+        '[reader] ',
+        '[reader] pid',
+        '[reader] waiting for the writer to set WRITTEN',
+        '[reader] woke up: WRITTEN is set',
+        '[reader] read',
+        '[reader] setting READ',
+      );
+      assert.match(r.stdout.split('\n')[0], /does not exist yet/);
+    }
+    assert.equal(r.stderr, '');
+    assert.equal(w.stderr, '');
+    assert.equal(shmExists(name), false, 'the writer removed the name');
+  });
+}
+
+test('02-wait: a message larger than a page, and names with and without the leading slash', async (t) => {
+  const name = shmName(t, 'big');
+  const big = 'y'.repeat(10_000) + 'END';
+  const writer = startExample(t, '02-unrelated-wait-writer.mjs', [`/${name}`, big]);
+  await writer.waitFor(/waiting for the reader/);
+  const r = example('02-unrelated-wait-reader.mjs', [name]);
+  exits(r, 0);
+  const w = await writer.exited;
+  exits(w, 0);
+  assert.match(w.stdout, new RegExp(`created /${name} \\(${76 + big.length} bytes\\)`));
+  assert.equal(quoted(r.stdout, '[reader] read'), big);
+  assert.equal(shmExists(name), false);
+});
+
+test('02-wait: the reader alone gives up after MMAPKIT_WAIT_TIMEOUT with a clear message', (t) => {
+  const name = shmName(t, 'alone');
+  const started = Date.now();
+  const r = example('02-unrelated-wait-reader.mjs', [name], { env: { MMAPKIT_WAIT_TIMEOUT: '500' } });
+  const elapsed = Date.now() - started;
+  exits(r, 1);
+  assert.match(r.stdout, new RegExp(`^\\[reader\\] ${name} does not exist yet: waiting for the writer \\(retrying every 20 ms, at most 0.5 s\\)$`, 'm'));
+  cleanError(r, new RegExp(`^\\[reader\\] error: no writer set up ${name} within 0.5 s: start 02-unrelated-wait-writer\\.mjs with the same NAME$`, 'm'));
+  assert.ok(elapsed >= 450 && elapsed < 10_000, `gave up after ${elapsed} ms`);
+  assert.equal(shmExists(name), false, 'the reader never creates the name');
+});
+
+test('02-wait: the reader retries on memory that exists but is not set up, then gives up', (t) => {
+  const name = shmName(t, 'blank');
+  const shm = SharedMemory.create(name, 4096); // zeros: no events there
+  t.after(() => shm.close());
+  const r = example('02-unrelated-wait-reader.mjs', [name], { env: { MMAPKIT_WAIT_TIMEOUT: '500' } });
+  exits(r, 1);
+  assert.match(r.stdout, /^\[reader\] \S+ is not set up yet: waiting for the writer/m);
+  cleanError(r, /^\[reader\] error: no writer set up \S+ within 0\.5 s/m);
+});
+
+test('02-wait: the writer alone gives up after MMAPKIT_WAIT_TIMEOUT and still removes the name', (t) => {
+  const name = shmName(t, 'nobody');
+  const r = example('02-unrelated-wait-writer.mjs', [name, 'anyone?'], { env: { MMAPKIT_WAIT_TIMEOUT: '500' } });
+  exits(r, 1);
+  cleanError(r, /^\[writer\] error: no reader acknowledged the message within 0\.5 s$/m);
+  assert.match(r.stdout, new RegExp(`^\\[writer\\] removed the name /${name}$`, 'm'));
+  assert.equal(shmExists(name), false);
+});
+
+test('02-wait: the writer refuses an existing name and leaves it alone', (t) => {
+  const name = shmName(t, 'taken');
+  const shm = SharedMemory.create(name, 4096);
+  t.after(() => shm.close());
+  shm.buffer.write('not yours');
+  const r = example('02-unrelated-wait-writer.mjs', [name, 'x']);
+  exits(r, 1);
+  cleanError(r, new RegExp(`^\\[writer\\] error: /${name} already exists: another writer is using it, or one was killed before removing it \\(rm /dev/shm/${name}\\)$`, 'm'));
+  assert.ok(shmExists(name), 'the name is still there');
+  assert.equal(shm.buffer.toString('utf8', 0, 9), 'not yours');
+});
+
+test('02-wait: a name left by a killed writer is reported at once, not after the timeout', async (t) => {
+  const name = shmName(t, 'stale');
+  const writer = startExample(t, '02-unrelated-wait-writer.mjs', ['--delay', '30000', name, 'never']);
+  await writer.waitFor(/taking 30000 ms to prepare the message/);
+  writer.proc.kill('SIGKILL');
+  const w = await writer.exited;
+  assert.equal(w.signal, 'SIGKILL');
+  assert.ok(shmExists(name), 'a killed writer cannot remove its name');
+  const started = Date.now();
+  const r = example('02-unrelated-wait-reader.mjs', [name]); // default 10 s timeout
+  exits(r, 1);
+  cleanError(r, new RegExp(`^\\[reader\\] error: /${name} was left behind by writer pid ${w.pid}, which is no longer running: remove it \\(rm /dev/shm/${name}\\)`, 'm'));
+  assert.ok(Date.now() - started < 5000, 'the reader did not wait for its timeout');
+});
+
+test('02-wait: bad names, timeouts and usage', (t) => {
+  let r = example('02-unrelated-wait-reader.mjs', ['a/b']);
+  exits(r, 1);
+  cleanError(r, /^\[reader\] error: The argument 'name' must not contain a slash/m);
+  r = example('02-unrelated-wait-writer.mjs', ['a/b']);
+  exits(r, 1);
+  cleanError(r, /^\[writer\] error: The argument 'name' must not contain a slash/m);
+  const name = shmName(t, 'env');
+  r = example('02-unrelated-wait-writer.mjs', [name], { env: { MMAPKIT_WAIT_TIMEOUT: '0' } });
+  exits(r, 1);
+  cleanError(r, /MMAPKIT_WAIT_TIMEOUT must be a positive integer/);
+  assert.equal(shmExists(name), false, 'nothing created on a bad setting');
+  r = example('02-unrelated-wait-reader.mjs', [name], { env: { MMAPKIT_WAIT_TIMEOUT: '-5' } });
+  exits(r, 1);
+  cleanError(r, /MMAPKIT_WAIT_TIMEOUT must be a positive integer/);
+
+  for (const args of [[], ['--delay'], ['--delay', 'x', name], ['--delay', '-1', name], [name, 'msg', 'extra'], ['-n']]) {
+    r = example('02-unrelated-wait-writer.mjs', args);
+    exits(r, 2);
+    assert.match(r.stderr, /^usage: node examples\/02-unrelated-wait-writer\.mjs \[--delay MS\] NAME \[MESSAGE\]$/m, args.join(' '));
+  }
+  for (const args of [[], ['a', 'b'], ['-x']]) {
+    r = example('02-unrelated-wait-reader.mjs', args);
+    exits(r, 2);
+    assert.match(r.stderr, /^usage: node examples\/02-unrelated-wait-reader\.mjs NAME$/m);
+  }
+  assert.equal(shmExists(name), false);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -323,35 +675,150 @@ test('03: errors exit 1 with a clear message and leave the source alone; bad usa
 });
 
 // ---------------------------------------------------------------------------------------------
+// 04-anonymous-shm.mjs
+
+test('04: the child writes into anonymous shared memory it inherited; the parent, asleep on a word, reads it', () => {
+  const r = example('04-anonymous-shm.mjs');
+  exits(r, 0);
+  assert.match(r.stdout, /^\[parent\] pid \d+ created 4096 bytes of anonymous shared memory \(fd \d+: \/memfd:mmapkit \(deleted\); no name in \/dev\/shm\)$/m);
+  assert.match(r.stdout, /^\[child\] pid \d+ attached the memory its parent handed over \(\/memfd:mmapkit \(deleted\), 4096 bytes\)$/m);
+  // The child saw the parent's note: it is the same memory.
+  assert.equal(quoted(r.stdout, "[child] saw the parent's note:"), quoted(r.stdout, '[parent] wrote a note:'));
+  const message = quoted(r.stdout, '[child] wrote its message:');
+  assert.match(message, /^Hello parent, this is your child \(pid \d+\)/);
+  assert.equal(quoted(r.stdout, '[parent] read from the shared memory:'), message);
+  const parentPid = /^\[parent\] pid (\d+)/m.exec(r.stdout)?.[1];
+  const childPid = /^\[child\] pid (\d+)/m.exec(r.stdout)?.[1];
+  assert.ok(parentPid && childPid && parentPid !== childPid, r.stdout);
+  inOrder(
+    r.stdout,
+    '[parent] starting the child',
+    '[child] wrote its message:',
+    '[child] storing WRITTEN',
+    '[parent] woke up: the state word is WRITTEN',
+    '[parent] read from the shared memory:',
+    `[parent] child ${childPid} exited with code 0`,
+  );
+  assert.equal(r.stderr, '');
+});
+
+test('04: a child that exits without writing is noticed at once, not after the timeout', (t) => {
+  const env = tamper(t, '04-anonymous-shm.mjs', 'process.exit(0);', '--child');
+  const started = Date.now();
+  const r = example('04-anonymous-shm.mjs', [], { env }); // default 10 s timeout
+  const elapsed = Date.now() - started;
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: the child \(pid \d+\) exited with code 0 before writing its message$/m);
+  assert.ok(elapsed < 5000, `took ${elapsed} ms: the parent slept until its timeout`);
+});
+
+test('04: a child that hangs before writing, or after, is killed after MMAPKIT_WAIT_TIMEOUT', (t) => {
+  const cases = [
+    // Never runs its code.
+    ['setInterval(() => {}, 1000); await new Promise(() => {});', /^\[parent\] error: the child \(pid (\d+)\) did not write its message within 1 s; killed it$/m],
+    // Writes and notifies, then stays alive: the parent reads, then gives up waiting for the exit.
+    ['setInterval(() => {}, 1000);', /^\[parent\] error: the child \(pid (\d+)\) did not exit within 1 s; killed it$/m],
+  ];
+  for (const [body, pattern] of cases) {
+    const started = Date.now();
+    const r = example('04-anonymous-shm.mjs', [], { env: { ...tamper(t, '04-anonymous-shm.mjs', body, '--child'), MMAPKIT_WAIT_TIMEOUT: '1000' } });
+    const elapsed = Date.now() - started;
+    exits(r, 1);
+    cleanError(r, pattern);
+    assert.ok(elapsed >= 900 && elapsed < 10_000, `gave up after ${elapsed} ms`);
+    const pid = Number(pattern.exec(r.stderr)[1]);
+    assert.ok(gone(pid), `the child ${pid} is still running`);
+  }
+});
+
+test('04: the child alone has no memory to attach; bad usage exits 2', () => {
+  let r = example('04-anonymous-shm.mjs', ['--child']);
+  exits(r, 1);
+  cleanError(r, /^\[child\] error: no shared memory was handed to this process: run the parent \(without --child\)$/m);
+  for (const args of [['x'], ['--child', 'x']]) {
+    r = example('04-anonymous-shm.mjs', args);
+    exits(r, 2);
+    assert.match(r.stderr, /^usage: node examples\/04-anonymous-shm\.mjs$/m);
+  }
+  r = example('04-anonymous-shm.mjs', [], { env: { MMAPKIT_WAIT_TIMEOUT: '1.5' } });
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: MMAPKIT_WAIT_TIMEOUT must be a positive integer/m);
+});
+
+// ---------------------------------------------------------------------------------------------
 // The mmapkit CLI
+
+/** Shared memory names the demo run `r` made and left behind (it must leave none); they carry its pid. */
+const demoNames = (r) => readdirSync('/dev/shm').filter((n) => n.startsWith(`mmapkit-demo-${r.pid}-`));
+
+/** The part of the demo's output that belongs to step `n`. */
+function stepText(stdout, n) {
+  const start = stdout.indexOf(`\nStep ${n}/`);
+  assert.ok(start !== -1, `no step ${n} in:\n${stdout}`);
+  const end = stdout.indexOf('\nStep ', start + 1);
+  return stdout.slice(start + 1, end === -1 ? undefined : end);
+}
 
 test('cli: demo runs every example, narrates and checks, and leaves no temporary files', (t) => {
   const tmp = tempDir(t);
   const r = cli(['demo'], { env: { TMPDIR: tmp } });
   exits(r, 0);
   for (const expected of [
-    /^Step 1\/3: a parent and its child share one mapped file$/m,
+    /^Step 1\/7: a parent and its child share one mapped file$/m,
     /^ {2}\$ node examples\/01-parent-child\.mjs$/m,
     /^ {2}\| \[child\] wrote its greeting: "Hello parent/m,
     /^ {2}\| \[parent\] read from its mapping: "Hello parent/m,
     /^ {2}ok: the parent read the child's greeting through its own mapping: "Hello parent, this is your child \(pid \d+\)!"$/m,
-    /^Step 2\/3: /m,
+    /^Step 2\/7: a parent and its child wait for each other with events in one mapped file$/m,
+    /^ {2}\$ node examples\/01-parent-child-wait\.mjs$/m,
+    /^ {2}\| \[parent\] woke up: GREETING_WRITTEN is set and the child \(pid \d+\) is still running/m,
+    /^ {2}\| \[child\] read the parent's reply: "Hello child/m,
+    /^ {2}ok: the parent read the greeting while the child waited, and the child read the reply: "Hello child, parent \d+ here/m,
+    /^Step 3\/7: /m,
     /^ {2}\| \[writer\] wrote \d+ bytes: "Hello from mmapkit demo, token [0-9a-f]+"$/m,
     /^ {2}\| \[reader\] read \d+ bytes: "Hello from mmapkit demo, token [0-9a-f]+"$/m,
     /^ {2}ok: the reader found the writer's message/m,
-    /^Step 3\/3: /m,
+    /^Step 4\/7: two unrelated processes share named memory: the reader starts first and waits for the writer$/m,
+    /^ {2}\$ node examples\/02-unrelated-wait-reader\.mjs \/mmapkit-demo-\d+-[0-9a-f]+ &$/m,
+    /^ {2}\$ node examples\/02-unrelated-wait-writer\.mjs --delay 500 \/mmapkit-demo-\d+-[0-9a-f]+ 'Hello from mmapkit demo, token [0-9a-f]+'$/m,
+    /^ {2}ok: the reader waited for \/mmapkit-demo-\d+-[0-9a-f]+, slept until the message was there and read it: "Hello from mmapkit demo, token [0-9a-f]+"; the writer got the acknowledgement and removed the name$/m,
+    /^Step 5\/7: the same two processes the other way round: the writer starts first and waits for the reader$/m,
+    /^ {2}\$ node examples\/02-unrelated-wait-writer\.mjs \/mmapkit-demo-\d+-[0-9a-f]+ 'Hello from mmapkit demo, token [0-9a-f]+' &$/m,
+    /^ {2}ok: the reader found the message the waiting writer had left: "Hello from mmapkit demo, token [0-9a-f]+"; the writer got the acknowledgement and removed the name$/m,
+    /^Step 6\/7: /m,
     /^ {2}\| \[copy\] copied \d+ bytes/m,
     /^ {2}ok: byte-for-byte check passed: the copy is identical to the source \(\d+ bytes\), mode 0640 kept$/m,
-    /^All 3 steps passed\.$/m,
+    /^Step 7\/7: a parent hands anonymous shared memory to its child and sleeps until the child writes$/m,
+    /^ {2}\$ node examples\/04-anonymous-shm\.mjs$/m,
+    /^ {2}\| \[parent\] woke up: the state word is WRITTEN$/m,
+    /^ {2}ok: the parent read the child's message from memory that has no name: "Hello parent, this is your child \(pid \d+\)/m,
+    /^All 7 steps passed\.$/m,
   ]) {
     assert.match(r.stdout, expected);
   }
-  // The token the writer wrote is the one the reader read.
-  const written = /\[writer\] wrote \d+ bytes: "(.*)"/.exec(r.stdout)?.[1];
-  const read = /\[reader\] read \d+ bytes: "(.*)"/.exec(r.stdout)?.[1];
-  assert.equal(read, written);
+  // In each step with a writer and a reader, the token the writer wrote is the one the reader read.
+  for (const n of [3, 4, 5]) {
+    const text = stepText(r.stdout, n);
+    const written = /\[writer\] wrote \d+ bytes: "(.*)"/.exec(text)?.[1];
+    const read = /\[reader\] read \d+ bytes: "(.*)"/.exec(text)?.[1];
+    assert.ok(written !== undefined, text);
+    assert.equal(read, written, `step ${n}`);
+  }
+  // Step 4: the reader really started first and slept on the event; step 5: the other way round.
+  const step4 = stepText(r.stdout, 4);
+  inOrder(
+    step4.split('\n').map((l) => l.replace(/^ {2}\| /, '')).join('\n'),
+    '[reader] /mmapkit-demo-',
+    '[writer] pid',
+    '[reader] waiting for the writer to set WRITTEN',
+    '[reader] woke up: WRITTEN is set',
+  );
+  assert.match(stepText(r.stdout, 5), /\[reader\] WRITTEN is already set/);
+  assert.doesNotMatch(stepText(r.stdout, 5), /does not exist yet/);
   assert.equal(r.stderr, '');
   assert.deepEqual(readdirSync(tmp), [], 'demo and its examples cleaned up their temporary files');
+  assert.ok(r.pid > 0);
+  assert.deepEqual(demoNames(r), [], 'no shared memory name left behind');
 });
 
 test('cli: demo --keep keeps the files it checked', (t) => {
@@ -367,45 +834,64 @@ test('cli: demo --keep keeps the files it checked', (t) => {
 
 test('cli: a failing step exits 1 with one line on stderr, and a stack trace only with --debug', (t) => {
   const tmp = tempDir(t);
-  // A bad window size makes examples/03-copy.mjs fail, so step 3 fails.
+  // A bad window size makes examples/03-copy.mjs fail, so step 6 fails.
   const env = { TMPDIR: tmp, MMAPKIT_COPY_WINDOW: 'bad' };
   let r = cli(['demo'], { env });
   exits(r, 1);
   assert.match(r.stdout, /^ {2}FAILED: 03-copy\.mjs failed \(exit code 1\)$/m);
-  assert.doesNotMatch(r.stdout, /All 3 steps passed/);
-  assert.equal(r.stderr, 'mmapkit demo: step 3/3 failed: 03-copy.mjs failed (exit code 1)\n');
+  assert.doesNotMatch(r.stdout, /All 7 steps passed/);
+  assert.doesNotMatch(r.stdout, /^Step 7\/7/m, 'the demo stops at the failed step');
+  assert.equal(r.stderr, 'mmapkit demo: step 6/7 failed: 03-copy.mjs failed (exit code 1)\n');
   assert.deepEqual(readdirSync(tmp), []);
 
   r = cli(['demo', '--debug'], { env });
   exits(r, 1);
-  assert.match(r.stderr, /^mmapkit demo: step 3\/3 failed/);
+  assert.match(r.stderr, /^mmapkit demo: step 6\/7 failed/);
   assert.match(r.stderr, /^\s+at /m, 'a stack trace with --debug');
   r = cli(['--debug', 'demo'], { env });
   exits(r, 1);
   assert.match(r.stderr, /^\s+at /m, 'a stack trace with --debug before the command');
 });
 
-test('cli: demo notices a wrong message, a wrong copy and a wrong mode', (t) => {
+test('cli: demo notices a wrong message, a wrong copy and a wrong mode, and failures of the waiting examples', (t) => {
   const cases = [
     // The writer writes something else than it was asked to.
-    ['02-unrelated-writer.mjs', "process.argv[3] = 'tampered';", /step 2\/3 failed: the reader printed "tampered", not the writer's message "Hello from mmapkit demo/],
+    ['02-unrelated-writer.mjs', "process.argv[3] = 'tampered';", /step 3\/7 failed: the reader printed "tampered", not the writer's message "Hello from mmapkit demo/],
+    // The same with the waiting writer (its message is its last argument).
+    [
+      '02-unrelated-wait-writer.mjs',
+      "process.argv[process.argv.length - 1] = 'tampered';",
+      /step 4\/7 failed: the reader printed "tampered", not the writer's message "Hello from mmapkit demo/,
+    ],
+    // The waiting writer dies at once: the reader, already waiting, is stopped and the step fails.
+    ['02-unrelated-wait-writer.mjs', 'process.exit(3);', /step 4\/7 failed: 02-unrelated-wait-writer\.mjs failed \(exit code 3\)/],
+    // The parent of 01-wait never sets REPLY_WRITTEN (the child gives up after MMAPKIT_WAIT_TIMEOUT).
+    [
+      '01-parent-child-wait.mjs',
+      `if (!process.argv.includes('--child')) { ${EVENT_SET_DOES_NOTHING} }`,
+      /step 2\/7 failed: 01-parent-child-wait\.mjs failed \(exit code 1\)/,
+      { MMAPKIT_WAIT_TIMEOUT: '2000' },
+    ],
+    // The child of 04 exits without writing.
+    ['04-anonymous-shm.mjs', "if (process.argv.includes('--child')) process.exit(0);", /step 7\/7 failed: 04-anonymous-shm\.mjs failed \(exit code 1\)/],
     // One byte of the copy flipped after the copy is done.
     [
       '03-copy.mjs',
       "process.on('exit', () => { const fd = fs.openSync(process.argv[3], 'r+'); const b = Buffer.alloc(1); " +
         'fs.readSync(fd, b, 0, 1, 100000); b[0] ^= 1; fs.writeSync(fd, b, 0, 1, 100000); fs.closeSync(fd); });',
-      /step 3\/3 failed: the copy differs from the source at byte 100000/,
+      /step 6\/7 failed: the copy differs from the source at byte 100000/,
     ],
     // The copy's mode changed after the copy is done.
-    ['03-copy.mjs', "process.on('exit', () => fs.chmodSync(process.argv[3], 0o600));", /step 3\/3 failed: the copy has mode 0600, the source 0640/],
+    ['03-copy.mjs', "process.on('exit', () => fs.chmodSync(process.argv[3], 0o600));", /step 6\/7 failed: the copy has mode 0600, the source 0640/],
   ];
-  for (const [script, body, pattern] of cases) {
+  for (const [script, body, pattern, env] of cases) {
     const tmp = tempDir(t);
-    const r = cli(['demo'], { env: { ...tamper(t, script, body), TMPDIR: tmp } });
+    const r = cli(['demo'], { env: { ...tamper(t, script, body), TMPDIR: tmp, ...env } });
     exits(r, 1);
     cleanError(r, pattern);
     assert.match(r.stdout, /^ {2}FAILED: /m);
     assert.deepEqual(readdirSync(tmp), []);
+    assert.deepEqual(demoNames(r), [], `no shared memory name left behind (${script})`);
   }
 });
 
@@ -459,5 +945,5 @@ test('cli: usage errors exit 2 with a hint and no stack trace', () => {
 test('cli: runs from another working directory', (t) => {
   const r = cli(['demo'], { cwd: tempDir(t) });
   exits(r, 0);
-  assert.match(r.stdout, /All 3 steps passed/);
+  assert.match(r.stdout, /All 7 steps passed/);
 });
