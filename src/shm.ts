@@ -67,6 +67,9 @@ export function validateShmName(name: unknown, argName = 'name'): string {
 
 const kCreate = Symbol('mmapkit.shm.create');
 
+/** Inherited descriptors already taken by `inherited()` (each can be owned once). */
+const adopted = new Set<number>();
+
 /** Closes the descriptor of a SharedMemory that was dropped without close() (its mapping has its own). */
 const fdFinalizer = new FinalizationRegistry<number>((fd) => {
   try {
@@ -184,8 +187,9 @@ export class SharedMemory implements Disposable {
 
   /**
    * In a child started with {@link SharedMemory.childOptions}: attach to the memory the parent
-   * handed over under `key` (default `'default'`). The inherited descriptor is made close-on-exec so
-   * it does not leak further.
+   * handed over under `key` (default `'default'`). The SharedMemory takes the inherited descriptor
+   * itself (made close-on-exec, so it does not leak further; closed by `close()`), so each key can be
+   * attached once; for a second handle, use `SharedMemory.fromFd(first.fd)`.
    */
   static inherited(key = 'default', options?: SharedMemoryOpenOptions): SharedMemory {
     if (typeof key !== 'string') throw invalidArgType('key', 'of type string', key);
@@ -194,8 +198,14 @@ export class SharedMemory implements Disposable {
     if (fd === undefined) {
       throw invalidArgValue('key', key, `names no inherited shared memory (${INHERIT_ENV} has: ${Object.keys(fds).join(', ') || 'nothing'})`);
     }
-    native.setCloexec(fd, true);
-    return SharedMemory.fromFd(fd, options);
+    const access = parseAccess(options);
+    if (adopted.has(fd)) {
+      throw invalidState(`the shared memory inherited as '${key}' (fd ${fd}) is already attached; use SharedMemory.fromFd(first.fd) for another handle`);
+    }
+    const rc = native.setCloexec(fd, true);
+    if (rc < 0) throw systemError(rc, 'fcntl');
+    adopted.add(fd);
+    return new SharedMemory(kCreate, fd, undefined, access);
   }
 
   /** The descriptor (close-on-exec). Closed by {@link SharedMemory.close}. */

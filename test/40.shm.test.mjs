@@ -249,3 +249,23 @@ test('a SharedMemory dropped without close() gives its descriptor back to the ga
   assert.equal(r.status, 0, r.stderr);
   assert.ok(Number(r.stdout) < 10, `descriptors left open: ${r.stdout}`);
 });
+
+test('inherited() takes the inherited descriptor itself: close() releases it, a second attach is refused', () => {
+  const a = SharedMemory.anonymous(4096);
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', `
+    import { SharedMemory } from ${JSON.stringify(distUrl)};
+    import { readdirSync, readlinkSync } from 'node:fs';
+    const memfds = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync('/proc/self/fd/' + fd).includes('memfd:'); } catch { return false; } }).length;
+    const before = memfds();
+    const shm = SharedMemory.inherited();
+    let again;
+    try { SharedMemory.inherited(); again = 'attached twice'; } catch (e) { again = e.code; }
+    const extra = SharedMemory.fromFd(shm.fd);
+    extra.close();
+    shm.close();
+    console.log(JSON.stringify({ before, after: memfds(), fd: shm.closed, again }));
+  `], { ...a.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }), encoding: 'utf8', timeout: 20_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { before: 1, after: 0, fd: true, again: 'ERR_INVALID_STATE' });
+  a.close();
+});
