@@ -33,7 +33,10 @@ export type MmapkitErrorCode =
   | 'ERR_MMAP_LOCK_NOT_OWNER'
   | 'ERR_MMAP_LOCK_NOT_RECOVERABLE'
   | 'ERR_MMAP_LOCK_DEADLOCK'
-  | 'ERR_MMAP_BUSY';
+  | 'ERR_MMAP_BUSY'
+  | 'ERR_MMAP_CHANNEL_CORRUPT'
+  | 'ERR_MMAP_CHANNEL_TIMEOUT'
+  | 'ERR_MMAP_CHANNEL_FULL';
 
 /** An error raised by mmapkit itself (not by the kernel, not an argument error). */
 export class MmapkitError extends Error {

@@ -31,3 +31,14 @@ export {
   type StdioArray,
 } from './shm.js';
 export { Mutex, Semaphore, Event, HEADER, type LockResult, type SyncTarget } from './sync.js';
+export {
+  Channel,
+  CHANNEL,
+  type ChannelCreateOptions,
+  type ChannelOpenOptions,
+  type ChannelTarget,
+  type ChannelWaitOptions,
+  type InPlaceMessage,
+  type Reservation,
+  type WaitStrategy,
+} from './channel.js';

@@ -1,0 +1,895 @@
+/**
+ * Message channels between processes over shared memory: a bounded multi-producer multi-consumer
+ * queue of variable-size byte messages (each up to `maxMessageSize`), in fixed-size slots.
+ *
+ * The queue is Dmitry Vyukov's bounded MPMC queue: every slot carries a sequence number that says
+ * whose turn it is; producers claim positions by compare-and-swap on `tail`, consumers on `head`.
+ * Around it: a table of the producers and consumers attached (so that a process killed in the middle
+ * of a message can be detected and its slot skipped), futex words to sleep on when the queue is empty
+ * or full, and end-of-stream once every producer has closed. The exact layout is in
+ * docs/channel-layout.md; every index and length read from shared memory is checked before use.
+ * @module
+ */
+import { invalidArgType, invalidArgValue, mmapkitError, outOfRange } from './errors.js';
+import { Mapping, map, viewLocation } from './mapping.js';
+import { SharedMemory } from './shm.js';
+import { validateInt32, validateOneOf, validateOptions } from './validators.js';
+import { type AsyncWaitSettings, type Word, notifyWord, waitWord, waitWordAsync } from './wait.js';
+
+// ---------------------------------------------------------------- layout (docs/channel-layout.md)
+
+/** Byte offsets of the channel header and control words. */
+export const CHANNEL = Object.freeze({
+  MAGIC: 0, // u32 'MKCH'
+  VERSION: 4, // u16
+  HEADER_SIZE: 6, // u16: bytes before the first control line (64)
+  FLAGS: 8, // u32: bit 0 = a producer has ever attached
+  CAPACITY: 12, // u32: number of slots, a power of two
+  SLOT_SIZE: 16, // u32: bytes per slot, a multiple of 64
+  MAX_MESSAGE: 20, // u32: largest message in bytes (SLOT_SIZE - SLOT_HEADER at most)
+  MAX_PRODUCERS: 24, // u32: entries in the producer table
+  MAX_CONSUMERS: 28, // u32: entries in the consumer table
+  TOTAL_SIZE_LO: 32, // u32: total size in bytes, low half
+  TOTAL_SIZE_HI: 36, // u32: total size, high half
+  PRODUCERS_OFFSET: 40, // u32: offset of the producer table
+  CONSUMERS_OFFSET: 44, // u32: offset of the consumer table
+  SLOTS_OFFSET: 48, // u32: offset of slot 0
+  TAIL: 64, // i32: next position producers claim (own cache line)
+  HEAD: 128, // i32: next position consumers claim (own cache line)
+  NOT_EMPTY: 192, // i32 futex word: bumped when a message is published while consumers sleep
+  CONSUMER_SLEEPERS: 196, // i32
+  NOT_FULL: 256, // i32 futex word: bumped when a slot is freed while producers sleep
+  PRODUCER_SLEEPERS: 260, // i32
+  CONTROL_END: 320,
+  /** Slot: i32 sequence number, i32 length (-1: torn), i32 producer pid, u32 reserved, then data. */
+  SLOT_SEQ: 0,
+  SLOT_LENGTH: 4,
+  SLOT_PID: 8,
+  SLOT_HEADER: 16,
+  /** Table entry (producer or consumer): i32 pid (0: free), i32 state, i32 position, i32 busy. */
+  ENTRY_PID: 0,
+  ENTRY_STATE: 4, // 1 attached, 2 closed
+  ENTRY_POSITION: 8, // the position being claimed or used while BUSY is 1
+  ENTRY_BUSY: 12,
+  ENTRY_SIZE: 16,
+});
+
+const MAGIC = 0x48434b4d; // 'MKCH'
+const VERSION = 1;
+const TORN = -1;
+const ATTACHED = 1;
+const CLOSED = 2;
+const FLAG_HAD_PRODUCER = 1;
+const INT32_MAX = 0x7fffffff;
+/** How long a slot may stay claimed but unfinished before its owner is checked for death. */
+const STALL_CHECK_NS = 2_000_000;
+/** Longest single sleep: waits wake up this often to look for ends and dead producers. */
+const MAX_SLEEP_NS = 100_000_000;
+
+/** How an end of the channel waits when the queue is full (sending) or empty (receiving). */
+export type WaitStrategy = 'spin' | 'block' | 'async' | 'hybrid';
+const STRATEGIES: readonly WaitStrategy[] = ['spin', 'block', 'async', 'hybrid'];
+
+/** Options of {@link Channel.create}. */
+export interface ChannelCreateOptions extends ChannelOpenOptions {
+  /** Number of message slots, rounded up to a power of two (at least 2). Default 1024. */
+  capacity?: number;
+  /** Largest message in bytes. Default 4096 (so a default channel takes about 4 MiB). */
+  maxMessageSize?: number;
+  /** How many producer handles may be attached at once (across all processes). Default 64. */
+  maxProducers?: number;
+  /** How many consumer handles may be attached at once. Default 64. */
+  maxConsumers?: number;
+}
+const CREATE_OPTIONS = ['capacity', 'maxMessageSize', 'maxProducers', 'maxConsumers', 'wait', 'spin'] as const;
+
+/** Options of {@link Channel.open} (and the per-handle part of {@link Channel.create}). */
+export interface ChannelOpenOptions {
+  /**
+   * How this handle waits: `'block'` (default: sleep in the kernel, futex), `'spin'` (re-read
+   * shared memory in a loop: lowest latency, a busy core), `'hybrid'` (spin for `spin` µs, then
+   * sleep), `'async'` (like block; named for handles used with the async methods). The async
+   * methods never block the event loop, except `'spin'`/`'hybrid'` for at most `spin` µs per wait.
+   */
+  wait?: WaitStrategy;
+  /** Microseconds to spin for `'hybrid'` (default 50) and for the async methods of `'spin'` (default 200). */
+  spin?: number;
+}
+const OPEN_OPTIONS = ['wait', 'spin'] as const;
+
+/** Where a channel lives: a file path, shared memory, a shared mapping, or `{ name }` (named shm). */
+export type ChannelTarget = string | { name: string } | SharedMemory | Mapping;
+
+/** Options of the timed methods. */
+export interface ChannelWaitOptions {
+  /** Milliseconds to wait at most. Default: forever. */
+  timeout?: number;
+  /** Abort the wait (async methods only). */
+  signal?: AbortSignal;
+}
+
+interface Geometry {
+  capacity: number;
+  slotSize: number;
+  maxMessageSize: number;
+  maxProducers: number;
+  maxConsumers: number;
+  producersOffset: number;
+  consumersOffset: number;
+  slotsOffset: number;
+  totalSize: number;
+}
+
+function align(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+function geometry(capacity: number, maxMessageSize: number, maxProducers: number, maxConsumers: number): Geometry {
+  const cap = Math.max(2, 2 ** Math.ceil(Math.log2(capacity)));
+  const slotSize = align(CHANNEL.SLOT_HEADER + maxMessageSize, 64);
+  const producersOffset = CHANNEL.CONTROL_END;
+  const consumersOffset = producersOffset + align(maxProducers * CHANNEL.ENTRY_SIZE, 64);
+  const slotsOffset = consumersOffset + align(maxConsumers * CHANNEL.ENTRY_SIZE, 64);
+  const totalSize = slotsOffset + cap * slotSize;
+  return { capacity: cap, slotSize, maxMessageSize, maxProducers, maxConsumers, producersOffset, consumersOffset, slotsOffset, totalSize };
+}
+
+function corrupt(what: string): Error {
+  return mmapkitError('ERR_MMAP_CHANNEL_CORRUPT', `Channel memory is corrupt: ${what}`);
+}
+
+function timedOut(what: string, timeout: number | undefined): Error {
+  return mmapkitError('ERR_MMAP_CHANNEL_TIMEOUT', `Timed out after ${timeout} ms ${what}`);
+}
+
+function pidAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === 'EPERM';
+  }
+}
+
+function toBytes(data: unknown): Uint8Array {
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (data instanceof Uint8Array) return data;
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw invalidArgType('data', 'a string, Buffer, TypedArray or DataView', data);
+}
+
+function parseTimeout(options: ChannelWaitOptions | number | undefined): { timeout?: number; deadline: bigint; signal?: AbortSignal } {
+  const o = typeof options === 'number' ? { timeout: options } : validateOptions(options, 'options', ['timeout', 'signal'] as const);
+  let deadline = -1n;
+  const t = o.timeout;
+  if (t !== undefined && t !== Infinity) {
+    if (typeof t !== 'number') throw invalidArgType('options.timeout', 'of type number', t);
+    if (!(t >= 0)) throw invalidArgValue('options.timeout', t, 'must be a number of milliseconds >= 0');
+    deadline = process.hrtime.bigint() + BigInt(Math.round(t * 1e6));
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', o.signal);
+  const out: { timeout?: number; deadline: bigint; signal?: AbortSignal } = { deadline };
+  if (typeof t === 'number') out.timeout = t;
+  if (o.signal !== undefined) out.signal = o.signal as AbortSignal;
+  return out;
+}
+
+function nsLeft(deadline: bigint): number {
+  if (deadline === -1n) return -1;
+  const ns = Number(deadline - process.hrtime.bigint());
+  return ns > 0 ? ns : 0;
+}
+
+const kCreate = Symbol('mmapkit.channel');
+
+/** A message read in place: `data` is a view into the channel's memory, valid until `release()`. */
+export interface InPlaceMessage {
+  /** The message bytes, in shared memory (zero copy). Detached by `release()`. */
+  readonly data: Buffer;
+  /** Give the slot back to producers. Idempotent. */
+  release(): void;
+}
+
+/** Space reserved for one message: write into `buffer`, then `commit(length)` (or `abort()`). */
+export interface Reservation {
+  /** `maxLength` bytes of the slot, in shared memory. */
+  readonly buffer: Buffer;
+  /** Publish the first `length` bytes (default: all of `buffer`) as the message. */
+  commit(length?: number): void;
+}
+
+/**
+ * One handle on a channel. A handle becomes a producer on its first send and a consumer on its first
+ * receive; `close()` detaches it (consumers see the end of the stream once every producer that ever
+ * attached has closed, or died). Disposable.
+ */
+export class Channel implements Disposable, AsyncIterable<Buffer> {
+  readonly #mapping: Mapping;
+  /** What this handle opened itself and closes with it: shared memory, or a file's mapping. */
+  readonly #owned: SharedMemory | Mapping | undefined;
+  readonly #i32: Int32Array;
+  readonly #u8: Buffer;
+  readonly #g: Geometry;
+  readonly #mask: number;
+  readonly #strategy: WaitStrategy;
+  readonly #spinNs: number;
+  readonly #notEmpty: Word;
+  readonly #notFull: Word;
+  #producer = -1; // index in the producer table, once attached
+  #consumer = -1;
+  #closed = false;
+  #ended = false;
+  /** A head position seen claimed but unpublished, and since when (to find producers that died). */
+  #stallPos = 0;
+  #stallSince = -1n;
+  /** Same for a slot one lap behind the tail that a consumer claimed but never released. */
+  #fullPos = 0;
+  #fullSince = -1n;
+
+  /** @internal Use {@link Channel.create} or {@link Channel.open}. */
+  constructor(token: symbol, mapping: Mapping, owned: SharedMemory | Mapping | undefined, g: Geometry, wait: WaitStrategy, spinNs: number) {
+    if (token !== kCreate) throw new TypeError('Illegal constructor: use Channel.create() or Channel.open()');
+    this.#mapping = mapping;
+    this.#owned = owned;
+    this.#u8 = mapping.view(0, g.totalSize);
+    this.#i32 = new Int32Array(this.#u8.buffer, this.#u8.byteOffset, g.totalSize >>> 2);
+    this.#g = g;
+    this.#mask = g.capacity - 1;
+    this.#strategy = wait;
+    this.#spinNs = spinNs;
+    const base = viewLocation(this.#u8)!.addr;
+    this.#notEmpty = { mapping, addr: base + BigInt(CHANNEL.NOT_EMPTY), array: this.#i32, index: CHANNEL.NOT_EMPTY >>> 2 };
+    this.#notFull = { mapping, addr: base + BigInt(CHANNEL.NOT_FULL), array: this.#i32, index: CHANNEL.NOT_FULL >>> 2 };
+  }
+
+  /** Bytes a channel with these options occupies (to size a file or shared memory yourself). */
+  static byteLength(options?: Omit<ChannelCreateOptions, 'wait' | 'spin'>): number {
+    return parseGeometry(options).totalSize;
+  }
+
+  /**
+   * Create a channel. `target`: a file path (created or grown to size, mode 0o600), `{ name }` (new
+   * named shared memory, exclusive), or existing shared memory / a shared mapping (initialized in
+   * place: other processes must not use it yet). Returns a handle on it.
+   */
+  static create(target: ChannelTarget, options?: ChannelCreateOptions): Channel {
+    const o = validateOptions(options, 'options', CREATE_OPTIONS);
+    const g = parseGeometry(o);
+    const { wait, spinNs } = parseStrategy(o);
+    const { mapping, owned } = resolveTarget(target, g.totalSize, true);
+    const view = mapping.view(0, g.totalSize);
+    const i32 = new Int32Array(view.buffer, view.byteOffset, g.totalSize >>> 2);
+    view.fill(0, 0, g.slotsOffset);
+    view.writeUInt16LE(VERSION, CHANNEL.VERSION);
+    view.writeUInt16LE(64, CHANNEL.HEADER_SIZE);
+    view.writeUInt32LE(g.capacity, CHANNEL.CAPACITY);
+    view.writeUInt32LE(g.slotSize, CHANNEL.SLOT_SIZE);
+    view.writeUInt32LE(g.maxMessageSize, CHANNEL.MAX_MESSAGE);
+    view.writeUInt32LE(g.maxProducers, CHANNEL.MAX_PRODUCERS);
+    view.writeUInt32LE(g.maxConsumers, CHANNEL.MAX_CONSUMERS);
+    view.writeUInt32LE(g.totalSize % 2 ** 32, CHANNEL.TOTAL_SIZE_LO);
+    view.writeUInt32LE(Math.floor(g.totalSize / 2 ** 32), CHANNEL.TOTAL_SIZE_HI);
+    view.writeUInt32LE(g.producersOffset, CHANNEL.PRODUCERS_OFFSET);
+    view.writeUInt32LE(g.consumersOffset, CHANNEL.CONSUMERS_OFFSET);
+    view.writeUInt32LE(g.slotsOffset, CHANNEL.SLOTS_OFFSET);
+    // Slot i starts with sequence number i: free for the producer that claims position i.
+    for (let i = 0; i < g.capacity; i++) i32[(g.slotsOffset + i * g.slotSize) >>> 2] = i;
+    // seq_cst store, last: publishes the initialized channel to processes that check the magic
+    Atomics.store(i32, CHANNEL.MAGIC >>> 2, MAGIC | 0);
+    return new Channel(kCreate, mapping, owned, g, wait, spinNs);
+  }
+
+  /** Open a channel that `create` made (its header is checked: a wrong or corrupted one is an error). */
+  static open(target: ChannelTarget, options?: ChannelOpenOptions): Channel {
+    const o = validateOptions(options, 'options', OPEN_OPTIONS);
+    const { wait, spinNs } = parseStrategy(o);
+    const { mapping, owned } = resolveTarget(target, undefined, false);
+    try {
+      const g = readGeometry(mapping);
+      return new Channel(kCreate, mapping, owned, g, wait, spinNs);
+    } catch (err) {
+      if (owned instanceof SharedMemory) owned.close();
+      else owned?.unmap();
+      throw err;
+    }
+  }
+
+  /** Slots in the queue. */
+  get capacity(): number {
+    return this.#g.capacity;
+  }
+
+  /** Largest message in bytes. */
+  get maxMessageSize(): number {
+    return this.#g.maxMessageSize;
+  }
+
+  /** This handle's wait strategy. */
+  get wait(): WaitStrategy {
+    return this.#strategy;
+  }
+
+  /** Whether `close()` has been called on this handle. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Whether this handle has seen the end of the stream (every producer closed, queue empty). */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Messages waiting in the queue now (a snapshot). */
+  get size(): number {
+    this.#check('size');
+    const n = (Atomics.load(this.#i32, CHANNEL.TAIL >>> 2) - Atomics.load(this.#i32, CHANNEL.HEAD >>> 2)) | 0;
+    return Math.max(0, Math.min(n, this.#g.capacity));
+  }
+
+  // ------------------------------------------------------------ sending
+
+  /** Send one message if there is room now; false when the queue is full. */
+  trySend(data: string | ArrayBufferView): boolean {
+    const bytes = this.#prepareSend(data);
+    const pos = this.#claimTail();
+    if (pos === undefined) return false;
+    this.#publish(pos, bytes);
+    return true;
+  }
+
+  /** Send one message, waiting while the queue is full (up to `timeout` ms; `ERR_MMAP_CHANNEL_TIMEOUT`). */
+  send(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): void {
+    const bytes = this.#prepareSend(data);
+    const { deadline, timeout } = parseTimeout(options);
+    for (;;) {
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
+      const pos = this.#claimTail();
+      if (pos !== undefined) return this.#publish(pos, bytes);
+      if (!this.#sleep(this.#notFull, CHANNEL.PRODUCER_SLEEPERS, seen, deadline, () => this.#hasRoom())) {
+        throw timedOut('waiting for room in the channel', timeout);
+      }
+    }
+  }
+
+  /** Like {@link Channel.send} without blocking the event loop. */
+  async sendAsync(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): Promise<void> {
+    const bytes = this.#prepareSend(data);
+    const { deadline, timeout, signal } = parseTimeout(options);
+    for (;;) {
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
+      const pos = this.#claimTail();
+      if (pos !== undefined) return this.#publish(pos, bytes);
+      if (!(await this.#sleepAsync(this.#notFull, CHANNEL.PRODUCER_SLEEPERS, seen, deadline, signal, () => this.#hasRoom()))) {
+        throw timedOut('waiting for room in the channel', timeout);
+      }
+    }
+  }
+
+  /**
+   * Zero copy: reserve a slot (waiting like `send` while full), write the message into
+   * `reservation.buffer`, then `commit(length)`. Until committed, consumers wait at that slot, so
+   * commit promptly (a producer that dies before committing is detected and its slot skipped).
+   */
+  reserve(options?: ChannelWaitOptions | number): Reservation {
+    this.#check('reserve');
+    this.#attachProducer();
+    const { deadline, timeout } = parseTimeout(options);
+    for (;;) {
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
+      const pos = this.#claimTail();
+      if (pos !== undefined) return this.#reservation(pos);
+      if (!this.#sleep(this.#notFull, CHANNEL.PRODUCER_SLEEPERS, seen, deadline, () => this.#hasRoom())) {
+        throw timedOut('waiting for room in the channel', timeout);
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ receiving
+
+  /** A message if one is waiting now; `undefined` if none; `null` at the end of the stream. */
+  tryReceive(): Buffer | null | undefined {
+    this.#prepareReceive('tryReceive');
+    const got = this.#take(true);
+    if (got === undefined && this.#atEnd()) return this.#end();
+    return got;
+  }
+
+  /** The next message, waiting up to `timeout` ms (`ERR_MMAP_CHANNEL_TIMEOUT`); `null` at the end. */
+  receive(options?: ChannelWaitOptions | number): Buffer | null {
+    this.#prepareReceive('receive');
+    const { deadline, timeout } = parseTimeout(options);
+    for (;;) {
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_EMPTY >>> 2);
+      const got = this.#take(true);
+      if (got !== undefined) return got;
+      if (this.#atEnd()) return this.#end();
+      if (!this.#sleep(this.#notEmpty, CHANNEL.CONSUMER_SLEEPERS, seen, deadline, () => this.#hasMessage())) {
+        throw timedOut('waiting for a message', timeout);
+      }
+    }
+  }
+
+  /** Like {@link Channel.receive} without blocking the event loop. */
+  async receiveAsync(options?: ChannelWaitOptions | number): Promise<Buffer | null> {
+    this.#prepareReceive('receiveAsync');
+    const { deadline, timeout, signal } = parseTimeout(options);
+    for (;;) {
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_EMPTY >>> 2);
+      const got = this.#take(true);
+      if (got !== undefined) return got;
+      if (this.#atEnd()) return this.#end();
+      if (!(await this.#sleepAsync(this.#notEmpty, CHANNEL.CONSUMER_SLEEPERS, seen, deadline, signal, () => this.#hasMessage()))) {
+        throw timedOut('waiting for a message', timeout);
+      }
+    }
+  }
+
+  /**
+   * Zero copy: the next message as a view into the slot, waiting like `receive`; `null` at the end.
+   * Call `release()` when done: producers cannot reuse the slot before.
+   */
+  receiveInPlace(options?: ChannelWaitOptions | number): InPlaceMessage | null {
+    this.#prepareReceive('receiveInPlace');
+    const { deadline, timeout } = parseTimeout(options);
+    for (;;) {
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_EMPTY >>> 2);
+      const got = this.#take(false);
+      if (got !== undefined) return got;
+      if (this.#atEnd()) return this.#end();
+      if (!this.#sleep(this.#notEmpty, CHANNEL.CONSUMER_SLEEPERS, seen, deadline, () => this.#hasMessage())) {
+        throw timedOut('waiting for a message', timeout);
+      }
+    }
+  }
+
+  /** `for await (const msg of channel)`: receives until the end of the stream. */
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    for (;;) {
+      const msg = await this.receiveAsync();
+      if (msg === null) return;
+      yield msg;
+    }
+  }
+
+  /**
+   * Detach this handle: as a producer, it no longer counts for the end of the stream (once every
+   * producer has closed, consumers see the end); as a consumer, it frees its table entry. Unmaps the
+   * channel's memory if this handle mapped it. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#mapping.closed) {
+      const g = this.#g;
+      if (this.#producer >= 0) {
+        const e = (g.producersOffset + this.#producer * CHANNEL.ENTRY_SIZE) >>> 2;
+        // seq_cst: a consumer that sees CLOSED also sees every message this producer published
+        Atomics.store(this.#i32, e + (CHANNEL.ENTRY_STATE >>> 2), CLOSED);
+        // Wake sleeping consumers so they can notice the end.
+        Atomics.add(this.#i32, CHANNEL.NOT_EMPTY >>> 2, 1);
+        notifyWord(this.#notEmpty, INT32_MAX);
+      }
+      if (this.#consumer >= 0) {
+        const e = (g.consumersOffset + this.#consumer * CHANNEL.ENTRY_SIZE) >>> 2;
+        Atomics.store(this.#i32, e + (CHANNEL.ENTRY_PID >>> 2), 0);
+      }
+    }
+    if (this.#owned instanceof SharedMemory) this.#owned.close();
+    else this.#owned?.unmap();
+  }
+
+  /** Same as {@link Channel.close}. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // ------------------------------------------------------------ the queue
+
+  #check(what: string): void {
+    if (this.#closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what} of a closed Channel`);
+    if (this.#mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what}: the channel's memory has been unmapped`);
+  }
+
+  #prepareSend(data: unknown): Uint8Array {
+    this.#check('send');
+    const bytes = toBytes(data);
+    if (bytes.byteLength > this.#g.maxMessageSize) {
+      throw outOfRange('data.byteLength', `<= ${this.#g.maxMessageSize} (the channel's maxMessageSize)`, bytes.byteLength);
+    }
+    this.#attachProducer();
+    return bytes;
+  }
+
+  #prepareReceive(what: string): void {
+    this.#check(what);
+    this.#attachConsumer();
+  }
+
+  #slot(pos: number): number {
+    return this.#g.slotsOffset + (pos & this.#mask) * this.#g.slotSize;
+  }
+
+  /** Claim the next tail position if its slot is free; undefined when the queue is full. */
+  #claimTail(): number | undefined {
+    const i32 = this.#i32;
+    const entry = (this.#g.producersOffset + this.#producer * CHANNEL.ENTRY_SIZE) >>> 2;
+    let pos = Atomics.load(i32, CHANNEL.TAIL >>> 2);
+    for (let spins = 0; ; spins++) {
+      const slot = this.#slot(pos);
+      const seq = Atomics.load(i32, slot >>> 2);
+      const dif = (seq - pos) | 0;
+      if (dif === 0) {
+        // Say which position we are claiming before claiming it: if we die before publishing, a
+        // consumer finds us in the table, sees we are dead, and skips the slot.
+        Atomics.store(i32, entry + (CHANNEL.ENTRY_POSITION >>> 2), pos);
+        Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 1);
+        const won = Atomics.compareExchange(i32, CHANNEL.TAIL >>> 2, pos, (pos + 1) | 0);
+        if (won === pos) return pos;
+        Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 0);
+        pos = won;
+      } else if (dif < 0) {
+        // The slot still holds the message from one lap ago: full, unless its consumer died.
+        const old = (pos - this.#g.capacity) | 0;
+        if (dif === -this.#g.capacity + 1 && ((Atomics.load(i32, CHANNEL.HEAD >>> 2) - old) | 0) > 0 &&
+            this.#stalled(old, true) && this.#repairUnreleased(old)) continue;
+        return undefined;
+      } else {
+        pos = Atomics.load(i32, CHANNEL.TAIL >>> 2);
+      }
+      if (spins > 1_000_000) throw corrupt('the tail position never matches a slot');
+    }
+  }
+
+  #publish(pos: number, bytes: Uint8Array): void {
+    const slot = this.#slot(pos);
+    this.#u8.set(bytes, slot + CHANNEL.SLOT_HEADER);
+    this.#commit(pos, slot, bytes.byteLength);
+  }
+
+  #commit(pos: number, slot: number, length: number): void {
+    const i32 = this.#i32;
+    i32[(slot + CHANNEL.SLOT_LENGTH) >>> 2] = length;
+    i32[(slot + CHANNEL.SLOT_PID) >>> 2] = process.pid;
+    // seq_cst store: publishes the length and the bytes to the consumer that sees the new sequence
+    Atomics.store(i32, slot >>> 2, (pos + 1) | 0);
+    const entry = (this.#g.producersOffset + this.#producer * CHANNEL.ENTRY_SIZE) >>> 2;
+    Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 0);
+    if (Atomics.load(i32, CHANNEL.CONSUMER_SLEEPERS >>> 2) > 0) {
+      Atomics.add(i32, CHANNEL.NOT_EMPTY >>> 2, 1);
+      notifyWord(this.#notEmpty, 1);
+    }
+  }
+
+  #reservation(pos: number): Reservation {
+    const slot = this.#slot(pos);
+    const buffer = this.#mapping.view(slot + CHANNEL.SLOT_HEADER, this.#g.maxMessageSize);
+    let done = false;
+    return {
+      buffer,
+      commit: (length?: number) => {
+        if (done) throw mmapkitError('ERR_MMAP_CLOSED', 'This reservation was already committed');
+        const n = length === undefined ? this.#g.maxMessageSize : validateInt32(length, 'length', 0, this.#g.maxMessageSize);
+        done = true;
+        this.#commit(pos, slot, n);
+      },
+    };
+  }
+
+  /**
+   * Take the message at the head if it is published. copy: return a Buffer copy and free the slot;
+   * otherwise return it in place with a release function. undefined when nothing is ready.
+   */
+  #take(copy: true): Buffer | undefined;
+  #take(copy: false): InPlaceMessage | undefined;
+  #take(copy: boolean): Buffer | InPlaceMessage | undefined {
+    const i32 = this.#i32;
+    const g = this.#g;
+    const entry = (g.consumersOffset + this.#consumer * CHANNEL.ENTRY_SIZE) >>> 2;
+    let pos = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+    for (let spins = 0; ; spins++) {
+      const slot = this.#slot(pos);
+      const seq = Atomics.load(i32, slot >>> 2);
+      const dif = (seq - ((pos + 1) | 0)) | 0;
+      if (dif === 0) {
+        Atomics.store(i32, entry + (CHANNEL.ENTRY_POSITION >>> 2), pos);
+        Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 1);
+        const won = Atomics.compareExchange(i32, CHANNEL.HEAD >>> 2, pos, (pos + 1) | 0);
+        if (won !== pos) {
+          Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 0);
+          pos = won;
+          continue;
+        }
+        const length = i32[(slot + CHANNEL.SLOT_LENGTH) >>> 2]!;
+        if (length === TORN) {
+          // A producer died in the middle of this message: it was never complete. Skip it.
+          this.#release(pos, slot);
+          pos = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+          continue;
+        }
+        if (!(length >= 0 && length <= g.maxMessageSize)) {
+          this.#release(pos, slot);
+          throw corrupt(`message length ${length} at position ${pos} (max ${g.maxMessageSize})`);
+        }
+        const start = slot + CHANNEL.SLOT_HEADER;
+        if (copy) {
+          const out = Buffer.allocUnsafe(length);
+          this.#u8.copy(out, 0, start, start + length);
+          this.#release(pos, slot);
+          return out;
+        }
+        const data = this.#mapping.view(start, length);
+        let released = false;
+        return {
+          data,
+          release: () => {
+            if (released) return;
+            released = true;
+            this.#release(pos, slot);
+          },
+        };
+      }
+      if (dif < 0) {
+        // Not published yet: empty, or a producer is writing it, or a producer died writing it.
+        if (Atomics.load(i32, CHANNEL.TAIL >>> 2) === pos) return undefined; // empty
+        if (this.#stalled(pos, false) && this.#repairTorn(pos, slot)) continue;
+        return undefined; // the caller waits for the producer to publish
+      }
+      pos = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+      if (spins > 1_000_000) throw corrupt('the head position never matches a slot');
+    }
+  }
+
+  /** Give a consumed slot back to producers for the next lap. */
+  #release(pos: number, slot: number): void {
+    const i32 = this.#i32;
+    // seq_cst store: the slot is free for the producer of position pos + capacity
+    Atomics.store(i32, slot >>> 2, (pos + this.#g.capacity) | 0);
+    const entry = (this.#g.consumersOffset + this.#consumer * CHANNEL.ENTRY_SIZE) >>> 2;
+    Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 0);
+    if (Atomics.load(i32, CHANNEL.PRODUCER_SLEEPERS >>> 2) > 0) {
+      Atomics.add(i32, CHANNEL.NOT_FULL >>> 2, 1);
+      notifyWord(this.#notFull, 1);
+    }
+  }
+
+  /**
+   * Whether position pos has been stuck for longer than STALL_CHECK_NS (remembered across calls):
+   * only then are the tables searched for a dead owner (that search makes a system call per entry).
+   */
+  #stalled(pos: number, full: boolean): boolean {
+    const now = process.hrtime.bigint();
+    if (full ? this.#fullPos !== pos || this.#fullSince < 0n : this.#stallPos !== pos || this.#stallSince < 0n) {
+      if (full) [this.#fullPos, this.#fullSince] = [pos, now];
+      else [this.#stallPos, this.#stallSince] = [pos, now];
+      return false;
+    }
+    return now - (full ? this.#fullSince : this.#stallSince) > BigInt(STALL_CHECK_NS);
+  }
+
+  /**
+   * The slot of position pos was claimed but never published. If no live producer is busy with it
+   * and a dead one was, mark it torn and publish it so consumers skip it. True when repaired.
+   */
+  #repairTorn(pos: number, slot: number): boolean {
+    if (!this.#ownerDead(this.#g.producersOffset, this.#g.maxProducers, pos)) return false;
+    const i32 = this.#i32;
+    i32[(slot + CHANNEL.SLOT_LENGTH) >>> 2] = TORN;
+    // compare-and-swap: one repairer wins; seq_cst publishes the TORN length with it
+    Atomics.compareExchange(i32, slot >>> 2, pos, (pos + 1) | 0);
+    return true;
+  }
+
+  /**
+   * The message of position pos (one lap behind a producer) was claimed by a consumer that never
+   * released it. If that consumer is dead, free the slot (the message is lost with its consumer).
+   */
+  #repairUnreleased(pos: number): boolean {
+    if (!this.#ownerDead(this.#g.consumersOffset, this.#g.maxConsumers, pos)) return false;
+    const slot = this.#slot(pos);
+    Atomics.compareExchange(this.#i32, slot >>> 2, (pos + 1) | 0, (pos + this.#g.capacity) | 0);
+    return true;
+  }
+
+  /** Whether position pos is held busy by a dead party of this table and by no live one. */
+  #ownerDead(tableOffset: number, entries: number, pos: number): boolean {
+    const i32 = this.#i32;
+    let dead = false;
+    for (let i = 0; i < entries; i++) {
+      const e = (tableOffset + i * CHANNEL.ENTRY_SIZE) >>> 2;
+      if (Atomics.load(i32, e + (CHANNEL.ENTRY_BUSY >>> 2)) !== 1) continue;
+      if (Atomics.load(i32, e + (CHANNEL.ENTRY_POSITION >>> 2)) !== pos) continue;
+      if (pidAlive(Atomics.load(i32, e + (CHANNEL.ENTRY_PID >>> 2)))) return false;
+      dead = true;
+    }
+    if (dead) {
+      // Its entry is no longer busy with this position: the repair is done once.
+      for (let i = 0; i < entries; i++) {
+        const e = (tableOffset + i * CHANNEL.ENTRY_SIZE) >>> 2;
+        if (Atomics.load(i32, e + (CHANNEL.ENTRY_POSITION >>> 2)) === pos && !pidAlive(Atomics.load(i32, e + (CHANNEL.ENTRY_PID >>> 2)))) {
+          Atomics.store(i32, e + (CHANNEL.ENTRY_BUSY >>> 2), 0);
+        }
+      }
+    }
+    return dead;
+  }
+
+  #hasRoom(): boolean {
+    const i32 = this.#i32;
+    const pos = Atomics.load(i32, CHANNEL.TAIL >>> 2);
+    return ((Atomics.load(i32, this.#slot(pos) >>> 2) - pos) | 0) >= 0;
+  }
+
+  /** Whether the head message is published (cheap: used in spin loops). */
+  #hasMessage(): boolean {
+    const i32 = this.#i32;
+    const pos = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+    return Atomics.load(i32, this.#slot(pos) >>> 2) === ((pos + 1) | 0);
+  }
+
+  /** Every producer that ever attached has closed or died, and nothing is left to read. */
+  #atEnd(): boolean {
+    const i32 = this.#i32;
+    if ((Atomics.load(i32, CHANNEL.FLAGS >>> 2) & FLAG_HAD_PRODUCER) === 0) return false;
+    for (let i = 0; i < this.#g.maxProducers; i++) {
+      const e = (this.#g.producersOffset + i * CHANNEL.ENTRY_SIZE) >>> 2;
+      const pid = Atomics.load(i32, e + (CHANNEL.ENTRY_PID >>> 2));
+      if (pid !== 0 && Atomics.load(i32, e + (CHANNEL.ENTRY_STATE >>> 2)) === ATTACHED && pidAlive(pid)) return false;
+    }
+    return Atomics.load(i32, CHANNEL.TAIL >>> 2) === Atomics.load(i32, CHANNEL.HEAD >>> 2);
+  }
+
+  #end(): null {
+    this.#ended = true;
+    return null;
+  }
+
+  #attachProducer(): void {
+    if (this.#producer >= 0) return;
+    this.#producer = this.#attach(this.#g.producersOffset, this.#g.maxProducers, 'producers');
+    Atomics.or(this.#i32, CHANNEL.FLAGS >>> 2, FLAG_HAD_PRODUCER);
+  }
+
+  #attachConsumer(): void {
+    if (this.#consumer >= 0) return;
+    this.#consumer = this.#attach(this.#g.consumersOffset, this.#g.maxConsumers, 'consumers');
+  }
+
+  /** Take a free table entry (or one of a dead process). */
+  #attach(tableOffset: number, entries: number, what: string): number {
+    const i32 = this.#i32;
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < entries; i++) {
+        const e = (tableOffset + i * CHANNEL.ENTRY_SIZE) >>> 2;
+        const pid = Atomics.load(i32, e + (CHANNEL.ENTRY_PID >>> 2));
+        const reusable = pid === 0 || (pass === 1 && Atomics.load(i32, e + (CHANNEL.ENTRY_BUSY >>> 2)) === 0 &&
+          (Atomics.load(i32, e + (CHANNEL.ENTRY_STATE >>> 2)) === CLOSED || !pidAlive(pid)));
+        if (!reusable) continue;
+        if (Atomics.compareExchange(i32, e + (CHANNEL.ENTRY_PID >>> 2), pid, process.pid) !== pid) continue;
+        Atomics.store(i32, e + (CHANNEL.ENTRY_BUSY >>> 2), 0);
+        Atomics.store(i32, e + (CHANNEL.ENTRY_STATE >>> 2), ATTACHED);
+        return i;
+      }
+    }
+    throw mmapkitError('ERR_MMAP_CHANNEL_FULL', `The channel has no free entry for more ${what} (max ${entries}); close handles or create it with a larger max${what === 'producers' ? 'Producers' : 'Consumers'}`);
+  }
+
+  // ------------------------------------------------------------ waiting
+
+  /**
+   * Wait for `ready()` by this handle's strategy, at most until the deadline, and at most
+   * MAX_SLEEP_NS at a time (so the caller looks again for ends and dead producers). False only when
+   * the deadline has passed.
+   */
+  #sleep(w: Word, sleepersOffset: number, seen: number, deadline: bigint, ready: () => boolean): boolean {
+    const i32 = this.#i32;
+    if (this.#strategy === 'spin' || this.#strategy === 'hybrid') {
+      const now = process.hrtime.bigint();
+      let until = now + BigInt(this.#strategy === 'spin' ? MAX_SLEEP_NS : this.#spinNs);
+      if (deadline !== -1n && deadline < until) until = deadline;
+      do {
+        if (ready()) return true;
+      } while (process.hrtime.bigint() < until);
+      if (this.#strategy === 'spin') return nsLeft(deadline) !== 0;
+    }
+    const ns = nsLeft(deadline);
+    if (ns === 0) return false;
+    Atomics.add(i32, sleepersOffset >>> 2, 1);
+    try {
+      // Re-check after announcing ourselves: a publish that came before our count was seen bumped nothing.
+      if (ready()) return true;
+      waitWord(w, seen, ns < 0 || ns > MAX_SLEEP_NS ? MAX_SLEEP_NS : ns);
+    } finally {
+      Atomics.sub(i32, sleepersOffset >>> 2, 1);
+    }
+    return nsLeft(deadline) !== 0;
+  }
+
+  async #sleepAsync(w: Word, sleepersOffset: number, seen: number, deadline: bigint, signal: AbortSignal | undefined, ready: () => boolean): Promise<boolean> {
+    const i32 = this.#i32;
+    const spinNs = this.#strategy === 'spin' || this.#strategy === 'hybrid' ? this.#spinNs : 0;
+    const ns = nsLeft(deadline);
+    if (ns === 0) return false;
+    Atomics.add(i32, sleepersOffset >>> 2, 1);
+    try {
+      if (ready()) return true;
+      const opts: AsyncWaitSettings = { ref: true, spinNs, threadSpinNs: 0 };
+      if (signal !== undefined) opts.signal = signal;
+      await waitWordAsync(w, seen, ns < 0 || ns > MAX_SLEEP_NS ? MAX_SLEEP_NS : ns, opts);
+    } finally {
+      if (!this.#mapping.closed) Atomics.sub(i32, sleepersOffset >>> 2, 1);
+    }
+    return nsLeft(deadline) !== 0;
+  }
+}
+
+function parseGeometry(o: Partial<Record<string, unknown>> | undefined): Geometry {
+  const opts = o ?? {};
+  const capacity = opts['capacity'] === undefined ? 1024 : validateInt32(opts['capacity'], 'options.capacity', 2, 1 << 24);
+  const maxMessageSize = opts['maxMessageSize'] === undefined ? 4096 : validateInt32(opts['maxMessageSize'], 'options.maxMessageSize', 1, (1 << 30) - 64);
+  const maxProducers = opts['maxProducers'] === undefined ? 64 : validateInt32(opts['maxProducers'], 'options.maxProducers', 1, 4096);
+  const maxConsumers = opts['maxConsumers'] === undefined ? 64 : validateInt32(opts['maxConsumers'], 'options.maxConsumers', 1, 4096);
+  const g = geometry(capacity, maxMessageSize, maxProducers, maxConsumers);
+  if (g.totalSize > 2 ** 32 - 1) throw invalidArgValue('options', o, `describe a channel of ${g.totalSize} bytes; at most 4 GiB`);
+  return g;
+}
+
+function parseStrategy(o: Partial<Record<string, unknown>>): { wait: WaitStrategy; spinNs: number } {
+  const wait = o['wait'] === undefined ? 'block' : validateOneOf(o['wait'], 'options.wait', STRATEGIES);
+  let spin = wait === 'spin' ? 200 : 50;
+  if (o['spin'] !== undefined) {
+    if (typeof o['spin'] !== 'number') throw invalidArgType('options.spin', 'of type number', o['spin']);
+    if (!(o['spin'] >= 0 && o['spin'] <= 1e6)) throw invalidArgValue('options.spin', o['spin'], 'must be microseconds from 0 to 1000000');
+    spin = o['spin'];
+  }
+  return { wait, spinNs: Math.round(spin * 1000) };
+}
+
+function resolveTarget(target: unknown, size: number | undefined, creating: boolean): { mapping: Mapping; owned: SharedMemory | Mapping | undefined } {
+  if (target instanceof SharedMemory) return { mapping: checkShared(target.mapping, size), owned: undefined };
+  if (target instanceof Mapping) return { mapping: checkShared(target, size), owned: undefined };
+  if (typeof target === 'string') {
+    const mapping = creating ? map(target, { access: 'write', size: size!, mode: 0o600 }) : map(target, { access: 'write' });
+    return { mapping, owned: mapping };
+  }
+  if (target !== null && typeof target === 'object' && typeof (target as { name?: unknown }).name === 'string') {
+    const name = (target as { name: string }).name;
+    const shm = creating ? SharedMemory.create(name, size!) : SharedMemory.open(name);
+    return { mapping: shm.mapping, owned: shm };
+  }
+  throw invalidArgType('target', 'a file path, { name }, a SharedMemory or a Mapping', target);
+}
+
+function checkShared(m: Mapping, size: number | undefined): Mapping {
+  if (!m.shared) throw mmapkitError('ERR_MMAP_NOT_SHARED', "A channel needs memory shared between processes (a 'write' mapping or SharedMemory)");
+  if (size !== undefined && m.length < size) throw invalidArgValue('target', `${m.length} bytes`, `is too small for this channel (${size} bytes; see Channel.byteLength())`);
+  return m;
+}
+
+/** Read and check the header: every number must describe a channel that fits the mapping. */
+function readGeometry(m: Mapping): Geometry {
+  if (m.length < CHANNEL.CONTROL_END) throw mmapkitError('ERR_MMAP_BAD_HEADER', `Too small for a channel: ${m.length} bytes`);
+  const h = m.view(0, CHANNEL.CONTROL_END);
+  const magic = h.readUInt32LE(CHANNEL.MAGIC);
+  if (magic !== MAGIC) throw mmapkitError('ERR_MMAP_BAD_HEADER', `No channel here: magic is 0x${magic.toString(16)}, expected 0x${MAGIC.toString(16)} (not created yet?)`);
+  const version = h.readUInt16LE(CHANNEL.VERSION);
+  if (version !== VERSION) throw mmapkitError('ERR_MMAP_BAD_HEADER', `Channel layout version ${version}; this library reads version ${VERSION}`);
+  const capacity = h.readUInt32LE(CHANNEL.CAPACITY);
+  const slotSize = h.readUInt32LE(CHANNEL.SLOT_SIZE);
+  const maxMessageSize = h.readUInt32LE(CHANNEL.MAX_MESSAGE);
+  const maxProducers = h.readUInt32LE(CHANNEL.MAX_PRODUCERS);
+  const maxConsumers = h.readUInt32LE(CHANNEL.MAX_CONSUMERS);
+  const totalSize = h.readUInt32LE(CHANNEL.TOTAL_SIZE_LO) + h.readUInt32LE(CHANNEL.TOTAL_SIZE_HI) * 2 ** 32;
+  const expected = geometry(capacity, maxMessageSize, maxProducers, maxConsumers);
+  const bad =
+    capacity < 2 || capacity > 1 << 24 || (capacity & (capacity - 1)) !== 0 ? `capacity ${capacity} is not a power of two from 2 to 2^24`
+      : maxMessageSize < 1 || slotSize !== expected.slotSize ? `slot size ${slotSize} does not fit max message size ${maxMessageSize}`
+      : maxProducers < 1 || maxProducers > 4096 || maxConsumers < 1 || maxConsumers > 4096 ? `table sizes ${maxProducers}/${maxConsumers}`
+      : h.readUInt32LE(CHANNEL.PRODUCERS_OFFSET) !== expected.producersOffset || h.readUInt32LE(CHANNEL.CONSUMERS_OFFSET) !== expected.consumersOffset ||
+        h.readUInt32LE(CHANNEL.SLOTS_OFFSET) !== expected.slotsOffset ? 'table or slot offsets do not match the sizes'
+      : totalSize !== expected.totalSize ? `total size ${totalSize}, expected ${expected.totalSize}`
+      : totalSize > m.length ? `total size ${totalSize} is larger than the memory (${m.length} bytes)`
+      : '';
+  if (bad !== '') throw mmapkitError('ERR_MMAP_BAD_HEADER', `Corrupt channel header: ${bad}`);
+  return expected;
+}
