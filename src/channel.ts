@@ -10,6 +10,7 @@
  * docs/channel-layout.md; every index and length read from shared memory is checked before use.
  * @module
  */
+import { Readable, Writable } from 'node:stream';
 import { invalidArgType, invalidArgValue, mmapkitError, outOfRange } from './errors.js';
 import { Mapping, map, viewLocation } from './mapping.js';
 import { SharedMemory } from './shm.js';
@@ -441,6 +442,63 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         throw timedOut('waiting for a message', timeout);
       }
     }
+  }
+
+  /**
+   * A Node `Readable` of the messages (one chunk per message; object mode off, so chunks are
+   * Buffers), ending at the end of the stream. Backpressure: it only receives when the stream wants
+   * more. Destroying it does not close the channel.
+   */
+  readable(options?: { highWaterMark?: number }): Readable {
+    this.#prepareReceive('readable');
+    let reading = false;
+    const stream: Readable = new Readable({
+      ...(options?.highWaterMark === undefined ? {} : { highWaterMark: options.highWaterMark }),
+      read: () => {
+        if (reading) return;
+        reading = true;
+        const pump = async (): Promise<void> => {
+          try {
+            for (;;) {
+              const msg = await this.receiveAsync();
+              if (msg === null) {
+                stream.push(null);
+                return;
+              }
+              // push() returning false means the consumer is full: wait for the next read().
+              if (!stream.push(msg)) return;
+            }
+          } catch (err) {
+            stream.destroy(err as Error);
+          } finally {
+            reading = false;
+          }
+        };
+        void pump();
+      },
+    });
+    return stream;
+  }
+
+  /**
+   * A Node `Writable`: each chunk written becomes one message (a chunk larger than maxMessageSize is
+   * an error). Backpressure: a write completes once the message is in the queue, waiting while the
+   * queue is full. Ending the stream closes this producer handle (so consumers see the end once every
+   * producer has closed) unless `{ close: false }`.
+   */
+  writable(options?: { close?: boolean; highWaterMark?: number }): Writable {
+    this.#check('writable');
+    const closeAtEnd = options?.close ?? true;
+    return new Writable({
+      ...(options?.highWaterMark === undefined ? {} : { highWaterMark: options.highWaterMark }),
+      write: (chunk: Buffer, _encoding, callback) => {
+        this.sendAsync(chunk).then(() => callback(), callback);
+      },
+      final: (callback) => {
+        if (closeAtEnd) this.close();
+        callback();
+      },
+    });
   }
 
   /** `for await (const msg of channel)`: receives until the end of the stream. */
