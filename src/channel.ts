@@ -11,7 +11,7 @@
  * @module
  */
 import { Readable, Writable } from 'node:stream';
-import { invalidArgType, invalidArgValue, mmapkitError, outOfRange } from './errors.js';
+import { invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange } from './errors.js';
 import { Mapping, map, viewLocation } from './mapping.js';
 import { SharedMemory } from './shm.js';
 import { validateInt32, validateOneOf, validateOptions } from './validators.js';
@@ -227,6 +227,12 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   /** Same for a slot one lap behind the tail that a consumer claimed but never released. */
   #fullPos = 0;
   #fullSince = -1n;
+  /**
+   * The one reservation / in-place message this handle may have outstanding: its table entry
+   * records a single position, which is what lets others repair the slot if this process dies.
+   */
+  #outstandingReserve: (() => void) | undefined;
+  #outstandingTake: (() => void) | undefined;
 
   /** @internal Use {@link Channel.create} or {@link Channel.open}. */
   constructor(token: symbol, mapping: Mapping, owned: SharedMemory | Mapping | undefined, g: Geometry, wait: WaitStrategy, spinNs: number) {
@@ -240,6 +246,9 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     this.#strategy = wait;
     this.#spinNs = spinNs;
     const base = viewLocation(this.#u8)!.addr;
+    if (base % 64n !== 0n) {
+      throw invalidArgValue('target', 'a mapping at an unaligned address', 'must start the channel on a 64-byte boundary in memory (map the file at offset 0)');
+    }
     this.#notEmpty = { mapping, addr: base + BigInt(CHANNEL.NOT_EMPTY), array: this.#i32, index: CHANNEL.NOT_EMPTY >>> 2 };
     this.#notFull = { mapping, addr: base + BigInt(CHANNEL.NOT_FULL), array: this.#i32, index: CHANNEL.NOT_FULL >>> 2 };
   }
@@ -375,6 +384,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   reserve(options?: ChannelWaitOptions | number): Reservation {
     this.#check('reserve');
     this.#attachProducer();
+    this.#noOutstanding(this.#outstandingReserve, 'reserve');
     const { deadline, timeout } = parseTimeout(options);
     for (;;) {
       const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
@@ -520,6 +530,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     this.#closed = true;
     if (!this.#mapping.closed) {
       const g = this.#g;
+      this.#outstandingReserve?.();
+      this.#outstandingTake?.();
       if (this.#producer >= 0) {
         const e = (g.producersOffset + this.#producer * CHANNEL.ENTRY_SIZE) >>> 2;
         // seq_cst: a consumer that sees CLOSED also sees every message this producer published
@@ -551,6 +563,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   #prepareSend(data: unknown): Uint8Array {
     this.#check('send');
+    this.#noOutstanding(this.#outstandingReserve, 'reserve');
     const bytes = toBytes(data);
     if (bytes.byteLength > this.#g.maxMessageSize) {
       throw outOfRange('data.byteLength', `<= ${this.#g.maxMessageSize} (the channel's maxMessageSize)`, bytes.byteLength);
@@ -561,6 +574,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   #prepareReceive(what: string): void {
     this.#check(what);
+    this.#noOutstanding(this.#outstandingTake, 'receiveInPlace');
     this.#attachConsumer();
   }
 
@@ -623,15 +637,27 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const slot = this.#slot(pos);
     const buffer = this.#mapping.view(slot + CHANNEL.SLOT_HEADER, this.#g.maxMessageSize);
     let done = false;
+    const finish = (length: number): void => {
+      done = true;
+      this.#outstandingReserve = undefined;
+      this.#commit(pos, slot, length);
+    };
+    // close() with the reservation open publishes it as torn, so that consumers skip it.
+    this.#outstandingReserve = () => finish(TORN);
     return {
       buffer,
       commit: (length?: number) => {
-        if (done) throw mmapkitError('ERR_MMAP_CLOSED', 'This reservation was already committed');
-        const n = length === undefined ? this.#g.maxMessageSize : validateInt32(length, 'length', 0, this.#g.maxMessageSize);
-        done = true;
-        this.#commit(pos, slot, n);
+        if (done) throw invalidState('this reservation was already committed');
+        if (this.#mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', "Cannot commit: the channel's memory has been unmapped");
+        finish(length === undefined ? this.#g.maxMessageSize : validateInt32(length, 'length', 0, this.#g.maxMessageSize));
       },
     };
+  }
+
+  #noOutstanding(pending: (() => void) | undefined, what: string): void {
+    if (pending !== undefined) {
+      throw invalidState(`this handle has a ${what === 'reserve' ? 'reservation' : 'message in place'} outstanding: ${what === 'reserve' ? 'commit' : 'release'} it first (one at a time per handle)`);
+    }
   }
 
   /**
@@ -678,14 +704,14 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         }
         const data = this.#mapping.view(start, length);
         let released = false;
-        return {
-          data,
-          release: () => {
-            if (released) return;
-            released = true;
-            this.#release(pos, slot);
-          },
+        const release = (): void => {
+          if (released || this.#mapping.closed) return;
+          released = true;
+          this.#outstandingTake = undefined;
+          this.#release(pos, slot);
         };
+        this.#outstandingTake = release;
+        return { data, release };
       }
       if (dif < 0) {
         // Not published yet: empty, or a producer is writing it, or a producer died writing it.
@@ -820,8 +846,9 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       for (let i = 0; i < entries; i++) {
         const e = (tableOffset + i * CHANNEL.ENTRY_SIZE) >>> 2;
         const pid = Atomics.load(i32, e + (CHANNEL.ENTRY_PID >>> 2));
-        const reusable = pid === 0 || (pass === 1 && Atomics.load(i32, e + (CHANNEL.ENTRY_BUSY >>> 2)) === 0 &&
-          (Atomics.load(i32, e + (CHANNEL.ENTRY_STATE >>> 2)) === CLOSED || !pidAlive(pid)));
+        const busy = Atomics.load(i32, e + (CHANNEL.ENTRY_BUSY >>> 2)) === 1;
+        const stale = !busy || this.#resolved(tableOffset, Atomics.load(i32, e + (CHANNEL.ENTRY_POSITION >>> 2)));
+        const reusable = pid === 0 || (pass === 1 && stale && (Atomics.load(i32, e + (CHANNEL.ENTRY_STATE >>> 2)) === CLOSED || !pidAlive(pid)));
         if (!reusable) continue;
         if (Atomics.compareExchange(i32, e + (CHANNEL.ENTRY_PID >>> 2), pid, process.pid) !== pid) continue;
         Atomics.store(i32, e + (CHANNEL.ENTRY_BUSY >>> 2), 0);
@@ -830,6 +857,16 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       }
     }
     throw mmapkitError('ERR_MMAP_CHANNEL_FULL', `The channel has no free entry for more ${what} (max ${entries}); close handles or create it with a larger max${what === 'producers' ? 'Producers' : 'Consumers'}`);
+  }
+
+  /**
+   * Whether the position a (dead) party was busy with no longer needs it: a producer's position is
+   * resolved once its slot is published (or repaired); a consumer's once its slot was released.
+   */
+  #resolved(tableOffset: number, pos: number): boolean {
+    const seq = Atomics.load(this.#i32, this.#slot(pos) >>> 2);
+    const want = tableOffset === this.#g.producersOffset ? pos : (pos + 1) | 0; // the unfinished states
+    return seq !== want;
   }
 
   // ------------------------------------------------------------ waiting
