@@ -50,8 +50,8 @@ export const CHANNEL = Object.freeze({
   /** Table entry (producer or consumer): i32 pid (0: free), i32 state, i32 position, i32 busy. */
   ENTRY_PID: 0,
   ENTRY_STATE: 4, // 1 attached, 2 closed
-  ENTRY_POSITION: 8, // the position being claimed or used while BUSY is 1
-  ENTRY_BUSY: 12,
+  ENTRY_POSITION: 8, // the position this party claimed last (or is claiming), valid while BUSY is 1
+  ENTRY_BUSY: 12, // 1 once POSITION is valid; 0 after a lost claim or a repair
   ENTRY_SIZE: 16,
 });
 
@@ -62,6 +62,7 @@ const ATTACHED = 1;
 const CLOSED = 2;
 const FLAG_HAD_PRODUCER = 1;
 const INT32_MAX = 0x7fffffff;
+const PID = process.pid;
 /** How long a slot may stay claimed but unfinished before its owner is checked for death. */
 const STALL_CHECK_NS = 2_000_000;
 /** Longest single sleep: waits wake up this often to look for ends and dead producers. */
@@ -160,7 +161,10 @@ function toBytes(data: unknown): Uint8Array {
   throw invalidArgType('data', 'a string, Buffer, TypedArray or DataView', data);
 }
 
+const NO_TIMEOUT: { deadline: bigint } = Object.freeze({ deadline: -1n });
+
 function parseTimeout(options: ChannelWaitOptions | number | undefined): { timeout?: number; deadline: bigint; signal?: AbortSignal } {
+  if (options === undefined) return NO_TIMEOUT; // the common case, on every message
   const o = typeof options === 'number' ? { timeout: options } : validateOptions(options, 'options', ['timeout', 'signal'] as const);
   let deadline = -1n;
   const t = o.timeout;
@@ -233,6 +237,12 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
    */
   #outstandingReserve: (() => void) | undefined;
   #outstandingTake: (() => void) | undefined;
+  /** Where this handle expects the tail / head to be (saves a load when it is right). */
+  #tailGuess = 0;
+  #headGuess = 0;
+  /** Whether this handle's table entry has BUSY set (so each claim needs only the position store). */
+  #producerBusy = false;
+  #consumerBusy = false;
 
   /** @internal Use {@link Channel.create} or {@link Channel.open}. */
   constructor(token: symbol, mapping: Mapping, owned: SharedMemory | Mapping | undefined, g: Geometry, wait: WaitStrategy, spinNs: number) {
@@ -352,13 +362,17 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   send(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): void {
     const bytes = this.#prepareSend(data);
     const { deadline, timeout } = parseTimeout(options);
+    let pos = this.#claimTail();
     for (;;) {
-      const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
-      const pos = this.#claimTail();
       if (pos !== undefined) return this.#publish(pos, bytes);
+      // Full. Read the futex word, then look again: a slot freed after this read changes the word.
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
+      pos = this.#claimTail();
+      if (pos !== undefined) continue;
       if (!this.#sleep(this.#notFull, CHANNEL.PRODUCER_SLEEPERS, seen, deadline, () => this.#hasRoom())) {
         throw timedOut('waiting for room in the channel', timeout);
       }
+      pos = this.#claimTail();
     }
   }
 
@@ -366,13 +380,16 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   async sendAsync(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): Promise<void> {
     const bytes = this.#prepareSend(data);
     const { deadline, timeout, signal } = parseTimeout(options);
+    let pos = this.#claimTail();
     for (;;) {
-      const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
-      const pos = this.#claimTail();
       if (pos !== undefined) return this.#publish(pos, bytes);
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
+      pos = this.#claimTail();
+      if (pos !== undefined) continue;
       if (!(await this.#sleepAsync(this.#notFull, CHANNEL.PRODUCER_SLEEPERS, seen, deadline, signal, () => this.#hasRoom()))) {
         throw timedOut('waiting for room in the channel', timeout);
       }
+      pos = this.#claimTail();
     }
   }
 
@@ -410,14 +427,18 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   receive(options?: ChannelWaitOptions | number): Buffer | null {
     this.#prepareReceive('receive');
     const { deadline, timeout } = parseTimeout(options);
+    let got = this.#take(true);
     for (;;) {
-      const seen = Atomics.load(this.#i32, CHANNEL.NOT_EMPTY >>> 2);
-      const got = this.#take(true);
       if (got !== undefined) return got;
+      // Empty. Read the futex word, then look again: a publish after this read changes the word.
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_EMPTY >>> 2);
+      got = this.#take(true);
+      if (got !== undefined) continue;
       if (this.#atEnd()) return this.#end();
       if (!this.#sleep(this.#notEmpty, CHANNEL.CONSUMER_SLEEPERS, seen, deadline, () => this.#hasMessage())) {
         throw timedOut('waiting for a message', timeout);
       }
+      got = this.#take(true);
     }
   }
 
@@ -425,14 +446,17 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   async receiveAsync(options?: ChannelWaitOptions | number): Promise<Buffer | null> {
     this.#prepareReceive('receiveAsync');
     const { deadline, timeout, signal } = parseTimeout(options);
+    let got = this.#take(true);
     for (;;) {
-      const seen = Atomics.load(this.#i32, CHANNEL.NOT_EMPTY >>> 2);
-      const got = this.#take(true);
       if (got !== undefined) return got;
+      const seen = Atomics.load(this.#i32, CHANNEL.NOT_EMPTY >>> 2);
+      got = this.#take(true);
+      if (got !== undefined) continue;
       if (this.#atEnd()) return this.#end();
       if (!(await this.#sleepAsync(this.#notEmpty, CHANNEL.CONSUMER_SLEEPERS, seen, deadline, signal, () => this.#hasMessage()))) {
         throw timedOut('waiting for a message', timeout);
       }
+      got = this.#take(true);
     }
   }
 
@@ -586,19 +610,30 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   #claimTail(): number | undefined {
     const i32 = this.#i32;
     const entry = (this.#g.producersOffset + this.#producer * CHANNEL.ENTRY_SIZE) >>> 2;
-    let pos = Atomics.load(i32, CHANNEL.TAIL >>> 2);
+    // Start from where this handle's last claim left the tail: right whenever nobody else sent
+    // meanwhile, which saves a load; the compare-and-swap corrects it otherwise.
+    let pos = this.#tailGuess;
     for (let spins = 0; ; spins++) {
       const slot = this.#slot(pos);
       const seq = Atomics.load(i32, slot >>> 2);
       const dif = (seq - pos) | 0;
       if (dif === 0) {
         // Say which position we are claiming before claiming it: if we die before publishing, a
-        // consumer finds us in the table, sees we are dead, and skips the slot.
-        Atomics.store(i32, entry + (CHANNEL.ENTRY_POSITION >>> 2), pos);
-        Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 1);
+        // consumer finds us in the table, sees we are dead, and skips the slot. (A plain store of the
+        // position, then the seq_cst BUSY store or compare-and-swap, which orders it.)
+        i32[entry + (CHANNEL.ENTRY_POSITION >>> 2)] = pos;
+        if (!this.#producerBusy) {
+          Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 1);
+          this.#producerBusy = true;
+        }
         const won = Atomics.compareExchange(i32, CHANNEL.TAIL >>> 2, pos, (pos + 1) | 0);
-        if (won === pos) return pos;
+        if (won === pos) {
+          this.#tailGuess = (pos + 1) | 0;
+          return pos;
+        }
+        // Lost: our entry must not claim a position someone else owns.
         Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 0);
+        this.#producerBusy = false;
         pos = won;
       } else if (dif < 0) {
         // The slot still holds the message from one lap ago: full, unless its consumer died.
@@ -609,6 +644,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       } else {
         pos = Atomics.load(i32, CHANNEL.TAIL >>> 2);
       }
+      this.#tailGuess = pos;
       if (spins > 1_000_000) throw corrupt('the tail position never matches a slot');
     }
   }
@@ -622,11 +658,10 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   #commit(pos: number, slot: number, length: number): void {
     const i32 = this.#i32;
     i32[(slot + CHANNEL.SLOT_LENGTH) >>> 2] = length;
-    i32[(slot + CHANNEL.SLOT_PID) >>> 2] = process.pid;
-    // seq_cst store: publishes the length and the bytes to the consumer that sees the new sequence
+    i32[(slot + CHANNEL.SLOT_PID) >>> 2] = PID;
+    // seq_cst store: publishes the length and the bytes to the consumer that sees the new sequence.
+    // (The entry keeps this position: once the slot is published, nobody takes it for unfinished.)
     Atomics.store(i32, slot >>> 2, (pos + 1) | 0);
-    const entry = (this.#g.producersOffset + this.#producer * CHANNEL.ENTRY_SIZE) >>> 2;
-    Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 0);
     if (Atomics.load(i32, CHANNEL.CONSUMER_SLEEPERS >>> 2) > 0) {
       Atomics.add(i32, CHANNEL.NOT_EMPTY >>> 2, 1);
       notifyWord(this.#notEmpty, 1);
@@ -670,25 +705,32 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const i32 = this.#i32;
     const g = this.#g;
     const entry = (g.consumersOffset + this.#consumer * CHANNEL.ENTRY_SIZE) >>> 2;
-    let pos = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+    let pos = this.#headGuess;
     for (let spins = 0; ; spins++) {
       const slot = this.#slot(pos);
       const seq = Atomics.load(i32, slot >>> 2);
       const dif = (seq - ((pos + 1) | 0)) | 0;
       if (dif === 0) {
-        Atomics.store(i32, entry + (CHANNEL.ENTRY_POSITION >>> 2), pos);
-        Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 1);
+        // As in #claimTail: the position first, so a dead consumer's slot can be recovered.
+        i32[entry + (CHANNEL.ENTRY_POSITION >>> 2)] = pos;
+        if (!this.#consumerBusy) {
+          Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 1);
+          this.#consumerBusy = true;
+        }
         const won = Atomics.compareExchange(i32, CHANNEL.HEAD >>> 2, pos, (pos + 1) | 0);
         if (won !== pos) {
           Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 0);
+          this.#consumerBusy = false;
           pos = won;
+          this.#headGuess = pos;
           continue;
         }
+        this.#headGuess = (pos + 1) | 0;
         const length = i32[(slot + CHANNEL.SLOT_LENGTH) >>> 2]!;
         if (length === TORN) {
           // A producer died in the middle of this message: it was never complete. Skip it.
           this.#release(pos, slot);
-          pos = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+          pos = this.#headGuess;
           continue;
         }
         if (!(length >= 0 && length <= g.maxMessageSize)) {
@@ -698,7 +740,10 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         const start = slot + CHANNEL.SLOT_HEADER;
         if (copy) {
           const out = Buffer.allocUnsafe(length);
-          this.#u8.copy(out, 0, start, start + length);
+          const u8 = this.#u8;
+          // A plain loop beats Buffer#copy (which makes a new view per call) for small messages.
+          if (length <= 256) for (let i = 0; i < length; i++) out[i] = u8[start + i]!;
+          else u8.copy(out, 0, start, start + length);
           this.#release(pos, slot);
           return out;
         }
@@ -715,11 +760,17 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       }
       if (dif < 0) {
         // Not published yet: empty, or a producer is writing it, or a producer died writing it.
+        const head = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+        if (head !== pos) {
+          // Our guess was behind: another consumer moved the head.
+          pos = this.#headGuess = head;
+          continue;
+        }
         if (Atomics.load(i32, CHANNEL.TAIL >>> 2) === pos) return undefined; // empty
         if (this.#stalled(pos, false) && this.#repairTorn(pos, slot)) continue;
         return undefined; // the caller waits for the producer to publish
       }
-      pos = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+      pos = this.#headGuess = Atomics.load(i32, CHANNEL.HEAD >>> 2);
       if (spins > 1_000_000) throw corrupt('the head position never matches a slot');
     }
   }
@@ -727,10 +778,9 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   /** Give a consumed slot back to producers for the next lap. */
   #release(pos: number, slot: number): void {
     const i32 = this.#i32;
-    // seq_cst store: the slot is free for the producer of position pos + capacity
+    // seq_cst store: the slot is free for the producer of position pos + capacity. (The entry keeps
+    // this position: once the slot is released, nobody takes it for unreleased.)
     Atomics.store(i32, slot >>> 2, (pos + this.#g.capacity) | 0);
-    const entry = (this.#g.consumersOffset + this.#consumer * CHANNEL.ENTRY_SIZE) >>> 2;
-    Atomics.store(i32, entry + (CHANNEL.ENTRY_BUSY >>> 2), 0);
     if (Atomics.load(i32, CHANNEL.PRODUCER_SLEEPERS >>> 2) > 0) {
       Atomics.add(i32, CHANNEL.NOT_FULL >>> 2, 1);
       notifyWord(this.#notFull, 1);
@@ -785,15 +835,6 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       if (Atomics.load(i32, e + (CHANNEL.ENTRY_POSITION >>> 2)) !== pos) continue;
       if (pidAlive(Atomics.load(i32, e + (CHANNEL.ENTRY_PID >>> 2)))) return false;
       dead = true;
-    }
-    if (dead) {
-      // Its entry is no longer busy with this position: the repair is done once.
-      for (let i = 0; i < entries; i++) {
-        const e = (tableOffset + i * CHANNEL.ENTRY_SIZE) >>> 2;
-        if (Atomics.load(i32, e + (CHANNEL.ENTRY_POSITION >>> 2)) === pos && !pidAlive(Atomics.load(i32, e + (CHANNEL.ENTRY_PID >>> 2)))) {
-          Atomics.store(i32, e + (CHANNEL.ENTRY_BUSY >>> 2), 0);
-        }
-      }
     }
     return dead;
   }
