@@ -8,6 +8,11 @@ import { native } from './binding.js';
 import { systemError } from './errors.js';
 
 const enabled = process.env['MMAPKIT_SIGBUS_GUARD'] !== '0';
+/**
+ * Whether a JavaScript SIGBUS listener was added after the guard went in (libuv's handler then
+ * replaced ours). A listener from before the import does not count: our handler replaced libuv's.
+ */
+let replaced = false;
 
 function install(again: boolean): void {
   const rc = native.guardInstall(again);
@@ -22,6 +27,7 @@ if (enabled) {
     // mapping would then never be repaired, and the faulting access would run again forever.
     process.on('newListener', (event) => {
       if (event === 'SIGBUS' && process.listenerCount('SIGBUS') === 0) {
+        replaced = true;
         process.emitWarning(
           "A process.on('SIGBUS') listener replaces mmapkit's SIGBUS guard: a read of a truncated mapped file " +
             'will no longer be repaired and will hang the process in a fault loop. See docs/safety.md.',
@@ -32,7 +38,10 @@ if (enabled) {
     // When the last listener goes, libuv resets SIGBUS to its default action: put the guard back.
     // (Node's own 'removeListener' handler, which does that reset, was registered before this one.)
     process.on('removeListener', (event) => {
-      if (event === 'SIGBUS' && process.listenerCount('SIGBUS') === 0) install(true);
+      if (event === 'SIGBUS' && process.listenerCount('SIGBUS') === 0) {
+        install(true);
+        replaced = false;
+      }
     });
   }
 }
@@ -44,5 +53,5 @@ if (enabled) {
  * is registered; a warning says so) and it comes back when the last such listener is removed.
  */
 export function guardInstalled(): boolean {
-  return native.guardInstalled() && !(isMainThread && process.listenerCount('SIGBUS') > 0);
+  return native.guardInstalled() && !replaced;
 }

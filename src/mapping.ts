@@ -5,7 +5,8 @@
  * Lifetime: the kernel mapping belongs to one `Mapping` object. Every ArrayBuffer handed out over it
  * holds a hidden reference to that object, so the garbage collector can only unmap it once neither the
  * Mapping nor any view of it is reachable. `unmap()` detaches every view first (they become length 0)
- * and then calls munmap, so JavaScript can never touch freed memory.
+ * and then replaces the memory by an inaccessible placeholder that keeps the addresses until the
+ * garbage collector releases them (see Region), so nothing can touch freed memory or a newer mapping.
  * @module
  */
 import { closeSync, fstatSync, ftruncateSync, openSync, rmSync, constants as fsConstants } from 'node:fs';
@@ -154,7 +155,7 @@ interface Region {
   closed: boolean;
   /** munmap has been called: the addresses are no longer ours. */
   released: boolean;
-  /** Operations in flight on another thread (flushAsync) that must finish before munmap. */
+  /** Holds: operations in flight on another thread (flushAsync, async waits) that must end first. */
   pending: number;
 }
 
@@ -332,7 +333,8 @@ export class Mapping implements Disposable {
    * touch the memory; the memory is then released at once (a `flushAsync` or async wait in flight
    * finishes or is cancelled first). The addresses stay reserved, inaccessible, until the garbage
    * collector drops this Mapping and its views, so that nothing else is mapped where a stale pointer
-   * could reach (see docs/safety.md).
+   * could reach (see docs/safety.md). Throws `ERR_MMAP_BUSY`, changing nothing, while the memory holds
+   * a Mutex this thread has locked.
    */
   unmap(): void {
     const region = this.#region;
@@ -610,7 +612,8 @@ export class Mapping implements Disposable {
 
 /**
  * @internal The mapping a view lies in and the address of the view's first byte, or undefined when
- * the view is not over memory mmapkit mapped.
+ * the view is not over memory mmapkit mapped. Throws for a detached view of a mapping
+ * (ERR_MMAP_CLOSED, or ERR_MMAP_NOT_ACCESSIBLE after protect()).
  */
 export function viewLocation(view: ArrayBufferView): { mapping: Mapping; addr: bigint } | undefined {
   const ab = view.buffer as ArrayBuffer;

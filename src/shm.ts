@@ -4,7 +4,7 @@
  * @module
  */
 import type { IOType, StdioOptions } from 'node:child_process';
-import { closeSync, fstatSync, ftruncateSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, readlinkSync, constants as fsConstants } from 'node:fs';
 import { native } from './binding.js';
 import { constants } from './constants.js';
 import { invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError } from './errors.js';
@@ -202,10 +202,24 @@ export class SharedMemory implements Disposable {
     if (adopted.has(fd)) {
       throw invalidState(`the shared memory inherited as '${key}' (fd ${fd}) is already attached; use SharedMemory.fromFd(first.fd) for another handle`);
     }
+    // The variable can outlive its meaning (a grandchild started with a plain spawn inherits the
+    // environment, not the descriptors): make sure the number names shared memory.
+    let target = '';
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      // not open
+    }
+    if (!target.startsWith('/memfd:') && !target.startsWith('memfd:') && !target.startsWith('/dev/shm/')) {
+      throw invalidState(
+        `descriptor ${fd}, named by ${INHERIT_ENV} for '${key}', is ${target === '' ? 'not open' : `not shared memory (${target})`}: was this process started with childOptions()?`,
+      );
+    }
     const rc = native.setCloexec(fd, true);
     if (rc < 0) throw systemError(rc, 'fcntl');
+    const shm = new SharedMemory(kCreate, fd, undefined, access);
     adopted.add(fd);
-    return new SharedMemory(kCreate, fd, undefined, access);
+    return shm;
   }
 
   /** The descriptor (close-on-exec). Closed by {@link SharedMemory.close}. */
@@ -236,7 +250,10 @@ export class SharedMemory implements Disposable {
   }
 
   /**
-   * Change the size (`ftruncate`) and map the object again: views of the old mapping are detached.
+   * Change the size (`ftruncate`) and map the object again: views of the old mapping are detached,
+   * and synchronization objects over it must be attached again. If the old mapping cannot be unmapped
+   * (`ERR_MMAP_BUSY`: it holds a Mutex this thread has locked), the object has been resized already
+   * but this handle keeps its old mapping.
    * Other processes keep their mapping at the old size until they call {@link SharedMemory.refresh};
    * shrinking under them makes their lost pages read as zeros (see docs/safety.md).
    */

@@ -64,6 +64,7 @@ function targetView(target: unknown, offset: number, length: number): Buffer {
     if (offset + length > m.length) throw invalidArgValue('offset', offset, `leaves no room for ${length} bytes in a mapping of ${m.length}`);
     return m.view(offset, length);
   } else if (ArrayBuffer.isView(target)) {
+    viewLocation(target); // a detached view of a mapping: ERR_MMAP_CLOSED or ERR_MMAP_NOT_ACCESSIBLE
     whole = Buffer.from(target.buffer, target.byteOffset, target.byteLength);
   } else {
     throw invalidArgType('target', 'a SharedMemory, a Mapping, or a Buffer/TypedArray over one', target);
@@ -221,10 +222,11 @@ export class Mutex {
     const deadline = deadlineOf(ns);
     let waited = false;
     for (;;) {
+      // The memory may have been unmapped or made read-only while we slept: never touch it then.
+      this.#checkUsable();
       const rc = native.mutexTryLock(this.#mutex);
       // EDEADLK: this thread holds it (an earlier lockAsync): wait for that one's unlock like anyone.
       if (rc !== EBUSY && rc !== EDEADLK) {
-        this.#checkUsable();
         const result = this.#result(rc, 'pthread_mutex_trylock', timeout);
         // We slept on the word: others may sleep there too. Keep FUTEX_WAITERS set so that our
         // unlock wakes them (glibc's own slow path takes the lock with the same bit).
@@ -245,7 +247,16 @@ export class Mutex {
       // Announce a sleeper (kernel robust-futex protocol): the owner's unlock then wakes one.
       if (value !== want && Atomics.compareExchange(array, index, value, want) !== value) continue;
       waited = true;
-      const r = await waitWordAsync(this.#word, want, remaining, opts);
+      let r: string;
+      try {
+        r = await waitWordAsync(this.#word, want, remaining, opts);
+      } catch (err) {
+        // An abort can land together with the unlock's wake-up meant for us: pass that wake on, or
+        // another sleeper could miss it (a spurious wake-up is harmless: sleepers re-check).
+        // (Unconditionally: the unlock that woke us has already cleared FUTEX_WAITERS from the word.)
+        if (this.#r.i32.length !== 0) notifyWord(this.#word, 1);
+        throw err;
+      }
       if (r === 'timed-out' && left(deadline) === 0) throw lockTimeout(timeout);
     }
   }
@@ -367,9 +378,15 @@ export abstract class FutexObject {
       Atomics.add(this.region.i32, this.#sleepers, 1);
       try {
         await waitWordAsync(this.word, 0, ns, opts);
-      } finally {
+      } catch (err) {
         this.#leave();
+        // An abort can land together with a wake-up meant for us: pass it on (see Mutex.lockAsync).
+        if (this.region.i32.length !== 0) this.wakeSleepers(1);
+        throw err;
       }
+      this.#leave();
+      // The memory may have been unmapped or made read-only while we slept.
+      this.check();
     }
   }
 

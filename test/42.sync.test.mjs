@@ -322,3 +322,63 @@ test('memory holding a locked Mutex is not unmapped under it (glibc would crash 
   assert.equal(r.signal, null, `killed by ${r.signal}`);
   assert.deepEqual(JSON.parse(r.stdout), { kept: 2, lock: 'acquired' }, r.stderr);
 });
+
+test('an abort that lands together with a wake-up passes the wake-up on (semaphore and mutex)', async () => {
+  const shm = SharedMemory.anonymous(4096);
+  const sem = Semaphore.create(shm, 0);
+  for (let i = 0; i < 40; i++) {
+    const ac = new AbortController();
+    const a = sem.waitAsync(5000, { signal: ac.signal }).then((v) => (v ? 'a' : 'a-timeout'), () => 'aborted');
+    const b = sem.waitAsync(3000).then((v) => (v ? 'b' : 'b-timeout'));
+    await new Promise((r) => setTimeout(r, 2)); // both asleep on waiter threads
+    sem.post(1);
+    ac.abort();
+    // A either took the post (its wake-up came before the abort) or was aborted; in that case the
+    // post must reach B. Either way exactly one of them has it.
+    const ra = await a;
+    if (ra === 'a') sem.post(1); // give B one too
+    else assert.equal(ra, 'aborted', `round ${i}`);
+    assert.equal(await b, 'b', `round ${i}: a post was lost with the aborted waiter (A: ${ra})`);
+    assert.equal(sem.value, 0);
+  }
+  const mx = Mutex.create(shm, 64);
+  for (let i = 0; i < 40; i++) {
+    mx.lock();
+    const ac = new AbortController();
+    const a = mx.lockAsync(5000, { signal: ac.signal }).then((r) => { mx.unlock(); return r; }, () => 'aborted');
+    const b = mx.lockAsync(3000).then((r) => { mx.unlock(); return r; }, (e) => e.code);
+    await new Promise((r) => setTimeout(r, 2));
+    mx.unlock();
+    ac.abort();
+    const results = await Promise.all([a, b]);
+    assert.equal(results[1], 'acquired', `round ${i}: ${results}`);
+  }
+  shm.close();
+});
+
+test('protect() while lockAsync or waitAsync sleeps: they fail cleanly instead of writing read-only memory', async () => {
+  const shm = SharedMemory.anonymous(4096);
+  const mx = Mutex.create(shm, 0);
+  const sem = Semaphore.create(shm, 64);
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { SharedMemory, Mutex } from ${JSON.stringify((await import('./helpers.mjs')).distUrl)};
+    const shm = SharedMemory.inherited();
+    const mx = Mutex.attach(shm, 0);
+    mx.lock(5000); process.stdout.write('locked\\n');
+    setTimeout(() => { mx.unlock(); process.stdout.write('unlocked\\n'); }, 300);
+  `], shm.childOptions({ stdio: ['ignore', 'pipe', 'inherit'] }));
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  while (!out.includes('locked')) await new Promise((r) => setTimeout(r, 5));
+  const p = mx.lockAsync(5000);
+  const q = sem.waitAsync(5000);
+  await new Promise((r) => setTimeout(r, 20));
+  shm.mapping.protect('read');
+  sem; // the semaphore is posted by nobody: its waiter sleeps on
+  await assert.rejects(p, { code: 'ERR_MMAP_NOT_ACCESSIBLE' });
+  shm.mapping.protect('write');
+  Semaphore.attach(shm, 64).post();
+  await assert.rejects(q, { code: 'ERR_MMAP_NOT_ACCESSIBLE' });
+  await new Promise((r) => child.on('exit', r));
+  shm.close();
+});

@@ -8,14 +8,16 @@
  * @module
  */
 import { type Command, UsageError, commandHelp, parseCommandArgs, table } from './command.js';
+import { cpCommand } from './cp.js';
 import { demoCommand } from './demo.js';
+import { dumpCommand } from './dump.js';
 import { packageVersion } from './package-info.js';
 
 /** The program name in messages. */
 const PROGRAM = 'mmapkit';
 
-/** Every command, in the order `--help` lists them. Add new commands (cp, dump, ...) here. */
-export const COMMANDS: readonly Command[] = [demoCommand];
+/** Every command, in the order `--help` lists them. Add new commands (send, recv, bench, ...) here. */
+export const COMMANDS: readonly Command[] = [cpCommand, dumpCommand, demoCommand];
 
 /** Exit codes of the CLI. */
 export const ExitCode = { ok: 0, failure: 1, usage: 2 } as const;

@@ -86,7 +86,15 @@ export function parseCommandArgs(
     if (isParseArgsError(err)) {
       // parseArgs's own message for an unknown option gives advice about '--' that is off the point.
       const unknown = err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'([^']*)'/.exec(err.message)?.[1] : undefined;
-      throw new UsageError(unknown === undefined ? err.message : `unknown option '${unknown}'`, command.name);
+      if (unknown !== undefined) throw new UsageError(`unknown option '${unknown}'`, command.name);
+      // "--offset -5": parseArgs will not take a value that starts with '-', and says so in three lines.
+      const ambiguous = /^Option '([^']*)' argument is ambiguous/.exec(err.message)?.[1];
+      const next = ambiguous === undefined ? undefined : argv[argv.indexOf(ambiguous) + 1];
+      if (ambiguous !== undefined && next !== undefined) {
+        const long = ambiguous.startsWith('--') ? ambiguous : `--${longName(command, ambiguous.slice(1)) ?? ambiguous.slice(1)}`;
+        throw new UsageError(`the value of '${ambiguous}' starts with '-': write ${long}=${next} if '${next}' is meant as its value`, command.name);
+      }
+      throw new UsageError(err.message.split('\n')[0] ?? err.message, command.name);
     }
     throw err;
   }
@@ -104,6 +112,11 @@ export function parseCommandArgs(
     }
   }
   return { values, positionals: parsed.positionals };
+}
+
+/** The long name of the option whose one-letter alias is `short`. */
+function longName(command: Command, short: string): string | undefined {
+  return Object.entries({ ...COMMON_OPTIONS, ...command.options }).find(([, def]) => def.short === short)?.[0];
 }
 
 function isParseArgsError(err: unknown): err is Error & { code: string } {
