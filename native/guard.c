@@ -14,6 +14,7 @@
 #include "guard.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -26,13 +27,15 @@
 enum { SLOT_FREE = 0, SLOT_CLAIMED = 1, SLOT_LIVE = 2, SLOT_RESERVED = 3 };
 #define SLOTS_PER_CHUNK 512
 
-typedef struct {
+typedef struct slot {
   _Atomic int state;        /* SLOT_FREE -> SLOT_CLAIMED (writer fills) -> SLOT_LIVE (visible) */
   _Atomic uintptr_t start;
   _Atomic size_t len;
   _Atomic int prot;
   _Atomic int faulted;
   void* _Atomic owner;
+  struct slot* bucket_next; /* hash chain of the address index; g_reg_mu */
+  struct slot* free_next;   /* free list; g_reg_mu */
 } slot_t;
 
 typedef struct chunk {
@@ -129,58 +132,139 @@ int guard_install(bool again) {
   return 0;
 }
 
-static slot_t* find_slot(void* addr) {
-  uintptr_t a = (uintptr_t)addr;
-  for (chunk_t* c = &g_head; c != NULL; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
-    for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
-      slot_t* s = &c->slots[i];
-      int state = atomic_load_explicit(&s->state, memory_order_acquire);
-      if ((state == SLOT_LIVE || state == SLOT_RESERVED) && atomic_load_explicit(&s->start, memory_order_relaxed) == a)
-        return s;
+/*
+ * Bookkeeping outside the signal handler: a free list of slots and a hash index from a mapping's
+ * start address to its slot, both under g_reg_mu, so that registering, finding and forgetting a
+ * mapping cost the same with ten mappings or a million (placeholders of unmapped memory wait in the
+ * registry until the garbage collector releases them). The handler only walks the chunks.
+ */
+static pthread_mutex_t g_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static slot_t* g_free = NULL;
+static slot_t** g_buckets = NULL;
+static size_t g_nbuckets = 0;
+static size_t g_indexed = 0;
+static chunk_t* g_last_chunk = &g_head;
+static bool g_head_listed = false;
+
+static size_t bucket_of(uintptr_t a, size_t n) {
+  return (size_t)(((a >> 12) * 0x9E3779B97F4A7C15ull) >> 17) & (n - 1);
+}
+
+/* Make room in the index (g_reg_mu held). */
+static bool index_grow(void) {
+  if (g_indexed < g_nbuckets) return true;
+  size_t n = g_nbuckets == 0 ? 1024 : g_nbuckets * 2;
+  slot_t** fresh = calloc(n, sizeof *fresh);
+  if (fresh == NULL) return false;
+  for (size_t i = 0; i < g_nbuckets; i++) {
+    for (slot_t* s = g_buckets[i]; s != NULL;) {
+      slot_t* next = s->bucket_next;
+      size_t b = bucket_of(atomic_load_explicit(&s->start, memory_order_relaxed), n);
+      s->bucket_next = fresh[b];
+      fresh[b] = s;
+      s = next;
     }
   }
-  return NULL;
+  free(g_buckets);
+  g_buckets = fresh;
+  g_nbuckets = n;
+  return true;
+}
+
+static void index_remove(slot_t* slot) {
+  size_t b = bucket_of(atomic_load_explicit(&slot->start, memory_order_relaxed), g_nbuckets);
+  for (slot_t** p = &g_buckets[b]; *p != NULL; p = &(*p)->bucket_next) {
+    if (*p == slot) {
+      *p = slot->bucket_next;
+      g_indexed--;
+      return;
+    }
+  }
+}
+
+/* A chunk's slots go on the free list (g_reg_mu held). */
+static void list_chunk(chunk_t* c) {
+  for (int i = SLOTS_PER_CHUNK - 1; i >= 0; i--) {
+    c->slots[i].free_next = g_free;
+    g_free = &c->slots[i];
+  }
+}
+
+static slot_t* find_slot(void* addr) {
+  uintptr_t a = (uintptr_t)addr;
+  slot_t* found = NULL;
+  pthread_mutex_lock(&g_reg_mu);
+  if (g_nbuckets > 0) {
+    for (slot_t* s = g_buckets[bucket_of(a, g_nbuckets)]; s != NULL; s = s->bucket_next) {
+      if (atomic_load_explicit(&s->start, memory_order_relaxed) == a) {
+        found = s;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&g_reg_mu);
+  return found;
 }
 
 int guard_register(void* addr, size_t len, int prot, void* owner) {
-  chunk_t* c = &g_head;
-  for (;;) {
-    for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
-      slot_t* s = &c->slots[i];
-      int expected = SLOT_FREE;
-      /* claim the slot so that no other thread fills it at the same time */
-      if (!atomic_compare_exchange_strong(&s->state, &expected, SLOT_CLAIMED)) continue;
-      atomic_store_explicit(&s->start, (uintptr_t)addr, memory_order_relaxed);
-      atomic_store_explicit(&s->len, len, memory_order_relaxed);
-      atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
-      atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
-      atomic_store_explicit(&s->owner, owner, memory_order_relaxed);
-      /* release: publish start/len/prot to the signal handler before it can match this slot */
-      atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
-      return 0;
-    }
-    chunk_t* next = atomic_load_explicit(&c->next, memory_order_acquire);
-    if (next == NULL) {
-      chunk_t* fresh = calloc(1, sizeof *fresh);
-      if (fresh == NULL) return -ENOMEM;
-      chunk_t* none = NULL;
-      /* publish the new chunk; if another thread won the race, use its chunk and drop ours */
-      if (atomic_compare_exchange_strong_explicit(&c->next, &none, fresh, memory_order_acq_rel,
-                                                  memory_order_acquire)) {
-        next = fresh;
-      } else {
-        free(fresh);
-        next = none;
-      }
-    }
-    c = next;
+  pthread_mutex_lock(&g_reg_mu);
+  if (!g_head_listed) {
+    list_chunk(&g_head);
+    g_head_listed = true;
   }
+  if (g_free == NULL) {
+    chunk_t* fresh = calloc(1, sizeof *fresh);
+    if (fresh == NULL) {
+      pthread_mutex_unlock(&g_reg_mu);
+      return -ENOMEM;
+    }
+    /* release: the handler may walk into the new chunk only once it is zeroed (all slots free) */
+    atomic_store_explicit(&g_last_chunk->next, fresh, memory_order_release);
+    g_last_chunk = fresh;
+    list_chunk(fresh);
+  }
+  if (!index_grow()) {
+    pthread_mutex_unlock(&g_reg_mu);
+    return -ENOMEM;
+  }
+  slot_t* s = g_free;
+  g_free = s->free_next;
+  atomic_store_explicit(&s->start, (uintptr_t)addr, memory_order_relaxed);
+  atomic_store_explicit(&s->len, len, memory_order_relaxed);
+  atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
+  atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->owner, owner, memory_order_relaxed);
+  size_t b = bucket_of((uintptr_t)addr, g_nbuckets);
+  s->bucket_next = g_buckets[b];
+  g_buckets[b] = s;
+  g_indexed++;
+  /* release: publish start/len/prot to the signal handler before it can match this slot */
+  atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
+  pthread_mutex_unlock(&g_reg_mu);
+  return 0;
+}
+
+/* Forget a slot (g_reg_mu held). */
+static void release_slot(slot_t* s) {
+  /* release: the handler stops matching the range before the address can be reused */
+  atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+  index_remove(s);
+  s->free_next = g_free;
+  g_free = s;
 }
 
 void guard_unregister(void* addr) {
-  slot_t* s = find_slot(addr);
-  /* release: the slot may be claimed again by another thread only after this store */
-  if (s != NULL) atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+  uintptr_t a = (uintptr_t)addr;
+  pthread_mutex_lock(&g_reg_mu);
+  if (g_nbuckets > 0) {
+    for (slot_t* s = g_buckets[bucket_of(a, g_nbuckets)]; s != NULL; s = s->bucket_next) {
+      if (atomic_load_explicit(&s->start, memory_order_relaxed) == a) {
+        release_slot(s);
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&g_reg_mu);
 }
 
 void guard_mark_reserved(void* addr) {
@@ -190,6 +274,7 @@ void guard_mark_reserved(void* addr) {
 }
 
 void guard_unmap_owned(void* owner) {
+  pthread_mutex_lock(&g_reg_mu);
   for (chunk_t* c = &g_head; c != NULL; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
     for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
       slot_t* s = &c->slots[i];
@@ -198,11 +283,11 @@ void guard_unmap_owned(void* owner) {
         continue;
       void* start = (void*)atomic_load_explicit(&s->start, memory_order_relaxed);
       size_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
-      /* release: forget the range before the address can be reused (same order as js_munmap) */
-      atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+      release_slot(s); /* before munmap, as in js_munmap */
       munmap(start, len);
     }
   }
+  pthread_mutex_unlock(&g_reg_mu);
 }
 
 void guard_set_prot(void* addr, size_t len, int prot) {
