@@ -347,6 +347,17 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     return Math.max(0, Math.min(n, this.#g.capacity));
   }
 
+  /**
+   * Attach this handle as a producer (or consumer) now, instead of on its first send (receive). A
+   * consumer sees the end of the stream once every producer that has attached has closed: attach all
+   * producers before the first one may close, or consumers may see the end too early.
+   */
+  attach(role: 'producer' | 'consumer'): void {
+    this.#check('attach');
+    if (validateOneOf(role, 'role', ['producer', 'consumer'] as const) === 'producer') this.#attachProducer();
+    else this.#attachConsumer();
+  }
+
   // ------------------------------------------------------------ sending
 
   /** Send one message if there is room now; false when the queue is full. */
@@ -808,9 +819,15 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   #repairTorn(pos: number, slot: number): boolean {
     if (!this.#ownerDead(this.#g.producersOffset, this.#g.maxProducers, pos)) return false;
     const i32 = this.#i32;
+    // Claim the repair with a compare-and-swap to a value no party expects for this slot now
+    // (pos + 2^31: the slot's state 2^31 positions ahead). It fails if the slot was published
+    // meanwhile (a live producer had claimed it after all) or another consumer is repairing it, so a
+    // good message is never marked torn and the length is written by one repairer only.
+    const repairing = (pos ^ 0x80000000) | 0;
+    if (Atomics.compareExchange(i32, slot >>> 2, pos, repairing) !== pos) return true; // look again
     i32[(slot + CHANNEL.SLOT_LENGTH) >>> 2] = TORN;
-    // compare-and-swap: one repairer wins; seq_cst publishes the TORN length with it
-    Atomics.compareExchange(i32, slot >>> 2, pos, (pos + 1) | 0);
+    // seq_cst store: publishes the TORN length with the slot; consumers then skip it
+    Atomics.store(i32, slot >>> 2, (pos + 1) | 0);
     return true;
   }
 
@@ -1010,6 +1027,8 @@ function readGeometry(m: Mapping): Geometry {
   if (magic !== MAGIC) throw mmapkitError('ERR_MMAP_BAD_HEADER', `No channel here: magic is 0x${magic.toString(16)}, expected 0x${MAGIC.toString(16)} (not created yet?)`);
   const version = h.readUInt16LE(CHANNEL.VERSION);
   if (version !== VERSION) throw mmapkitError('ERR_MMAP_BAD_HEADER', `Channel layout version ${version}; this library reads version ${VERSION}`);
+  const headerSize = h.readUInt16LE(CHANNEL.HEADER_SIZE);
+  if (headerSize !== 64) throw mmapkitError('ERR_MMAP_BAD_HEADER', `Corrupt channel header: header size ${headerSize}, expected 64`);
   const capacity = h.readUInt32LE(CHANNEL.CAPACITY);
   const slotSize = h.readUInt32LE(CHANNEL.SLOT_SIZE);
   const maxMessageSize = h.readUInt32LE(CHANNEL.MAX_MESSAGE);
