@@ -2,7 +2,8 @@
  * The only file that loads the native addon. It looks, in order, at `MMAPKIT_BINDING` (an explicit
  * path), `prebuilds/<platform>-<arch>/mmapkit.node`, `build/Release` and `build/Debug`.
  *
- * Contract of the addon: every wrapper takes checked primitives (addresses as bigint, lengths and file
+ * Contract of the addon: every wrapper takes checked primitives (addresses as bigint, or as number
+ * where a hot path avoids BigInt arithmetic: user-space addresses fit in 2^53; lengths and file
  * offsets as number or bigint, flags as int32) and returns its result, or a negative errno as a number.
  * @module
  */
@@ -44,13 +45,13 @@ export interface NativeBinding {
   dupCloexec(fd: number): number;
   setCloexec(fd: number, on: boolean): Status;
   /** FUTEX_WAIT; timeoutNs < 0 waits forever. */
-  futexWait(addr: bigint, expected: number, timeoutNs: number): Status;
+  futexWait(addr: bigint | number, expected: number, timeoutNs: number): Status;
   /** FUTEX_WAKE; returns the number woken or -errno. */
-  futexWake(addr: bigint, count: number): number;
+  futexWake(addr: bigint | number, count: number): number;
   /** One per environment: dispatch(id, result) receives every async wait's result. */
   waitAsyncInit(dispatch: (id: number, result: number) => void): WaitAsyncContext;
   /** Queue an async wait on a waiter thread; returns its id (> 0) or -errno. */
-  waitAsync(ctx: WaitAsyncContext, addr: bigint, expected: number, timeoutNs: number, spinNs: number): number;
+  waitAsync(ctx: WaitAsyncContext, addr: bigint | number, expected: number, timeoutNs: number, spinNs: number): number;
   /** 1 if the wait was still pending (its result will be -ECANCELED unless it finished first). */
   waitAsyncCancel(ctx: WaitAsyncContext, id: number): number;
   /** Whether pending async waits keep the event loop alive. */

@@ -259,8 +259,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     if (base % 64n !== 0n) {
       throw invalidArgValue('target', 'a mapping at an unaligned address', 'must start the channel on a 64-byte boundary in memory (map the file at offset 0)');
     }
-    this.#notEmpty = { mapping, addr: base + BigInt(CHANNEL.NOT_EMPTY), array: this.#i32, index: CHANNEL.NOT_EMPTY >>> 2 };
-    this.#notFull = { mapping, addr: base + BigInt(CHANNEL.NOT_FULL), array: this.#i32, index: CHANNEL.NOT_FULL >>> 2 };
+    this.#notEmpty = { mapping, addr: Number(base) + CHANNEL.NOT_EMPTY, array: this.#i32, index: CHANNEL.NOT_EMPTY >>> 2 };
+    this.#notFull = { mapping, addr: Number(base) + CHANNEL.NOT_FULL, array: this.#i32, index: CHANNEL.NOT_FULL >>> 2 };
   }
 
   /** Bytes a channel with these options occupies (to size a file or shared memory yourself). */

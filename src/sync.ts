@@ -113,7 +113,7 @@ function checkHeader(r: Region, magic: number, version: number, size: number, wh
 }
 
 function word(r: Region, byteOffset: number): Word {
-  return { mapping: r.mapping, addr: r.addr + BigInt(byteOffset), array: r.i32, index: byteOffset / 4 };
+  return { mapping: r.mapping, addr: Number(r.addr) + byteOffset, array: r.i32, index: byteOffset / 4 };
 }
 
 function checkOpen(r: Region, what: string): void {

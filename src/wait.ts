@@ -54,7 +54,8 @@ export interface AsyncWaitSettings {
 /** A checked 32-bit word in shared memory. */
 export interface Word {
   mapping: Mapping;
-  addr: bigint;
+  /** Address of the word (a number: user-space addresses are below 2^53, and no BigInt math). */
+  addr: number;
   array: Int32Array;
   index: number;
 }
@@ -65,7 +66,26 @@ export interface Word {
  */
 export function checkWord(array: unknown, index: unknown, syscall: string): Word {
   if (!(array instanceof Int32Array)) throw invalidArgType('array', 'an instance of Int32Array', array);
-  const where = viewLocation(array);
+  let where = checked.get(array);
+  if (where === undefined || where.mapping.closed || array.length === 0) {
+    where = locate(array, syscall);
+    checked.set(array, where);
+  }
+  let i: number;
+  if (typeof index === 'number' && (index | 0) === index && index >= 0 && index < array.length) {
+    i = index; // the common case, without the validators' work
+  } else {
+    i = validateInt32(index, 'index', 0);
+    if (i >= array.length) throw invalidArgValue('index', index, `is past the end of the array (length ${array.length})`);
+  }
+  return { mapping: where.mapping, addr: where.base + i * 4, array, index: i };
+}
+
+/** Arrays already checked by checkWord: their mapping and the address of element 0. */
+const checked = new WeakMap<Int32Array, { mapping: Mapping; base: number }>();
+
+function locate(array: Int32Array, syscall: string): { mapping: Mapping; base: number } {
+  const where = viewLocation(array); // throws for a detached array (unmapped, or protect())
   if (where === undefined) {
     throw mmapkitError(
       'ERR_MMAP_NOT_SHARED',
@@ -80,18 +100,14 @@ export function checkWord(array: unknown, index: unknown, syscall: string): Word
     );
   }
   if (where.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${syscall} on a Mapping that has been unmapped`);
-  const i = validateInt32(index, 'index', 0);
-  if (i >= array.length) {
-    throw invalidArgValue('index', index, `is past the end of the array (length ${array.length})`);
-  }
-  const addr = where.addr + BigInt(i * 4);
-  if (addr % 4n !== 0n) {
+  if (where.addr % 4n !== 0n) {
     throw invalidArgValue('array', array, 'must be 4-byte aligned in memory (the mapping starts at an unaligned file offset)');
   }
-  return { mapping: where.mapping, addr, array, index: i };
+  return { mapping: where.mapping, base: Number(where.addr) };
 }
 
 function validateValue(value: unknown, name: string): number {
+  if (typeof value === 'number' && (value | 0) === value) return value; // the common case
   if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
   if (!Number.isInteger(value) || value < -0x80000000 || value > 0xffffffff) {
     throw invalidArgValue(name, value, 'must be an integer that fits in 32 bits');
@@ -111,7 +127,9 @@ function validateTimeout(timeout: unknown, name = 'timeout'): number {
 export function waitWord(word: Word, expected: number, timeoutNs: number): WaitResult {
   // A value that already differs is 'not-equal' without a system call, as Atomics.wait does.
   if (Atomics.load(word.array, word.index) !== expected) return 'not-equal';
-  const deadline = timeoutNs < 0 ? -1 : process.hrtime.bigint() + BigInt(timeoutNs);
+  // No system call for a zero timeout either: the kernel would round it up to its timer slack (~50 us).
+  if (timeoutNs === 0) return 'timed-out';
+  const start = timeoutNs < 0 ? 0 : performance.now();
   let left = timeoutNs;
   for (;;) {
     const rc = native.futexWait(word.addr, expected, left);
@@ -119,8 +137,8 @@ export function waitWord(word: Word, expected: number, timeoutNs: number): WaitR
     if (rc === EAGAIN) return 'not-equal';
     if (rc === ETIMEDOUT) return 'timed-out';
     if (rc !== EINTR) throw systemError(rc, 'futex');
-    if (deadline !== -1) {
-      left = Number(deadline - process.hrtime.bigint());
+    if (timeoutNs >= 0) {
+      left = timeoutNs - Math.round((performance.now() - start) * 1e6);
       if (left <= 0) return 'timed-out';
     }
   }
