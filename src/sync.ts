@@ -87,6 +87,30 @@ function region(target: unknown, offsetArg: unknown, length: number, what: strin
   return { mapping: where.mapping, addr: where.addr, view, i32: new Int32Array(view.buffer, view.byteOffset, length / 4) };
 }
 
+/** What identifies one kind of structure in its header. */
+interface Kind {
+  name: string;
+  magic: number;
+  version: number;
+  byteLength: number;
+}
+
+/** Lay out a new structure: header, `init` for the body, and the magic last (publish). */
+function createRegion(target: unknown, offset: unknown, kind: Kind, init?: (r: Region) => void): Region {
+  const r = region(target, offset, kind.byteLength, kind.name);
+  writeHeader(r, kind.version, kind.byteLength);
+  init?.(r);
+  publish(r, kind.magic);
+  return r;
+}
+
+/** Find an existing structure and check its header. */
+function attachRegion(target: unknown, offset: unknown, kind: Kind): Region {
+  const r = region(target, offset, kind.byteLength, kind.name);
+  checkHeader(r, kind.magic, kind.version, kind.byteLength, kind.name);
+  return r;
+}
+
 function writeHeader(r: Region, version: number, size: number): void {
   r.view.fill(0);
   r.view.writeUInt16LE(version, HEADER.VERSION);
@@ -175,19 +199,16 @@ export class Mutex {
 
   /** Initialize a mutex at `offset` (default 0) of `target`. Do it once, before other processes attach. */
   static create(target: SyncTarget, offset?: number): Mutex {
-    const r = region(target, offset, Mutex.byteLength, 'Mutex');
-    writeHeader(r, MUTEX_VERSION, Mutex.byteLength);
-    const rc = native.mutexInit(r.addr + BigInt(MUTEX_OFFSET));
-    if (rc < 0) throw systemError(rc, 'pthread_mutex_init');
-    publish(r, MUTEX_MAGIC);
+    const r = createRegion(target, offset, MUTEX_KIND, (r) => {
+      const rc = native.mutexInit(r.addr + BigInt(MUTEX_OFFSET));
+      if (rc < 0) throw systemError(rc, 'pthread_mutex_init');
+    });
     return new Mutex(r);
   }
 
   /** Use a mutex that `create` initialized at `offset` of `target` (checks its header). */
   static attach(target: SyncTarget, offset?: number): Mutex {
-    const r = region(target, offset, Mutex.byteLength, 'Mutex');
-    checkHeader(r, MUTEX_MAGIC, MUTEX_VERSION, Mutex.byteLength, 'Mutex');
-    return new Mutex(r);
+    return new Mutex(attachRegion(target, offset, MUTEX_KIND));
   }
 
   /**
@@ -308,6 +329,8 @@ function notRecoverable(): Error {
   );
 }
 
+const MUTEX_KIND: Kind = { name: 'Mutex', magic: MUTEX_MAGIC, version: MUTEX_VERSION, byteLength: Mutex.byteLength };
+
 function lockTimeout(timeout: number | undefined): Error {
   return mmapkitError('ERR_MMAP_LOCK_TIMEOUT', `Timed out after ${timeout} ms waiting for the lock`);
 }
@@ -413,18 +436,12 @@ export class Semaphore extends FutexObject {
   /** Initialize a semaphore with count `initial` (default 0) at `offset` of `target`. */
   static create(target: SyncTarget, offset?: number, initial = 0): Semaphore {
     const init = validateInt32(initial, 'initial', 0);
-    const r = region(target, offset, Semaphore.byteLength, 'Semaphore');
-    writeHeader(r, SEM_VERSION, Semaphore.byteLength);
-    Atomics.store(r.i32, SEM_VALUE / 4, init);
-    publish(r, SEM_MAGIC);
-    return new Semaphore(r);
+    return new Semaphore(createRegion(target, offset, SEM_KIND, (r) => Atomics.store(r.i32, SEM_VALUE / 4, init)));
   }
 
   /** Use a semaphore that `create` initialized (checks its header). */
   static attach(target: SyncTarget, offset?: number): Semaphore {
-    const r = region(target, offset, Semaphore.byteLength, 'Semaphore');
-    checkHeader(r, SEM_MAGIC, SEM_VERSION, Semaphore.byteLength, 'Semaphore');
-    return new Semaphore(r);
+    return new Semaphore(attachRegion(target, offset, SEM_KIND));
   }
 
   /** The current count. */
@@ -465,6 +482,8 @@ export class Semaphore extends FutexObject {
   }
 }
 
+const SEM_KIND: Kind = { name: 'Semaphore', magic: SEM_MAGIC, version: SEM_VERSION, byteLength: Semaphore.byteLength };
+
 const EVENT_MAGIC = 0x56454b4d; // 'MKEV'
 const EVENT_VERSION = 1;
 const EVENT_STATE = HEADER.SIZE; // i32: 0 not set, 1 set
@@ -484,17 +503,12 @@ export class Event extends FutexObject {
 
   /** Initialize an event (not set) at `offset` of `target`. */
   static create(target: SyncTarget, offset?: number): Event {
-    const r = region(target, offset, Event.byteLength, 'Event');
-    writeHeader(r, EVENT_VERSION, Event.byteLength);
-    publish(r, EVENT_MAGIC);
-    return new Event(r);
+    return new Event(createRegion(target, offset, EVENT_KIND));
   }
 
   /** Use an event that `create` initialized (checks its header). */
   static attach(target: SyncTarget, offset?: number): Event {
-    const r = region(target, offset, Event.byteLength, 'Event');
-    checkHeader(r, EVENT_MAGIC, EVENT_VERSION, Event.byteLength, 'Event');
-    return new Event(r);
+    return new Event(attachRegion(target, offset, EVENT_KIND));
   }
 
   /** Whether the event is set. */
@@ -522,3 +536,5 @@ export class Event extends FutexObject {
     return Atomics.load(this.region.i32, EVENT_STATE / 4) === 1;
   }
 }
+
+const EVENT_KIND: Kind = { name: 'Event', magic: EVENT_MAGIC, version: EVENT_VERSION, byteLength: Event.byteLength };
