@@ -10,11 +10,12 @@
  * docs/channel-layout.md; every index and length read from shared memory is checked before use.
  * @module
  */
+import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange } from './errors.js';
 import { Mapping, map, viewLocation } from './mapping.js';
 import { SharedMemory } from './shm.js';
-import { validateInt32, validateOneOf, validateOptions } from './validators.js';
+import { validateBoolean, validateInt32, validateOneOf, validateOptions } from './validators.js';
 import { type AsyncWaitSettings, type Word, notifyWord, waitWord, waitWordAsync } from './wait.js';
 
 // ---------------------------------------------------------------- layout (docs/channel-layout.md)
@@ -148,9 +149,15 @@ function pidAlive(pid: number): boolean {
   if (pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as { code?: string }).code === 'EPERM';
+  }
+  // kill(pid, 0) succeeds on a zombie (dead, not yet reaped by its parent): look at its state.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
+  } catch {
+    return false; // gone between the two looks
   }
 }
 
@@ -190,7 +197,10 @@ const kCreate = Symbol('mmapkit.channel');
 
 /** A message read in place: `data` is a view into the channel's memory, valid until `release()`. */
 export interface InPlaceMessage {
-  /** The message bytes, in shared memory (zero copy). Detached by `release()`. */
+  /**
+   * The message bytes, in shared memory (zero copy). After `release()` the slot goes back to
+   * producers and these bytes may change to a later message: copy what you keep.
+   */
   readonly data: Buffer;
   /** Give the slot back to producers. Idempotent. */
   release(): void;
@@ -237,6 +247,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
    */
   #outstandingReserve: (() => void) | undefined;
   #outstandingTake: (() => void) | undefined;
+  /** Data areas of the slots, made on first use (see #slotView). */
+  readonly #slotViews: Array<Buffer | undefined> = [];
   /** Where this handle expects the tail / head to be (saves a load when it is right). */
   #tailGuess = 0;
   #headGuess = 0;
@@ -265,7 +277,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   /** Bytes a channel with these options occupies (to size a file or shared memory yourself). */
   static byteLength(options?: Omit<ChannelCreateOptions, 'wait' | 'spin'>): number {
-    return parseGeometry(options).totalSize;
+    return parseGeometry(validateOptions(options, 'options', ['capacity', 'maxMessageSize', 'maxProducers', 'maxConsumers'] as const)).totalSize;
   }
 
   /**
@@ -371,8 +383,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   /** Send one message, waiting while the queue is full (up to `timeout` ms; `ERR_MMAP_CHANNEL_TIMEOUT`). */
   send(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): void {
-    const bytes = this.#prepareSend(data);
     const { deadline, timeout } = parseTimeout(options);
+    const bytes = this.#prepareSend(data);
     let pos = this.#claimTail();
     for (;;) {
       if (pos !== undefined) return this.#publish(pos, bytes);
@@ -389,8 +401,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   /** Like {@link Channel.send} without blocking the event loop. */
   async sendAsync(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): Promise<void> {
-    const bytes = this.#prepareSend(data);
     const { deadline, timeout, signal } = parseTimeout(options);
+    const bytes = this.#prepareSend(data);
     let pos = this.#claimTail();
     for (;;) {
       if (pos !== undefined) return this.#publish(pos, bytes);
@@ -400,6 +412,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       if (!(await this.#sleepAsync(this.#notFull, CHANNEL.PRODUCER_SLEEPERS, seen, deadline, signal, () => this.#hasRoom()))) {
         throw timedOut('waiting for room in the channel', timeout);
       }
+      this.#check('sendAsync'); // closed while we slept: never publish for a closed producer
       pos = this.#claimTail();
     }
   }
@@ -410,10 +423,10 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
    * commit promptly (a producer that dies before committing is detected and its slot skipped).
    */
   reserve(options?: ChannelWaitOptions | number): Reservation {
-    this.#check('reserve');
-    this.#attachProducer();
-    this.#noOutstanding(this.#outstandingReserve, 'reserve');
     const { deadline, timeout } = parseTimeout(options);
+    this.#check('reserve');
+    this.#noOutstanding(this.#outstandingReserve, 'reserve');
+    this.#attachProducer();
     for (;;) {
       const seen = Atomics.load(this.#i32, CHANNEL.NOT_FULL >>> 2);
       const pos = this.#claimTail();
@@ -436,8 +449,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   /** The next message, waiting up to `timeout` ms (`ERR_MMAP_CHANNEL_TIMEOUT`); `null` at the end. */
   receive(options?: ChannelWaitOptions | number): Buffer | null {
-    this.#prepareReceive('receive');
     const { deadline, timeout } = parseTimeout(options);
+    this.#prepareReceive('receive');
     let got = this.#take(true);
     for (;;) {
       if (got !== undefined) return got;
@@ -455,8 +468,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   /** Like {@link Channel.receive} without blocking the event loop. */
   async receiveAsync(options?: ChannelWaitOptions | number): Promise<Buffer | null> {
-    this.#prepareReceive('receiveAsync');
     const { deadline, timeout, signal } = parseTimeout(options);
+    this.#prepareReceive('receiveAsync');
     let got = this.#take(true);
     for (;;) {
       if (got !== undefined) return got;
@@ -467,6 +480,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       if (!(await this.#sleepAsync(this.#notEmpty, CHANNEL.CONSUMER_SLEEPERS, seen, deadline, signal, () => this.#hasMessage()))) {
         throw timedOut('waiting for a message', timeout);
       }
+      this.#check('receiveAsync'); // closed while we slept: its table entry is no longer ours
       got = this.#take(true);
     }
   }
@@ -476,8 +490,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
    * Call `release()` when done: producers cannot reuse the slot before.
    */
   receiveInPlace(options?: ChannelWaitOptions | number): InPlaceMessage | null {
-    this.#prepareReceive('receiveInPlace');
     const { deadline, timeout } = parseTimeout(options);
+    this.#prepareReceive('receiveInPlace');
     for (;;) {
       const seen = Atomics.load(this.#i32, CHANNEL.NOT_EMPTY >>> 2);
       const got = this.#take(false);
@@ -490,15 +504,19 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   }
 
   /**
-   * A Node `Readable` of the messages (one chunk per message; object mode off, so chunks are
-   * Buffers), ending at the end of the stream. Backpressure: it only receives when the stream wants
+   * A Node `Readable` of the messages in object mode: one chunk (a Buffer) per message, whatever
+   * reads it, so `highWaterMark` counts messages. Ends at the end of the stream. Backpressure: it only receives when the stream wants
    * more. Destroying it does not close the channel.
    */
   readable(options?: { highWaterMark?: number }): Readable {
+    // highWaterMark counts messages (object mode); Node validates its value.
+    const hwm = validateOptions(options, 'options', ['highWaterMark'] as const).highWaterMark as number | undefined;
     this.#prepareReceive('readable');
     let reading = false;
+    // Object mode keeps message boundaries: each message stays one chunk (a Buffer), whatever reads it.
     const stream: Readable = new Readable({
-      ...(options?.highWaterMark === undefined ? {} : { highWaterMark: options.highWaterMark }),
+      objectMode: true,
+      ...(hwm === undefined ? {} : { highWaterMark: hwm }),
       read: () => {
         if (reading) return;
         reading = true;
@@ -532,10 +550,14 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
    * producer has closed) unless `{ close: false }`.
    */
   writable(options?: { close?: boolean; highWaterMark?: number }): Writable {
+    const o = validateOptions(options, 'options', ['close', 'highWaterMark'] as const);
+    const closeAtEnd = o.close === undefined ? true : validateBoolean(o.close, 'options.close');
+    const hwm = o.highWaterMark as number | undefined; // Node validates its value
     this.#check('writable');
-    const closeAtEnd = options?.close ?? true;
+    // A producer from now on, even if nothing is ever written: consumers then wait for its end.
+    this.#attachProducer();
     return new Writable({
-      ...(options?.highWaterMark === undefined ? {} : { highWaterMark: options.highWaterMark }),
+      ...(hwm === undefined ? {} : { highWaterMark: hwm }),
       write: (chunk: Buffer, _encoding, callback) => {
         this.sendAsync(chunk).then(() => callback(), callback);
       },
@@ -651,8 +673,12 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         const old = (pos - this.#g.capacity) | 0;
         if (dif === -this.#g.capacity + 1 && ((Atomics.load(i32, CHANNEL.HEAD >>> 2) - old) | 0) > 0 &&
             this.#stalled(old, true) && this.#repairUnreleased(old)) continue;
+        const queued = (pos - Atomics.load(i32, CHANNEL.HEAD >>> 2)) | 0;
+        if (queued < 0 || queued > this.#g.capacity) throw corrupt(`tail ${pos} is ${queued} positions after the head (capacity ${this.#g.capacity})`);
         return undefined;
       } else {
+        // A slot one lap behind being repaired looks like this too: treat it as full for now.
+        if (seq === (((pos - this.#g.capacity) ^ 0x80000000) | 0)) return undefined;
         pos = Atomics.load(i32, CHANNEL.TAIL >>> 2);
       }
       this.#tailGuess = pos;
@@ -681,7 +707,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   #reservation(pos: number): Reservation {
     const slot = this.#slot(pos);
-    const buffer = this.#mapping.view(slot + CHANNEL.SLOT_HEADER, this.#g.maxMessageSize);
+    const buffer = this.#slotView(pos);
     let done = false;
     const finish = (length: number): void => {
       done = true;
@@ -693,11 +719,27 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     return {
       buffer,
       commit: (length?: number) => {
+        if (this.#closed) throw mmapkitError('ERR_MMAP_CLOSED', 'Cannot commit: the channel handle was closed (the reservation was published as torn)');
         if (done) throw invalidState('this reservation was already committed');
         if (this.#mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', "Cannot commit: the channel's memory has been unmapped");
         finish(length === undefined ? this.#g.maxMessageSize : validateInt32(length, 'length', 0, this.#g.maxMessageSize));
       },
     };
+  }
+
+  /**
+   * The data area of a slot, as one Buffer made once per slot and reused (a new view per message
+   * costs microseconds and memory). A message read in place is valid until released; after that the
+   * same bytes may hold a later message.
+   */
+  #slotView(pos: number): Buffer {
+    const i = pos & this.#mask;
+    let view = this.#slotViews[i];
+    if (view === undefined) {
+      view = this.#mapping.view(this.#slot(pos) + CHANNEL.SLOT_HEADER, this.#g.maxMessageSize);
+      this.#slotViews[i] = view;
+    }
+    return view;
   }
 
   #noOutstanding(pending: (() => void) | undefined, what: string): void {
@@ -758,7 +800,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
           this.#release(pos, slot);
           return out;
         }
-        const data = this.#mapping.view(start, length);
+        const data = this.#slotView(pos).subarray(0, length);
         let released = false;
         const release = (): void => {
           if (released || this.#mapping.closed) return;
@@ -777,10 +819,14 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
           pos = this.#headGuess = head;
           continue;
         }
-        if (Atomics.load(i32, CHANNEL.TAIL >>> 2) === pos) return undefined; // empty
+        const tail = Atomics.load(i32, CHANNEL.TAIL >>> 2);
+        if (tail === pos) return undefined; // empty
+        const queued = (tail - pos) | 0;
+        if (queued < 0 || queued > g.capacity) throw corrupt(`head ${pos} and tail ${tail} are ${queued} positions apart (capacity ${g.capacity})`);
         if (this.#stalled(pos, false) && this.#repairTorn(pos, slot)) continue;
         return undefined; // the caller waits for the producer to publish
       }
+      if (seq === ((pos ^ 0x80000000) | 0)) return undefined; // being repaired by another consumer: wait
       pos = this.#headGuess = Atomics.load(i32, CHANNEL.HEAD >>> 2);
       if (spins > 1_000_000) throw corrupt('the head position never matches a slot');
     }
