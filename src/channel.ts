@@ -673,8 +673,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         const old = (pos - this.#g.capacity) | 0;
         if (dif === -this.#g.capacity + 1 && ((Atomics.load(i32, CHANNEL.HEAD >>> 2) - old) | 0) > 0 &&
             this.#stalled(old, true) && this.#repairUnreleased(old)) continue;
-        const queued = (pos - Atomics.load(i32, CHANNEL.HEAD >>> 2)) | 0;
-        if (queued < 0 || queued > this.#g.capacity) throw corrupt(`tail ${pos} is ${queued} positions after the head (capacity ${this.#g.capacity})`);
+        this.#checkDistance();
         return undefined;
       } else {
         // A slot one lap behind being repaired looks like this too: treat it as full for now.
@@ -725,6 +724,21 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         finish(length === undefined ? this.#g.maxMessageSize : validateInt32(length, 'length', 0, this.#g.maxMessageSize));
       },
     };
+  }
+
+  /**
+   * Report garbage in the positions: head and tail further apart than the capacity, or the head past
+   * the tail. Reading the head first, then the tail, the head can never be past the tail; the tail can
+   * run ahead of a stale head, so only a distance that stays wrong while nothing moves is corruption.
+   */
+  #checkDistance(): void {
+    const i32 = this.#i32;
+    const head = Atomics.load(i32, CHANNEL.HEAD >>> 2);
+    const tail = Atomics.load(i32, CHANNEL.TAIL >>> 2);
+    const queued = (tail - head) | 0;
+    if (queued >= 0 && queued <= this.#g.capacity) return;
+    if (Atomics.load(i32, CHANNEL.HEAD >>> 2) !== head || Atomics.load(i32, CHANNEL.TAIL >>> 2) !== tail) return; // moving: a race
+    throw corrupt(`head ${head} and tail ${tail} are ${queued} positions apart (capacity ${this.#g.capacity})`);
   }
 
   /**
@@ -819,10 +833,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
           pos = this.#headGuess = head;
           continue;
         }
-        const tail = Atomics.load(i32, CHANNEL.TAIL >>> 2);
-        if (tail === pos) return undefined; // empty
-        const queued = (tail - pos) | 0;
-        if (queued < 0 || queued > g.capacity) throw corrupt(`head ${pos} and tail ${tail} are ${queued} positions apart (capacity ${g.capacity})`);
+        if (Atomics.load(i32, CHANNEL.TAIL >>> 2) === pos) return undefined; // empty
+        this.#checkDistance();
         if (this.#stalled(pos, false) && this.#repairTorn(pos, slot)) continue;
         return undefined; // the caller waits for the producer to publish
       }
