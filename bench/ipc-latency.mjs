@@ -172,9 +172,13 @@ function placement(v, pinning) {
 
 // ---- child processes -----------------------------------------------------------------------------
 
-/** Spawn the peer with its config; `done` resolves when it has exited and its output is closed. */
-function startChild(config, options, cpu) {
-  const args = [PEER, JSON.stringify(config)];
+/**
+ * Spawn the peer (default bench/ipc/peer.mjs) with its config (and Node options `execArgv`); `done`
+ * resolves when it has exited and its output is closed. Also used by bench/channel.mjs with its own
+ * peer.
+ */
+export function startChild(config, options, cpu, peer = PEER, execArgv = []) {
+  const args = [...execArgv, peer, JSON.stringify(config)];
   // taskset execs node in place: the pid, the descriptors and the kill on timeout stay the same
   const proc = cpu === undefined ? spawn(process.execPath, args, options) : spawn('taskset', ['-c', String(cpu), process.execPath, ...args], options);
   let stdout = '';
@@ -195,12 +199,12 @@ function startChild(config, options, cpu) {
   return child;
 }
 
-function killChild(child) {
+export function killChild(child) {
   if (child !== undefined && !child.exited) child.proc.kill('SIGKILL');
 }
 
 /** Wait for a clean exit and return the peer's report (its last stdout line), or throw. */
-async function finishChild(child) {
+export async function finishChild(child) {
   let timer;
   const late = new Promise((resolve) => (timer = setTimeout(resolve, TIMEOUT_MS, null)));
   const r = await Promise.race([child.done, late]);
@@ -211,14 +215,14 @@ async function finishChild(child) {
   return JSON.parse(lines[lines.length - 1]);
 }
 
-function childDied(child) {
+export function childDied(child) {
   return child.done.then((r) => new Error(`the child ended early (${r.how})${child.stderr() ? `: ${child.stderr()}` : ''}`));
 }
 
 // ---- the measurement -----------------------------------------------------------------------------
 
 /** Round trips in µs from the per-round timestamps (ms), and their summary. */
-function summarize(ts, done, warmup, extra) {
+export function summarize(ts, done, warmup, extra) {
   const n = done - warmup; // round trips measured
   if (n < 1) throw new Error(`only ${done} rounds done: not past the ${warmup}-round warm-up`);
   const rtt = new Float64Array(n);
@@ -401,7 +405,7 @@ function pingPong(cfg, send, died) {
   return { result, onHello, onPong, current: () => k };
 }
 
-async function runStream(v, cfg) {
+export async function runStream(v, cfg) {
   const dir = mkdtempSync(join(tmpdir(), 'mmapkit-ipc-'));
   const total = cfg.warmup + cfg.rounds;
   let child;
@@ -476,7 +480,7 @@ async function runStream(v, cfg) {
   }
 }
 
-async function runIpc(v, cfg) {
+export async function runIpc(v, cfg) {
   const total = cfg.warmup + cfg.rounds;
   const child = startChild({ transport: 'ipc', total, timeoutMs: TIMEOUT_MS }, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   try {
@@ -503,7 +507,7 @@ async function runIpc(v, cfg) {
   }
 }
 
-async function runWorker(v, cfg) {
+export async function runWorker(v, cfg) {
   const total = cfg.warmup + cfg.rounds;
   const worker = new Worker(PEER, { workerData: { transport: 'worker', total, timeoutMs: TIMEOUT_MS }, stdout: false });
   try {
@@ -598,7 +602,7 @@ function runVariant(v, cfg, cExe) {
 }
 
 /** ns per performance.now() call: included once in every measured round trip. */
-function timerOverheadNs() {
+export function timerOverheadNs() {
   let s = 0;
   const n = 200_000;
   for (let i = 0; i < n / 10; i++) s += performance.now();

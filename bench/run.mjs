@@ -3,7 +3,9 @@
  * The benchmark runner: `npm run bench` (compiles src/ first) or `node bench/run.mjs [options]`.
  *
  *   --quick           small and fast (64 MiB file, fewer iterations): a smoke test, not a measurement
- *   --only=a,b        run only these sections or benchmarks (ids: core, randomReads, mapUnmap, overhead)
+ *   --only=a,b        run only these sections or benchmarks (sections: core, ipc, channel; benchmarks:
+ *                     randomReads, mapUnmap, overhead, ipcLatency, channelLatency,
+ *                     channelThroughputSmall, channelThroughputLarge)
  *   --docs / --no-docs  update docs/benchmarks.md or not (default: only after a full run)
  *   --data-dir=DIR    where the data files live (default bench/out/data; reused between runs)
  *   --render-only     measure nothing: rewrite docs/benchmarks.md (and print the tables) from the
@@ -15,22 +17,37 @@
  *
  * A section is one issue's set of benchmarks: add yours to SECTIONS, one module per benchmark
  * exporting `id`, `run(ctx)` (returns a JSON-able result) and `render(result)` (returns
- * `{ title, table, notes }`).
+ * `{ title, table, notes }`). A section may also have `chart(results, meta)` returning
+ * `{ path, svg }`: the file is written whenever the section's part of docs/benchmarks.md is.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as channel from './channel.mjs';
+import * as ipcLatency from './ipc-latency.mjs';
 import * as mapUnmap from './map-unmap.mjs';
 import * as overhead from './overhead.mjs';
 import * as randomReads from './random-reads.mjs';
-import { machineInfo, OUT_DIR, REPO_DIR } from './lib.mjs';
+import { machineInfo, OUT_DIR, REPO_DIR, round } from './lib.mjs';
 
 const SECTIONS = [
   {
     id: 'core',
     title: 'Core mapping',
     benchmarks: [randomReads, mapUnmap, overhead],
+  },
+  {
+    id: 'ipc',
+    title: 'Shared memory and waiting across processes',
+    benchmarks: [ipcLatency],
+  },
+  {
+    id: 'channel',
+    title: 'Message channels',
+    benchmarks: [channel.latency, channel.throughputSmall, channel.throughputLarge],
+    chart: channel.chart,
   },
 ];
 
@@ -70,7 +87,7 @@ function renderSection(section, results, meta) {
   const lines = [
     `_${meta.quick ? 'Quick (smoke-test) run' : 'Full run'} of ${meta.date}, \`npm run bench${meta.quick ? ' -- --quick' : ''}\`: ` +
       `${m.cpu}, ${m.cores} cores, ${m.memGiB} GiB RAM, ${m.kernel}, Node ${m.node} (V8 ${m.v8}), ${m.cc ?? 'no C compiler'}. ` +
-      `Load average at start ${m.loadAverage.join(' / ')}. ` +
+      `Load average at start ${m.loadAverage.join(' / ')}${m.loadAverageEnd ? `, at end ${m.loadAverageEnd.join(' / ')}` : ''}. ` +
       (m.code ? `Code: commit ${m.code.commit}${m.code.uncommitted.length ? ` with uncommitted changes to ${m.code.uncommitted.join(', ')}` : ''}. ` : '') +
       `Section took ${meta.seconds.toFixed(0)} s._`,
     '',
@@ -111,6 +128,15 @@ function updateDocs(sectionId, title, body) {
   writeFileSync(DOCS, text);
 }
 
+/** Write a section's chart (an SVG file), when it has one and there is something to draw. */
+function writeChart(section, results, meta) {
+  if (typeof section.chart !== 'function') return;
+  const c = section.chart(results, meta);
+  if (c === null) return;
+  writeFileSync(c.path, c.svg);
+  console.error(`${c.path.slice(REPO_DIR.length + 1)}: chart of section "${section.id}" written`);
+}
+
 /**
  * The benchmarks force garbage collections between timed batches (see collectGarbage in lib.mjs):
  * restart with --expose-gc when started without it, so that `npm run bench` stays the entry point.
@@ -140,6 +166,7 @@ function renderOnly(opts) {
       console.error(`docs/benchmarks.md: section "${section.id}" left alone (stored results are from a ${s.mode} run; --docs to force)`);
     } else if (opts.docs !== false) {
       updateDocs(section.id, section.title, body);
+      writeChart(section, s.results, s);
       console.error(`docs/benchmarks.md: section "${section.id}" re-rendered from ${RESULTS}`);
     }
   }
@@ -177,6 +204,7 @@ async function main() {
     );
     if (wanted.length === 0) continue;
     const t0 = Date.now();
+    const loadAtStart = os.loadavg().map((v) => round(v, 2));
     const results = {};
     for (const b of wanted) {
       log(`[${section.id}] ${b.id} ...`);
@@ -188,7 +216,8 @@ async function main() {
     const meta = {
       quick: opts.quick,
       date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
-      machine,
+      // the load of this section's run (other sessions may share the machine), not of the whole run
+      machine: { ...machine, loadAverage: loadAtStart, loadAverageEnd: os.loadavg().map((v) => round(v, 2)) },
       seconds: (Date.now() - t0) / 1000,
     };
     const body = renderSection(section, results, meta);
@@ -199,6 +228,7 @@ async function main() {
         log(`docs/benchmarks.md not updated: --only ran part of section "${section.id}"`);
       } else {
         updateDocs(section.id, section.title, body);
+        writeChart(section, results, meta);
         log(`docs/benchmarks.md: section "${section.id}" updated`);
       }
     }
