@@ -263,10 +263,15 @@ test("robust mutex: a worker that ends holding the lock, and a process that exit
     import(workerData.dist).then(({ SharedMemory, Mutex }) => {
       const shm = SharedMemory.fromFd(workerData.fd);
       parentPort.postMessage(Mutex.attach(shm, 0).lock(5000)); // and the worker ends, never unlocking
-    });`;
+    }).catch((e) => require('node:worker_threads').parentPort.postMessage('worker failed: ' + (e && e.stack)));`;
   const w = new Worker(code, { eval: true, workerData: { fd: shm.fd, dist: distUrl } });
   const killer = setTimeout(() => w.terminate(), 20_000);
-  assert.equal(await new Promise((resolve) => w.once('message', resolve)), 'acquired');
+  const first = await new Promise((resolve) => {
+    w.once('message', resolve);
+    w.once('error', (e) => resolve(`worker error: ${e?.stack ?? e}`));
+    w.once('exit', (code) => resolve(`worker exited (${code}) without a message`));
+  });
+  assert.equal(first, 'acquired');
   await new Promise((resolve) => w.once('exit', resolve));
   clearTimeout(killer);
   assert.equal(mx.lock(5000), 'owner-died');
