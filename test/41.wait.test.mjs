@@ -6,19 +6,10 @@ import { readFile } from 'node:fs/promises';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SharedMemory, map, mapAnonymous, notify, wait, waitAsync } from '../dist/index.js';
-import { distUrl, runNode, tempDir, throwsCode } from './helpers.mjs';
+import { distUrl, runNode, tempDir, throwsCode, xorshift } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
 
-function* xorshift(seed) {
-  let x = seed >>> 0 || 1;
-  for (;;) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    yield x | 0;
-  }
-}
 
 function words(shm, n = 16) {
   return new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, n);

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Event, Mutex, Semaphore, SharedMemory, map, mapAnonymous, HEADER } from '../dist/index.js';
-import { tempDir, throwsCode } from './helpers.mjs';
+import { tempDir, throwsCode, xorshift } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
 const uniq = (tag) => `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -20,15 +20,6 @@ function start(args, options) {
   return { child, exited, output: () => out };
 }
 
-function* xorshift(seed) {
-  let x = seed >>> 0 || 1;
-  for (;;) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    yield x | 0;
-  }
-}
 
 test('a mutex makes a non-atomic counter exact across three processes', async (t) => {
   const name = uniq('counter');

@@ -40,3 +40,14 @@ export function throwsCode(fn, code, name, more = {}) {
 export function mapsOf(path, mapsText) {
   return mapsText.split('\n').filter((l) => l.endsWith(` ${path}`) || l.endsWith(` ${path} (deleted)`));
 }
+
+/** xorshift32: the same seeded sequence in a parent and its children (int32 values). */
+export function* xorshift(seed) {
+  let x = seed >>> 0 || 1;
+  for (;;) {
+    x ^= x << 13; x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5; x >>>= 0;
+    yield x | 0;
+  }
+}
