@@ -182,6 +182,123 @@ test('one process, file target: strings, Buffers and TypedArrays; tryReceive und
   }
 });
 
+test('batches: sendMany/trySendMany/receiveMany/tryReceiveMany keep order and bytes, respect max, report partial sends', (t) => {
+  const opts = { capacity: 8, maxMessageSize: 32 };
+  const shm = anon(t, opts);
+  const ch = Channel.create(shm, opts);
+  t.after(() => ch.close());
+  const u16 = new Uint16Array([1, 2, 3]);
+  const dv = new DataView(new ArrayBuffer(4));
+  dv.setUint32(0, 0xdeadbeef);
+  const batch = ['one', Buffer.from('two'), u16, dv, new Uint8Array(0), 'é'];
+  ch.sendMany(batch);
+  assert.equal(ch.size, 6);
+  assert.deepEqual(ch.receiveMany(4, 1000), batch.slice(0, 4).map(bytesOf), 'max 4: the first four, in order');
+  assert.deepEqual(ch.tryReceiveMany(), batch.slice(4).map(bytesOf), 'the rest');
+  assert.deepEqual(ch.tryReceiveMany(), [], 'empty: [] (not the end: this handle is an attached producer)');
+  ch.sendMany([]);
+  assert.equal(ch.trySendMany([]), 0);
+  // trySendMany sends what fits in the 8 slots.
+  const ten = Array.from({ length: 10 }, (_, i) => `m${i}`);
+  assert.equal(ch.trySendMany(ten), 8);
+  assert.equal(ch.trySendMany(['x']), 0, 'full');
+  // A timeout part-way says how many went (here none: the queue stays full).
+  const t0 = performance.now();
+  throwsCode(() => ch.sendMany(['a', 'b'], 50), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError', { sent: 0 });
+  assert.ok(elapsed(t0) >= 45, 'waited about the timeout');
+  assert.deepEqual(ch.receiveMany(3).map(String), ['m0', 'm1', 'm2']);
+  throwsCode(() => ch.sendMany(['a', 'b', 'c', 'd', 'e'], { timeout: 30 }), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError', { sent: 3 });
+  assert.deepEqual(ch.receiveMany(100).map(String), ['m3', 'm4', 'm5', 'm6', 'm7', 'a', 'b', 'c'], 'max larger than what waits: what waits');
+  // Every message is checked before the first is sent.
+  assert.throws(() => ch.sendMany(['ok', Buffer.alloc(33)]), { code: 'ERR_OUT_OF_RANGE', message: /messages\[1\]\.byteLength/ });
+  assert.throws(() => ch.sendMany(['ok', 42]), { code: 'ERR_INVALID_ARG_TYPE', message: /messages\[1\]/ });
+  throwsCode(() => ch.trySendMany(['ok', null]), 'ERR_INVALID_ARG_TYPE');
+  assert.equal(ch.size, 0, 'nothing was sent by the refused batches');
+  // Bad arguments.
+  for (const bad of [undefined, null, 'abc', { length: 1, 0: 'x' }, new Set(['x'])]) {
+    throwsCode(() => ch.sendMany(bad), 'ERR_INVALID_ARG_TYPE');
+    throwsCode(() => ch.trySendMany(bad), 'ERR_INVALID_ARG_TYPE');
+  }
+  for (const bad of [0, -1, 1.5, 2 ** 31, NaN]) {
+    throwsCode(() => ch.receiveMany(bad), 'ERR_OUT_OF_RANGE');
+    throwsCode(() => ch.tryReceiveMany(bad), 'ERR_OUT_OF_RANGE');
+  }
+  for (const bad of ['3', {}, 3n]) throwsCode(() => ch.receiveMany(bad), 'ERR_INVALID_ARG_TYPE');
+  throwsCode(() => ch.receiveMany(1, -1), 'ERR_INVALID_ARG_VALUE');
+  throwsCode(() => ch.sendMany(['x'], { timeout: 'soon' }), 'ERR_INVALID_ARG_TYPE');
+  throwsCode(() => ch.sendMany(['x'], { timeot: 5 }), 'ERR_INVALID_ARG_VALUE');
+  assert.equal(ch.size, 0);
+  // The end of the stream: null once the only producer closed and the queue is empty.
+  const rx = Channel.open(shm);
+  t.after(() => rx.close());
+  ch.sendMany(['last']);
+  ch.close();
+  assert.deepEqual(rx.tryReceiveMany().map(String), ['last']);
+  assert.equal(rx.tryReceiveMany(), null);
+  assert.equal(rx.receiveMany(5, 1000), null);
+  assert.equal(rx.ended, true);
+});
+
+test('batches: the async forms wait without blocking the event loop, time out with `sent`, and end with null', async (t) => {
+  const opts = { capacity: 4, maxMessageSize: 8 };
+  const shm = anon(t, opts);
+  const tx = Channel.create(shm, { ...opts, wait: 'async' });
+  const rx = Channel.open(shm, { wait: 'async' });
+  t.after(() => {
+    tx.close();
+    rx.close();
+  });
+  const got = rx.receiveManyAsync(10, { timeout: 5000 });
+  let ticks = 0;
+  const ticker = setInterval(() => ticks++, 2);
+  await sleep(30);
+  tx.sendMany(['a', 'b']);
+  assert.deepEqual((await got).map(String), ['a', 'b'], 'woken by sendMany, takes what waits');
+  const sending = tx.sendManyAsync(['1', '2', '3', '4', '5', '6'], 5000);
+  await sleep(30);
+  assert.equal(tx.size, 4, 'four fit; the sender waits for room');
+  assert.deepEqual(rx.receiveMany(10).map(String), ['1', '2', '3', '4']);
+  await sending;
+  assert.deepEqual(rx.tryReceiveMany().map(String), ['5', '6']);
+  clearInterval(ticker);
+  assert.ok(ticks >= 5, `the event loop ran while waiting (${ticks} ticks)`);
+  tx.sendMany(['w', 'x', 'y', 'z']);
+  await rejectsCode(tx.sendManyAsync(['full'], { timeout: 30 }), 'ERR_MMAP_CHANNEL_TIMEOUT');
+  await assert.rejects(tx.sendManyAsync(['full'], { timeout: 20 }), { sent: 0 });
+  const ac = new AbortController();
+  const aborted = rx.receiveManyAsync(1, { signal: ac.signal });
+  assert.equal((await aborted).length, 1, 'a message waited: no wait to abort');
+  tx.sendMany(['p']); // full again
+  const pending = tx.sendManyAsync(['q'], { signal: ac.signal });
+  await sleep(10);
+  ac.abort();
+  await assert.rejects(pending, { name: 'AbortError', sent: 0 });
+  await rejectsCode(rx.receiveManyAsync(0), 'ERR_OUT_OF_RANGE');
+  await rejectsCode(tx.sendManyAsync('nope'), 'ERR_INVALID_ARG_TYPE');
+  tx.close();
+  assert.deepEqual((await rx.receiveManyAsync()).map(String), ['x', 'y', 'z', 'p']);
+  assert.equal(await rx.receiveManyAsync(), null);
+});
+
+for (const wait of STRATEGIES) {
+  test(`batches across processes: sendMany → receiveMany through an 8-slot queue, '${wait}'`, async (t) => {
+    const opts = { capacity: 8, maxMessageSize: 140 };
+    const shm = anon(t, opts);
+    Channel.create(shm, opts).close();
+    const count = 4000;
+    const spawnOpts = () => shm.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'ch');
+    const json = JSON.stringify({ wait });
+    const async = wait === 'async';
+    // The consumer first: it must wait on an empty queue, then the producer on a full one.
+    const consumer = start(t, ['consume', 'inherit:ch', json, '9', '128', async ? 'receiveManyAsync' : 'receiveMany'], spawnOpts());
+    const producer = start(t, ['produce', 'inherit:ch', json, '3', String(count), '9', '128', async ? 'sendManyAsync' : 'sendMany'], spawnOpts());
+    assert.equal((await producer.result()).sent, count);
+    const { seqs } = await consumer.result();
+    assert.deepEqual(Object.keys(seqs), ['3']);
+    assert.deepEqual(seqs[3], Array.from({ length: count }, (_, i) => i), 'every message once, in order');
+  });
+}
+
 test('named shared memory and Mapping targets: create, open, exclusive names, alignment', async (t) => {
   const name = shmName(t, 'named');
   const opts = { capacity: 8, maxMessageSize: 100 };
@@ -712,10 +829,13 @@ test('a closed handle throws ERR_MMAP_CLOSED from every method, and so does a ch
       () => h.trySend('x'), () => h.send('x'), () => h.send('x', 10), () => h.reserve(), () => h.reserve(0),
       () => h.tryReceive(), () => h.receive(), () => h.receive(10), () => h.receiveInPlace(0),
       () => h.readable(), () => h.writable(), () => h.size, () => h.attach('producer'), () => h.attach('consumer'),
+      () => h.sendMany(['x']), () => h.trySendMany(['x']), () => h.receiveMany(), () => h.receiveMany(2, 10), () => h.tryReceiveMany(),
     ];
     for (const fn of calls) throwsCode(fn, 'ERR_MMAP_CLOSED', 'MmapkitError');
     await rejectsCode(h.sendAsync('x'), 'ERR_MMAP_CLOSED', 'MmapkitError');
     await rejectsCode(h.receiveAsync(), 'ERR_MMAP_CLOSED', 'MmapkitError');
+    await rejectsCode(h.sendManyAsync(['x']), 'ERR_MMAP_CLOSED', 'MmapkitError');
+    await rejectsCode(h.receiveManyAsync(), 'ERR_MMAP_CLOSED', 'MmapkitError');
     await rejectsCode(h[Symbol.asyncIterator]().next(), 'ERR_MMAP_CLOSED', 'MmapkitError');
     h.close(); // idempotent
     h[Symbol.dispose]();

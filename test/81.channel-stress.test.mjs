@@ -16,8 +16,8 @@ const MAX_PAYLOAD = 500; // + 12 bytes of header: messages of 13..512 bytes
 const OPTS = { capacity: 1024, maxMessageSize: 512 };
 const WAIT = JSON.stringify({ wait: 'block' });
 // How each producer sends and each consumer receives (copying and zero-copy paths both under load).
-const SEND = ['send', 'reserve', 'send', 'sendAsync'];
-const RECEIVE = ['receive', 'inplace'];
+const SEND = ['send', 'reserve', 'sendMany', 'sendAsync'];
+const RECEIVE = ['receiveMany', 'inplace'];
 const CHILD_TIMEOUT = 240_000;
 
 const running = new Set();
