@@ -287,12 +287,18 @@ export const latency = { id: 'channelLatency', run: runLatency, render: renderLa
  * Throughput variants. `rate`: a guess of messages/s for each size, which sets the number of
  * messages per run (about `seconds` of sending); `sizes`: the sizes the variant runs at.
  */
+/** Messages per batch of the batch rows: `sendMany` of SEND_MANY messages, `receiveMany` of up to RECEIVE_MANY. */
+const SEND_MANY = 64;
+const RECEIVE_MANY = 256;
+
 const THROUGHPUT_VARIANTS = [
   { key: 'block', transport: 'channel', wait: 'block', method: 'send', recv: 'receive', rate: { [SMALL]: 1.5e6, [LARGE]: 2e4 }, label: "channel, `wait: 'block'`, `send` → `receive`" },
   { key: 'spin', transport: 'channel', wait: 'spin', method: 'send', recv: 'receive', rate: { [SMALL]: 1.5e6, [LARGE]: 3e4 }, label: "channel, `wait: 'spin'`, `send` → `receive`" },
   { key: 'hybrid', transport: 'channel', wait: 'hybrid', method: 'send', recv: 'receive', rate: { [SMALL]: 1e6, [LARGE]: 3e4 }, label: "channel, `wait: 'hybrid'`, `send` → `receive`" },
   { key: 'async', transport: 'channel', wait: 'async', method: 'sendAsync', recv: 'receiveAsync', rate: { [SMALL]: 4e5, [LARGE]: 2e4 }, label: "channel, `wait: 'async'`, `sendAsync` → `receiveAsync`" },
   { key: 'asyncIter', transport: 'channel', wait: 'async', method: 'sendAsync', recv: 'iterator', rate: { [SMALL]: 4e5, [LARGE]: 2e4 }, label: "channel, `wait: 'async'`, `sendAsync` → `for await`" },
+  { key: 'many', transport: 'channel', wait: 'block', method: 'sendMany', recv: 'many', sizes: [SMALL], rate: { [SMALL]: 4e6 }, label: `channel, \`wait: 'block'\`, \`sendMany\` (${SEND_MANY} per call) → \`receiveMany\` (up to ${RECEIVE_MANY})` },
+  { key: 'manySpin', transport: 'channel', wait: 'spin', method: 'sendMany', recv: 'many', sizes: [SMALL], rate: { [SMALL]: 4e6 }, label: `channel, \`wait: 'spin'\`, \`sendMany\` → \`receiveMany\`` },
   { key: 'inPlace', transport: 'channel', wait: 'block', method: 'send', recv: 'inPlace', rate: { [SMALL]: 8e4, [LARGE]: 2e4 }, label: "channel, `wait: 'block'`, `send` → `receiveInPlace` + `release` (zero copy)" },
   { key: 'zeroCopy', transport: 'channel', wait: 'block', method: 'reserve', recv: 'inPlace', rate: { [SMALL]: 8e4, [LARGE]: 2e4 }, label: "channel, `wait: 'block'`, `reserve` + `commit` → `receiveInPlace` + `release` (zero copy both ends)" },
   { key: 'socket', transport: 'socket', rate: { [SMALL]: 4e5, [LARGE]: 1.5e4 }, label: 'Unix domain socket (`net`), one `write()` per message' },
@@ -364,7 +370,20 @@ function receiveSync(ch, recv, size, total, warmup, budgetMs) {
       budgetEnd = st.t0 + budgetMs;
     } else if ((k & 1023) === 0 && k > warmup && performance.now() > budgetEnd) break;
     const timeout = k === 0 ? START_TIMEOUT_MS : TIMEOUT_MS;
-    if (recv === 'inPlace') {
+    if (recv === 'many') {
+      // A batch at a time; the warm-up ends at the first batch that starts past it.
+      const batch = ch.receiveMany(RECEIVE_MANY, timeout);
+      if (batch === null) throw new Error(`the channel ended after ${k} messages`);
+      if (st.t0 === 0 && k > warmup) {
+        st.ru0 = process.resourceUsage();
+        st.t0 = performance.now();
+        st.cpu0 = process.cpuUsage();
+        st.k0 = k;
+        budgetEnd = st.t0 + budgetMs;
+      }
+      for (const m of batch) st.errors += check(m, 0, m.length, k++);
+      k--; // the loop adds the last one
+    } else if (recv === 'inPlace') {
       const m = ch.receiveInPlace(timeout);
       if (m === null) throw new Error(`the channel ended after ${k} messages`);
       st.errors += check(m.data, 0, m.data.length, k);
@@ -439,7 +458,7 @@ async function runChannelThroughput(v, size, cfg) {
   const total = cfg.counts[v.key];
   const warmup = Math.floor(total / 10);
   const { mem, ch } = makeChannelMemory(GEOMETRY[size], v.wait);
-  const config = { mode: 'send', transport: 'channel', wait: v.wait, method: v.method, size, total, timeoutMs: TIMEOUT_MS, startTimeoutMs: START_TIMEOUT_MS };
+  const config = { mode: 'send', transport: 'channel', wait: v.wait, method: v.method, batch: SEND_MANY, size, total, timeoutMs: TIMEOUT_MS, startTimeoutMs: START_TIMEOUT_MS };
   let child;
   try {
     ch.attach('consumer');
@@ -449,7 +468,7 @@ async function runChannelThroughput(v, size, cfg) {
     else if (v.recv === 'iterator') st = await receiveIter(ch, size, total, warmup, cfg.budgetMs, child);
     else st = receiveSync(ch, v.recv, size, total, warmup, cfg.budgetMs);
     const rep = st.truncated ? null : await finishChild(child);
-    return result(st, size, warmup, rep);
+    return result(st, size, st.k0 ?? warmup, rep);
   } catch (err) {
     if (child?.exited) throw new Error(`${err.message}; ${(await childDied(child)).message}`);
     throw err;

@@ -136,6 +136,14 @@ async function sendChannel() {
       else fillLarge(r.buffer, 0, k);
       r.commit(size);
     }
+  } else if (cfg.method === 'sendMany') {
+    const srcs = Array.from({ length: cfg.batch }, () => ownBuffer(size));
+    const batch = srcs.map((src) => src.u8);
+    for (let k = 0; k < total; k += cfg.batch) {
+      const n = Math.min(cfg.batch, total - k);
+      for (let i = 0; i < n; i++) srcs[i].set(k + i);
+      ch.sendMany(n === cfg.batch ? batch : batch.slice(0, n), timeoutMs);
+    }
   } else {
     const src = ownBuffer(size);
     if (cfg.method === 'sendAsync') {
