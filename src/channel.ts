@@ -597,14 +597,17 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   /**
    * A Node `Readable` of the messages in object mode: one chunk (a Buffer) per message, whatever
-   * reads it, so `highWaterMark` counts messages. Ends at the end of the stream. Backpressure: it only receives when the stream wants
-   * more. Destroying it does not close the channel.
+   * reads it, so `highWaterMark` counts messages. Ends at the end of the stream. Backpressure: it
+   * only receives when the stream wants more. Destroying it does not close the channel, and cancels
+   * its pending receive without taking a message; the messages already in the stream's buffer (at
+   * most `highWaterMark`) are gone with it.
    */
   readable(options?: { highWaterMark?: number }): Readable {
     // highWaterMark counts messages (object mode); Node validates its value.
     const hwm = validateOptions(options, 'options', ['highWaterMark'] as const).highWaterMark as number | undefined;
     this.#prepareReceive('readable');
     let reading = false;
+    const cancel = new AbortController();
     // Object mode keeps message boundaries: each message stays one chunk (a Buffer), whatever reads it.
     const stream: Readable = new Readable({
       objectMode: true,
@@ -615,7 +618,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         const pump = async (): Promise<void> => {
           try {
             for (;;) {
-              const msg = await this.receiveAsync();
+              const msg = await this.receiveAsync({ signal: cancel.signal });
               if (msg === null) {
                 stream.push(null);
                 return;
@@ -624,12 +627,16 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
               if (!stream.push(msg)) return;
             }
           } catch (err) {
-            stream.destroy(err as Error);
+            if (!cancel.signal.aborted) stream.destroy(err as Error);
           } finally {
             reading = false;
           }
         };
         void pump();
+      },
+      destroy: (err, callback) => {
+        cancel.abort();
+        callback(err);
       },
     });
     return stream;
@@ -1030,6 +1037,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         throw timedOut('waiting for room in the channel', timeout);
       }
       this.#check(what); // closed while we slept: never claim for a closed producer
+      signal?.throwIfAborted();
     }
   }
 
@@ -1057,6 +1065,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         throw timedOut('waiting for a message', timeout);
       }
       this.#check(what); // closed while we slept: its table entry is no longer ours
+      // Aborted after the wake-up was queued: take nothing (the caller no longer wants a message).
+      signal?.throwIfAborted();
     }
   }
 
