@@ -32,7 +32,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Channel, SharedMemory } from '../dist/index.js';
-import { checkerFor, checkSmall, fillSmallI32, LARGE, largeChecker, SMALL, streamReceiver, WINDOW } from './channel/format.mjs';
+import { checkerFor, checkSmall, fillSmallI32, LARGE, largeChecker, SMALL, streamReceiver, WINDOW, wordsOfSlot } from './channel/format.mjs';
 import { childDied, finishChild, killChild, runIpc, runStream, runWorker, startChild, summarize, timerOverheadNs } from './ipc-latency.mjs';
 import { fmt, fmtRatio, markdownTable, round, stats, tick } from './lib.mjs';
 
@@ -67,6 +67,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const LATENCY_VARIANTS = [
   { key: 'block', transport: 'channel', wait: 'block', label: "channel, `wait: 'block'`, `send`/`receive`" },
   { key: 'spin', transport: 'channel', wait: 'spin', label: "channel, `wait: 'spin'`, `send`/`receive`" },
+  { key: 'spinZeroCopy', transport: 'channel', wait: 'spin', zeroCopy: true, label: "channel, `wait: 'spin'`, `reserve`+`commit` / `receiveInPlace`+`release` (zero copy)" },
   { key: 'hybrid', transport: 'channel', wait: 'hybrid', label: "channel, `wait: 'hybrid'` (spin 50 µs, then sleep), `send`/`receive`" },
   { key: 'async', transport: 'channel', wait: 'async', async: true, label: "channel, `wait: 'async'`, `sendAsync`/`receiveAsync`" },
   { key: 'asyncHybrid', transport: 'channel', wait: 'hybrid', async: true, label: "channel, `wait: 'hybrid'`, `sendAsync`/`receiveAsync`" },
@@ -83,7 +84,7 @@ function makeChannelMemory(geometry, wait) {
 }
 
 /** The parent's ping-pong over two channels, sync: returns { done, errors } (rounds done). */
-function pingPongSync(tx, rx, ts, warmup, total, budgetEnd) {
+function pingPongSync(tx, rx, ts, warmup, total, budgetEnd, zeroCopy) {
   const ping = new Uint8Array(SMALL);
   const pingI32 = new Int32Array(ping.buffer);
   let errors = 0;
@@ -91,6 +92,16 @@ function pingPongSync(tx, rx, ts, warmup, total, budgetEnd) {
     const t = performance.now();
     if (k >= warmup) ts[k - warmup] = t;
     if (k === total || t > budgetEnd) return { done: k, errors };
+    if (zeroCopy) {
+      const r = tx.reserve(TIMEOUT_MS);
+      fillSmallI32(wordsOfSlot(r.buffer), k);
+      r.commit(SMALL);
+      const m = rx.receiveInPlace(k === 0 ? START_TIMEOUT_MS : TIMEOUT_MS);
+      if (m === null) throw new Error(`the pong channel ended at round ${k}`);
+      errors += checkSmall(m.data, 0, m.data.length, k);
+      m.release();
+      continue;
+    }
     fillSmallI32(pingI32, k);
     tx.send(ping, TIMEOUT_MS);
     const m = rx.receive(k === 0 ? START_TIMEOUT_MS : TIMEOUT_MS);
@@ -119,7 +130,7 @@ async function runChannelLatency(v, cfg) {
   const ping = makeChannelMemory(GEOMETRY.latency, v.wait);
   const pong = makeChannelMemory(GEOMETRY.latency, v.wait);
   const total = cfg.warmup + cfg.rounds;
-  const config = { mode: 'echo', wait: v.wait, async: v.async === true, total, timeoutMs: TIMEOUT_MS, startTimeoutMs: START_TIMEOUT_MS };
+  const config = { mode: 'echo', wait: v.wait, async: v.async === true, zeroCopy: v.zeroCopy === true, total, timeoutMs: TIMEOUT_MS, startTimeoutMs: START_TIMEOUT_MS };
   let child;
   try {
     ping.ch.attach('producer');
@@ -131,7 +142,7 @@ async function runChannelLatency(v, cfg) {
     const ru0 = process.resourceUsage();
     const r = v.async
       ? await pingPongAsync(ping.ch, pong.ch, ts, cfg.warmup, total, budgetEnd)
-      : pingPongSync(ping.ch, pong.ch, ts, cfg.warmup, total, budgetEnd);
+      : pingPongSync(ping.ch, pong.ch, ts, cfg.warmup, total, budgetEnd, v.zeroCopy === true);
     const ru1 = process.resourceUsage();
     let report = null;
     if (r.done === total) report = await finishChild(child);

@@ -56,6 +56,20 @@ export function fillSmallI32(i32, k) {
 let wordsOf = null;
 let words = new Int32Array(0);
 
+const slotWords = new WeakMap();
+/**
+ * An Int32Array over the first 64 bytes of a slot's data view (a reservation's `buffer`): the
+ * channel reuses one view per slot, so this is made once per slot.
+ */
+export function wordsOfSlot(buf) {
+  let w = slotWords.get(buf);
+  if (w === undefined) {
+    w = new Int32Array(buf.buffer, buf.byteOffset, SMALL / 4);
+    slotWords.set(buf, w);
+  }
+  return w;
+}
+
 /** 0 if the 64 bytes at `off` of `u8` (of length `len`) are message k, else 1. */
 export function checkSmall(u8, off, len, k) {
   if (len !== SMALL) return 1;

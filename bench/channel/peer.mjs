@@ -29,7 +29,7 @@ import { once } from 'node:events';
 import { constants as fsConstants, openSync } from 'node:fs';
 import net from 'node:net';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { checkerFor, fillLarge, fillSmall, fillSmallI32, LARGE, largeTemplate, PREFIX, SMALL, stampLarge, WINDOW } from './format.mjs';
+import { checkerFor, fillLarge, fillSmall, fillSmallI32, LARGE, largeTemplate, PREFIX, SMALL, stampLarge, WINDOW, wordsOfSlot } from './format.mjs';
 
 const cfg = isMainThread ? JSON.parse(process.argv[2]) : workerData;
 const { total, timeoutMs } = cfg;
@@ -89,6 +89,16 @@ async function echo() {
       errors += checkerSmall(m, k);
       fillSmallI32(replyI32, k);
       await tx.sendAsync(reply, timeoutMs);
+    }
+  } else if (cfg.zeroCopy) {
+    for (let k = 0; k < total; k++) {
+      const m = rx.receiveInPlace(k === 0 ? startTimeoutMs : timeoutMs);
+      if (m === null) fail(`the parent closed the ping channel at ${k}`);
+      errors += checkerSmall(m.data, k);
+      m.release();
+      const r = tx.reserve(timeoutMs);
+      fillSmallI32(wordsOfSlot(r.buffer), k);
+      r.commit(SMALL);
     }
   } else {
     for (let k = 0; k < total; k++) {
