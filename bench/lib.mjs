@@ -4,7 +4,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, realpathSync, renameSync, statSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,14 @@ import { fileURLToPath } from 'node:url';
 export const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO_DIR = join(BENCH_DIR, '..');
 export const OUT_DIR = join(BENCH_DIR, 'out');
+
+/** Where {@link compileC} puts executables: bench/out/bin, or DIR/bin under `run.mjs --out=DIR`. */
+let binDir = join(OUT_DIR, 'bin');
+
+/** Make {@link compileC} write its executables into `dir` (bench/run.mjs does, for --out). */
+export function setBinDir(dir) {
+  binDir = dir;
+}
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -169,14 +177,15 @@ export function haveCc() {
 }
 
 /**
- * Compile bench/c/<name>.c with `cc -O2` into bench/out/bin/<name>. Returns the executable path, or
- * `{ skipped: reason }` when cc is missing or the compilation fails.
+ * Compile bench/c/<name>.c with `cc -O2` into bench/out/bin/<name> (or the directory given to
+ * {@link setBinDir}). Returns the executable path, or `{ skipped: reason }` when cc is missing or the
+ * compilation fails.
  */
 export function compileC(name) {
   const cc = haveCc();
   if (cc === null) return { skipped: '`cc` not found' };
   const src = join(BENCH_DIR, 'c', `${name}.c`);
-  const exe = join(OUT_DIR, 'bin', name);
+  const exe = join(binDir, name);
   mkdirSync(dirname(exe), { recursive: true });
   const r = spawnSync('cc', ['-O2', '-std=gnu11', '-Wall', '-o', exe, src], { encoding: 'utf8' });
   if (r.status !== 0) return { skipped: `cc -O2 ${name}.c failed: ${(r.stderr || '').trim().split('\n')[0]}` };
@@ -190,9 +199,20 @@ export function runC(exe, args) {
   return JSON.parse(r.stdout);
 }
 
-/** The commit measured, and the library files (src/, native/) that differ from it. */
+/** The `version` of the package's package.json. */
+export function packageVersion() {
+  return JSON.parse(readFileSync(join(REPO_DIR, 'package.json'), 'utf8')).version;
+}
+
+/**
+ * The commit measured, and the library files (src/, native/) that differ from it; null when the
+ * package is not a git checkout of its own (an installed package: node_modules/mmapkit inside some
+ * other project's repository must not report that project's commit).
+ */
 export function codeVersion() {
   const git = (...args) => spawnSync('git', args, { cwd: REPO_DIR, encoding: 'utf8' });
+  const top = git('rev-parse', '--show-toplevel');
+  if (top.status !== 0 || realpathSync(top.stdout.trim()) !== realpathSync(REPO_DIR)) return null;
   const head = git('rev-parse', '--short', 'HEAD');
   if (head.status !== 0) return null;
   const status = git('status', '--porcelain', '--', 'src', 'native', 'binding.gyp');
@@ -212,6 +232,7 @@ export function machineInfo() {
     v8: process.versions.v8,
     cc: haveCc(),
     loadAverage: os.loadavg().map((v) => round(v, 2)),
+    version: packageVersion(),
     code: codeVersion(),
   };
 }
