@@ -533,50 +533,24 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
    * message returned is taken from the channel for this consumer.
    */
   receiveMany(max?: number, options?: ChannelWaitOptions | number): Buffer[] | null {
-    const limit = max === undefined ? 1024 : validateInt32(max, 'max', 1, INT32_MAX);
-    const timeout = parseTimeout(options);
-    this.#prepareReceive('receiveMany');
-    const out: Buffer[] = [];
-    if (this.#takeRun(out, limit) === 0) {
-      const first = this.#waitMessage(timeout, deadlineOf(timeout), true) as Buffer | null;
-      if (first === null) {
-        this.#wakeProducers();
-        return this.#end();
-      }
-      out.push(first);
-      this.#takeRun(out, limit);
-    }
-    this.#wakeProducers();
-    return out;
+    const run = this.#beginMany(max, options, 'receiveMany');
+    if (run.out.length > 0) return this.#endMany(run.out, run.out[0]!, run.limit);
+    return this.#endMany(run.out, this.#waitMessage(run.timeout, deadlineOf(run.timeout), true) as Buffer | null, run.limit);
   }
 
   /** Like {@link Channel.receiveMany} without blocking the event loop. */
   async receiveManyAsync(max?: number, options?: ChannelWaitOptions | number): Promise<Buffer[] | null> {
-    const limit = max === undefined ? 1024 : validateInt32(max, 'max', 1, INT32_MAX);
-    const timeout = parseTimeout(options);
-    this.#prepareReceive('receiveManyAsync');
-    const out: Buffer[] = [];
-    if (this.#takeRun(out, limit) === 0) {
-      const first = await this.#waitMessageAsync(timeout, deadlineOf(timeout), signalOf(options), 'receiveManyAsync');
-      if (first === null) {
-        this.#wakeProducers();
-        return this.#end();
-      }
-      out.push(first);
-      this.#takeRun(out, limit);
-    }
-    this.#wakeProducers();
-    return out;
+    const run = this.#beginMany(max, options, 'receiveManyAsync');
+    if (run.out.length > 0) return this.#endMany(run.out, run.out[0]!, run.limit);
+    const first = await this.#waitMessageAsync(run.timeout, deadlineOf(run.timeout), signalOf(options), 'receiveManyAsync');
+    return this.#endMany(run.out, first, run.limit);
   }
 
   /** The messages waiting now, up to `max` (default 1024), in order: `[]` if none, `null` at the end. */
   tryReceiveMany(max?: number): Buffer[] | null {
-    const limit = max === undefined ? 1024 : validateInt32(max, 'max', 1, INT32_MAX);
-    this.#prepareReceive('tryReceiveMany');
-    const out: Buffer[] = [];
-    const n = this.#takeRun(out, limit);
+    const { out } = this.#beginMany(max, undefined, 'tryReceiveMany');
     this.#wakeProducers();
-    if (n === 0 && this.#atEnd()) return this.#end();
+    if (out.length === 0 && this.#atEnd()) return this.#end();
     return out;
   }
 
@@ -971,6 +945,29 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       pos = this.#headGuess = Atomics.load(i32, CHANNEL.HEAD >>> 2);
       if (spins > 1_000_000) throw corrupt('the head position never matches a slot');
     }
+  }
+
+  /** Start of the receiveMany methods: check the arguments and take what waits now. */
+  #beginMany(max: number | undefined, options: ChannelWaitOptions | number | undefined, what: string): { out: Buffer[]; limit: number; timeout: number } {
+    const limit = max === undefined ? 1024 : validateInt32(max, 'max', 1, INT32_MAX);
+    const timeout = parseTimeout(options);
+    this.#prepareReceive(what);
+    const out: Buffer[] = [];
+    this.#takeRun(out, limit);
+    return { out, limit, timeout };
+  }
+
+  /**
+   * End of the receiveMany methods, given the first message (`null`: the end of the stream): when it
+   * was waited for, take what came with it; wake a producer for the slots freed.
+   */
+  #endMany(out: Buffer[], first: Buffer | null, limit: number): Buffer[] | null {
+    if (first !== null && out.length === 0) {
+      out.push(first);
+      this.#takeRun(out, limit);
+    }
+    this.#wakeProducers();
+    return first === null ? this.#end() : out;
   }
 
   /** Take up to `limit` published messages into `out` (copies, slots freed); how many were taken. */
