@@ -9,14 +9,14 @@
 // its command line. Every child process has a timeout, and every wait in the C peer has one too (exit 3).
 import { before, after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Event, HEADER, Mutex, Semaphore, SharedMemory, notify, wait, waitAsync } from '../dist/index.js';
+import { assertKilled, assertOk, asleepInFutex, compileC, exitedFirst, have, killIfRunning, startProc, until, xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const PEER_C = join(FIXTURES, 'sync-peer.c');
@@ -24,6 +24,8 @@ const DIST = new URL('../dist/index.js', import.meta.url).href;
 
 const PEER_TIMEOUT_MS = 30_000; // kill a child (SIGKILL) that runs longer than this
 const WAIT_MS = 10_000; // any single wait in these tests
+/** asleepInFutex: fail after WAIT_MS; where /proc/PID/wchan tells nothing, pause 50 ms instead. */
+const ASLEEP = Object.freeze({ ms: WAIT_MS, fallbackMs: 50 });
 const SHM_SIZE = 8192;
 const SEM_ITEMS = 1000;
 const TEXT_LEN = 32;
@@ -71,18 +73,7 @@ async function timed(waitFn) {
 }
 const PROMPT_MS = WAIT_MS / 2;
 
-function have(cmd) {
-  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore', timeout: 10_000 });
-  return r.error === undefined && r.status === 0;
-}
 const HAVE_CC = have('cc');
-
-function xorshift32(x) {
-  x ^= x << 13;
-  x ^= x >>> 17;
-  x ^= x << 5;
-  return x >>> 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Child processes: the C peer and a second Node process. Every spawn has a timeout (SIGKILL).
@@ -127,90 +118,6 @@ if (mode === 'counter') {
 }
 `;
 
-function startProc(cmd, label) {
-  const child = spawn(cmd[0], cmd.slice(1).map(String), {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    timeout: PEER_TIMEOUT_MS,
-    killSignal: 'SIGKILL',
-  });
-  const p = { child, label, result: undefined };
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
-  p.stderr = () => stderr;
-  p.done = new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (status, signal) => resolve((p.result = { status, signal, stdout, stderr, label })));
-  });
-  p.done.catch(() => {});
-  return p;
-}
-
-function killIfRunning(p) {
-  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-}
-
-function assertOk(res, stdoutPattern) {
-  assert.equal(res.signal, null, `${res.label} was killed by ${res.signal} (timed out?); stderr: ${res.stderr}`);
-  assert.equal(res.status, 0, `${res.label} exited with ${res.status}; stderr: ${res.stderr}`);
-  const m = res.stdout.trim().match(stdoutPattern);
-  assert.ok(m, `${res.label} printed ${JSON.stringify(res.stdout)}, expected ${stdoutPattern}`);
-  return m;
-}
-
-function assertKilled(res) {
-  assert.equal(res.signal, 'SIGKILL', `${res.label} should have been killed; status ${res.status}, stderr: ${res.stderr}`);
-}
-
-function exitedFirst(peers, what) {
-  for (const p of peers) {
-    if (p.result !== undefined) {
-      assert.fail(`${what}: ${p.label} exited first (status ${p.result.status}, signal ${p.result.signal}); stdout: ${p.result.stdout} stderr: ${p.result.stderr}`);
-    }
-  }
-}
-
-/** Poll until check() holds, without blocking the event loop; fail when a peer exits first or after WAIT_MS. */
-async function until(check, peers, what) {
-  const deadline = Date.now() + WAIT_MS;
-  while (!check()) {
-    exitedFirst(peers, what);
-    if (Date.now() > deadline) assert.fail(`${what}: still not the case after ${WAIT_MS} ms`);
-    await sleep(1);
-  }
-}
-
-function wchan(path) {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
-/** Whether /proc/PID/wchan names kernel functions here: some idle thread of ours must be asleep in one. */
-const WCHAN_WORKS = (() => {
-  try {
-    return readdirSync('/proc/self/task').some((tid) => /^[a-z_]\w*$/.test(wchan(`/proc/self/task/${tid}/wchan`)));
-  } catch {
-    return false;
-  }
-})();
-
-/**
- * Wait until each process is asleep in a futex wait, going by /proc/PID/wchan, and return true (fail
- * after WAIT_MS). Where wchan tells nothing, wait 50 ms and return false, so that callers only assert
- * what they could observe.
- */
-async function asleepInFutex(peers, what) {
-  if (!WCHAN_WORKS) {
-    await sleep(50);
-    return false;
-  }
-  await until(() => peers.every((p) => /futex/.test(wchan(`/proc/${p.child.pid}/wchan`))), peers, what);
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------------
 
 describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { skip: HAVE_CC ? false : 'cc not found' }, () => {
@@ -220,11 +127,7 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
 
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'mmapkit-interop-sync-'));
-    peerBin = join(dir, 'sync-peer');
-    const args = ['-O2', '-Wall', '-Wextra', '-pthread', '-o', peerBin, PEER_C, '-lrt'];
-    const r = spawnSync('cc', args, { encoding: 'utf8', timeout: 120_000 });
-    assert.equal(r.error, undefined, `cc: ${r.error}`);
-    assert.equal(r.status, 0, `cc ${args.join(' ')} failed:\n${r.stderr}`);
+    peerBin = compileC(PEER_C, join(dir, 'sync-peer'), { cflags: ['-pthread'], libs: ['-lrt'] });
   });
   after(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -259,13 +162,15 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
       sem: Semaphore.create(shm, LAYOUT.sem),
       /** Start the C peer: sync-peer <mode> <name> <layout> [args]. */
       peer(mode, ...args) {
-        const p = startProc([peerBin, mode, name, LAYOUT_ARG, ...args], `sync-peer ${mode} ${args.join(' ')}`.trim());
+        const p = startProc([peerBin, mode, name, LAYOUT_ARG, ...args], `sync-peer ${mode} ${args.join(' ')}`.trim(), { timeout: PEER_TIMEOUT_MS });
         procs.push(p);
         return p;
       },
       /** Start the second Node process (NODE_CHILD). */
       nodeChild(mode, arg) {
-        const p = startProc([process.execPath, '--input-type=module', '-e', NODE_CHILD, mode, name, JSON.stringify(LAYOUT), arg], `node child ${mode}`);
+        const p = startProc([process.execPath, '--input-type=module', '-e', NODE_CHILD, mode, name, JSON.stringify(LAYOUT), arg], `node child ${mode}`, {
+          timeout: PEER_TIMEOUT_MS,
+        });
         procs.push(p);
         return p;
       },
@@ -344,7 +249,7 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
   test('the C peer rejects a structure at the wrong offset or off an 8-byte boundary', async (t) => {
     const s = setup(t);
     const run = (event) =>
-      startProc([peerBin, 'check', s.name, LAYOUT_ARG.replace(/event=\d+/, `event=${event}`)], `sync-peer check event=${event}`).done;
+      startProc([peerBin, 'check', s.name, LAYOUT_ARG.replace(/event=\d+/, `event=${event}`)], `sync-peer check event=${event}`, { timeout: PEER_TIMEOUT_MS }).done;
     let res = await run(LAYOUT.event + 8); // inside the Event: its TOTAL_SIZE field is no magic
     assert.equal(res.status, 1, res.stderr);
     assert.match(res.stderr, new RegExp(`^sync-peer\\.c: bad Event header at offset ${LAYOUT.event + 8}: magic is 0x00000020, expected 0x56454b4d`));
@@ -426,7 +331,7 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
         await killer.terminate();
       } else {
         const p = s.mx.lockAsync(WAIT_MS);
-        await until(() => (s.lockWord() & FUTEX_WAITERS) !== 0, [c], 'lockAsync announcing itself with FUTEX_WAITERS');
+        await until(() => (s.lockWord() & FUTEX_WAITERS) !== 0, [c], 'lockAsync announcing itself with FUTEX_WAITERS', WAIT_MS);
         c.child.kill('SIGKILL');
         result = await p;
       }
@@ -452,8 +357,8 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
       if (how === 'wait') {
         c = s.peer('lock-dead', 'wait', 'half-written by Node');
         await s.ready(1, [c, k]);
-        await until(() => (s.lockWord() & FUTEX_WAITERS) !== 0, [c, k], 'the C peer announcing itself with FUTEX_WAITERS');
-        await asleepInFutex([c], 'the C peer asleep in the kernel');
+        await until(() => (s.lockWord() & FUTEX_WAITERS) !== 0, [c, k], 'the C peer announcing itself with FUTEX_WAITERS', WAIT_MS);
+        await asleepInFutex([c], 'the C peer asleep in the kernel', ASLEEP);
         k.child.kill('SIGKILL');
       } else {
         k.child.kill('SIGKILL');
@@ -487,8 +392,8 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
     const s = setup(t);
     const peers = [s.peer('event-wait'), s.peer('event-wait'), s.peer('event-wait')];
     await s.ready(3, peers);
-    await until(() => Atomics.load(s.i32, I.evSleepers) === 3, peers, 'three sleepers counted on the Event');
-    const observed = await asleepInFutex(peers, 'the C peers asleep in the kernel');
+    await until(() => Atomics.load(s.i32, I.evSleepers) === 3, peers, 'three sleepers counted on the Event', WAIT_MS);
+    const observed = await asleepInFutex(peers, 'the C peers asleep in the kernel', ASLEEP);
     s.ev.set();
     for (const p of peers) {
       const slept = Number(assertOk(await p.done, /^ok event-wait slept=(\d+)$/)[1]);
@@ -552,8 +457,8 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
     for (let i = 0, nextPause = 0; i < SEM_ITEMS; ) {
       if (i >= nextPause) {
         // Now and then let it run dry and fall asleep, so that post() must wake it.
-        await until(() => Atomics.load(s.i32, I.semValue) === 0 && Atomics.load(s.i32, I.semSleepers) === 1, [c], `the C peer took all and counted as a sleeper before item ${i}`);
-        if (await asleepInFutex([c], `the C peer asleep in the kernel before item ${i}`)) observed++;
+        await until(() => Atomics.load(s.i32, I.semValue) === 0 && Atomics.load(s.i32, I.semSleepers) === 1, [c], `the C peer took all and counted as a sleeper before item ${i}`, WAIT_MS);
+        if (await asleepInFutex([c], `the C peer asleep in the kernel before item ${i}`, ASLEEP)) observed++;
         nextPause += 50;
       }
       const batch = Math.min(1 + (i % 3), SEM_ITEMS - i);

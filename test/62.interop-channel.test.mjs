@@ -12,13 +12,13 @@
 // peer fails them).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { CHANNEL, Channel, SharedMemory } from '../dist/index.js';
+import { assertKilled, assertOk as assertStdout, asleepInFutex, compileC, exitedFirst, have, killIfRunning, startProc, until, xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const PEER_C = process.env.MMAPKIT_CHANNEL_PEER_C ?? join(FIXTURES, 'channel-peer.c');
@@ -26,6 +26,8 @@ const DIST = new URL('../dist/index.js', import.meta.url).href;
 
 const PEER_TIMEOUT_MS = 60_000; // kill a child (SIGKILL) that runs longer than this
 const WAIT_MS = 10_000; // any single wait in these tests
+/** asleepInFutex: fail after WAIT_MS; where /proc/PID/wchan tells nothing, pause 100 ms instead. */
+const ASLEEP = Object.freeze({ ms: WAIT_MS, fallbackMs: 100 });
 const MAX_MESSAGE = 1000; // not a multiple of 64: slots of align64(16 + 1000) = 1024 bytes
 const OPTIONS = Object.freeze({ capacity: 16, maxMessageSize: MAX_MESSAGE, maxProducers: 8, maxConsumers: 8 });
 const MAGIC = 0x48434b4d; // 'MKCH'
@@ -33,10 +35,6 @@ const ATTACHED = 1;
 const CLOSED = 2;
 const TORN = -1;
 
-function have(cmd) {
-  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore', timeout: 10_000 });
-  return r.error === undefined && r.status === 0;
-}
 const HAVE_CC = have('cc');
 
 // ---------------------------------------------------------------------------------------------
@@ -44,14 +42,7 @@ const HAVE_CC = have('cc');
 // u32 id | u32 seq | u32 checksum | body; key = mix32(seed ^ mix32(id * 0x9e3779b9 + seq)) gives its size
 // (every 16th the largest, every 16th the smallest, 12) and the xorshift32 stream of its body. The
 // checksum is FNV-1a 32 over bytes 0-7 and 12-end. These are function declarations without outside
-// references: NODE_CHILD embeds their source.
-
-function xorshift32(x) {
-  x ^= x << 13;
-  x ^= x >>> 17;
-  x ^= x << 5;
-  return x >>> 0;
-}
+// references (xorshift32 from helpers.mjs too): NODE_CHILD embeds their source.
 
 function mix32(x) {
   x = (x ^ (x >>> 16)) >>> 0;
@@ -182,97 +173,16 @@ if (mode === 'produce') {
 }
 `;
 
-function startProc(cmd, label, { stdin = 'ignore' } = {}) {
-  const child = spawn(cmd[0], cmd.slice(1).map(String), {
-    stdio: [stdin, 'pipe', 'pipe'],
-    timeout: PEER_TIMEOUT_MS,
-    killSignal: 'SIGKILL',
-  });
-  const p = { child, label, result: undefined };
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
-  p.stdout = () => stdout;
-  p.stderr = () => stderr;
-  p.done = new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (status, signal) => resolve((p.result = { status, signal, stdout, stderr, label })));
-  });
-  p.done.catch(() => {});
-  return p;
-}
-
-function killIfRunning(p) {
-  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-}
-
-/** The last line of stdout must match; returns the match. */
+/** The last line of stdout must match (consumers with list=1 print a line per message before it); returns the match. */
 function assertOk(res, pattern) {
-  assert.equal(res.signal, null, `${res.label} was killed by ${res.signal} (timed out?); stderr: ${res.stderr}`);
-  assert.equal(res.status, 0, `${res.label} exited with ${res.status}; stderr: ${res.stderr}`);
-  const m = res.stdout.trim().split('\n').at(-1).match(pattern);
-  assert.ok(m, `${res.label} printed ${JSON.stringify(res.stdout.slice(-500))}, expected ${pattern}`);
-  return m;
-}
-
-function assertKilled(res) {
-  assert.equal(res.signal, 'SIGKILL', `${res.label} should have been killed; status ${res.status}, stderr: ${res.stderr}`);
-}
-
-function exitedFirst(peers, what) {
-  for (const p of peers) {
-    if (p.result !== undefined) {
-      assert.fail(`${what}: ${p.label} exited first (status ${p.result.status}, signal ${p.result.signal}); stdout: ${p.result.stdout.slice(-500)} stderr: ${p.result.stderr}`);
-    }
-  }
-}
-
-/** Poll until check() holds, without blocking the event loop; fail when a peer exits first or after WAIT_MS. */
-async function until(check, peers, what) {
-  const deadline = Date.now() + WAIT_MS;
-  while (!check()) {
-    exitedFirst(peers, what);
-    if (Date.now() > deadline) assert.fail(`${what}: still not the case after ${WAIT_MS} ms`);
-    await sleep(1);
-  }
+  return assertStdout(res, pattern, { lastLine: true });
 }
 
 /** Wait for a line of p's stdout matching pattern; returns the match. */
 async function line(p, pattern) {
   let m = null;
-  await until(() => (m = p.stdout().match(pattern)) !== null, [p], `${p.label} printing ${pattern}`);
+  await until(() => (m = p.stdout().match(pattern)) !== null, [p], `${p.label} printing ${pattern}`, WAIT_MS);
   return m;
-}
-
-function wchan(path) {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
-/** Whether /proc/PID/wchan names kernel functions here: some idle thread of ours must be asleep in one. */
-const WCHAN_WORKS = (() => {
-  try {
-    return readdirSync('/proc/self/task').some((tid) => /^[a-z_]\w*$/.test(wchan(`/proc/self/task/${tid}/wchan`)));
-  } catch {
-    return false;
-  }
-})();
-
-/**
- * Wait until the process is asleep in a futex wait, going by /proc/PID/wchan, and return true (fail
- * after WAIT_MS). Where wchan tells nothing, wait 100 ms and return false, so that callers only assert
- * what they could observe.
- */
-async function asleepInFutex(p, what) {
-  if (!WCHAN_WORKS) {
-    await sleep(100);
-    return false;
-  }
-  await until(() => /futex/.test(wchan(`/proc/${p.child.pid}/wchan`)), [p], what);
-  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -284,11 +194,8 @@ describe('interop of Channel with a C producer and consumer', { skip: HAVE_CC ? 
 
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'mmapkit-interop-channel-'));
-    peerBin = join(dir, 'channel-peer');
-    const args = ['-O2', '-Wall', '-Wextra', '-o', peerBin, PEER_C, '-lrt'];
-    const r = spawnSync('cc', args, { encoding: 'utf8', timeout: 120_000 });
-    assert.equal(r.error, undefined, `cc: ${r.error}`);
-    assert.equal(r.status, 0, `cc ${args.join(' ')} failed:\n${r.stderr}`);
+    // -I: a copy of the peer elsewhere (MMAPKIT_CHANNEL_PEER_C) finds peer-common.h here too.
+    peerBin = compileC(PEER_C, join(dir, 'channel-peer'), { cflags: ['-I', FIXTURES], libs: ['-lrt'] });
   });
   after(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -327,13 +234,15 @@ describe('interop of Channel with a C producer and consumer', { skip: HAVE_CC ? 
       },
       /** The C peer: channel-peer <mode> <name> [args]. */
       peer(mode, args = [], opts) {
-        const p = startProc([peerBin, mode, name, ...args], `channel-peer ${mode} ${args.join(' ')}`.trim(), opts);
+        const p = startProc([peerBin, mode, name, ...args], `channel-peer ${mode} ${args.join(' ')}`.trim(), { timeout: PEER_TIMEOUT_MS, ...opts });
         procs.push(p);
         return p;
       },
       /** A Node producer process (NODE_CHILD). */
       nodeChild(mode, ...args) {
-        const p = startProc([process.execPath, '--input-type=module', '-e', NODE_CHILD, mode, name, ...args], `node child ${mode} ${args.join(' ')}`);
+        const p = startProc([process.execPath, '--input-type=module', '-e', NODE_CHILD, mode, name, ...args], `node child ${mode} ${args.join(' ')}`, {
+          timeout: PEER_TIMEOUT_MS,
+        });
         procs.push(p);
         return p;
       },
@@ -430,7 +339,7 @@ describe('interop of Channel with a C producer and consumer', { skip: HAVE_CC ? 
       SharedMemory.unlink(small);
     });
     buf.copy(shm2.buffer, 0, 0, 4096);
-    const res = await startProc([peerBin, 'check', small], 'channel-peer check (small)').done;
+    const res = await startProc([peerBin, 'check', small], 'channel-peer check (small)', { timeout: PEER_TIMEOUT_MS }).done;
     assert.equal(res.status, 1, res.stderr);
     assert.equal(res.stderr.trim(), `channel-peer.c: bad channel header: total size ${total} is larger than the shared memory (4096 bytes)`);
   });
@@ -566,14 +475,14 @@ describe('interop of Channel with a C producer and consumer', { skip: HAVE_CC ? 
     const prod = s.open();
     let observed = 0;
     for (let r = 0; r <= rounds; r++) {
-      await until(() => s.word(CHANNEL.CONSUMER_SLEEPERS) === 1, [c], `round ${r}: the C consumer counted as a sleeper`);
-      if (await asleepInFutex(c, `round ${r}: the C consumer asleep in the kernel`)) observed++;
+      await until(() => s.word(CHANNEL.CONSUMER_SLEEPERS) === 1, [c], `round ${r}: the C consumer counted as a sleeper`, WAIT_MS);
+      if (await asleepInFutex([c], `round ${r}: the C consumer asleep in the kernel`, ASLEEP)) observed++;
       await sleep(100); // and it stays asleep: nothing else wakes it
       exitedFirst([c], `round ${r}`);
       assert.equal(s.word(CHANNEL.CONSUMER_SLEEPERS), 1, `round ${r}: the C consumer woke up by itself`);
       if (r < rounds) assert.equal(prod.trySend(makeMessage(seed, 2, r, MAX_MESSAGE)), true);
       else prod.close(); // the end of the stream: close wakes every consumer
-      if (r < rounds) await until(() => s.word(CHANNEL.HEAD) === r + 1, [c], `round ${r}: the C consumer took the message`);
+      if (r < rounds) await until(() => s.word(CHANNEL.HEAD) === r + 1, [c], `round ${r}: the C consumer took the message`, WAIT_MS);
     }
     const m = assertOk(await c.done, new RegExp(`^ok consume n=${rounds} torn=0 repaired=0 slept=(\\d+) timeouts=(\\d+) woke=0 got=2:${rounds}$`));
     t.diagnostic(`the C consumer slept ${m[1]} times, seen asleep in /proc/PID/wchan ${observed} times`);

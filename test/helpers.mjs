@@ -1,8 +1,10 @@
-// Shared test helpers: temp dirs, child processes with timeouts, assertions on error shape.
-import { mkdtempSync, rmSync } from 'node:fs';
+// Shared test helpers: temp dirs, child processes with timeouts, assertions on error shape; for the
+// interop tests, building a C peer with cc and watching peer processes (exits, futex sleeps).
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 
 /** A fresh temp dir, removed when the test ends. */
@@ -41,13 +43,148 @@ export function mapsOf(path, mapsText) {
   return mapsText.split('\n').filter((l) => l.endsWith(` ${path}`) || l.endsWith(` ${path} (deleted)`));
 }
 
+/**
+ * One step of xorshift32 (uint32 in, uint32 out), as the C peers' xorshift32. Self-contained, so that a
+ * child program can embed its source (String(xorshift32)).
+ */
+export function xorshift32(x) {
+  x ^= x << 13;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  return x >>> 0;
+}
+
 /** xorshift32: the same seeded sequence in a parent and its children (int32 values). */
 export function* xorshift(seed) {
   let x = seed >>> 0 || 1;
   for (;;) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
+    x = xorshift32(x);
     yield x | 0;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers: C programs and other processes that the interop tests (61, 62) run against mmapkit.
+
+/** Whether `cmd --version` runs and exits 0, e.g. have('cc'). */
+export function have(cmd) {
+  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore', timeout: 10_000 });
+  return r.error === undefined && r.status === 0;
+}
+
+/**
+ * Compile the C program src into out: `cc -O2 -Wall -Wextra <cflags> -o out src <libs>` (within 120 s);
+ * fail with cc's stderr if it does not compile. Returns out.
+ */
+export function compileC(src, out, { cflags = [], libs = [] } = {}) {
+  const args = ['-O2', '-Wall', '-Wextra', ...cflags, '-o', out, src, ...libs];
+  const r = spawnSync('cc', args, { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(r.error, undefined, `cc: ${r.error}`);
+  assert.equal(r.status, 0, `cc ${args.join(' ')} failed:\n${r.stderr}`);
+  return out;
+}
+
+/**
+ * Start a peer process, cmd[0] with the rest of cmd (as strings) for arguments, killed (SIGKILL) after
+ * `timeout` ms; `label` names it in failure messages. Returns { child, label, stdout(), stderr(), done,
+ * result }: stdout() and stderr() give what it wrote so far, and done resolves to result = { status,
+ * signal, stdout, stderr, label } once it has exited (result is undefined until then).
+ */
+export function startProc(cmd, label, { timeout, stdin = 'ignore' }) {
+  const child = spawn(cmd[0], cmd.slice(1).map(String), {
+    stdio: [stdin, 'pipe', 'pipe'],
+    timeout,
+    killSignal: 'SIGKILL',
+  });
+  const p = { child, label, result: undefined };
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+  p.stdout = () => stdout;
+  p.stderr = () => stderr;
+  p.done = new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (status, signal) => resolve((p.result = { status, signal, stdout, stderr, label })));
+  });
+  p.done.catch(() => {});
+  return p;
+}
+
+/** SIGKILL a startProc process unless it has exited. */
+export function killIfRunning(p) {
+  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+}
+
+/**
+ * Assert that a startProc result exited with status 0 and that its trimmed stdout (with lastLine, only
+ * its last line) matches pattern; returns the match.
+ */
+export function assertOk(res, pattern, { lastLine = false } = {}) {
+  assert.equal(res.signal, null, `${res.label} was killed by ${res.signal} (timed out?); stderr: ${res.stderr}`);
+  assert.equal(res.status, 0, `${res.label} exited with ${res.status}; stderr: ${res.stderr}`);
+  const out = res.stdout.trim();
+  const m = (lastLine ? out.split('\n').at(-1) : out).match(pattern);
+  assert.ok(m, `${res.label} printed ${JSON.stringify(res.stdout.slice(-500))}, expected ${pattern}`);
+  return m;
+}
+
+/** Assert that a startProc result was killed by SIGKILL. */
+export function assertKilled(res) {
+  assert.equal(res.signal, 'SIGKILL', `${res.label} should have been killed; status ${res.status}, stderr: ${res.stderr}`);
+}
+
+/** Fail if one of the startProc processes has exited, saying what we were waiting for. */
+export function exitedFirst(peers, what) {
+  for (const p of peers) {
+    if (p.result !== undefined) {
+      assert.fail(`${what}: ${p.label} exited first (status ${p.result.status}, signal ${p.result.signal}); stdout: ${p.result.stdout.slice(-500)} stderr: ${p.result.stderr}`);
+    }
+  }
+}
+
+/** Poll until check() holds, without blocking the event loop; fail when one of peers exits first or after ms. */
+export async function until(check, peers, what, ms) {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    exitedFirst(peers, what);
+    if (Date.now() > deadline) assert.fail(`${what}: still not the case after ${ms} ms`);
+    await sleep(1);
+  }
+}
+
+/** The contents of a /proc/.../wchan file ('' if it cannot be read). */
+function wchan(path) {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+let wchanWorked;
+/** Whether /proc/PID/wchan names kernel functions here: some idle thread of ours must be asleep in one. */
+function wchanWorks() {
+  wchanWorked ??= (() => {
+    try {
+      return readdirSync('/proc/self/task').some((tid) => /^[a-z_]\w*$/.test(wchan(`/proc/self/task/${tid}/wchan`)));
+    } catch {
+      return false;
+    }
+  })();
+  return wchanWorked;
+}
+
+/**
+ * Wait until each startProc process is asleep in a futex wait, going by /proc/PID/wchan, and return true
+ * (fail after ms). Where wchan tells nothing, wait fallbackMs and return false, so that callers only
+ * assert what they could observe.
+ */
+export async function asleepInFutex(peers, what, { ms, fallbackMs }) {
+  if (!wchanWorks()) {
+    await sleep(fallbackMs);
+    return false;
+  }
+  await until(() => peers.every((p) => /futex/.test(wchan(`/proc/${p.child.pid}/wchan`))), peers, what, ms);
+  return true;
 }
