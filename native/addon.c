@@ -43,6 +43,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"memfdCreate", NULL, js_memfd_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"dupCloexec", NULL, js_dup_cloexec, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setCloexec", NULL, js_set_cloexec, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lseek", NULL, js_lseek, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexWait", NULL, js_futex_wait, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexWake", NULL, js_futex_wake, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitAsyncInit", NULL, js_wait_async_init, NULL, NULL, NULL, napi_enumerable, NULL},

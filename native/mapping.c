@@ -338,6 +338,13 @@ napi_value js_constants(napi_env env) {
 #ifdef MLOCK_ONFAULT
   C(MLOCK_ONFAULT);
 #endif
+  C(SEEK_SET);
+  C(SEEK_CUR);
+  C(SEEK_END);
+#ifdef SEEK_DATA
+  C(SEEK_DATA);
+  C(SEEK_HOLE);
+#endif
 #ifdef MCL_CURRENT
   C(MCL_CURRENT);
   C(MCL_FUTURE);

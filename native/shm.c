@@ -1,7 +1,8 @@
 /*
  * Shared memory objects: named POSIX shared memory (shm_open/shm_unlink) and anonymous memory files
- * (memfd_create) that can be handed to child processes as a file descriptor. One system call each;
- * names, sizes and modes are validated in src/shm.ts.
+ * (memfd_create) that can be handed to child processes as a file descriptor, and the descriptor
+ * calls around them (dup, close-on-exec, lseek). One system call each; names, sizes and modes are
+ * validated in src/shm.ts, lseek's arguments in src/posix.ts.
  */
 #include "shm.h"
 
@@ -83,4 +84,19 @@ napi_value js_set_cloexec(napi_env env, napi_callback_info info) {
     return NULL;
   int rc = fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0);
   return make_result(env, rc, errno);
+}
+
+/* lseek(fd, offset, whence) -> the new offset (a number: offsets stay below 2^53) | -errno.
+ * For SEEK_DATA / SEEK_HOLE, which Node's fs does not offer: where data and holes of a sparse file are. */
+napi_value js_lseek(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd, whence;
+  uint64_t offset;
+  if (!get_args(env, info, 3, argv) || !get_i32(env, argv[0], &fd) || !get_u64(env, argv[1], &offset) || !get_i32(env, argv[2], &whence))
+    return NULL;
+  if (offset > (uint64_t)INT64_MAX) return make_i32(env, -EINVAL);
+  off_t rc = lseek(fd, (off_t)offset, whence);
+  napi_value out;
+  NAPI_CALL(env, napi_create_double(env, rc < 0 ? (double)-errno : (double)rc, &out));
+  return out;
 }

@@ -7,5 +7,6 @@ napi_value js_shm_unlink(napi_env env, napi_callback_info info);
 napi_value js_memfd_create(napi_env env, napi_callback_info info);
 napi_value js_dup_cloexec(napi_env env, napi_callback_info info);
 napi_value js_set_cloexec(napi_env env, napi_callback_info info);
+napi_value js_lseek(napi_env env, napi_callback_info info);
 
 #endif

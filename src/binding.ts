@@ -44,6 +44,8 @@ export interface NativeBinding {
   memfdCreate(name: string, flags: number): number;
   dupCloexec(fd: number): number;
   setCloexec(fd: number, on: boolean): Status;
+  /** lseek(2): the new offset, or -errno (-ENXIO: no data / hole at or after offset with SEEK_DATA / SEEK_HOLE). */
+  lseek(fd: number, offset: number, whence: number): number;
   /** FUTEX_WAIT; timeoutNs < 0 waits forever. */
   futexWait(addr: bigint | number, expected: number, timeoutNs: number): Status;
   /** FUTEX_WAKE; returns the number woken or -errno. */

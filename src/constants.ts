@@ -52,6 +52,13 @@ export interface Constants {
   readonly MFD_CLOEXEC?: number;
   readonly MFD_ALLOW_SEALING?: number;
   readonly MLOCK_ONFAULT?: number;
+  readonly SEEK_SET: number;
+  readonly SEEK_CUR: number;
+  readonly SEEK_END: number;
+  /** lseek(): the next offset holding data (Linux 3.1+; `lseek()` below). */
+  readonly SEEK_DATA?: number;
+  /** lseek(): the next hole (the end of the file counts as one). */
+  readonly SEEK_HOLE?: number;
   readonly MCL_CURRENT?: number;
   readonly MCL_FUTURE?: number;
 }

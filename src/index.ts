@@ -15,7 +15,7 @@ export {
   type Protection,
   type Range,
 } from './mapping.js';
-export { mmap, munmap, msync, mprotect, madvise, mincore, mlock, munlock, type Address } from './posix.js';
+export { mmap, munmap, msync, mprotect, madvise, mincore, mlock, munlock, lseek, type Address } from './posix.js';
 export { constants, pageSize, type Constants } from './constants.js';
 export { MmapkitError, type MmapkitErrorCode, type SystemError } from './errors.js';
 export { type Int64Like } from './validators.js';

@@ -101,3 +101,21 @@ export function munlock(addr: Address, length: Int64Like): void {
   const rc = native.munlock(range.addr, range.length);
   if (rc < 0) throw systemError(rc, 'munlock', mapping.path);
 }
+
+/**
+ * `lseek(fd, offset, whence)`: the new file offset. With `constants.SEEK_DATA` / `SEEK_HOLE` it finds
+ * where the data and the holes of a sparse file are (what Node's fs does not offer), e.g. to copy or
+ * map only the data: `lseek(fd, pos, SEEK_DATA)` is the first byte of data at or after pos, and throws
+ * ENXIO when there is none; `lseek(fd, pos, SEEK_HOLE)` the first hole (the end of the file counts as
+ * one). A file system that does not track holes reports the whole file as data.
+ */
+export function lseek(fd: number, offset: Int64Like, whence: number): number {
+  validateInt32(fd, 'fd', 0);
+  const off = validateInt64(offset, 'offset', 0n, 2n ** 53n - 1n);
+  const known = [constants.SEEK_SET, constants.SEEK_CUR, constants.SEEK_END, constants.SEEK_DATA, constants.SEEK_HOLE];
+  if (typeof whence !== 'number') throw invalidArgType('whence', 'of type number', whence);
+  if (!known.includes(whence)) throw invalidArgValue('whence', whence, 'must be one of constants.SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE');
+  const rc = native.lseek(fd, Number(off), whence);
+  if (rc < 0) throw systemError(rc, 'lseek');
+  return rc;
+}

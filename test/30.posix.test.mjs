@@ -1,9 +1,9 @@
 // The low-level API: kernel rules as in C, addresses given as a Mapping or a view over one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { constants, madvise, mincore, mlock, mmap, mprotect, msync, munlock, munmap, pageSize } from '../dist/index.js';
+import { constants, lseek, madvise, mincore, mlock, mmap, mprotect, msync, munlock, munmap, pageSize } from '../dist/index.js';
 import { tempDir, throwsCode } from './helpers.mjs';
 
 const { PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MS_SYNC, MS_ASYNC, MADV_DONTNEED, MADV_WILLNEED } = constants;
@@ -111,4 +111,33 @@ test('protection bookkeeping: zero-length changes nothing, mixed parts read -1, 
   shm.mapping.protect('write');
   shm.close();
   await assert.rejects(p, { code: 'ERR_MMAP_CLOSED' });
+});
+
+test('lseek: SEEK_DATA and SEEK_HOLE find the data and holes of a sparse file; bad input is refused', (t) => {
+  const { SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE } = constants;
+  assert.deepEqual([SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE], [0, 1, 2, 3, 4]);
+  const path = join(tempDir(t), 'sparse.bin');
+  const MiB = 1 << 20;
+  const fd = openSync(path, 'w+');
+  t.after(() => closeSync(fd));
+  ftruncateSync(fd, 64 * MiB);
+  writeSync(fd, Buffer.alloc(pageSize, 1), 0, pageSize, 32 * MiB);
+  // ext4, tmpfs, xfs and btrfs track holes at page (or block) granularity.
+  assert.equal(lseek(fd, 0, SEEK_DATA), 32 * MiB, 'the first data');
+  assert.equal(lseek(fd, 32 * MiB + 10, SEEK_DATA), 32 * MiB + 10, 'inside data: where we are');
+  assert.equal(lseek(fd, 0, SEEK_HOLE), 0, 'a hole at the start');
+  assert.equal(lseek(fd, 32 * MiB, SEEK_HOLE), 32 * MiB + pageSize, 'the hole after the data');
+  assert.equal(lseek(fd, 40 * MiB, SEEK_HOLE), 40 * MiB);
+  assert.throws(() => lseek(fd, 33 * MiB, SEEK_DATA), { code: 'ENXIO', syscall: 'lseek' }, 'no data after 33 MiB');
+  assert.throws(() => lseek(fd, 64 * MiB, SEEK_HOLE), { code: 'ENXIO' }, 'at the end');
+  assert.equal(lseek(fd, 5, SEEK_SET), 5);
+  assert.equal(lseek(fd, 3, SEEK_CUR), 8);
+  assert.equal(lseek(fd, 0, SEEK_END), 64 * MiB);
+  assert.equal(lseek(fd, 2n ** 40n, SEEK_SET), 2 ** 40, 'bigint offsets, past 4 GiB');
+  // Bad input.
+  for (const bad of [-1, 1.5, '3', null, undefined]) assert.throws(() => lseek(bad, 0, SEEK_SET), { code: /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/ });
+  for (const bad of [-1, 0.5, 2 ** 53, 2n ** 53n, '0', null]) assert.throws(() => lseek(fd, bad, SEEK_SET), { code: /^ERR_(OUT_OF_RANGE|INVALID_ARG_TYPE)$/ });
+  for (const bad of [5, -1, 99, 2.5]) throwsCode(() => lseek(fd, 0, bad), 'ERR_INVALID_ARG_VALUE');
+  for (const bad of ['0', undefined, null]) throwsCode(() => lseek(fd, 0, bad), 'ERR_INVALID_ARG_TYPE');
+  assert.throws(() => lseek(2 ** 30, 0, SEEK_SET), { code: 'EBADF', syscall: 'lseek' });
 });

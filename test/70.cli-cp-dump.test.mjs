@@ -15,6 +15,7 @@ import {
   readFileSync,
   readSync,
   readdirSync,
+  rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
@@ -217,6 +218,28 @@ test('cp: a destination that can be written but not read is still written exactl
   exits(cli(['cp', src, dst], { user: true }), 0);
   chmodSync(dst, 0o600);
   sameBytes(src, dst);
+});
+
+test('cp: windows that are all hole are skipped (SEEK_DATA), windows with data are copied, old destination data is overwritten', (t) => {
+  const dir = tempDir(t);
+  const src = join(dir, 'src');
+  const size = 40 * MiB + 123;
+  const fd = openSync(src, 'w');
+  ftruncateSync(fd, size);
+  // Data at the start, inside the 5th MiB, straddling a window boundary at 20 MiB, and in the last bytes.
+  const pieces = [[0, 5000], [4 * MiB + 100, 70_000], [20 * MiB - 300, 600], [size - 50, 50]];
+  for (const [at, n] of pieces) writeSync(fd, randomBytes(n), 0, n, at);
+  closeSync(fd);
+  for (const [name, old] of [['new', 0], ['shorter', 6 * MiB], ['longer', 48 * MiB]]) {
+    for (const window of ['65536', String(4 * MiB), undefined]) {
+      const dst = join(dir, `dst-${name}-${window ?? 'default'}`);
+      if (old > 0) writeFileSync(dst, randomBytes(old)); // data where the source has holes
+      exits(cli(['cp', src, dst], { env: window === undefined ? {} : { MMAPKIT_CP_WINDOW: window } }), 0);
+      sameBytes(src, dst);
+      if (old === 0) assert.ok(statSync(dst).blocks * 512 <= 4 * MiB, `${name}/${window}: the holes stayed holes`);
+      rmSync(dst);
+    }
+  }
 });
 
 test('cp: a 5 GiB sparse file with data past 4 GiB copies exactly and stays sparse; dump reads past 4 GiB', (t) => {

@@ -356,6 +356,12 @@ function copyContents(lib: Library, job: CopyJob): void {
 
   for (let base = 0; base < size; base += window) {
     const length = Math.min(window, size - base);
+    // A window that is all hole in the source, where the destination already reads zeros: nothing
+    // to map, read or write (a 10 GiB sparse file would otherwise be read page by page).
+    if (job.holes && base >= job.oldSize && holeUntil(lib, sfd, base, size) >= base + length) {
+      progress.update(base + length);
+      continue;
+    }
     let mapping: Mapping | undefined;
     try {
       mapping = lib.map(sfd, { offset: base, length });
@@ -389,6 +395,20 @@ function copyContents(lib: Library, job: CopyJob): void {
     } finally {
       mapping?.unmap();
     }
+  }
+}
+
+/**
+ * Where the hole of the source at `pos` ends: the next byte of data (`size` when no data follows),
+ * or `pos` itself when there is data at pos or the file system cannot tell (SEEK_DATA unsupported).
+ */
+function holeUntil(lib: Library, fd: number, pos: number, size: number): number {
+  const { SEEK_DATA } = lib.constants;
+  if (SEEK_DATA === undefined) return pos;
+  try {
+    return Math.min(lib.lseek(fd, pos, SEEK_DATA), size);
+  } catch (error) {
+    return errorCode(error) === 'ENXIO' ? size : pos; // ENXIO: no data at or after pos
   }
 }
 
