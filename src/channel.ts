@@ -228,7 +228,7 @@ export interface InPlaceMessage {
   release(): void;
 }
 
-/** Space reserved for one message: write into `buffer`, then `commit(length)` (or `abort()`). */
+/** Space reserved for one message: write into `buffer`, then `commit(length)`. */
 export interface Reservation {
   /** `maxLength` bytes of the slot, in shared memory. */
   readonly buffer: Buffer;
@@ -291,10 +291,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     this.#mask = g.capacity - 1;
     this.#strategy = wait;
     this.#spinNs = spinNs;
-    const base = viewLocation(this.#u8)!.addr;
-    if (base % 64n !== 0n) {
-      throw invalidArgValue('target', 'a mapping at an unaligned address', 'must start the channel on a 64-byte boundary in memory (map the file at offset 0)');
-    }
+    const base = alignedBase(this.#u8);
     this.#notEmpty = { mapping, addr: Number(base) + CHANNEL.NOT_EMPTY, array: this.#i32, index: CHANNEL.NOT_EMPTY >>> 2 };
     this.#notFull = { mapping, addr: Number(base) + CHANNEL.NOT_FULL, array: this.#i32, index: CHANNEL.NOT_FULL >>> 2 };
   }
@@ -315,6 +312,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const { wait, spinNs } = parseStrategy(o);
     const { mapping, owned } = resolveTarget(target, g.totalSize, true);
     const view = mapping.view(0, g.totalSize);
+    alignedBase(view); // refuse before writing anything
     const i32 = new Int32Array(view.buffer, view.byteOffset, g.totalSize >>> 2);
     view.fill(0, 0, g.slotsOffset);
     view.writeUInt16LE(VERSION, CHANNEL.VERSION);
@@ -439,7 +437,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       while (sent < all.length) {
         let pos = this.#claimTail();
         if (pos === undefined) {
-          this.#wakeConsumers(); // let consumers drain what went so far while we wait for room
+          this.#wakeConsumers(sent); // let consumers drain what went so far while we wait for room
           pos = this.#waitRoom(timeout, (deadline ??= deadlineOf(timeout)));
         }
         this.#publish(pos, all[sent]!);
@@ -448,7 +446,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     } catch (err) {
       throw withSent(err, sent);
     } finally {
-      if (sent > 0 && !this.#mapping.closed) this.#wakeConsumers();
+      if (sent > 0 && !this.#mapping.closed) this.#wakeConsumers(sent);
     }
   }
 
@@ -462,7 +460,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       while (sent < all.length) {
         let pos = this.#claimTail();
         if (pos === undefined) {
-          this.#wakeConsumers();
+          this.#wakeConsumers(sent);
           pos = await this.#waitRoomAsync(timeout, (deadline ??= deadlineOf(timeout)), signalOf(options), 'sendManyAsync');
         }
         this.#publish(pos, all[sent]!);
@@ -471,7 +469,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     } catch (err) {
       throw withSent(err, sent);
     } finally {
-      if (sent > 0 && !this.#mapping.closed) this.#wakeConsumers();
+      if (sent > 0 && !this.#mapping.closed) this.#wakeConsumers(sent);
     }
   }
 
@@ -480,7 +478,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const all = this.#prepareSendMany(messages);
     let sent = 0;
     for (let pos; sent < all.length && (pos = this.#claimTail()) !== undefined; sent++) this.#publish(pos, all[sent]!);
-    if (sent > 0) this.#wakeConsumers();
+    if (sent > 0) this.#wakeConsumers(sent);
     return sent;
   }
 
@@ -549,7 +547,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   /** The messages waiting now, up to `max` (default 1024), in order: `[]` if none, `null` at the end. */
   tryReceiveMany(max?: number): Buffer[] | null {
     const { out } = this.#beginMany(max, undefined, 'tryReceiveMany');
-    this.#wakeProducers();
+    this.#wakeProducers(out.length || 1);
     if (out.length === 0 && this.#atEnd()) return this.#end();
     return out;
   }
@@ -627,9 +625,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const closeAtEnd = o.close === undefined ? true : validateBoolean(o.close, 'options.close');
     const hwm = o.highWaterMark as number | undefined; // Node validates its value
     this.#check('writable');
-    // A producer from now on, even if nothing is ever written: consumers then wait for its end.
-    this.#attachProducer();
-    return new Writable({
+    const stream = new Writable({
       ...(hwm === undefined ? {} : { highWaterMark: hwm }),
       write: (chunk: Buffer, _encoding, callback) => {
         this.sendAsync(chunk).then(() => callback(), callback);
@@ -639,6 +635,10 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         callback();
       },
     });
+    // A producer from now on (once Node accepted the options), even if nothing is ever written:
+    // consumers then wait for its end.
+    this.#attachProducer();
+    return stream;
   }
 
   /** `for await (const msg of channel)`: receives until the end of the stream. */
@@ -794,18 +794,18 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
    * sequence store; a consumer counts itself, then looks at the slot again before sleeping: one of
    * the two sees the other.)
    */
-  #wakeConsumers(): void {
+  #wakeConsumers(messages = 1): void {
     if (Atomics.load(this.#i32, CHANNEL.CONSUMER_SLEEPERS >>> 2) > 0) {
       Atomics.add(this.#i32, CHANNEL.NOT_EMPTY >>> 2, 1);
-      notifyWord(this.#notEmpty, 1);
+      notifyWord(this.#notEmpty, messages); // one consumer per message at most
     }
   }
 
-  /** After releasing slots: wake one sleeping producer, if any sleeps (as {@link #wakeConsumers}). */
-  #wakeProducers(): void {
+  /** After releasing slots: wake sleeping producers, one per slot freed at most (as {@link #wakeConsumers}). */
+  #wakeProducers(slots = 1): void {
     if (Atomics.load(this.#i32, CHANNEL.PRODUCER_SLEEPERS >>> 2) > 0) {
       Atomics.add(this.#i32, CHANNEL.NOT_FULL >>> 2, 1);
-      notifyWord(this.#notFull, 1);
+      notifyWord(this.#notFull, slots);
     }
   }
 
@@ -966,7 +966,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       out.push(first);
       this.#takeRun(out, limit);
     }
-    this.#wakeProducers();
+    this.#wakeProducers(out.length || 1);
     return first === null ? this.#end() : out;
   }
 
@@ -1263,6 +1263,15 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     }
     return nsLeft(deadline) !== 0;
   }
+}
+
+/** The address of a channel's memory, which must be 64-byte aligned (its control words have a cache line each). */
+function alignedBase(view: Buffer): bigint {
+  const base = viewLocation(view)!.addr;
+  if (base % 64n !== 0n) {
+    throw invalidArgValue('target', 'a mapping at an unaligned address', 'must start the channel on a 64-byte boundary in memory (map the file at offset 0)');
+  }
+  return base;
 }
 
 function parseGeometry(o: Partial<Record<string, unknown>> | undefined): Geometry {

@@ -280,6 +280,33 @@ test('batches: the async forms wait without blocking the event loop, time out wi
   assert.equal(await rx.receiveManyAsync(), null);
 });
 
+test('batches: sendMany wakes as many sleeping consumers as it sent messages, receiveMany as many producers as it freed slots', async (t) => {
+  const opts = { capacity: 4, maxMessageSize: 8 };
+  const shm = anon(t, opts);
+  const tx = Channel.create(shm, { ...opts, wait: 'async' });
+  const rx = [Channel.open(shm, { wait: 'async' }), Channel.open(shm, { wait: 'async' })];
+  t.after(() => [tx, ...rx].forEach((h) => h.close()));
+  tx.attach('producer');
+  // Two consumers asleep on their waiter threads. A consumer that is not woken looks again 100 ms
+  // after it went to sleep (about 90 ms after the send): the limit of 45 ms tells the two apart.
+  const pending = rx.map((h) => h.receiveAsync({ timeout: 5000 }).then((m) => [String(m), performance.now()]));
+  await sleep(10);
+  const t0 = performance.now();
+  tx.sendMany(['a', 'b']);
+  const got = await Promise.all(pending);
+  assert.deepEqual(got.map(([m]) => m).sort(), ['a', 'b']);
+  for (const [, at] of got) assert.ok(at - t0 < 45, `each consumer woken at once (after ${(at - t0).toFixed(1)} ms)`);
+  // Two producers asleep on a full queue; one receiveMany frees room for both.
+  tx.sendMany(['1', '2', '3', '4']);
+  const producers = [Channel.open(shm, { wait: 'async' }), Channel.open(shm, { wait: 'async' })];
+  t.after(() => producers.forEach((h) => h.close()));
+  const sending = producers.map((h, i) => h.sendAsync(`p${i}`, { timeout: 5000 }).then(() => performance.now()));
+  await sleep(10);
+  const t1 = performance.now();
+  assert.deepEqual(rx[0].receiveMany(2).map(String), ['1', '2']);
+  for (const at of await Promise.all(sending)) assert.ok(at - t1 < 45, `each producer woken at once (after ${(at - t1).toFixed(1)} ms)`);
+});
+
 for (const wait of STRATEGIES) {
   test(`batches across processes: sendMany → receiveMany through an 8-slot queue, '${wait}'`, async (t) => {
     const opts = { capacity: 8, maxMessageSize: 140 };
@@ -332,7 +359,9 @@ test('named shared memory and Mapping targets: create, open, exclusive names, al
   Channel.create(at128, opts).close();
   assert.equal(Channel.open(map(path, { access: 'write', offset: 128 })).capacity, 8);
   const at100 = map(path, { access: 'write', offset: 100, length: size });
+  at100.buffer.fill(0xab);
   throwsCode(() => Channel.create(at100, opts), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  assert.ok(at100.buffer.every((b) => b === 0xab), 'the refused memory was not written');
   at128.unmap();
   at100.unmap();
 });
@@ -932,6 +961,16 @@ test('bad input: unknown options, bad capacity/maxMessageSize types and ranges, 
   throwsCode(() => ch.readable({ highWaterMark: -1 }), 'ERR_INVALID_ARG_VALUE', 'TypeError');
   assert.equal(ch.size, 0, 'no bad call sent anything');
   ch.close();
+  // A writable() refused for its options does not make the handle a producer (which would hold the
+  // end of the stream back until the handle closed).
+  const shm2 = anon(t, { capacity: 4, maxMessageSize: 16 });
+  const w = Channel.create(shm2, { capacity: 4, maxMessageSize: 16 });
+  const r = Channel.open(shm2);
+  t.after(() => [w, r].forEach((h) => h.close()));
+  Channel.open(shm2).writable().end(); // a producer that attached and closed: the stream can end
+  await sleep(20);
+  throwsCode(() => w.writable({ highWaterMark: -1 }), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  assert.equal(r.tryReceive(), null, 'the end: the refused handle is no producer');
 });
 
 // ------------------------------------------------------------------------------------------ robustness
