@@ -746,6 +746,117 @@ test('04: the child alone has no memory to attach; bad usage exits 2', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// 05-channel.mjs
+
+/** Run worker `n` of 05-channel.mjs only: a tamper body that runs `body` in that worker. */
+const inWorker = (n, body) => `if (process.argv[2] === '--child' && process.argv[3] === '${n}') {\n${body}\n}`;
+
+test('05: two workers take the jobs from a channel; every job is done exactly once, with the right answer', () => {
+  for (const count of [undefined, 1, 9, 300]) {
+    const r = example('05-channel.mjs', count === undefined ? [] : [String(count)]);
+    exits(r, 0);
+    const n = count ?? 40;
+    // What each worker says it processed: together, every job once.
+    const processed = new Map();
+    for (const [, w, k, list] of r.stdout.matchAll(/^\[worker (\d)\] end of the stream: processed (\d+) jobs: ?(.*)$/gm)) {
+      const ids = list === '' ? [] : list.split(' ').map(Number);
+      assert.equal(ids.length, Number(k), `worker ${w}'s count`);
+      processed.set(w, ids);
+    }
+    assert.deepEqual([...processed.keys()].sort(), ['1', '2'], r.stdout);
+    const all = [...processed.values()].flat().sort((a, b) => a - b);
+    assert.deepEqual(all, Array.from({ length: n }, (_, i) => i), `${n} jobs, each exactly once:\n${r.stdout}`);
+    // The parent's summary agrees with the workers.
+    const summary = new RegExp(`^\\[parent\\] all ${n} jobs were done exactly once, with the right answers: worker 1 did (\\d+), worker 2 did (\\d+)$`, 'm').exec(r.stdout);
+    assert.ok(summary, r.stdout);
+    assert.deepEqual([Number(summary[1]), Number(summary[2])], [processed.get('1').length, processed.get('2').length]);
+    // Three processes.
+    const pids = [/^\[parent\] pid (\d+)/m, /^\[worker 1\] pid (\d+)/m, /^\[worker 2\] pid (\d+)/m].map((re) => re.exec(r.stdout)?.[1]);
+    assert.equal(new Set(pids.filter(Boolean)).size, 3, r.stdout);
+    // Batches only past the first 8 jobs.
+    if (n > 8) assert.match(r.stdout, new RegExp(`^\\[parent\\] sent jobs 8(-${n - 1})? in ${Math.ceil((n - 8) / 8)} batch\\(es\\) \\(sendManyAsync\\)$`, 'm'));
+    else assert.doesNotMatch(r.stdout, /sendManyAsync/);
+    // Causal order: both ready before any job; the workers end only after JOBS is closed; RESULTS
+    // ends only after both workers are done; the summary comes last.
+    inOrder(r.stdout, '[worker 1] pid', '[parent] both workers are ready');
+    inOrder(r.stdout, '[worker 2] pid', '[parent] both workers are ready');
+    inOrder(r.stdout, '[parent] closed JOBS', '[worker 1] end of the stream', '[parent] RESULTS ended');
+    inOrder(r.stdout, '[parent] closed JOBS', '[worker 2] end of the stream', '[parent] RESULTS ended');
+    assert.match(r.stdout.trim().split('\n').at(-1), /^\[parent\] all \d+ jobs were done exactly once/);
+    assert.equal(r.stderr, '');
+  }
+});
+
+test('05: a worker that exits before the end of the jobs is noticed at once, not after the timeout', (t) => {
+  const env = tamper(t, '05-channel.mjs', inWorker(1, 'process.exit(0);'));
+  const started = Date.now();
+  const r = example('05-channel.mjs', [], { env }); // default 10 s timeout
+  const elapsed = Date.now() - started;
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: worker 1 \(pid \d+\) exited with code 0 before the end of the jobs$/m);
+  assert.ok(elapsed < 5000, `took ${elapsed} ms: the parent slept until its timeout`);
+  assert.doesNotMatch(r.stdout, /all \d+ jobs were done/);
+});
+
+test('05: a worker killed after the end of JOBS: RESULTS still ends (a dead producer counts as closed) and the parent reports it', (t) => {
+  // Worker 1 dies (SIGKILL: no close()) as soon as it sees the end of JOBS, holding no job.
+  const body = inWorker(
+    1,
+    `const { Channel } = await import(${JSON.stringify(distUrl)});
+     const receive = Channel.prototype.receive;
+     Channel.prototype.receive = function (...args) {
+       const message = receive.apply(this, args);
+       if (message === null) process.kill(process.pid, 'SIGKILL');
+       return message;
+     };`,
+  );
+  const started = Date.now();
+  const r = example('05-channel.mjs', [], { env: tamper(t, '05-channel.mjs', body) });
+  const elapsed = Date.now() - started;
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: worker 1 \(pid \d+\) was killed by SIGKILL$/m);
+  // No job was lost: the worker died between jobs. The parent did not wait for a timeout.
+  assert.doesNotMatch(r.stderr, /never done/);
+  assert.match(r.stdout, /^\[parent\] RESULTS ended: every worker has closed it \(or died\)$/m);
+  assert.match(r.stdout, /^\[worker 2\] end of the stream: processed \d+ jobs/m);
+  assert.doesNotMatch(r.stdout, /^\[worker 1\] end of the stream/m);
+  assert.ok(elapsed < 5000, `took ${elapsed} ms: the parent slept until its timeout`);
+});
+
+test('05: workers that never get ready are killed after MMAPKIT_WAIT_TIMEOUT', (t) => {
+  const dir = tempDir(t);
+  // Every worker records its pid, then never runs its code.
+  const body = `if (process.argv[2] === '--child') {
+    fs.writeFileSync(${JSON.stringify(dir)} + '/' + process.pid, '');
+    setInterval(() => {}, 1000);
+    await new Promise(() => {});
+  }`;
+  const started = Date.now();
+  const r = example('05-channel.mjs', [], { env: { ...tamper(t, '05-channel.mjs', body), MMAPKIT_WAIT_TIMEOUT: '1000' } });
+  const elapsed = Date.now() - started;
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: only 0 of 2 workers got ready within 1 s$/m);
+  assert.ok(elapsed >= 900 && elapsed < 10_000, `gave up after ${elapsed} ms`);
+  const pids = readdirSync(dir).map(Number);
+  assert.equal(pids.length, 2, 'both workers started');
+  for (const pid of pids) assert.ok(gone(pid), `the worker ${pid} is still running`);
+});
+
+test('05: a worker alone has no channels to attach; bad usage exits 2', () => {
+  let r = example('05-channel.mjs', ['--child', '1']);
+  exits(r, 1);
+  cleanError(r, /^\[worker 1\] error: no channels were handed to this process: run the parent \(without --child\)$/m);
+  for (const args of [['0'], ['x'], ['1.5'], ['100001'], ['1', '2'], ['--child'], ['--child', '3'], ['--child', '1', 'x']]) {
+    r = example('05-channel.mjs', args);
+    exits(r, 2);
+    assert.match(r.stderr, /^usage: node examples\/05-channel\.mjs \[JOBS\]$/m, args.join(' '));
+  }
+  r = example('05-channel.mjs', [], { env: { MMAPKIT_WAIT_TIMEOUT: '0' } });
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: MMAPKIT_WAIT_TIMEOUT must be a positive integer/m);
+});
+
+// ---------------------------------------------------------------------------------------------
 // The mmapkit CLI
 
 /** Shared memory names the demo run `r` made and left behind (it must leave none); they carry its pid. */
