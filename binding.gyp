@@ -9,6 +9,7 @@
         "native/futex.c",
         "native/shm.c",
         "native/mutex.c",
+        "native/uring.c",
         "native/util.c"
       ],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],

@@ -9,6 +9,7 @@
 #include "mapping.h"
 #include "mutex.h"
 #include "shm.h"
+#include "uring.h"
 
 /* When this environment goes away (a worker thread exits), its JavaScript objects are gone and their
  * finalizers will never run: unmap what they still held, or every worker would leak its mappings. */
@@ -49,6 +50,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"waitAsyncInit", NULL, js_wait_async_init, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitAsync", NULL, js_wait_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitAsyncCancel", NULL, js_wait_async_cancel, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"uringInit", NULL, js_uring_init, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"uringWait", NULL, js_uring_wait, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"uringCancel", NULL, js_uring_cancel, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"uringRef", NULL, js_uring_ref, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitAsyncRef", NULL, js_wait_async_ref, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mutexInit", NULL, js_mutex_init, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mutexLock", NULL, js_mutex_lock, NULL, NULL, NULL, napi_enumerable, NULL},

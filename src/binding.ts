@@ -18,6 +18,7 @@ export type Status = number;
 
 /** Opaque per-environment context of the async waiter threads. */
 export type WaitAsyncContext = { readonly __brand: 'WaitAsyncContext' };
+export type UringContext = { readonly __brand: 'UringContext' };
 
 /** The native exports (see native/addon.c). Internal: not part of the public API. */
 export interface NativeBinding {
@@ -58,6 +59,14 @@ export interface NativeBinding {
   waitAsyncCancel(ctx: WaitAsyncContext, id: number): number;
   /** Whether pending async waits keep the event loop alive. */
   waitAsyncRef(ctx: WaitAsyncContext, keepAlive: boolean): void;
+  /** One per environment: an io_uring for futex waits, or null where the kernel lacks IORING_OP_FUTEX_WAIT. */
+  uringInit(dispatch: (id: number, result: number) => void): UringContext | null;
+  /** Queue a futex wait with id (> 0; timeoutNs < 0: none): 0 or -errno. Its result goes to dispatch. */
+  uringWait(ctx: UringContext, addr: number, expected: number, timeoutNs: number, id: number): number;
+  /** Ask the kernel to cancel wait id: 0 or -errno (the wait's result is then -ECANCELED). */
+  uringCancel(ctx: UringContext, id: number): number;
+  /** Whether the ring's poll handle keeps the event loop alive. */
+  uringRef(ctx: UringContext, keepAlive: boolean): void;
   mutexInit(addr: bigint): Status;
   /** timeoutNs < 0 waits forever. */
   mutexLock(addr: bigint, timeoutNs: number): Status;

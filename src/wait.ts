@@ -181,28 +181,87 @@ interface Pending {
   cleanup?: () => void;
 }
 
-let context: WaitAsyncContext | undefined;
-const pending = new Map<number, Pending>();
-let refCount = 0;
-
-function setRef(delta: number): void {
-  const before = refCount;
-  refCount += delta;
-  if (before === 0 && refCount > 0) native.waitAsyncRef(context!, true);
-  else if (before > 0 && refCount === 0) native.waitAsyncRef(context!, false);
+/**
+ * Where async waits sleep. `threads`: waiter threads (native/futex.c), everywhere. `uring`: queued in
+ * the kernel with io_uring (native/uring.c), where Linux has IORING_OP_FUTEX_WAIT (6.7+): one thread
+ * wake-up per wait instead of two. Each keeps its own pending waits (ids are per backend) and refs.
+ */
+interface Backend {
+  readonly pending: Map<number, Pending>;
+  refs: number;
+  /** Queue a wait: its id (> 0), or -errno and the system call to blame. */
+  start(addr: number, expected: number, timeoutNs: number, threadSpinNs: number): number;
+  readonly syscall: string;
+  cancel(id: number): void;
+  ref(keepAlive: boolean): void;
 }
 
-/** Receives every async wait's result from the waiter threads (see native/futex.c). */
-function dispatch(id: number, result: number): void {
-  const p = pending.get(id);
+function makeBackend(init: (dispatch: (id: number, result: number) => void) => Omit<Backend, 'pending' | 'refs'> | null): Backend | null {
+  const pending = new Map<number, Pending>();
+  let backend: Backend | null = null;
+  const ops = init((id, result) => settle(backend!, id, result));
+  if (ops === null) return null;
+  backend = { pending, refs: 0, ...ops };
+  return backend;
+}
+
+let threads: Backend | undefined;
+let uring: Backend | null | undefined;
+
+function threadBackend(): Backend {
+  threads ??= makeBackend((dispatch) => {
+    const ctx: WaitAsyncContext = native.waitAsyncInit(dispatch);
+    return {
+      start: (addr, expected, timeoutNs, threadSpinNs) => native.waitAsync(ctx, addr, expected, timeoutNs, threadSpinNs),
+      syscall: 'pthread_create',
+      cancel: (id) => void native.waitAsyncCancel(ctx, id),
+      ref: (keep) => native.waitAsyncRef(ctx, keep),
+    };
+  })!;
+  return threads;
+}
+
+/** The io_uring backend, or null where the kernel lacks it (or MMAPKIT_ASYNC_WAIT=threads). */
+function uringBackend(): Backend | null {
+  if (uring === undefined) {
+    uring = process.env['MMAPKIT_ASYNC_WAIT'] === 'threads' ? null : makeBackend((dispatch) => {
+      const ctx = native.uringInit(dispatch);
+      if (ctx === null) return null;
+      let next = 1;
+      return {
+        start: (addr, expected, timeoutNs) => {
+          const id = next++;
+          const rc = native.uringWait(ctx, addr, expected, timeoutNs, id);
+          return rc < 0 ? rc : id;
+        },
+        syscall: 'io_uring_enter',
+        cancel: (id) => void native.uringCancel(ctx, id),
+        ref: (keep) => native.uringRef(ctx, keep),
+      };
+    });
+  }
+  return uring;
+}
+
+function setRef(backend: Backend, delta: number): void {
+  const before = backend.refs;
+  backend.refs += delta;
+  if (before === 0 && backend.refs > 0) backend.ref(true);
+  else if (before > 0 && backend.refs === 0) backend.ref(false);
+}
+
+/** Receives every async wait's result from the native side. */
+function settle(backend: Backend, id: number, result: number): void {
+  const p = backend.pending.get(id);
   if (p === undefined) return;
-  pending.delete(id);
+  backend.pending.delete(id);
   p.cleanup?.();
   p.release();
-  if (p.ref) setRef(-1);
+  if (p.ref) setRef(backend, -1);
   if (result === 0) p.resolve('ok');
   else if (result === ETIMEDOUT) p.resolve('timed-out');
-  else if (result === ECANCELED) p.reject(p.reason);
+  // Cancelled: by us (we kept the reason), or by the kernel when an io_uring wait's linked timeout fired.
+  else if (result === ECANCELED) p.reason === undefined ? p.resolve('timed-out') : p.reject(p.reason);
   else p.reject(systemError(result, 'futex'));
 }
 
@@ -228,23 +287,23 @@ export function waitWordAsync(word: Word, expected: number, timeoutNs: number, o
       if (timeoutNs <= 0) return Promise.resolve('timed-out');
     }
   }
-  context ??= native.waitAsyncInit(dispatch);
-  const ctx = context;
+  // A waiter thread can spin; the kernel cannot: threadSpin asks for a thread.
+  const backend = (options.threadSpinNs === 0 ? uringBackend() : null) ?? threadBackend();
   return new Promise<WaitResult>((resolve, reject) => {
     let id = 0;
     const entry: Pending = { resolve, reject, release: () => {}, ref: options.ref };
     const cancel = (reason: unknown): void => {
       if (entry.reason === undefined) entry.reason = reason;
-      native.waitAsyncCancel(ctx, id);
+      backend.cancel(id);
     };
-    // The waiter thread reads this memory: unmap() must wait for it, and asks it to stop.
+    // A waiter thread reads this memory: unmap() must wait for it, and asks it to stop.
     entry.release = word.mapping[kHold](() =>
       cancel(mmapkitError('ERR_MMAP_CLOSED', 'The mapping was unmapped while waitAsync was pending')),
     );
-    id = native.waitAsync(ctx, word.addr, expected, timeoutNs, options.threadSpinNs);
+    id = backend.start(word.addr, expected, timeoutNs, options.threadSpinNs);
     if (id < 0) {
       entry.release();
-      reject(systemError(id, 'pthread_create'));
+      reject(systemError(id, backend.syscall));
       return;
     }
     if (signal !== undefined) {
@@ -252,8 +311,8 @@ export function waitWordAsync(word: Word, expected: number, timeoutNs: number, o
       signal.addEventListener('abort', onAbort, { once: true });
       entry.cleanup = () => signal.removeEventListener('abort', onAbort);
     }
-    pending.set(id, entry);
-    if (entry.ref) setRef(1);
+    backend.pending.set(id, entry);
+    if (entry.ref) setRef(backend, 1);
   });
 }
 

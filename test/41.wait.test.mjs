@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SharedMemory, map, mapAnonymous, notify, wait, waitAsync } from '../dist/index.js';
 import { distUrl, runNode, tempDir, throwsCode, xorshift } from './helpers.mjs';
@@ -148,6 +148,75 @@ test('a pending waitAsync keeps the process alive like a timer; ref: false does 
   assert.equal(unref.status, 0, unref.stderr);
   assert.equal(unref.stdout.trim(), '', 'the process exited without waiting');
   assert.ok(Date.now() - t0 < 5000);
+});
+
+test('both places async waits sleep: io_uring (where the kernel has FUTEX_WAIT in it) and waiter threads (MMAPKIT_ASYNC_WAIT=threads)', () => {
+  // The same checks in two child processes: wake, timeout, abort, unmap, a worker's waits; and which
+  // of the two was used, from /proc: a ring is an anon_inode:[io_uring] descriptor, a waiter a thread.
+  const program = `
+    import { readdirSync, readlinkSync } from 'node:fs';
+    import { Worker } from 'node:worker_threads';
+    import { SharedMemory, waitAsync, notify } from ${JSON.stringify(distUrl)};
+    const rings = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync('/proc/self/fd/' + fd) === 'anon_inode:[io_uring]'; } catch { return false; } }).length;
+    const threads = () => readdirSync('/proc/self/task').length;
+    const shm = SharedMemory.anonymous(4096);
+    const w = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 16);
+    const out = { threadsBefore: threads(), ringsBefore: rings() };
+    const woken = waitAsync(w, 0, 0, 10_000);
+    out.threadsDuring = threads();
+    out.ringsDuring = rings();
+    setTimeout(() => { Atomics.store(w, 0, 1); notify(w, 0); }, 20);
+    out.woken = await woken;
+    let t0 = performance.now();
+    out.timedOut = await waitAsync(w, 1, 0, 50);
+    out.timeoutMs = Math.round(performance.now() - t0);
+    const ac = new AbortController();
+    const aborted = waitAsync(w, 2, 0, 10_000, { signal: ac.signal });
+    setTimeout(() => ac.abort(), 20);
+    out.aborted = await aborted.then(() => 'resolved', (e) => e.name);
+    // Many at once, woken together.
+    const many = Array.from({ length: 50 }, () => waitAsync(w, 3, 0, 10_000));
+    setTimeout(() => { Atomics.store(w, 3, 1); out.notified = notify(w, 3); }, 30);
+    out.many = [...new Set(await Promise.all(many))];
+    // A worker whose waits are pending when it is terminated, then one that waits and is woken.
+    const src = 'import { workerData, parentPort } from "node:worker_threads";' +
+      'const { SharedMemory, waitAsync } = await import(workerData.url);' +
+      'const s = SharedMemory.fromFd(workerData.fd); const a = new Int32Array(s.buffer.buffer, s.buffer.byteOffset, 16);' +
+      'const p = waitAsync(a, 4, 0, 10_000); parentPort.postMessage("waiting"); parentPort.postMessage(await p);';
+    for (const stop of [true, false]) {
+      const worker = new Worker(src, { eval: true, workerData: { url: ${JSON.stringify(distUrl)}, fd: shm.fd } });
+      const first = await new Promise((resolve) => worker.once('message', resolve));
+      if (stop) { await worker.terminate(); continue; }
+      setTimeout(() => { Atomics.store(w, 4, 1); notify(w, 4); }, 20);
+      out.worker = await new Promise((resolve) => worker.once('message', resolve));
+      await worker.terminate();
+    }
+    const late = waitAsync(w, 5, 0, 10_000);
+    shm.close();
+    out.unmapped = await late.then(() => 'resolved', (e) => e.code);
+    console.log(JSON.stringify(out));
+  `;
+  const run = (env) => {
+    const r = runNode(program, { timeout: 30_000, env: { ...process.env, ...env } });
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout.trim().split('\n').pop());
+  };
+  const same = { woken: 'ok', timedOut: 'timed-out', aborted: 'AbortError', many: ['ok'], notified: 50, worker: 'ok', unmapped: 'ERR_MMAP_CLOSED' };
+  const threads = run({ MMAPKIT_ASYNC_WAIT: 'threads' });
+  assert.deepEqual({ ...threads, ...same }, threads, 'waiter threads: every check');
+  assert.ok(threads.timeoutMs >= 45, `timed out after ${threads.timeoutMs} ms`);
+  assert.equal(threads.ringsDuring, 0, 'no io_uring');
+  assert.ok(threads.threadsDuring > threads.threadsBefore, 'a waiter thread was started');
+  const env = { ...process.env };
+  delete env.MMAPKIT_ASYNC_WAIT;
+  const dflt = run(env);
+  assert.deepEqual({ ...dflt, ...same }, dflt, 'default: every check');
+  assert.ok(dflt.timeoutMs >= 45, `timed out after ${dflt.timeoutMs} ms`);
+  const [major, minor] = (readFileSync('/proc/sys/kernel/osrelease', 'utf8').match(/^(\d+)\.(\d+)/) ?? []).slice(1).map(Number);
+  if (major > 6 || (major === 6 && minor >= 7)) {
+    assert.equal(dflt.ringsDuring, 1, 'Linux 6.7+: the wait is queued in an io_uring');
+    assert.equal(dflt.threadsDuring, dflt.threadsBefore, 'and no waiter thread was started');
+  }
 });
 
 test('memory that is not shared between processes is refused with a clear error', (t) => {
