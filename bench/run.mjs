@@ -5,7 +5,7 @@
  *   --quick           small and fast (64 MiB file, fewer iterations): a smoke test, not a measurement
  *   --only=a,b        run only these sections or benchmarks (sections: core, ipc, channel, cli;
  *                     benchmarks: randomReads, mapUnmap, overhead, ipcLatency, channelLatency,
- *                     channelThroughputSmall, channelThroughputLarge, cp)
+ *                     channelThroughputSmall, channelThroughputLarge, cp, sendRecv)
  *   --docs / --no-docs  update docs/benchmarks.md or not (default: only after a full run)
  *   --out=DIR         leave docs/ and bench/out/ alone: write DIR/results.json, DIR/benchmarks.md (the
  *                     tables of every section in DIR/results.json) and the SVG charts into DIR;
@@ -43,6 +43,7 @@ import * as ipcLatency from './ipc-latency.mjs';
 import * as mapUnmap from './map-unmap.mjs';
 import * as overhead from './overhead.mjs';
 import * as randomReads from './random-reads.mjs';
+import * as sendRecv from './send-recv.mjs';
 import { machineInfo, OUT_DIR, packageVersion, REPO_DIR, round, setBinDir } from './lib.mjs';
 
 const SECTIONS = [
@@ -67,11 +68,10 @@ const SECTIONS = [
     title: 'Command-line tool',
     benchmarks: [
       cp,
-      // sendRecv (bench/send-recv.mjs, `producer | mmapkit send NAME` / `mmapkit recv NAME | consumer`) goes here
+      sendRecv,
     ],
     chart: [
       cp.chart,
-      // sendRecv.chart, if it draws one (a file of its own: docs/send-recv-benchmark.svg)
     ],
   },
 ];

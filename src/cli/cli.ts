@@ -7,17 +7,20 @@
  * Errors go to stderr as one line; `--debug` adds the stack trace.
  * @module
  */
+import { benchCommand } from './bench.js';
 import { type Command, UsageError, commandHelp, parseCommandArgs, table } from './command.js';
 import { cpCommand } from './cp.js';
 import { demoCommand } from './demo.js';
 import { dumpCommand } from './dump.js';
 import { packageVersion } from './package-info.js';
+import { recvCommand } from './recv.js';
+import { sendCommand } from './send.js';
 
 /** The program name in messages. */
 const PROGRAM = 'mmapkit';
 
 /** Every command, in the order `--help` lists them. Add new commands (send, recv, bench, ...) here. */
-export const COMMANDS: readonly Command[] = [cpCommand, dumpCommand, demoCommand];
+export const COMMANDS: readonly Command[] = [cpCommand, dumpCommand, sendCommand, recvCommand, demoCommand, benchCommand];
 
 /** Exit codes of the CLI. */
 export const ExitCode = { ok: 0, failure: 1, usage: 2 } as const;

@@ -1,0 +1,552 @@
+/**
+ * The named channel behind `mmapkit send NAME` and `mmapkit recv NAME`: a pipe between two unrelated
+ * processes through a {@link Channel} in named shared memory (`/dev/shm/NAME`).
+ *
+ * The stream on the channel, in messages (one producer, one consumer):
+ *
+ *   1. {@link HELLO}, sent by `send` as soon as it is attached: tells `recv` that its sender is there
+ *      (and that the channel carries this protocol);
+ *   2. the bytes of the sender's standard input, one message per read (at most the channel's
+ *      maxMessageSize bytes each; never empty);
+ *   3. one empty message: the end of the input. A stream that ends (every producer closed or dead)
+ *      without it was cut short: the sender died or failed.
+ *
+ * Meeting ({@link openPipe}): whichever of the two starts first creates the channel (shm_open with
+ * O_EXCL, then the channel is initialized in place and this end attaches); the other gets EEXIST and
+ * opens it, retrying while the creator is still initializing it. What an opener finds at the name is
+ * judged from the channel's producer and consumer tables (docs/channel-layout.md, read-only here):
+ * it joins a channel where the other side waits alone, waits its turn while an earlier pair still
+ * holds the name, and replaces a channel that nobody alive uses any more (left behind by a process
+ * that was killed), or whose header is corrupt. Two ends of the same role that attach at the same
+ * moment see each other in the table right after attaching, and one steps back ({@link sameRoleRival}).
+ *
+ * Who removes the name: `recv`, as soon as it has read the HELLO (both ends are attached then, and
+ * the next pair can meet under the same name while this one is still streaming), and whichever end
+ * fails or times out while the name still points at its channel.
+ * @module
+ */
+import { fstatSync, readFileSync, statSync } from 'node:fs';
+import type { Channel, SharedMemory } from '../index.js';
+import { UsageError } from './command.js';
+import { Failure, errorCode, quote, reason } from './messages.js';
+
+/** The library, loaded by the commands at run time (`await import('../index.js')`). */
+export type Library = typeof import('../index.js');
+
+/** The first message of every stream: the sender is attached, and speaks this protocol (version 1). */
+export const HELLO = Buffer.from('mmapkit-pipe/1', 'latin1');
+/** Default largest message: the chunk size of the sender's reads. */
+export const DEFAULT_MESSAGE_SIZE = 64 * 1024;
+/** Default number of messages the channel holds (the buffer is this many times the message size). */
+export const DEFAULT_CAPACITY = 64;
+/** Smallest `--message-size`: the HELLO must fit in a message. */
+export const MIN_MESSAGE_SIZE = 64;
+/** Largest `--capacity` (the channel's own limit). */
+export const MAX_CAPACITY = 1 << 24;
+/** Largest `--message-size` (the channel's own limit). */
+export const MAX_MESSAGE_SIZE = (1 << 30) - 64;
+
+/** The magic number at offset 0 of a channel (`MKCH`, docs/channel-layout.md). */
+const CHANNEL_MAGIC = 0x48434b4d;
+/** The channel layout version this CLI reads. */
+const CHANNEL_VERSION = 1;
+/** Entries of the producer and consumer tables of a channel made here (one of each is used). */
+const TABLE_ENTRIES = 8;
+/**
+ * A channel that nobody has attached to yet is taken for one being made (its creator attaches right
+ * after initializing it) while it is younger than this, and for an abandoned one after.
+ */
+const YOUNG_MS = 2000;
+/** Pause between two looks at a channel that is being initialized. */
+const INIT_RETRY_MS = 5;
+/** Pause between two looks at a name that an earlier pair still holds. */
+const BUSY_RETRY_MS = 50;
+/**
+ * Pause of an end that stepped back because another end of its role attached at the same moment: a
+ * random part, so that two that both stepped back do not collide again.
+ */
+const STEP_BACK_MIN_MS = 5;
+const STEP_BACK_SPREAD_MS = 45;
+/** Where glibc (and musl) keep POSIX shared memory objects. */
+const SHM_DIR = '/dev/shm';
+
+/** The options that `send` and `recv` share. */
+export interface PipeOptions {
+  /** NAME as given on the command line (for messages). */
+  readonly name: string;
+  /** NAME in canonical form (`/jobs`). */
+  readonly canonical: string;
+  /** Slots of the channel if this end creates it. */
+  readonly capacity: number;
+  /** Largest message (the chunk size) if this end creates the channel. */
+  readonly messageSize: number;
+  /** How long to wait for the other side, in milliseconds; undefined: forever. */
+  readonly timeoutMs: number | undefined;
+}
+
+/** The options of `send` and `recv` as `--help` shows them. */
+export const PIPE_OPTIONS = {
+  capacity: {
+    type: 'string',
+    short: 'c',
+    valueName: 'N',
+    description: `Messages the channel holds, rounded up to a power of two (if this end creates it). Default ${DEFAULT_CAPACITY}`,
+  },
+  'message-size': {
+    type: 'string',
+    short: 'm',
+    valueName: 'BYTES',
+    description: `Largest message: the sender reads its input in chunks of this size (if this end creates the channel). Default ${DEFAULT_MESSAGE_SIZE}`,
+  },
+  timeout: {
+    type: 'string',
+    short: 't',
+    valueName: 'MS',
+    description: 'Give up if the other side has not come within MS milliseconds. Default: wait forever',
+  },
+} as const;
+
+/** Check NAME and the options of `send` or `recv`; usage errors are {@link UsageError}s of `command`. */
+export async function parsePipeOptions(
+  command: string,
+  name: string,
+  values: Readonly<Record<string, string | boolean | undefined>>,
+): Promise<PipeOptions> {
+  const { validateShmName } = await import('../shm.js');
+  let canonical: string;
+  try {
+    canonical = validateShmName(name, 'NAME');
+  } catch (error) {
+    // "The argument 'NAME' must not contain a slash (...). Received 'a/b'" -> the reason alone.
+    const why = error instanceof Error ? /^The argument 'NAME' (.*)\. Received /s.exec(error.message)?.[1] ?? error.message : String(error);
+    throw new UsageError(`NAME ${why}, got ${quote(name)}`, command);
+  }
+  const capacity = countOption(values['capacity'], '--capacity', 'messages', command, 2, MAX_CAPACITY, DEFAULT_CAPACITY);
+  const messageSize = countOption(values['message-size'], '--message-size', 'bytes', command, MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE, DEFAULT_MESSAGE_SIZE);
+  const timeoutText = values['timeout'];
+  let timeoutMs: number | undefined;
+  if (typeof timeoutText === 'string') {
+    const t = timeoutText.trim();
+    if (/^-/.test(t)) throw new UsageError(`--timeout must not be negative, got '${timeoutText}'`, command);
+    if (!/^[0-9]+$/.test(t)) throw new UsageError(`--timeout must be a whole number of milliseconds, got '${timeoutText}'`, command);
+    timeoutMs = Number(t);
+    if (!Number.isSafeInteger(timeoutMs)) {
+      throw new UsageError(`--timeout is too large, got '${timeoutText}' (at most ${Number.MAX_SAFE_INTEGER})`, command);
+    }
+  }
+  // The channel must fit in 4 GiB (Channel.byteLength says so for these sizes).
+  const { Channel } = await import('../index.js');
+  try {
+    Channel.byteLength({ capacity, maxMessageSize: messageSize, maxProducers: TABLE_ENTRIES, maxConsumers: TABLE_ENTRIES });
+  } catch {
+    throw new UsageError(`--capacity ${capacity} x --message-size ${messageSize} makes a channel of more than 4 GiB; choose smaller values`, command);
+  }
+  return { name, canonical, capacity, messageSize, timeoutMs };
+}
+
+/**
+ * A count option (`--capacity` in messages, `--message-size` in bytes): decimal or hexadecimal with
+ * `0x`, from min to max; `fallback` when the option is not given.
+ */
+function countOption(
+  text: string | boolean | undefined,
+  option: string,
+  unit: 'messages' | 'bytes',
+  command: string,
+  min: number,
+  max: number,
+  fallback: number,
+): number {
+  if (typeof text !== 'string') return fallback;
+  const t = text.trim();
+  if (/^-/.test(t)) throw new UsageError(`${option} must not be negative, got '${text}'`, command);
+  if (!/^(?:0[xX][0-9a-fA-F]+|[0-9]+)$/.test(t)) {
+    throw new UsageError(`${option} must be a number of ${unit}, decimal or hexadecimal with 0x, got '${text}'`, command);
+  }
+  const n = Number(t);
+  if (!(n >= min && n <= max)) throw new UsageError(`${option} must be from ${min} to ${max}, got '${text}'`, command);
+  return n;
+}
+
+/** Whether a process is alive: `kill(pid, 0)`, and not a zombie (dead but not yet reaped). */
+function pidAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return errorCode(error) === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
+  } catch {
+    return false; // gone between the two looks
+  }
+}
+
+/** Who is attached to a channel, from its tables (read-only; docs/channel-layout.md). */
+export interface Parties {
+  /** Pids of producers attached and alive. */
+  readonly liveProducers: readonly number[];
+  /** Pids of consumers attached and alive. */
+  readonly liveConsumers: readonly number[];
+  /** Consumer entries of processes that died without closing. */
+  readonly deadConsumers: number;
+  /** Whether a producer has ever attached (bit 0 of FLAGS). */
+  readonly hadProducer: boolean;
+}
+
+/** One entry of a producer or consumer table. */
+interface Entry {
+  readonly index: number;
+  /** 0: free. */
+  readonly pid: number;
+  /** 1 attached, 2 closed (producers; a consumer frees its entry instead). */
+  readonly state: number;
+}
+
+/**
+ * The producer or consumer table of the channel in `shm` (its header already checked by
+ * `Channel.open`). Every offset is bounded by the memory's size.
+ */
+function readTable(lib: Library, shm: SharedMemory, which: 'producer' | 'consumer'): Entry[] {
+  const C = lib.CHANNEL;
+  const buf = shm.buffer;
+  const i32 = new Int32Array(buf.buffer, buf.byteOffset, buf.length >>> 2);
+  const word = (offset: number): number => Atomics.load(i32, offset >>> 2);
+  const start = word(which === 'producer' ? C.PRODUCERS_OFFSET : C.CONSUMERS_OFFSET) >>> 0;
+  const count = Math.min(word(which === 'producer' ? C.MAX_PRODUCERS : C.MAX_CONSUMERS) >>> 0, 4096);
+  const entries: Entry[] = [];
+  for (let index = 0; index < count; index++) {
+    const e = start + index * C.ENTRY_SIZE;
+    if (e + C.ENTRY_SIZE > buf.length) break;
+    entries.push({ index, pid: word(e + C.ENTRY_PID), state: word(e + C.ENTRY_STATE) });
+  }
+  return entries;
+}
+
+/** Whether an entry is a party attached now by a live process. */
+function attachedAlive(entry: Entry): boolean {
+  return entry.pid !== 0 && entry.state === 1 && pidAlive(entry.pid);
+}
+
+/** Read who is attached to the channel in `shm`. */
+function readParties(lib: Library, shm: SharedMemory): Parties {
+  const C = lib.CHANNEL;
+  const buf = shm.buffer;
+  const flags = Atomics.load(new Int32Array(buf.buffer, buf.byteOffset, C.CONTROL_END >>> 2), C.FLAGS >>> 2);
+  const liveConsumers: number[] = [];
+  let deadConsumers = 0;
+  for (const { pid } of readTable(lib, shm, 'consumer')) {
+    if (pid === 0) continue;
+    if (pidAlive(pid)) liveConsumers.push(pid);
+    else deadConsumers++;
+  }
+  return {
+    liveProducers: readTable(lib, shm, 'producer').filter(attachedAlive).map((p) => p.pid),
+    liveConsumers,
+    deadConsumers,
+    hadProducer: (flags & 1) !== 0,
+  };
+}
+
+/**
+ * Just after this process attached as `role`: whether another end of the same role got in at the same
+ * moment (both looked before either attached), so that this one must step back and wait its turn.
+ *
+ * Consumers: any other live consumer. A consumer that detaches changes nothing in the stream, so if
+ * both see each other, both step back and try again after a random pause. Producers: only a live
+ * producer in an entry before ours. Producers detach by closing, and a consumer takes "every producer
+ * closed" for the end of the stream, so exactly one of two must stay: the one that attached first,
+ * which has the lower entry (a producer's entry is never freed: entries are taken in attach order, as
+ * long as the channel has unused ones; it has {@link TABLE_ENTRIES}).
+ */
+function sameRoleRival(lib: Library, shm: SharedMemory, role: 'producer' | 'consumer'): boolean {
+  const entries = readTable(lib, shm, role);
+  // A consumer entry of ours has state 1 too (attach sets it; only producers ever store 2).
+  const mine = entries.find((e) => e.pid === process.pid && e.state === 1);
+  if (mine === undefined) return false;
+  const rivals = entries.filter((e) => e.index !== mine.index && attachedAlive(e));
+  return role === 'consumer' ? rivals.length > 0 : rivals.some((e) => e.index < mine.index);
+}
+
+/**
+ * What an opener finds in a shared memory object at the name: a channel of the layout version this
+ * CLI reads, one of another version, one whose creator is still writing its header, one whose creator
+ * died doing so, or something else.
+ */
+type HeaderState = 'channel' | 'initializing' | 'abandoned' | 'foreign' | { version: number };
+
+/** Look at the first words of `shm` (last modified `age` ms ago) without trusting them. */
+function headerState(lib: Library, shm: SharedMemory, age: number): HeaderState {
+  const C = lib.CHANNEL;
+  const buf = shm.buffer;
+  const i32 = new Int32Array(buf.buffer, buf.byteOffset, buf.length >>> 2);
+  // Channel.create stores the magic last (sequentially consistent): a process that sees it sees an
+  // initialized header. Before that, the header is being written by its creator: give it time.
+  const magic = buf.length < C.CONTROL_END ? 0 : Atomics.load(i32, C.MAGIC >>> 2) >>> 0;
+  if (magic === 0) {
+    if (age < YOUNG_MS) return 'initializing';
+    // Old and still without its magic: a creator that died while writing it (all zeros, or the
+    // version and header size it writes first), or an object that is no channel at all.
+    const head = buf.subarray(0, Math.min(buf.length, C.CONTROL_END));
+    const zeros = head.every((b) => b === 0);
+    const partial = buf.length >= C.CONTROL_END && buf.readUInt16LE(C.VERSION) === CHANNEL_VERSION && buf.readUInt16LE(C.HEADER_SIZE) === 64;
+    return zeros || partial ? 'abandoned' : 'foreign';
+  }
+  if (magic !== CHANNEL_MAGIC) return 'foreign';
+  const version = buf.readUInt16LE(C.VERSION);
+  return version === CHANNEL_VERSION ? 'channel' : { version };
+}
+
+/** How long ago a shared memory object was last modified (its size set at creation), in ms. */
+function ageMs(stats: { mtimeMs: number }): number {
+  return Date.now() - stats.mtimeMs;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** One end of the pipe: the channel, the shared memory under it, and the name it was found by. */
+export class PipeEnd {
+  /** The channel handle (attached as producer or consumer). */
+  readonly channel: Channel;
+  /** The shared memory the channel lives in (this end maps and closes it). */
+  readonly shm: SharedMemory;
+  /** Whether this end created the channel. */
+  readonly created: boolean;
+  readonly #lib: Library;
+  readonly #path: string;
+  readonly #dev: number;
+  readonly #ino: number;
+
+  /** @internal Made by {@link openPipe}. */
+  constructor(lib: Library, channel: Channel, shm: SharedMemory, canonical: string, created: boolean) {
+    this.#lib = lib;
+    this.channel = channel;
+    this.shm = shm;
+    this.created = created;
+    this.#path = `${SHM_DIR}${canonical}`;
+    const st = fstatSync(shm.fd);
+    this.#dev = st.dev;
+    this.#ino = st.ino;
+  }
+
+  /** Whether the name still leads to this channel (nobody removed or replaced it). */
+  nameLeadsHere(): boolean {
+    const st = statSync(this.#path, { throwIfNoEntry: false });
+    return st !== undefined && st.dev === this.#dev && st.ino === this.#ino;
+  }
+
+  /**
+   * Remove the name if it still leads to this channel (another pair may have made a new channel
+   * under it since). The check and the unlink are two steps: a new channel made in between by a
+   * process that found this one abandoned would lose its name; only a channel with no live party
+   * is ever taken for abandoned, so this cannot happen while this end is attached.
+   */
+  removeName(): void {
+    if (!this.nameLeadsHere()) return;
+    try {
+      this.#lib.SharedMemory.unlink(this.shm.name ?? '');
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error;
+    }
+  }
+
+  /** Who is attached now. */
+  parties(): Parties {
+    return readParties(this.#lib, this.shm);
+  }
+
+  /** Close the channel handle (a producer's close is what ends the stream) and unmap the memory. */
+  close(): void {
+    try {
+      this.channel.close();
+    } finally {
+      this.shm.close();
+    }
+  }
+}
+
+/** What an end does with the channel it found at the name. */
+type Verdict = 'join' | 'busy' | 'stale';
+
+/**
+ * Decide from the tables whether a `role` end may join the channel, must wait for the name to be
+ * free (an earlier pair still uses it), or may replace it (nobody alive uses it any more).
+ */
+function judge(role: 'producer' | 'consumer', p: Parties, ageMsNow: number): Verdict {
+  const young = ageMsNow < YOUNG_MS;
+  if (role === 'consumer') {
+    if (p.liveConsumers.length > 0) return 'busy'; // another receiver
+    if (p.hadProducer) {
+      if (p.liveProducers.length === 0) return 'stale'; // the sender died (or finished for a receiver that died)
+      // A live sender whose receiver died: the sender notices, fails and removes the name.
+      return p.deadConsumers > 0 ? 'busy' : 'join';
+    }
+    if (p.deadConsumers > 0) return 'stale'; // a receiver died waiting for its sender
+    return young ? 'join' : 'stale'; // no one yet: its creator is about to attach, or died before
+  }
+  if (p.liveProducers.length > 0) return 'busy'; // another sender
+  if (p.hadProducer) return p.liveConsumers.length > 0 ? 'busy' : 'stale'; // an earlier stream
+  if (p.liveConsumers.length > 0) return 'join'; // a receiver waits
+  if (p.deadConsumers > 0) return 'stale';
+  return young ? 'join' : 'stale';
+}
+
+/** What {@link openPipe} needs to know. */
+export interface OpenPipeOptions {
+  /** `producer` for send, `consumer` for recv. */
+  readonly role: 'producer' | 'consumer';
+  /** NAME, and the sizes of the channel if this end creates it. */
+  readonly options: PipeOptions;
+  /** When to give up waiting for the name to be free (`process.hrtime` ms), or undefined. */
+  readonly deadline: number | undefined;
+}
+
+/** Milliseconds on a monotonic clock. */
+export function nowMs(): number {
+  return Number(process.hrtime.bigint() / 1_000_000n);
+}
+
+/**
+ * Create the channel at the name, or open and join the one there, and attach this end to it (see the
+ * module's comment for the rules). Throws {@link Failure} for system errors, a name held by something
+ * that is not a channel, and a deadline passed while an earlier pair holds the name.
+ */
+export async function openPipe(lib: Library, { role, options, deadline }: OpenPipeOptions): Promise<PipeEnd> {
+  const { Channel, SharedMemory } = lib;
+  const { name, canonical } = options;
+  const geometry = {
+    capacity: options.capacity,
+    maxMessageSize: options.messageSize,
+    maxProducers: TABLE_ENTRIES,
+    maxConsumers: TABLE_ENTRIES,
+  };
+  const size = Channel.byteLength(geometry);
+  const same = role === 'producer' ? 'sender' : 'receiver';
+  for (;;) {
+    // 1. Create it, exclusively: of two ends that start together, one creates and one opens.
+    let shm: SharedMemory | undefined;
+    try {
+      shm = SharedMemory.create(canonical, size, { mode: 0o600 });
+    } catch (error) {
+      if (errorCode(error) !== 'EEXIST') throw new Failure(`cannot create channel ${quote(name)}: ${reason(error)}`);
+    }
+    if (shm !== undefined) {
+      let channel: Channel | undefined;
+      try {
+        // Initialized in place; the magic number is stored last, so openers wait until it is done.
+        channel = Channel.create(shm, { ...geometry, wait: 'block' });
+        // Attach at once: an opener that finds no party in a young channel takes it for this one.
+        channel.attach(role);
+      } catch (error) {
+        channel?.close();
+        shm.close();
+        try {
+          SharedMemory.unlink(canonical);
+        } catch {
+          // already gone
+        }
+        throw new Failure(`cannot create channel ${quote(name)}: ${reason(error)}`);
+      }
+      if (!sameRoleRival(lib, shm, role)) return new PipeEnd(lib, channel, shm, canonical, true);
+      // Another end of this role joined at the same moment: step back (the channel stays), try again.
+      channel.close();
+      shm.close();
+      await sleep(STEP_BACK_MIN_MS + Math.random() * STEP_BACK_SPREAD_MS);
+      continue;
+    }
+
+    // 2. It exists: open it and see what it is.
+    try {
+      shm = SharedMemory.open(canonical);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'ENOENT') continue; // removed meanwhile: create it
+      if (code === 'ERR_MMAP_EMPTY_FILE') {
+        // Its creator has not sized it yet, or died before it could.
+        const st = statSync(`${SHM_DIR}${canonical}`, { throwIfNoEntry: false });
+        if (st !== undefined && st.size === 0 && ageMs(st) >= YOUNG_MS) unlinkQuietly(lib, canonical);
+        else await sleep(INIT_RETRY_MS);
+        continue;
+      }
+      throw new Failure(`cannot open channel ${quote(name)}: ${reason(error)}`);
+    }
+
+    let verdict: Verdict;
+    const age = ageMs(fstatSync(shm.fd));
+    const state = headerState(lib, shm, age);
+    if (state === 'foreign') {
+      shm.close();
+      throw new Failure(
+        `cannot use ${quote(name)}: ${SHM_DIR}${canonical} exists and is not a channel of mmapkit send/recv (remove it, or choose another NAME)`,
+      );
+    } else if (typeof state === 'object') {
+      shm.close();
+      throw new Failure(`cannot use channel ${quote(name)}: it was made by another version of mmapkit (channel layout version ${state.version})`);
+    } else if (state === 'initializing') {
+      shm.close();
+      await sleep(INIT_RETRY_MS);
+      continue;
+    } else if (state === 'abandoned') {
+      verdict = 'stale';
+    } else {
+      let channel: Channel | undefined;
+      try {
+        channel = Channel.open(shm, { wait: 'block' });
+      } catch (error) {
+        if (errorCode(error) !== 'ERR_MMAP_BAD_HEADER') {
+          shm.close();
+          throw new Failure(`cannot open channel ${quote(name)}: ${reason(error)}`);
+        }
+        // The magic is right but the header is not: a corrupt channel, of no use to anyone.
+      }
+      verdict = channel === undefined ? 'stale' : judge(role, readParties(lib, shm), age);
+      if (channel !== undefined && verdict === 'join') {
+        if (channel.maxMessageSize < HELLO.length) {
+          channel.close();
+          shm.close();
+          throw new Failure(`cannot use channel ${quote(name)}: its messages are too small (${channel.maxMessageSize} bytes) for mmapkit send/recv`);
+        }
+        try {
+          channel.attach(role);
+        } catch (error) {
+          channel.close();
+          shm.close();
+          throw new Failure(`cannot attach to channel ${quote(name)}: ${reason(error)}`);
+        }
+        if (!sameRoleRival(lib, shm, role)) return new PipeEnd(lib, channel, shm, canonical, false);
+        channel.close();
+        shm.close();
+        await sleep(STEP_BACK_MIN_MS + Math.random() * STEP_BACK_SPREAD_MS);
+        continue;
+      }
+      channel?.close(); // never attached: closing it changes nothing in the channel
+    }
+
+    if (verdict === 'stale') {
+      // Nobody alive uses it: remove the name (if it still leads to this object) and start again.
+      const st = fstatSync(shm.fd);
+      const now = statSync(`${SHM_DIR}${canonical}`, { throwIfNoEntry: false });
+      if (now !== undefined && now.dev === st.dev && now.ino === st.ino) unlinkQuietly(lib, canonical);
+      shm.close();
+      continue;
+    }
+    // busy: an earlier pair (or another end like this one) holds the name; wait for it to be free.
+    shm.close();
+    if (deadline !== undefined && nowMs() >= deadline) {
+      throw new Failure(`${quote(name)} is still in use by another ${same} or an earlier send/recv pair (waited ${options.timeoutMs ?? 0} ms)`);
+    }
+    await sleep(deadline === undefined ? BUSY_RETRY_MS : Math.max(1, Math.min(BUSY_RETRY_MS, deadline - nowMs())));
+  }
+}
+
+function unlinkQuietly(lib: Library, canonical: string): void {
+  try {
+    lib.SharedMemory.unlink(canonical);
+  } catch {
+    // removed by someone else meanwhile
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * `mmapkit send NAME`: the writing end of a pipe through a named shared-memory channel. Standard
+ * input goes, byte for byte and in order, to the `mmapkit recv NAME` that reads from the same NAME,
+ * in another process, started before or after this one (src/cli/pipe-channel.ts: the protocol, how
+ * the two ends meet, and who removes the name).
+ *
+ * How the bytes move: each read of standard input goes straight into a slot of the channel
+ * (`reserve()`, then `read()` into the slot's memory, then `commit()`): one copy, from the kernel into
+ * shared memory, where the receiver writes it out from. While the channel is full, the sender waits
+ * for room, and looks every {@link WATCH_MS} ms whether its receiver has gone (or never came within
+ * `--timeout`). At the end of its input it sends the empty message that ends the stream, and exits
+ * once a receiver has the stream (attached, or already finished reading).
+ * @module
+ */
+import { readSync } from 'node:fs';
+import type { Reservation } from '../index.js';
+import type { Command, CommandContext } from './command.js';
+import { Failure, errorCode, quote, reason } from './messages.js';
+import { HELLO, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
+
+/** While the channel is full, look at the receiver this often (ms). */
+const WATCH_MS = 100;
+/** Longest pause between two reads of a non-blocking standard input that had nothing (ms). */
+const EAGAIN_PAUSE_MAX_MS = 16;
+/** Longest pause between two looks for a receiver once the input has ended (ms). */
+const RECEIVER_PAUSE_MAX_MS = 50;
+
+/** The `send` command. */
+export const sendCommand: Command = {
+  name: 'send',
+  summary: 'Send standard input to `mmapkit recv NAME` in another process, through shared memory',
+  synopsis: 'send [--timeout MS] [--capacity N] [--message-size BYTES] NAME',
+  description: `
+Sends everything read from standard input, byte for byte, to the process that runs
+'mmapkit recv NAME' with the same NAME: a pipe between two unrelated processes through a channel
+in named shared memory (/dev/shm/NAME).
+
+  producer | mmapkit send jobs        # in one shell
+  mmapkit recv jobs | consumer        # in another, before or after
+
+Either end may start first: the first creates the channel, the other opens it. A sender that
+starts first does not lose what it sends before the receiver comes: the channel holds CAPACITY
+messages of up to MESSAGE-SIZE bytes, and once it is full the sender waits. At the end of its
+input the sender marks the end of the stream and exits once a receiver has the stream. The
+receiver removes the name when it has met its sender, so the next pair can use it at once.
+
+A name left behind by a send or recv that was killed is taken over by the next one. While another
+sender (or an earlier pair that has not finished meeting) holds the name, send waits its turn.
+
+--capacity and --message-size apply when this end creates the channel; otherwise the values of the
+end that created it hold.
+
+Exit codes: 0 the input was sent and a receiver has it; 1 failed (the receiver went away before
+the end, no receiver within --timeout, an error reading the input, a system error); 2 usage error.`,
+  options: PIPE_OPTIONS,
+  positionals: { min: 1, max: 1 },
+  run: runSend,
+};
+
+async function runSend(ctx: CommandContext): Promise<number> {
+  const [name] = ctx.positionals as [string];
+  const options = await parsePipeOptions('send', name, ctx.values);
+  const lib = await import('../index.js');
+  const deadline = options.timeoutMs === undefined ? undefined : nowMs() + options.timeoutMs;
+  const end = await openPipe(lib, { role: 'producer', options, deadline });
+  const watch = new ReceiverWatch(end, options, deadline);
+  try {
+    sendInput(end, watch, options.name);
+    await watch.untilReceiverHasStream();
+  } catch (error) {
+    // The stream is cut: a reservation still open is published as torn by close(), and the receiver
+    // (if one comes or is there) sees a stream that ended without its end mark.
+    try {
+      end.removeName();
+    } finally {
+      end.close();
+    }
+    throw error;
+  }
+  end.close();
+  return 0;
+}
+
+/** Send the HELLO, then standard input in chunks, then the empty message that ends the stream. */
+function sendInput(end: PipeEnd, watch: ReceiverWatch, name: string): void {
+  const hello = reserve(end, watch, name);
+  HELLO.copy(hello.buffer);
+  hello.commit(HELLO.length);
+  for (;;) {
+    const slot = reserve(end, watch, name);
+    const n = readInput(slot.buffer);
+    // n = 0 at the end of the input: the empty message, the end mark of the stream.
+    slot.commit(n);
+    if (n === 0) return;
+  }
+}
+
+/** A slot of the channel, waiting while it is full and watching the receiver meanwhile. */
+function reserve(end: PipeEnd, watch: ReceiverWatch, name: string): Reservation {
+  for (;;) {
+    try {
+      return end.channel.reserve(WATCH_MS);
+    } catch (error) {
+      if (errorCode(error) !== 'ERR_MMAP_CHANNEL_TIMEOUT') {
+        throw new Failure(`error sending to channel ${quote(name)}: ${reason(error)}`);
+      }
+      watch.whileFull();
+    }
+  }
+}
+
+/** Pause this thread (the sender has nothing else to do meanwhile). */
+function pauseSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * Read from standard input into `buffer` (a slot of the channel): the number of bytes, 0 at the end.
+ * A standard input in non-blocking mode (shared with a process that set O_NONBLOCK on it) has no
+ * data now and then: read again after a short pause (Node has no poll() for a plain descriptor).
+ */
+function readInput(buffer: Buffer): number {
+  let pause = 1;
+  for (;;) {
+    try {
+      return readSync(0, buffer, 0, buffer.length, null);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
+        pauseSync(pause);
+        pause = Math.min(pause * 2, EAGAIN_PAUSE_MAX_MS);
+        continue;
+      }
+      if (code === 'EINTR') continue;
+      throw new Failure(`error reading standard input: ${reason(error)}`);
+    }
+  }
+}
+
+/** Whether the receiver has come, is still there, or has gone; and the `--timeout` for its coming. */
+class ReceiverWatch {
+  readonly #end: PipeEnd;
+  readonly #options: PipeOptions;
+  readonly #deadline: number | undefined;
+  /** A receiver has been seen attached. */
+  #seen = false;
+
+  constructor(end: PipeEnd, options: PipeOptions, deadline: number | undefined) {
+    this.#end = end;
+    this.#options = options;
+    this.#deadline = deadline;
+  }
+
+  /** The channel has been full for a while: fail if the receiver has gone, or has not come in time. */
+  whileFull(): void {
+    // The name first: a receiver removes it once it has met us, so if it is gone and no consumer
+    // is attached after that, the receiver has come and gone (a receiver stays attached until the
+    // end mark, which is not sent yet).
+    const met = !this.#end.nameLeadsHere();
+    const parties = this.#end.parties();
+    if (parties.liveConsumers.length > 0) {
+      this.#seen = true;
+      return;
+    }
+    // A consumer entry of a dead process: a receiver attached to this channel and was killed.
+    if (this.#seen || met || parties.deadConsumers > 0) throw this.#gone();
+    this.#checkDeadline();
+  }
+
+  /**
+   * The input has ended (the end mark is in the channel): wait until a receiver has the stream, that
+   * is, is attached now, or has already read everything.
+   */
+  async untilReceiverHasStream(): Promise<void> {
+    let pause = 1;
+    for (;;) {
+      // In this order: a receiver that met us (the name is gone) is attached when we look, or it
+      // has finished (the channel is empty: only a consumer empties it, and nothing is sent any more),
+      // or it has gone.
+      const met = !this.#end.nameLeadsHere();
+      const parties = this.#end.parties();
+      if (parties.liveConsumers.length > 0) return;
+      if (this.#end.channel.size === 0) return; // every message taken, the end mark too
+      if (this.#seen || met || parties.deadConsumers > 0) throw this.#gone();
+      this.#checkDeadline();
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause = Math.min(pause * 2, RECEIVER_PAUSE_MAX_MS);
+    }
+  }
+
+  #checkDeadline(): void {
+    if (!this.#seen && this.#deadline !== undefined && nowMs() >= this.#deadline) {
+      throw new Failure(`no receiver for ${quote(this.#options.name)} within ${this.#options.timeoutMs ?? 0} ms`);
+    }
+  }
+
+  #gone(): Failure {
+    // (Also when someone removed the name before a receiver came: no receiver can find us then.)
+    return new Failure(`the receiver of ${quote(this.#options.name)} has gone before the end of the input`);
+  }
+}
