@@ -240,11 +240,20 @@ async function runLatency(ctx) {
     errors,
     checksumsMatch: errors === 0,
     targets: {
-      asyncVsSocket: { achieved: vsSocket('async'), met: vsSocket('async') === null ? null : vsSocket('async') < 1 },
+      asyncVsSocket: { achieved: vsSocket('async'), met: fasterThanSocket(vsSocket('async')) },
       asyncHybridVsSocket: { achieved: vsSocket('asyncHybrid'), met: vsSocket('asyncHybrid') === null ? null : vsSocket('asyncHybrid') < 1 },
       spinP50: { limitUs: TARGETS.spinP50Us, achievedUs: p50('spin') ?? null, met: p50('spin') === undefined ? null : p50('spin') < TARGETS.spinP50Us },
     },
   };
+}
+
+/**
+ * "Faster than the socket" needs a margin: medians of interleaved runs still move by several percent
+ * from run to run, so a ratio within 5% of 1 is a tie, not a win.
+ */
+const TIE = 0.05;
+function fasterThanSocket(ratio) {
+  return ratio === null || ratio === undefined ? null : ratio < 1 - TIE;
 }
 
 function metText(m) {
@@ -280,7 +289,8 @@ function renderLatency(res) {
     `Messages checked on both sides, every round: ${res.errors === 0 ? 'no bad message in any variant' : `**${res.errors} BAD MESSAGES**`}.`,
     `The baselines are the runners of the IPC latency benchmark (\`bench/ipc-latency.mjs\`, same 64-byte ping-pong with every word checked), measured again here, interleaved with the channel rows.`,
     `This machine has 2 cores: the spinning rows need a core for each party and only mean something when nothing else runs; with other load, a spinner that loses its core waits for a scheduler tick, which shows in p99 and the mean.`,
-    `**Target (async round trip faster than the Unix socket): ${metText(t.asyncVsSocket.met)}** — \`wait: 'async'\` p50 ${fmt(us.async?.p50.median)} µs vs ${fmt(sock)} µs (${fmtRatio(t.asyncVsSocket.achieved)}); ` +
+    `**Target (async round trip faster than the Unix socket): ${metText(fasterThanSocket(t.asyncVsSocket.achieved))}${
+      Math.abs((t.asyncVsSocket.achieved ?? 0) - 1) <= TIE ? ` (a tie: within ${TIE * 100}% of the socket)` : ''}** — \`wait: 'async'\` p50 ${fmt(us.async?.p50.median)} µs vs ${fmt(sock)} µs (${fmtRatio(t.asyncVsSocket.achieved)}); ` +
       `\`wait: 'hybrid'\` with the async methods ${metText(t.asyncHybridVsSocket.met)} (${fmt(us.asyncHybrid?.p50.median)} µs, ${fmtRatio(t.asyncHybridVsSocket.achieved)}).`,
     `**Target (spin round trip under ${t.spinP50.limitUs} µs, p50): ${metText(t.spinP50.met)}** — p50 ${fmt(t.spinP50.achievedUs)} µs.`,
   ];

@@ -34,6 +34,9 @@ import { ensureDataFile, fmt, fmtRatio, GiB, markdownTable, MiB, nowNs, REPO_DIR
 
 export const id = 'sendRecv';
 
+/** Ratios within this of 1 are a tie, not a win (run-to-run spread of the medians). */
+const TIE = 0.05;
+
 const CLI = join(REPO_DIR, 'dist', 'cli', 'main.js');
 const SOCKET_PEER = join(REPO_DIR, 'bench', 'send-recv', 'socket-peer.mjs');
 /** A run (both processes) that takes longer than this is killed and counts as failed (ms). */
@@ -347,8 +350,11 @@ export function render(res) {
   for (const wiring of WIRINGS) {
     const t = res.targets[wiring.key];
     if (t === undefined) continue;
+    // Faster needs a margin: medians still move by several percent from run to run, so within 5% is a tie.
+    const faster = t.overFifo !== null && t.overSocket !== null && t.overFifo > 1 + TIE && t.overSocket > 1 + TIE;
+    const tie = !faster && [t.overFifo, t.overSocket].some((r) => r !== null && Math.abs(r - 1) <= TIE);
     notes.push(
-      `**Target (send | recv faster than the FIFO and the socket), ${wiring.key} wiring: ${met(t.fasterThanBoth)}** — ` +
+      `**Target (send | recv faster than the FIFO and the socket), ${wiring.key} wiring: ${met(faster)}${tie ? ` (a tie: within ${TIE * 100}%)` : ''}** — ` +
         `${t.overFifo === null ? '–' : fmtRatio(t.overFifo)} the speed of the FIFO, ${t.overSocket === null ? '–' : fmtRatio(t.overSocket)} the speed of the socket (medians, whole processes).`,
     );
   }
