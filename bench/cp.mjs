@@ -26,11 +26,11 @@
  * Targets (issue 5): `mmapkit cp` faster than both Node ways, and within 1.3× of `cp`.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { map } from '../dist/index.js';
 import { runLine, svgDocument } from './chart.mjs';
-import { compileC, ensureDataFile, fmt, fmtRatio, GiB, markdownTable, MiB, nowNs, REPO_DIR, round, stats, warmPageCache } from './lib.mjs';
+import { childCpuSeconds, clockTicks, compileC, ensureDataFile, fmt, fmtRatio, GiB, markdownTable, MiB, nowNs, REPO_DIR, round, stats, warmPageCache } from './lib.mjs';
 
 export const id = 'cp';
 
@@ -59,20 +59,6 @@ const METHODS = [
   { key: 'cMmap', label: 'C: two whole-file mappings + `memcpy` (`cc -O2`)', short: 'C: mmap + memcpy', argv: (s, d, exe) => [exe, s, d], needsC: true },
   { key: 'nodeStartup', label: '_reference: `node -e 0` (Node startup alone, no copy)_', short: 'node -e 0 (startup only)', argv: () => [process.execPath, '-e', '0'], copies: false },
 ];
-
-/** Children's CPU time (user + system) so far, in seconds: cutime + cstime of /proc/self/stat. */
-function childCpuSeconds(ticksPerSecond) {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
-  // Fields after "pid (comm) ": state is field 3, cutime field 16, cstime field 17.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[13]) + Number(fields[14])) / ticksPerSecond;
-}
-
-function clockTicks() {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return r.status === 0 && n > 0 ? n : 100;
-}
 
 /** First line of a command's output, or null when it cannot run. */
 function firstLine(cmd, args) {

@@ -266,3 +266,18 @@ export function markdownTable(header, rows, align) {
 export function tick() {
   return new Promise((resolve) => setImmediate(resolve));
 }
+
+/** Children's CPU time (user + system) so far, in seconds: cutime + cstime of /proc/self/stat. */
+export function childCpuSeconds(ticksPerSecond) {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  // Fields after "pid (comm) ": state is field 3, cutime field 16, cstime field 17.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / ticksPerSecond;
+}
+
+/** Clock ticks per second (`getconf CLK_TCK`; 100 when it cannot tell). */
+export function clockTicks() {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(r.stdout?.trim());
+  return r.status === 0 && n > 0 ? n : 100;
+}

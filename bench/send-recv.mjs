@@ -27,10 +27,10 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureDataFile, fmt, fmtRatio, GiB, markdownTable, MiB, nowNs, REPO_DIR, round, stats, warmPageCache } from './lib.mjs';
+import { childCpuSeconds, clockTicks, ensureDataFile, fmt, fmtRatio, GiB, markdownTable, MiB, nowNs, REPO_DIR, round, stats, warmPageCache } from './lib.mjs';
 
 export const id = 'sendRecv';
 
@@ -88,18 +88,6 @@ const WIRINGS = [
   },
 ];
 
-/** Children's CPU time (user + system) so far, in seconds: cutime + cstime of /proc/self/stat. */
-function childCpuSeconds(ticksPerSecond) {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[13]) + Number(fields[14])) / ticksPerSecond;
-}
-
-function clockTicks() {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return r.status === 0 && n > 0 ? n : 100;
-}
 
 /**
  * Run `bash -c script` in a process group of its own (so that killing it kills its pipeline too);

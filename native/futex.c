@@ -326,14 +326,7 @@ napi_value js_wait_async_init(napi_env env, napi_callback_info info) {
   return ext;
 }
 
-static env_ctx_t* get_ctx(napi_env env, napi_value v) {
-  void* p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok) {
-    napi_throw_type_error(env, NULL, "mmapkit: expected the waitAsync context");
-    return NULL;
-  }
-  return p;
-}
+static env_ctx_t* get_ctx(napi_env env, napi_value v) { return get_external(env, v, "the waitAsync context"); }
 
 /* waitAsync(ctx, addr, expected, timeoutNs, spinNs) -> job id (>0) | -errno.
  * timeoutNs < 0 waits forever. The result arrives through dispatch(id, 0 | -ETIMEDOUT | -ECANCELED). */

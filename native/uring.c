@@ -211,14 +211,7 @@ napi_value js_uring_init(napi_env env, napi_callback_info info) {
   return out;
 }
 
-static uring_t* get_ctx(napi_env env, napi_value v) {
-  void* p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || p == NULL) {
-    napi_throw_type_error(env, NULL, "mmapkit: internal binding expected an io_uring context");
-    return NULL;
-  }
-  return p;
-}
+static uring_t* get_ctx(napi_env env, napi_value v) { return get_external(env, v, "an io_uring context"); }
 
 /* uringWait(ctx, addr, expected, timeoutNs, id) -> 0 | -errno: queue a futex wait (timeoutNs < 0: none). */
 napi_value js_uring_wait(napi_env env, napi_callback_info info) {

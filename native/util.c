@@ -1,6 +1,8 @@
 #include "util.h"
 
+
 #include <errno.h>
+#include <stdio.h>
 
 bool get_args(napi_env env, napi_callback_info info, size_t n, napi_value* argv) {
   size_t argc = n;
@@ -53,6 +55,17 @@ bool get_ptr(napi_env env, napi_value v, void** out) {
   if (!get_u64(env, v, &u)) return false;
   *out = (void*)(uintptr_t)u;
   return true;
+}
+
+void* get_external(napi_env env, napi_value v, const char* what) {
+  void* p = NULL;
+  if (napi_get_value_external(env, v, &p) != napi_ok || p == NULL) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "mmapkit: internal binding expected %s", what);
+    napi_throw_type_error(env, NULL, msg);
+    return NULL;
+  }
+  return p;
 }
 
 napi_value make_i32(napi_env env, int32_t v) {

@@ -37,6 +37,9 @@ bool get_i32(napi_env env, napi_value v, int32_t* out);
 /* Read an address (bigint or number) as a pointer. */
 bool get_ptr(napi_env env, napi_value v, void** out);
 
+/* The pointer of an external (a context made by this addon), or NULL with a TypeError naming `what`. */
+void* get_external(napi_env env, napi_value v, const char* what);
+
 /* Return a JS number. */
 napi_value make_i32(napi_env env, int32_t v);
 
