@@ -1,6 +1,5 @@
 #include "util.h"
 
-
 #include <errno.h>
 #include <stdio.h>
 
