@@ -44,7 +44,7 @@ async function parent(mode, rounds) {
   const w = new Int32Array(sa.buffer.buffer, sa.buffer.byteOffset, 64);
   const a = mode === 'chan' ? Channel.create(sa, { ...OPTIONS, wait: 'async' }) : null;
   const b = mode === 'chan' ? Channel.create(sb, { ...OPTIONS, wait: 'async' }) : null;
-  const proc = spawn(process.execPath, [SELF, 'child', mode, String(rounds)], sb.childOptions(sa.childOptions({ stdio: 'inherit' }, 'a'), 'b'));
+  const proc = spawn(process.execPath, [...process.execArgv, SELF, 'child', mode, String(rounds)], sb.childOptions(sa.childOptions({ stdio: 'inherit' }, 'a'), 'b'));
   const exited = new Promise((resolve) => proc.on('exit', resolve));
   const msg = Buffer.alloc(64, 1);
   const times = new Float64Array(rounds);
