@@ -36,6 +36,8 @@
 #define FUTEX2_SIZE_U32 0x02
 #define FUTEX_BITSET_ANY 0xffffffffu
 #define RING_ENTRIES 256
+/* Completions the ring holds before the kernel keeps them on its overflow list (see on_poll). */
+#define CQ_ENTRIES 4096
 /* user_data of the helper requests, whose completions are not reported. */
 #define TAG_TIMEOUT (1ULL << 62)
 #define TAG_CANCEL (1ULL << 61)
@@ -53,13 +55,13 @@ typedef struct {
   struct io_uring_sqe* sqes;
   size_t sqes_len;
   unsigned sq_entries;
-  unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
+  unsigned *sq_head, *sq_tail, *sq_mask, *sq_array, *sq_flags;
   unsigned *cq_head, *cq_tail, *cq_mask;
   struct io_uring_cqe* cqes;
 } uring_t;
 
 static int sys_setup(unsigned entries, struct io_uring_params* p) { return (int)syscall(__NR_io_uring_setup, entries, p); }
-static int sys_enter(int fd, unsigned submit) { return (int)syscall(__NR_io_uring_enter, fd, submit, 0, 0, NULL, 0); }
+static int sys_enter(int fd, unsigned submit, unsigned flags) { return (int)syscall(__NR_io_uring_enter, fd, submit, 0, flags, NULL, 0); }
 static int sys_register(int fd, unsigned op, void* arg, unsigned n) { return (int)syscall(__NR_io_uring_register, fd, op, arg, n); }
 
 /* Whether this kernel knows IORING_OP_FUTEX_WAIT (the probe lists the opcodes it supports). */
@@ -87,6 +89,8 @@ static void release_ring(uring_t* u) {
 static bool open_ring(uring_t* u) {
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
+  p.flags = IORING_SETUP_CQSIZE;
+  p.cq_entries = CQ_ENTRIES;
   u->ring_fd = sys_setup(RING_ENTRIES, &p);
   if (u->ring_fd < 0 || !(p.features & IORING_FEAT_SINGLE_MMAP) || !supports_futex_wait(u->ring_fd)) goto fail;
   size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
@@ -103,6 +107,7 @@ static bool open_ring(uring_t* u) {
   u->sq_tail = (unsigned*)(r + p.sq_off.tail);
   u->sq_mask = (unsigned*)(r + p.sq_off.ring_mask);
   u->sq_array = (unsigned*)(r + p.sq_off.array);
+  u->sq_flags = (unsigned*)(r + p.sq_off.flags);
   u->cq_head = (unsigned*)(r + p.cq_off.head);
   u->cq_tail = (unsigned*)(r + p.cq_off.tail);
   u->cq_mask = (unsigned*)(r + p.cq_off.ring_mask);
@@ -130,7 +135,7 @@ static struct io_uring_sqe* next_sqe(uring_t* u, unsigned* tail) {
 /* Publish the entries up to tail and submit them: 0 | -errno. */
 static int submit(uring_t* u, unsigned tail, unsigned count) {
   atomic_store_explicit((_Atomic unsigned*)u->sq_tail, tail, memory_order_release);
-  int rc = sys_enter(u->ring_fd, count);
+  int rc = sys_enter(u->ring_fd, count, 0);
   if (rc < 0) return -errno;
   return rc == (int)count ? 0 : -EIO;
 }
@@ -148,23 +153,31 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value fn, recv;
   if (napi_get_reference_value(env, u->dispatch, &fn) == napi_ok && fn != NULL && napi_get_global(env, &recv) == napi_ok) {
-    unsigned head = *u->cq_head;
-    while (head != atomic_load_explicit((_Atomic unsigned*)u->cq_tail, memory_order_acquire)) {
-      struct io_uring_cqe* cqe = &u->cqes[head & *u->cq_mask];
-      uint64_t id = cqe->user_data;
-      int res = cqe->res;
-      head++;
-      atomic_store_explicit((_Atomic unsigned*)u->cq_head, head, memory_order_release);
-      if (id & (TAG_TIMEOUT | TAG_CANCEL)) continue;
-      napi_value argv[2];
-      if (napi_create_double(env, (double)id, &argv[0]) != napi_ok || napi_create_int32(env, res == -EAGAIN ? 0 : res, &argv[1]) != napi_ok) break;
-      if (napi_make_callback(env, u->async_context, recv, fn, 2, argv, NULL) == napi_pending_exception) {
-        napi_value err;
-        napi_get_and_clear_last_exception(env, &err);
-        napi_fatal_exception(env, err);
+    for (;;) {
+      unsigned head = *u->cq_head;
+      while (head != atomic_load_explicit((_Atomic unsigned*)u->cq_tail, memory_order_acquire)) {
+        struct io_uring_cqe* cqe = &u->cqes[head & *u->cq_mask];
+        uint64_t id = cqe->user_data;
+        int res = cqe->res;
+        head++;
+        atomic_store_explicit((_Atomic unsigned*)u->cq_head, head, memory_order_release);
+        if (id & (TAG_TIMEOUT | TAG_CANCEL)) continue;
+        napi_value argv[2];
+        if (napi_create_double(env, (double)id, &argv[0]) != napi_ok || napi_create_int32(env, res == -EAGAIN ? 0 : res, &argv[1]) != napi_ok) break;
+        if (napi_make_callback(env, u->async_context, recv, fn, 2, argv, NULL) == napi_pending_exception) {
+          napi_value err;
+          napi_get_and_clear_last_exception(env, &err);
+          napi_fatal_exception(env, err);
+        }
+        if (u->ring_fd < 0) goto done; /* the environment is going away */
       }
+      /* Completions that did not fit wait on the kernel's overflow list, and signal nothing more: ask
+       * for them now that there is room (io_uring_enter with GETEVENTS moves them into the ring). */
+      if (!(atomic_load_explicit((_Atomic unsigned*)u->sq_flags, memory_order_acquire) & IORING_SQ_CQ_OVERFLOW)) break;
+      if (sys_enter(u->ring_fd, 0, IORING_ENTER_GETEVENTS) < 0 && errno != EINTR && errno != EBUSY) break;
     }
   }
+done:
   napi_close_handle_scope(env, scope);
 }
 

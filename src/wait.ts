@@ -288,7 +288,7 @@ export function waitWordAsync(word: Word, expected: number, timeoutNs: number, o
     }
   }
   // A waiter thread can spin; the kernel cannot: threadSpin asks for a thread.
-  const backend = (options.threadSpinNs === 0 ? uringBackend() : null) ?? threadBackend();
+  let backend = (options.threadSpinNs === 0 ? uringBackend() : null) ?? threadBackend();
   return new Promise<WaitResult>((resolve, reject) => {
     let id = 0;
     const entry: Pending = { resolve, reject, release: () => {}, ref: options.ref };
@@ -301,6 +301,11 @@ export function waitWordAsync(word: Word, expected: number, timeoutNs: number, o
       cancel(mmapkitError('ERR_MMAP_CLOSED', 'The mapping was unmapped while waitAsync was pending')),
     );
     id = backend.start(word.addr, expected, timeoutNs, options.threadSpinNs);
+    if (id < 0 && backend !== threads) {
+      // The ring refused the wait (a full queue, no memory): a waiter thread can still take it.
+      backend = threadBackend();
+      id = backend.start(word.addr, expected, timeoutNs, options.threadSpinNs);
+    }
     if (id < 0) {
       entry.release();
       reject(systemError(id, backend.syscall));

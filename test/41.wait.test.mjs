@@ -132,6 +132,27 @@ test('16 pending waitAsync calls leave fs I/O running normally (no threadpool us
   shm.close();
 });
 
+test('3000 pending waitAsync calls settle when woken together, 600 when they time out together', { timeout: 60_000 }, async () => {
+  // More completions at once than an io_uring's completion ring holds (4096 entries, two per wait):
+  // the rest wait on the kernel's overflow list, and must still be collected.
+  const shm = SharedMemory.anonymous(4 * 4096);
+  const w = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 4096);
+  const woken = Array.from({ length: 3000 }, (_, i) => waitAsync(w, i % 1000, 0, 20_000));
+  setTimeout(() => {
+    for (let i = 0; i < 1000; i++) {
+      Atomics.store(w, i, 1);
+      notify(w, i);
+    }
+  }, 50);
+  const t0 = performance.now();
+  const results = await Promise.all(woken);
+  assert.equal(results.filter((r) => r === 'ok').length, 3000);
+  assert.ok(performance.now() - t0 < 10_000, 'woken, not timed out');
+  const late = await Promise.all(Array.from({ length: 600 }, (_, i) => waitAsync(w, 2000 + i, 0, 30)));
+  assert.equal(late.filter((r) => r === 'timed-out').length, 600);
+  shm.close();
+});
+
 test('a pending waitAsync keeps the process alive like a timer; ref: false does not', () => {
   const program = (ref) => `
     import { SharedMemory, waitAsync } from ${JSON.stringify(distUrl)};
