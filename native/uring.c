@@ -146,8 +146,8 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
   (void)events;
   uring_t* u = handle->data;
   uint64_t count;
-  while (read(u->event_fd, &count, sizeof count) > 0) {
-  }
+  /* One read resets the eventfd's counter (not in semaphore mode): a second would only say EAGAIN. */
+  if (read(u->event_fd, &count, sizeof count) < 0 && errno != EAGAIN) return;
   napi_env env = u->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
