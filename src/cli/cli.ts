@@ -3,7 +3,8 @@
  * Global options come before the command (`mmapkit --debug demo`); each command is a {@link Command}
  * in its own module, registered in {@link COMMANDS}.
  *
- * Exit codes: 0 success, 1 failure, 2 usage error (unknown command or option, wrong arguments).
+ * Exit codes: 0 success, 1 failure, 2 usage error (unknown command or option, wrong arguments), 141
+ * standard output closed by its reader (as for SIGPIPE).
  * Errors go to stderr as one line; `--debug` adds the stack trace.
  * @module
  */
@@ -40,7 +41,7 @@ function mainHelp(): string {
     'Memory mapping for Node.js, from the command line.\n\n' +
     `Commands:\n${commands}\n\nOptions:\n${options}\n\n` +
     `Run '${PROGRAM} COMMAND --help' for the options of a command.\n` +
-    'Exit codes: 0 success, 1 failure, 2 usage error.\n'
+    'Exit codes: 0 success, 1 failure, 2 usage error, 141 standard output closed by its reader.\n'
   );
 }
 

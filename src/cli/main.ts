@@ -5,10 +5,12 @@
  * @module
  */
 import { main } from './cli.js';
+import { EXIT_CLOSED_OUTPUT } from './messages.js';
 
-// A closed stdout (`mmapkit demo | head -1`) is not an error worth a stack trace.
+// A closed stdout (`mmapkit demo | head -1`) is not an error worth a stack trace: end quietly with
+// the code a shell gives a process killed by SIGPIPE, as for any command in a pipeline.
 process.stdout.on('error', (error: NodeJS.ErrnoException) => {
-  if (error.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  if (error.code === 'EPIPE') process.exit(EXIT_CLOSED_OUTPUT);
   throw error;
 });
 

@@ -10,6 +10,12 @@ import { UsageError } from './command.js';
  * A failure that the message fully explains (`cannot stat 'x': No such file or directory`): exit
  * code 1, printed after `mmapkit COMMAND: ` as it is.
  */
+/**
+ * Exit code of a command whose standard output was closed by its reader (`mmapkit dump x | head`):
+ * 141, what a shell reports for a process killed by SIGPIPE, as `hexdump` or `cat` would be there.
+ */
+export const EXIT_CLOSED_OUTPUT = 141;
+
 export class Failure extends Error {
   override get name(): string {
     return 'Failure';

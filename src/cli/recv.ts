@@ -19,11 +19,10 @@
 import { writeSync } from 'node:fs';
 import type { InPlaceMessage } from '../index.js';
 import type { Command, CommandContext } from './command.js';
-import { Failure, errorCode, quote, reason } from './messages.js';
+import { EXIT_CLOSED_OUTPUT, Failure, errorCode, quote, reason } from './messages.js';
 import { HELLO, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
 
 /** Exit code when standard output is closed: 128 + SIGPIPE, what a shell reports for `cat` there. */
-export const EXIT_EPIPE = 141;
 
 /** Standard output was closed by its reader. */
 class OutputClosed extends Error {}
@@ -81,7 +80,7 @@ async function runRecv(ctx: CommandContext): Promise<number> {
     await copyOut(end, options, cleanUp);
   } catch (error) {
     cleanUp();
-    if (error instanceof OutputClosed) return EXIT_EPIPE;
+    if (error instanceof OutputClosed) return EXIT_CLOSED_OUTPUT;
     throw error;
   }
   end.close();
@@ -177,7 +176,7 @@ function writeStream(rest: Buffer, cleanUp: () => void): Promise<void> {
       // The stream emits 'error' right after this callback, and src/cli/main.ts ends the process on
       // it: clean up and exit here, with the same outcome as a failed write() above.
       cleanUp();
-      if (errorCode(error) === 'EPIPE') process.exit(EXIT_EPIPE);
+      if (errorCode(error) === 'EPIPE') process.exit(EXIT_CLOSED_OUTPUT);
       process.stderr.write(`mmapkit recv: error writing standard output: ${reason(error)}\n`);
       process.exit(1);
     });
