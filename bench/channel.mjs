@@ -34,7 +34,7 @@ import { Worker } from 'node:worker_threads';
 import { Channel, SharedMemory } from '../dist/index.js';
 import { checkerFor, checkSmall, fillSmallI32, LARGE, largeChecker, SMALL, streamReceiver, WINDOW, wordsOfSlot } from './channel/format.mjs';
 import { childDied, finishChild, killChild, runIpc, runStream, runWorker, startChild, summarize, timerOverheadNs } from './ipc-latency.mjs';
-import { fmt, fmtRatio, markdownTable, round, stats, tick } from './lib.mjs';
+import { fmt, fmtRatio, markdownTable, round, runInterleaved, stats } from './lib.mjs';
 
 const PEER = fileURLToPath(new URL('./channel/peer.mjs', import.meta.url));
 /** A receive or send without progress for this long fails the run (ms). */
@@ -188,25 +188,9 @@ function runLatencyVariant(v, cfg) {
 async function runLatency(ctx) {
   const cfg = ctx.quick ? { rounds: 5_000, warmup: 1_000, runs: 1, budgetMs: 4_000 } : { rounds: 30_000, warmup: 5_000, runs: 5, budgetMs: 10_000 };
   const timerNs = timerOverheadNs();
-  const samples = Object.fromEntries(LATENCY_VARIANTS.map((v) => [v.key, []]));
-  const failures = {};
-  for (let r = 0; r < cfg.runs; r++) {
-    for (const v of LATENCY_VARIANTS) {
-      await tick();
-      const t0 = performance.now();
-      try {
-        const s = await runLatencyVariant(v, cfg);
-        samples[v.key].push(s);
-        ctx.log(
-          `  run ${r + 1}/${cfg.runs} ${v.key}: p50 ${fmt(s.p50)} µs, p99 ${fmt(s.p99)} µs, mean ${fmt(s.mean)} µs` +
-            `${s.truncated ? ` (TRUNCATED: ${s.rounds} rounds)` : ''}${s.errors ? `, ${s.errors} BAD MESSAGES` : ''} [${((performance.now() - t0) / 1000).toFixed(1)} s]`,
-        );
-      } catch (err) {
-        (failures[v.key] ??= []).push(String(err.message ?? err));
-        ctx.log(`  run ${r + 1}/${cfg.runs} ${v.key}: FAILED: ${err.message ?? err}`);
-      }
-    }
-  }
+  const { samples, failures } = await runInterleaved(ctx, LATENCY_VARIANTS, cfg.runs, (v) => runLatencyVariant(v, cfg), (s) =>
+    `p50 ${fmt(s.p50)} µs, p99 ${fmt(s.p99)} µs, mean ${fmt(s.mean)} µs${s.truncated ? ` (TRUNCATED: ${s.rounds} rounds)` : ''}${s.errors ? `, ${s.errors} BAD MESSAGES` : ''}`,
+  );
   const us = {};
   for (const v of LATENCY_VARIANTS) {
     const s = samples[v.key];
@@ -673,25 +657,9 @@ function throughputBenchmark(size) {
   async function run(ctx) {
     const cfg = ctx.quick ? { seconds: 0.08, runs: 1, budgetMs: 2_000 } : { seconds: 0.7, runs: 5, budgetMs: 4_000 };
     cfg.counts = Object.fromEntries(variants.map((v) => [v.key, Math.max(2_000, Math.round((v.rate[size] * cfg.seconds) / 1000) * 1000)]));
-    const samples = Object.fromEntries(variants.map((v) => [v.key, []]));
-    const failures = {};
-    for (let r = 0; r < cfg.runs; r++) {
-      for (const v of variants) {
-        await tick();
-        const t0 = performance.now();
-        try {
-          const s = await runThroughputVariant(v, size, cfg);
-          samples[v.key].push(s);
-          ctx.log(
-            `  run ${r + 1}/${cfg.runs} ${v.key}: ${fmt(s.msgsPerSec / 1e6)} M msgs/s, ${fmt(s.bytesPerSec / 2 ** 20)} MiB/s` +
-              `${s.truncated ? ` (TRUNCATED: ${s.messages} messages)` : ''}${s.errors ? `, ${s.errors} BAD MESSAGES` : ''} [${((performance.now() - t0) / 1000).toFixed(1)} s]`,
-          );
-        } catch (err) {
-          (failures[v.key] ??= []).push(String(err.message ?? err));
-          ctx.log(`  run ${r + 1}/${cfg.runs} ${v.key}: FAILED: ${err.message ?? err}`);
-        }
-      }
-    }
+    const { samples, failures } = await runInterleaved(ctx, variants, cfg.runs, (v) => runThroughputVariant(v, size, cfg), (s) =>
+      `${fmt(s.msgsPerSec / 1e6)} M msgs/s, ${fmt(s.bytesPerSec / 2 ** 20)} MiB/s${s.truncated ? ` (TRUNCATED: ${s.messages} messages)` : ''}${s.errors ? `, ${s.errors} BAD MESSAGES` : ''}`,
+    );
     const out = {};
     for (const v of variants) {
       const s = samples[v.key];

@@ -56,7 +56,7 @@ import {
   SHM_SIZE,
   TURN,
 } from './ipc/protocol.mjs';
-import { compileC, fmt, fmtRatio, markdownTable, round, stats, tick } from './lib.mjs';
+import { compileC, fmt, fmtRatio, markdownTable, round, runInterleaved, stats } from './lib.mjs';
 
 export const id = 'ipcLatency';
 
@@ -634,26 +634,10 @@ export async function run(ctx) {
   const variants = VARIANTS.filter((v) => (v.transport !== 'c' || !cSkipped) && (!v.pin || !pinning.skipped));
   const timerNs = timerOverheadNs();
 
-  const samples = Object.fromEntries(variants.map((v) => [v.key, []]));
-  const failures = Object.fromEntries(variants.map((v) => [v.key, []]));
-  for (let r = 0; r < cfg.runs; r++) {
-    for (const v of variants) {
-      await tick();
-      const t0 = performance.now();
-      try {
-        const s = await runVariant(v, cfg, compiled.exe);
-        samples[v.key].push(s);
-        ctx.log(
-          `  run ${r + 1}/${cfg.runs} ${v.key}: p50 ${fmt(s.p50)} µs, p99 ${fmt(s.p99)} µs, mean ${fmt(s.mean)} µs` +
-            `${s.truncated ? ` (TRUNCATED: ${s.rounds} rounds in the ${cfg.budgetMs / 1000} s budget)` : ''}` +
-            `${s.errors ? `, ${s.errors} BAD MESSAGES` : ''} [${((performance.now() - t0) / 1000).toFixed(1)} s]`,
-        );
-      } catch (err) {
-        failures[v.key].push(String(err.message ?? err));
-        ctx.log(`  run ${r + 1}/${cfg.runs} ${v.key}: FAILED: ${err.message ?? err}`);
-      }
-    }
-  }
+  const { samples, failures } = await runInterleaved(ctx, variants, cfg.runs, (v) => runVariant(v, cfg, compiled.exe), (s) =>
+    `p50 ${fmt(s.p50)} µs, p99 ${fmt(s.p99)} µs, mean ${fmt(s.mean)} µs` +
+    `${s.truncated ? ` (TRUNCATED: ${s.rounds} rounds in the ${cfg.budgetMs / 1000} s budget)` : ''}${s.errors ? `, ${s.errors} BAD MESSAGES` : ''}`,
+  );
 
   const us = {};
   for (const v of variants) {
@@ -691,7 +675,7 @@ export async function run(ctx) {
     config: { ...cfg, messageBytes: MSG_BYTES, hybridSpinUs: HYBRID_SPIN_US, threadSpinUs: THREAD_SPIN_US, timeoutMs: TIMEOUT_MS },
     timerOverheadNs: round(timerNs, 1),
     us,
-    failures: Object.fromEntries(Object.entries(failures).filter(([, f]) => f.length > 0)),
+    failures,
     errors,
     checksumsMatch: errors === 0,
     targets: {

@@ -281,3 +281,29 @@ export function clockTicks() {
   const n = Number(r.stdout?.trim());
   return r.status === 0 && n > 0 ? n : 100;
 }
+
+/**
+ * Interleaved runs: `runs` times, every variant once (so that drifting machine load spreads over all
+ * of them), each after an event-loop turn. `runOne(v)` resolves a sample; `describe(sample)` is the
+ * progress text after "run r/N key:". A failing run is logged and counted, not fatal. Resolves
+ * `{ samples: { key: [sample, ...] }, failures: { key: [message, ...] } }` (only keys that failed).
+ */
+export async function runInterleaved(ctx, variants, runs, runOne, describe) {
+  const samples = Object.fromEntries(variants.map((v) => [v.key, []]));
+  const failures = {};
+  for (let r = 0; r < runs; r++) {
+    for (const v of variants) {
+      await tick();
+      const t0 = performance.now();
+      try {
+        const s = await runOne(v);
+        samples[v.key].push(s);
+        ctx.log(`  run ${r + 1}/${runs} ${v.key}: ${describe(s)} [${((performance.now() - t0) / 1000).toFixed(1)} s]`);
+      } catch (err) {
+        (failures[v.key] ??= []).push(String(err.message ?? err));
+        ctx.log(`  run ${r + 1}/${runs} ${v.key}: FAILED: ${err.message ?? err}`);
+      }
+    }
+  }
+  return { samples, failures };
+}
