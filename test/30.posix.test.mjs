@@ -122,13 +122,17 @@ test('lseek: SEEK_DATA and SEEK_HOLE find the data and holes of a sparse file; b
   t.after(() => closeSync(fd));
   ftruncateSync(fd, 64 * MiB);
   writeSync(fd, Buffer.alloc(pageSize, 1), 0, pageSize, 32 * MiB);
-  // ext4, tmpfs, xfs and btrfs track holes at page (or block) granularity.
-  assert.equal(lseek(fd, 0, SEEK_DATA), 32 * MiB, 'the first data');
-  assert.equal(lseek(fd, 32 * MiB + 10, SEEK_DATA), 32 * MiB + 10, 'inside data: where we are');
-  assert.equal(lseek(fd, 0, SEEK_HOLE), 0, 'a hole at the start');
-  assert.equal(lseek(fd, 32 * MiB, SEEK_HOLE), 32 * MiB + pageSize, 'the hole after the data');
-  assert.equal(lseek(fd, 40 * MiB, SEEK_HOLE), 40 * MiB);
-  assert.throws(() => lseek(fd, 33 * MiB, SEEK_DATA), { code: 'ENXIO', syscall: 'lseek' }, 'no data after 33 MiB');
+  // ext4, tmpfs, xfs and btrfs track holes at page (or block) granularity; a file system that does
+  // not reports the whole file as data, which leaves nothing about holes to check (said, not hidden).
+  if (lseek(fd, 0, SEEK_DATA) === 0) t.diagnostic(`${path}: this file system does not report holes; hole checks skipped`);
+  else {
+    assert.equal(lseek(fd, 0, SEEK_DATA), 32 * MiB, 'the first data');
+    assert.equal(lseek(fd, 32 * MiB + 10, SEEK_DATA), 32 * MiB + 10, 'inside data: where we are');
+    assert.equal(lseek(fd, 0, SEEK_HOLE), 0, 'a hole at the start');
+    assert.equal(lseek(fd, 32 * MiB, SEEK_HOLE), 32 * MiB + pageSize, 'the hole after the data');
+    assert.equal(lseek(fd, 40 * MiB, SEEK_HOLE), 40 * MiB);
+    assert.throws(() => lseek(fd, 33 * MiB, SEEK_DATA), { code: 'ENXIO', syscall: 'lseek' }, 'no data after 33 MiB');
+  }
   assert.throws(() => lseek(fd, 64 * MiB, SEEK_HOLE), { code: 'ENXIO' }, 'at the end');
   assert.equal(lseek(fd, 5, SEEK_SET), 5);
   assert.equal(lseek(fd, 3, SEEK_CUR), 8);
