@@ -554,8 +554,10 @@ test('dump: known data at aligned and unaligned offsets, in the format of hexdum
 
 test('dump and demo into a reader that closes early (| head) stop quietly with 141, as for SIGPIPE', (t) => {
   const file = join(tempDir(t), 'big.bin');
-  writeFileSync(file, randomBytes(8 * MiB)); // far more lines than head reads
-  for (const args of [['dump', file], ['demo']]) {
+  writeFileSync(file, randomBytes(8 * MiB));
+  // dump shows 256 bytes by default, which can all be written before head exits: ask for 8 MiB
+  // (35 MB of text), so that the pipe is closed long before the end. demo writes for seconds.
+  for (const args of [['dump', '--length', String(8 * MiB), file], ['demo']]) {
     const r = spawnSync('bash', ['-c', 'set -o pipefail; "$0" "$@" | head -2 > /dev/null; echo "${PIPESTATUS[0]}"', process.execPath, CLI, ...args], { encoding: 'utf8', timeout: TIMEOUT, killSignal: 'SIGKILL' });
     assert.equal(r.stdout.trim(), '141', `${args[0]}: exit code of mmapkit in the pipeline\n${r.stderr}`);
     assert.equal(r.stderr, '', `${args[0]}: nothing on stderr`);
