@@ -184,9 +184,10 @@ async function parent(count) {
         batches++;
       }
       if (batches > 0) console.log(`${who} sent jobs ${range(first, count - 1)} in ${batches} batch(es) (sendManyAsync)`);
+      // Said before it is done: once JOBS is closed a worker may print its end at once.
+      console.log(`${who} closing JOBS: the workers see the end of the stream once they have taken every job`);
       jobs.close();
       jobsClosed = true;
-      console.log(`${who} closed JOBS: the workers see the end of the stream once they have taken every job`);
     }
 
     // 5. Collect the answers until RESULTS ends (every worker closed it, or died).

@@ -780,8 +780,8 @@ test('05: two workers take the jobs from a channel; every job is done exactly on
     // ends only after both workers are done; the summary comes last.
     inOrder(r.stdout, '[worker 1] pid', '[parent] both workers are ready');
     inOrder(r.stdout, '[worker 2] pid', '[parent] both workers are ready');
-    inOrder(r.stdout, '[parent] closed JOBS', '[worker 1] end of the stream', '[parent] RESULTS ended');
-    inOrder(r.stdout, '[parent] closed JOBS', '[worker 2] end of the stream', '[parent] RESULTS ended');
+    inOrder(r.stdout, '[parent] closing JOBS', '[worker 1] end of the stream', '[parent] RESULTS ended');
+    inOrder(r.stdout, '[parent] closing JOBS', '[worker 2] end of the stream', '[parent] RESULTS ended');
     assert.match(r.stdout.trim().split('\n').at(-1), /^\[parent\] all \d+ jobs were done exactly once/);
     assert.equal(r.stderr, '');
   }
