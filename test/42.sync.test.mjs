@@ -255,17 +255,24 @@ test("robust mutex: a worker that ends holding the lock, and a process that exit
       const shm = SharedMemory.fromFd(workerData.fd);
       parentPort.postMessage(Mutex.attach(shm, 0).lock(5000)); // and the worker ends, never unlocking
     }).catch((e) => require('node:worker_threads').parentPort.postMessage('worker failed: ' + (e && e.stack)));`;
+  // Listen for every event from the start: Node delivers a worker's last message and its 'exit' in
+  // the same turn when the worker ends quickly (Worker[kOnExit] drains the port, then emits 'exit'), so
+  // a listener added after the message can miss the exit for good. That was the 20 s hang seen under load.
   const w = new Worker(code, { eval: true, workerData: { fd: shm.fd, dist: distUrl } });
-  const killer = setTimeout(() => w.terminate(), 20_000);
-  const first = await new Promise((resolve) => {
-    w.once('message', resolve);
-    w.once('error', (e) => resolve(`worker error: ${e?.stack ?? e}`));
-    w.once('exit', (code) => resolve(`worker exited (${code}) without a message`));
-  });
-  assert.equal(first, 'acquired');
-  await new Promise((resolve) => w.once('exit', resolve));
+  const t0 = performance.now();
+  const events = [];
+  const log = (what) => events.push(`${(performance.now() - t0).toFixed(1)} ms: ${what}`);
+  const firstMessage = new Promise((resolve) => w.once('message', (m) => { log(`message ${JSON.stringify(m)}`); resolve(m); }));
+  w.on('error', (e) => log(`error ${e?.stack ?? e}`));
+  const exited = new Promise((resolve) => w.once('exit', (code) => { log(`exit ${code}`); resolve(code); }));
+  let killer;
+  const late = new Promise((resolve) => { killer = setTimeout(() => { log('still running after 20 s: terminate()'); resolve('late'); w.terminate(); }, 20_000); });
+  const code0 = await Promise.race([exited, late]);
   clearTimeout(killer);
-  assert.equal(mx.lock(5000), 'owner-died');
+  const story = () => `what the worker did:\n  ${events.join('\n  ')}`;
+  assert.equal(code0, 0, story());
+  assert.equal(await Promise.race([firstMessage, 'no message']), 'acquired', story());
+  assert.equal(mx.lock(5000), 'owner-died', story());
   mx.markConsistent();
   mx.unlock();
   // A child process whose event loop simply ends while it holds the lock.

@@ -1,8 +1,9 @@
 // Shared test helpers: temp dirs, child processes with timeouts, assertions on error shape; for the
 // interop tests, building a C peer with cc and watching peer processes (exits, futex sleeps).
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { spawn, spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
@@ -187,4 +188,54 @@ export async function asleepInFutex(peers, what, { ms, fallbackMs }) {
   }
   await until(() => peers.every((p) => /futex/.test(wchan(`/proc/${p.child.pid}/wchan`))), peers, what, ms);
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running children as another user. The checkout may sit in a private folder (mode 0700, owned by
+// root), which an unprivileged user cannot even traverse: such a child gets its own readable copy of
+// the built package (package.json, dist/, the addon) under the system temp dir.
+
+/** Unprivileged ids for tests that run children as another user (root ignores permissions). */
+export const NOBODY = 65534;
+/** Whether this process may run children under other uids (it is root). */
+export const isRoot = process.getuid?.() === 0;
+
+let publicCopy;
+/**
+ * A copy of the built package that any user can read: { root, cli, distUrl }. Made once per test
+ * file and removed at exit. Throws if the copy cannot be made or the user `uid` still cannot load it
+ * (the caller skips with that message).
+ */
+export function publicPackage(uid = NOBODY) {
+  if (publicCopy === undefined) {
+    const src = fileURLToPath(new URL('..', import.meta.url));
+    const root = mkdtempSync(join(tmpdir(), 'mmapkit-public-'));
+    process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+    cpSync(join(src, 'package.json'), join(root, 'package.json'));
+    cpSync(join(src, 'dist'), join(root, 'dist'), { recursive: true });
+    mkdirSync(join(root, 'build', 'Release'), { recursive: true });
+    cpSync(join(src, 'build', 'Release', 'mmapkit.node'), join(root, 'build', 'Release', 'mmapkit.node'));
+    // mkdtemp makes the folder 0700; everything inside must be readable (and folders searchable).
+    for (const p of [root, ...walk(root)]) chmodSync(p, statSync(p).isDirectory() ? 0o755 : 0o644);
+    publicCopy = { root, cli: join(root, 'dist', 'cli', 'main.js'), distUrl: pathToFileURL(join(root, 'dist', 'index.js')).href };
+  }
+  const probe = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(publicCopy.distUrl)})`], {
+    uid,
+    gid: uid,
+    cwd: '/',
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  if (probe.status !== 0) {
+    throw new Error(`user ${uid} cannot load the package copied to ${publicCopy.root} (is the temp dir ${tmpdir()} searchable by others?): ${probe.error?.message ?? probe.stderr.trim().split('\n').pop()}`);
+  }
+  return publicCopy;
+}
+
+function* walk(dir) {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    yield p;
+    if (e.isDirectory()) yield* walk(p);
+  }
 }
