@@ -201,7 +201,11 @@ function checkTimeout(t: unknown): number {
 
 /** The AbortSignal of an async call's options (validated by {@link parseTimeout}). */
 function signalOf(options: ChannelWaitOptions | number | undefined): AbortSignal | undefined {
-  return typeof options === 'object' && options !== null ? options.signal : undefined;
+  if (typeof options !== 'object' || options === null) return undefined;
+  // Read again: a getter may answer differently the second time. Never use what was not validated.
+  const { signal } = options as { signal?: unknown };
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
+  return signal;
 }
 
 /** When a wait of `timeout` ms that starts now ends (process.hrtime.bigint() ns); -1n: never. */
@@ -692,19 +696,18 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   }
 
   #prepareSend(data: unknown): Uint8Array {
-    this.#check('send');
-    this.#noOutstanding(this.#outstandingReserve, 'reserve');
     const bytes = toBytes(data);
     if (bytes.byteLength > this.#g.maxMessageSize) {
       throw outOfRange('data.byteLength', `<= ${this.#g.maxMessageSize} (the channel's maxMessageSize)`, bytes.byteLength);
     }
+    this.#check('send');
+    this.#noOutstanding(this.#outstandingReserve, 'reserve');
     this.#attachProducer();
     return bytes;
   }
 
   #prepareSendMany(messages: unknown): Uint8Array[] {
-    this.#check('sendMany');
-    this.#noOutstanding(this.#outstandingReserve, 'reserve');
+    // Every element is read (a getter may close the channel or unmap it) before the state is checked.
     if (!Array.isArray(messages)) throw invalidArgType('messages', 'an Array', messages);
     const all: Uint8Array[] = new Array<Uint8Array>(messages.length);
     for (let i = 0; i < messages.length; i++) {
@@ -714,6 +717,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       }
       all[i] = bytes;
     }
+    this.#check('sendMany');
+    this.#noOutstanding(this.#outstandingReserve, 'reserve');
     this.#attachProducer();
     return all;
   }

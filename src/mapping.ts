@@ -362,8 +362,7 @@ export class Mapping implements Disposable {
    * private and anonymous mappings. The range is widened to whole pages.
    */
   flush(range?: Range): void {
-    this.#check('flush');
-    const r = this.#kernelRange(range, 'range');
+    const r = this.#kernelRange(range, 'flush');
     const rc = native.msync(r.addr, r.length, constants.MS_SYNC);
     if (rc < 0) throw systemError(rc, 'msync', this.path);
   }
@@ -373,8 +372,7 @@ export class Mapping implements Disposable {
    * if `unmap()` is called meanwhile.
    */
   async flushAsync(range?: Range): Promise<void> {
-    this.#check('flushAsync');
-    const r = this.#kernelRange(range, 'range');
+    const r = this.#kernelRange(range, 'flushAsync');
     const release = this[kHold]();
     let rc: number;
     try {
@@ -394,8 +392,8 @@ export class Mapping implements Disposable {
    * cannot become writable (`EACCES`).
    */
   protect(access: Protection): void {
-    this.#check('protect');
     const prot = { none: PROT_NONE, read: PROT_READ, write: PROT_RW }[validateOneOf(access, 'access', PROTECTION)];
+    this.#check('protect');
     this.#mprotect(this.#region.addr, this.#region.length, prot);
   }
 
@@ -404,11 +402,10 @@ export class Mapping implements Disposable {
    * throws data away is {@link Mapping.discard}. A hint this kernel lacks is `ERR_INVALID_ARG_VALUE`.
    */
   advise(advice: Advice, range?: Range): void {
-    this.#check('advise');
     const name = validateOneOf(advice, 'advice', Object.keys(ADVICE) as Advice[]);
     const value = ADVICE[name];
     if (value === undefined) throw invalidArgValue('advice', advice, 'is not supported by this platform');
-    const r = this.#kernelRange(range, 'range');
+    const r = this.#kernelRange(range, 'advise');
     const rc = native.madvise(r.addr, r.length, value);
     if (rc < 0) throw systemError(rc, 'madvise', this.path);
   }
@@ -423,8 +420,7 @@ export class Mapping implements Disposable {
    * outside it.
    */
   discard(range?: Range): void {
-    this.#check('discard');
-    const { start, end } = this.#userRange(range, 'range');
+    const { start, end } = this.#userRange(range, 'discard');
     const kStart = this.#delta + start;
     const kEnd = this.#delta + end;
     if (kStart % pageSize !== 0 || (kEnd % pageSize !== 0 && end !== this.length)) {
@@ -444,8 +440,7 @@ export class Mapping implements Disposable {
    * 1 when resident.
    */
   residency(range?: Range): Uint8Array {
-    this.#check('residency');
-    const r = this.#kernelRange(range, 'range');
+    const r = this.#kernelRange(range, 'residency');
     const vec = new Uint8Array(Math.ceil(r.length / pageSize));
     const rc = native.mincore(r.addr, r.length, vec);
     if (rc < 0) throw systemError(rc, 'mincore', this.path);
@@ -458,8 +453,7 @@ export class Mapping implements Disposable {
    * by `RLIMIT_MEMLOCK` for unprivileged users (`EPERM`/`ENOMEM`).
    */
   lock(range?: Range): void {
-    this.#check('lock');
-    const r = this.#kernelRange(range, 'range');
+    const r = this.#kernelRange(range, 'lock');
     // mlock faults the pages of a writable private mapping in for writing, which would give a 'read'
     // mapping private copies of every page and stop it seeing the file. Lock it on fault instead and
     // fault the pages in for reading: they stay shared with the page cache.
@@ -473,8 +467,7 @@ export class Mapping implements Disposable {
 
   /** Undo {@link Mapping.lock} (`munlock`). */
   unlock(range?: Range): void {
-    this.#check('unlock');
-    const r = this.#kernelRange(range, 'range');
+    const r = this.#kernelRange(range, 'unlock');
     const rc = native.munlock(r.addr, r.length);
     if (rc < 0) throw systemError(rc, 'munlock', this.path);
   }
@@ -555,19 +548,25 @@ export class Mapping implements Disposable {
     }
   }
 
-  #userRange(range: Range | undefined, name: string): { start: number; end: number } {
-    const o = validateOptions(range, name, RANGE_OPTIONS);
-    const start = o.offset === undefined ? 0 : Number(validateInt64(o.offset, `${name}.offset`, 0n, BigInt(this.length)));
+  /**
+   * The `range` argument of `method`, read once and validated, then the state checked: a getter of the
+   * range may unmap the mapping (CPython gh-103987), so the state is checked only after every argument
+   * was read, right before the system call.
+   */
+  #userRange(range: Range | undefined, method: string): { start: number; end: number } {
+    const o = validateOptions(range, 'range', RANGE_OPTIONS);
+    const start = o.offset === undefined ? 0 : Number(validateInt64(o.offset, 'range.offset', 0n, BigInt(this.length)));
     const length =
       o.length === undefined
         ? this.length - start
-        : Number(validateInt64(o.length, `${name}.length`, 0n, BigInt(this.length - start)));
+        : Number(validateInt64(o.length, 'range.length', 0n, BigInt(this.length - start)));
+    this.#check(method);
     return { start, end: start + length };
   }
 
-  /** A user range widened to the pages that hold it, as a kernel address and length. */
-  #kernelRange(range: Range | undefined, name: string): KernelRange {
-    const { start, end } = this.#userRange(range, name);
+  /** A user range widened to the pages that hold it, as a kernel address and length (state checked). */
+  #kernelRange(range: Range | undefined, method: string): KernelRange {
+    const { start, end } = this.#userRange(range, method);
     const kStart = this.#delta + start;
     const aligned = kStart - (kStart % pageSize);
     return { addr: this.#region.addr + BigInt(aligned), length: this.#delta + end - aligned };

@@ -38,6 +38,8 @@ export interface SharedMemoryOpenOptions {
   access?: 'read' | 'write';
 }
 const OPEN_OPTIONS = ['access'] as const;
+const EEXIST = -17;
+const ENOENT = -2;
 
 /** A `stdio` array as `child_process.spawn` takes it. */
 export type StdioArray = Exclude<StdioOptions, IOType>;
@@ -126,17 +128,29 @@ export class SharedMemory implements Disposable {
       if (typeof o.exclusive !== 'boolean') throw invalidArgType('options.exclusive', 'of type boolean', o.exclusive);
       exclusive = o.exclusive;
     }
-    const oflag = fsConstants.O_RDWR | fsConstants.O_CREAT | (exclusive ? fsConstants.O_EXCL : 0);
-    const fd = native.shmOpen(canonical, oflag, mode);
-    if (fd < 0) throw systemError(fd, 'shm_open', canonical);
+    // Know whether this call made the object: only then may a failure below remove it. Without
+    // `exclusive`, an existing object is opened instead (retrying if it is unlinked in between).
+    let fd = -1;
+    let created = false;
+    for (let attempt = 0; fd < 0; attempt++) {
+      fd = native.shmOpen(canonical, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
+      created = fd >= 0;
+      if (fd === EEXIST && !exclusive) fd = native.shmOpen(canonical, fsConstants.O_RDWR, 0);
+      if (fd < 0 && !(fd === ENOENT && !exclusive && attempt < 100)) throw systemError(fd, 'shm_open', canonical);
+    }
     try {
-      if (fstatSync(fd).size < Number(length)) ftruncateSync(fd, Number(length));
+      try {
+        if (fstatSync(fd).size < Number(length)) ftruncateSync(fd, Number(length));
+      } catch (err) {
+        closeSync(fd);
+        throw err;
+      }
+      return new SharedMemory(kCreate, fd, canonical, 'write'); // closes fd itself if it cannot map
     } catch (err) {
-      closeSync(fd);
-      if (exclusive) native.shmUnlink(canonical);
+      // Whatever step failed (ftruncate, or mmap: ENOMEM for a huge size), leave no name behind.
+      if (created) native.shmUnlink(canonical);
       throw err;
     }
-    return new SharedMemory(kCreate, fd, canonical, 'write');
   }
 
   /** Open an existing named shared memory object (`shm_open`); a missing name is `ENOENT`. */
@@ -286,7 +300,6 @@ export class SharedMemory implements Disposable {
     options?: T,
     key = 'default',
   ): Omit<T, 'stdio' | 'env'> & ChildShareOptions {
-    this.#check('childOptions');
     if (typeof key !== 'string' || key.length === 0) throw invalidArgType('key', 'a non-empty string', key);
     const base = (options ?? {}) as T;
     if (typeof base !== 'object') throw invalidArgType('options', 'of type object', options);
@@ -302,11 +315,15 @@ export class SharedMemory implements Disposable {
     // the same options): entries this process inherited from its own parent mean nothing to the child.
     const fds: Record<string, number> = {};
     for (const [k, v] of Object.entries(readInheritEnv(env))) if (typeof stdio[v] === 'number') fds[k] = v;
+    // The spread reads the caller's other options (their getters too) before the state is checked:
+    // a getter may have closed this handle.
+    const result = { ...base, stdio, env };
+    this.#check('childOptions');
     const index = stdio.length;
     stdio.push(this.#fd);
     fds[key] = index;
     env[INHERIT_ENV] = JSON.stringify(fds);
-    return { ...base, stdio, env };
+    return result;
   }
 
   /** Unmap and close the descriptor. Idempotent. The object lives on until unlinked. */

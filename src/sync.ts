@@ -216,8 +216,8 @@ export class Mutex {
    * when the time runs out.
    */
   lock(timeout?: number): LockResult {
-    this.#checkUsable();
     const ns = validateTimeout(timeout);
+    this.#checkUsable();
     const first = native.mutexTryLock(this.#mutex);
     if (first === EDEADLK) return this.#result(first, 'pthread_mutex_lock', timeout);
     if (first !== EBUSY) return this.#result(first, 'pthread_mutex_trylock', timeout);
@@ -237,7 +237,7 @@ export class Mutex {
    * on a waiter thread. Rejects with `ERR_MMAP_LOCK_TIMEOUT`, or the signal's reason when aborted.
    */
   async lockAsync(timeout?: number, options?: WaitAsyncOptions): Promise<LockResult> {
-    this.#checkUsable();
+    // Arguments first: an option getter may unmap the memory (the loop checks the state).
     const ns = validateTimeout(timeout);
     const opts = parseWaitAsyncOptions(options);
     const deadline = deadlineOf(ns);
@@ -374,8 +374,8 @@ export abstract class FutexObject {
 
   /** Block the thread until ready, up to `timeout` ms (default forever); false on timeout. */
   wait(timeout?: number): boolean {
-    this.check();
     const deadline = deadlineOf(validateTimeout(timeout));
+    this.check();
     for (;;) {
       if (this.ready()) return true;
       const ns = left(deadline);
@@ -391,9 +391,10 @@ export abstract class FutexObject {
 
   /** Like `wait` without blocking the event loop (a waiter thread sleeps); resolves false on timeout. */
   async waitAsync(timeout?: number, options?: WaitAsyncOptions): Promise<boolean> {
-    this.check();
+    // Arguments first: an option getter may unmap the memory.
     const deadline = deadlineOf(validateTimeout(timeout));
     const opts = parseWaitAsyncOptions(options);
+    this.check();
     for (;;) {
       if (this.ready()) return true;
       const ns = left(deadline);
@@ -452,8 +453,8 @@ export class Semaphore extends FutexObject {
 
   /** Add `count` (default 1) and wake as many sleepers. */
   post(count = 1): void {
-    this.check();
     const n = validateInt32(count, 'count', 1);
+    this.check();
     const { i32 } = this.region;
     // seq_cst compare-and-swap, checked against overflow even with concurrent posts
     for (;;) {

@@ -66,7 +66,8 @@ function editDistance(a: string, b: string): number {
 
 /**
  * Validate an options object: undefined gives `{}`; null, a primitive or an array is a type error; an
- * unknown key is ERR_INVALID_ARG_VALUE with a suggestion of the closest known key.
+ * unknown key is ERR_INVALID_ARG_VALUE with a suggestion of the closest known key. Returns a snapshot
+ * of the known options (each read once), never the caller's object.
  */
 export function validateOptions<K extends string>(
   value: unknown,
@@ -92,7 +93,13 @@ export function validateOptions<K extends string>(
       throw invalidArgValue(`${name}.${key}`, (value as Record<string, unknown>)[key], `is not a known option${hint}; known options: ${known.join(', ')}`);
     }
   }
-  return value as Partial<Record<K, unknown>>;
+  // Read each option once: a getter is called exactly once, and what was validated is what is used.
+  const out: Partial<Record<K, unknown>> = {};
+  for (const k of known) {
+    const v = (value as Record<string, unknown>)[k];
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
 }
 
 /** Validate a Buffer/TypedArray/DataView. */

@@ -265,6 +265,12 @@ function settle(backend: Backend, id: number, result: number): void {
   else p.reject(systemError(result, 'futex'));
 }
 
+/** Why a checked word can no longer be read: its mapping was unmapped, or lost access (protect()). */
+function goneError(word: Word, syscall: string): Error {
+  if (word.mapping.closed) return mmapkitError('ERR_MMAP_CLOSED', `Cannot ${syscall} on a Mapping that has been unmapped`);
+  return mmapkitError('ERR_MMAP_NOT_ACCESSIBLE', `Cannot ${syscall}: the memory of this word was made inaccessible (protect())`);
+}
+
 function abortError(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
 }
@@ -273,6 +279,8 @@ function abortError(signal: AbortSignal): unknown {
 export function waitWordAsync(word: Word, expected: number, timeoutNs: number, options: AsyncWaitSettings): Promise<WaitResult> {
   const { signal } = options;
   if (signal?.aborted) return Promise.reject(abortError(signal));
+  // The word's view is detached when its memory was unmapped or made unreadable since it was checked.
+  if (word.array.length === 0) return Promise.reject(goneError(word, 'waitAsync'));
   if (Atomics.load(word.array, word.index) !== expected) return Promise.resolve('not-equal');
   if (timeoutNs === 0) return Promise.resolve('timed-out');
   if (options.spinNs > 0) {
@@ -333,10 +341,11 @@ export function waitAsync(
   options?: WaitAsyncOptions,
 ): Promise<WaitResult> {
   try {
-    const word = checkWord(array, index, 'waitAsync');
+    // Every argument first (an option getter may unmap the memory), then where the word is.
     const value = validateValue(expected, 'expected');
     const timeoutNs = validateTimeout(timeout);
-    return waitWordAsync(word, value, timeoutNs, parseWaitAsyncOptions(options));
+    const settings = parseWaitAsyncOptions(options);
+    return waitWordAsync(checkWord(array, index, 'waitAsync'), value, timeoutNs, settings);
   } catch (err) {
     return Promise.reject(err);
   }

@@ -186,3 +186,76 @@ test('an fs.write in flight when its view is unmapped never writes another mappi
   await out.close();
   assert.equal(ok + efault, 200);
 });
+
+// An argument whose getter unmaps the memory (CPython gh-103987): every method reads and validates
+// its arguments before it checks the state, so the call is ERR_MMAP_CLOSED, never a system call on
+// the reserved placeholder that the addresses become after unmap().
+test('a range getter that unmaps: every range method says ERR_MMAP_CLOSED and touches nothing', async () => {
+  const calls = {
+    flush: (m, r) => m.flush(r),
+    flushAsync: (m, r) => m.flushAsync(r),
+    advise: (m, r) => m.advise('willneed', r),
+    discard: (m, r) => m.discard(r),
+    residency: (m, r) => m.residency(r),
+    lock: (m, r) => m.lock(r),
+    unlock: (m, r) => m.unlock(r),
+  };
+  for (const [name, call] of Object.entries(calls)) {
+    for (const key of ['offset', 'length']) {
+      const m = mapAnonymous(4 * pageSize, { shared: true });
+      m.buffer[0] = 1;
+      let read = 0;
+      const range = { get [key]() { read++; m.unmap(); return key === 'offset' ? 0 : pageSize; } };
+      let err;
+      try {
+        await call(m, range);
+      } catch (e) {
+        err = e;
+      }
+      assert.equal(err?.code, 'ERR_MMAP_CLOSED', `${name} with a ${key} getter that unmaps: ${err?.code ?? 'no error'}: ${err?.message}`);
+      assert.equal(read, 1, `${name} reads range.${key} once`);
+      assert.equal(m.closed, true);
+    }
+  }
+  // The same getter on a live mapping is still used as the range (read once, validated).
+  const m = mapAnonymous(4 * pageSize, { shared: true });
+  m.buffer.fill(1);
+  let reads = 0;
+  assert.deepEqual([...m.residency({ get length() { reads++; return 2 * pageSize; } })], [1, 1]);
+  assert.equal(reads, 1);
+  m.unmap();
+});
+
+test('an option getter that unmaps: waitAsync, Semaphore/Event waitAsync, Mutex.lockAsync, Channel.sendMany give ERR_MMAP_CLOSED', async () => {
+  const { SharedMemory, Semaphore, Event, Mutex, Channel, waitAsync } = await import('../dist/index.js');
+  const cases = {
+    waitAsync: (shm, opts) => waitAsync(new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset + 256, 1), 0, 0, 5000, opts),
+    'semaphore.waitAsync': (shm, opts) => Semaphore.create(shm, 0).waitAsync(5000, opts),
+    'event.waitAsync': (shm, opts) => Event.create(shm, 0).waitAsync(5000, opts),
+    'mutex.lockAsync': (shm, opts) => Mutex.create(shm, 0).lockAsync(5000, opts),
+  };
+  for (const [name, call] of Object.entries(cases)) {
+    for (const key of ['signal', 'ref', 'spin', 'threadSpin']) {
+      const shm = SharedMemory.anonymous(4096);
+      const opts = { get [key]() { shm.close(); return undefined; } };
+      const err = await Promise.resolve().then(() => call(shm, opts)).then(() => undefined, (e) => e);
+      assert.equal(err?.code, 'ERR_MMAP_CLOSED', `${name} with an options.${key} getter that unmaps: ${err?.code ?? 'no error'}: ${err?.message}`);
+    }
+  }
+  // Channel: an element getter that unmaps, and an options getter that closes the channel.
+  for (const method of ['sendMany', 'sendManyAsync', 'trySendMany']) {
+    const shm = SharedMemory.anonymous(Channel.byteLength({ capacity: 8, maxMessageSize: 64 }));
+    const ch = Channel.create(shm, { capacity: 8, maxMessageSize: 64 });
+    const messages = ['a', 'b'];
+    Object.defineProperty(messages, 1, { get() { shm.close(); return 'b'; } });
+    const err = await Promise.resolve().then(() => ch[method](messages)).then(() => undefined, (e) => e);
+    assert.equal(err?.code, 'ERR_MMAP_CLOSED', `${method} with an element getter that unmaps: ${err?.code ?? 'no error'}: ${err?.message}`);
+  }
+  for (const method of ['send', 'sendAsync', 'receive', 'receiveAsync', 'reserve', 'receiveInPlace']) {
+    const shm = SharedMemory.anonymous(Channel.byteLength({ capacity: 8, maxMessageSize: 64 }));
+    const ch = Channel.create(shm, { capacity: 8, maxMessageSize: 64 });
+    const opts = { get timeout() { ch.close(); shm.close(); return 1000; } };
+    const err = await Promise.resolve().then(() => (method.startsWith('send') ? ch[method]('x', opts) : ch[method](opts))).then(() => undefined, (e) => e);
+    assert.equal(err?.code, 'ERR_MMAP_CLOSED', `${method} with an options.timeout getter that closes: ${err?.code ?? 'no error'}: ${err?.message}`);
+  }
+});

@@ -112,6 +112,34 @@ test('bad sizes, options and descriptors', () => {
   a.close();
 });
 
+test('a create that fails at any step leaves no name behind (a retry gets the same error, not EEXIST)', (t) => {
+  const name = uniq('huge');
+  t.after(() => { try { SharedMemory.unlink(name); } catch {} });
+  const huge = 2 ** 53 - 1; // ftruncate makes an 8 PiB sparse object; mmap of it fails with ENOMEM
+  for (let attempt = 0; attempt < 2; attempt++) {
+    throwsCode(() => SharedMemory.create(name, huge), 'ENOMEM', 'Error', { syscall: 'mmap' });
+    assert.equal(existsSync(`/dev/shm/${name}`), false, `attempt ${attempt}: the failed create removed its name`);
+  }
+  // Without `exclusive` on an object that exists already, a failure leaves that object alone.
+  const other = SharedMemory.create(name, 4096);
+  other.buffer.write('kept');
+  throwsCode(() => SharedMemory.create(name, huge, { exclusive: false }), 'ENOMEM', 'Error', { syscall: 'mmap' });
+  assert.equal(existsSync(`/dev/shm/${name}`), true, 'an object this call did not create is never unlinked');
+  other.close();
+  SharedMemory.unlink(name);
+  // And a non-exclusive create that makes the object removes it when mapping fails.
+  throwsCode(() => SharedMemory.create(name, huge, { exclusive: false }), 'ENOMEM', 'Error', { syscall: 'mmap' });
+  assert.equal(existsSync(`/dev/shm/${name}`), false);
+});
+
+test('childOptions reads its options before it checks the handle: a getter that closes it gives ERR_MMAP_CLOSED', () => {
+  for (const key of ['stdio', 'env', 'cwd']) {
+    const a = SharedMemory.anonymous(16);
+    const options = { get [key]() { a.close(); return undefined; } };
+    throwsCode(() => a.childOptions(options), 'ERR_MMAP_CLOSED', 'MmapkitError');
+  }
+});
+
 test('every method of a closed SharedMemory throws ERR_MMAP_CLOSED', () => {
   const a = SharedMemory.anonymous(4096);
   const view = a.buffer;
