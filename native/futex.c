@@ -32,15 +32,18 @@
 #ifndef FUTEX_32
 #define FUTEX_32 2
 #endif
+/* futex_waitv (Linux 5.16) is called by number: the C library of the oldest glibc we build for (2.28)
+ * has no SYS_futex_waitv, and kernel headers may or may not define struct futex_waitv, so we use our
+ * own copy of it under another name (the layout is the kernel ABI: include/uapi/linux/futex.h). */
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449
-struct futex_waitv {
+#endif
+struct mk_futex_waitv {
   uint64_t val;
   uint64_t uaddr;
   uint32_t flags;
-  uint32_t __reserved;
+  uint32_t reserved;
 };
-#endif
 
 static int64_t now_ns(void) {
   struct timespec ts;
@@ -163,7 +166,7 @@ static int32_t wait_job(job_t* job) {
     if (atomic_load_explicit(&job->cancel, memory_order_acquire)) return -ECANCELED;
     if (job->deadline_ns >= 0 && now_ns() >= job->deadline_ns) return -ETIMEDOUT;
     if (!atomic_load_explicit(&g_waitv_missing, memory_order_relaxed)) {
-      struct futex_waitv w[2];
+      struct mk_futex_waitv w[2];
       memset(w, 0, sizeof w);
       w[0].uaddr = (uint64_t)(uintptr_t)job->addr;
       w[0].val = (uint32_t)job->expected;

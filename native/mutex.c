@@ -7,12 +7,14 @@
  */
 #include "mutex.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -124,6 +126,23 @@ napi_value js_mutex_init(napi_env env, napi_callback_info info) {
   return make_i32(env, -rc);
 }
 
+typedef int (*clocklock_fn)(pthread_mutex_t*, clockid_t, const struct timespec*);
+
+/* pthread_mutex_clocklock looked up at run time, so that one binary loads on C libraries without it
+ * (glibc < 2.30, musl), where it is NULL. */
+static clocklock_fn g_clocklock = NULL;
+static pthread_once_t g_clocklock_once = PTHREAD_ONCE_INIT;
+
+static void look_up_clocklock(void) {
+  void* sym = dlsym(RTLD_DEFAULT, "pthread_mutex_clocklock");
+  memcpy(&g_clocklock, &sym, sizeof g_clocklock); /* object to function pointer, as POSIX allows for dlsym */
+}
+
+static clocklock_fn find_clocklock(void) {
+  pthread_once(&g_clocklock_once, look_up_clocklock); /* publishes g_clocklock to every caller */
+  return g_clocklock;
+}
+
 /* Record a successful lock (0 or EOWNERDEAD) or unlock for mutex_env_teardown. */
 static int track(napi_env env, pthread_mutex_t* m, int rc, bool locking) {
   if (locking && (rc == 0 || rc == EOWNERDEAD)) held_add(env, m);
@@ -142,12 +161,16 @@ napi_value js_mutex_lock(napi_env env, napi_callback_info info) {
   if (timeout < 0) {
     rc = pthread_mutex_lock(m);
   } else {
+    /* pthread_mutex_clocklock (glibc 2.30+, not in musl) takes a monotonic deadline; where the C
+     * library lacks it, pthread_mutex_timedlock takes a wall-clock one (a clock change moves it). */
+    clocklock_fn clocklock = find_clocklock();
+    clockid_t clock = clocklock != NULL ? CLOCK_MONOTONIC : CLOCK_REALTIME;
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     long long ns = (long long)ts.tv_nsec + (long long)timeout;
     ts.tv_sec += ns / 1000000000LL;
     ts.tv_nsec = ns % 1000000000LL;
-    rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+    rc = clocklock != NULL ? clocklock(m, CLOCK_MONOTONIC, &ts) : pthread_mutex_timedlock(m, &ts);
   }
   return make_i32(env, -track(env, m, rc, true));
 }
