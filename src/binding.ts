@@ -1,13 +1,14 @@
 /**
  * The only file that loads the native addon. It looks, in order, at `MMAPKIT_BINDING` (an explicit
- * path), `prebuilds/<platform>-<arch>/mmapkit.node`, `build/Release` and `build/Debug`.
+ * path), `build/Release` and `build/Debug` (a source build), then the prebuilt binary the package
+ * carries, `prebuilds/<platform>-<arch>[-musl]/mmapkit.node`.
  *
  * Contract of the addon: every wrapper takes checked primitives (addresses as bigint, or as number
  * where a hot path avoids BigInt arithmetic: user-space addresses fit in 2^53; lengths and file
  * offsets as number or bigint, flags as int32) and returns its result, or a negative errno as a number.
  * @module
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -84,6 +85,23 @@ export interface NativeBinding {
   readonly constants: Readonly<Record<string, number>>;
 }
 
+/** Whether this process runs on musl (Alpine) rather than glibc: its dynamic loader is mapped. */
+function isMusl(): boolean {
+  try {
+    return /\/ld-musl-|\/libc\.musl-/.test(readFileSync('/proc/self/maps', 'latin1'));
+  } catch {
+    return false;
+  }
+}
+
+/** Prebuilt binaries carried by the package (see scripts/prebuild.mjs). */
+const PREBUILT = ['linux-x64', 'linux-arm64', 'linux-x64-musl', 'linux-arm64-musl'];
+
+/** How to get a working addon when none fits or loads. */
+const BUILD_HINT =
+  'Build it from source with `npm explore mmapkit -- npm run build:native` (in a checkout: `npm run build:native`); ' +
+  'that needs python3, make and a C compiler. Or point MMAPKIT_BINDING at a mmapkit.node built for this machine.';
+
 function load(): NativeBinding {
   if (process.platform !== 'linux') {
     throw mmapkitError(
@@ -92,23 +110,36 @@ function load(): NativeBinding {
     );
   }
   const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+  const explicit = process.env['MMAPKIT_BINDING'];
+  if (explicit !== undefined && explicit !== '' && !existsSync(explicit)) {
+    throw mmapkitError('ERR_MMAP_BINDING_NOT_FOUND', `MMAPKIT_BINDING names ${explicit}, which does not exist. ${BUILD_HINT}`);
+  }
+  // A source build wins over the prebuilt binary: building is how a user says "not the prebuilt one".
+  const prebuilt = `${process.platform}-${process.arch}${isMusl() ? '-musl' : ''}`;
   const candidates = [
-    process.env['MMAPKIT_BINDING'],
-    join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'mmapkit.node'),
+    explicit,
     join(root, 'build', 'Release', 'mmapkit.node'),
     join(root, 'build', 'Debug', 'mmapkit.node'),
+    join(root, 'prebuilds', prebuilt, 'mmapkit.node'),
   ].filter((p): p is string => typeof p === 'string' && p.length > 0);
   const found = candidates.find((p) => existsSync(p));
   if (found === undefined) {
-    throw mmapkitError(
-      'ERR_MMAP_BINDING_NOT_FOUND',
-      `mmapkit's native addon is not built (looked in: ${candidates.join(', ')}). ` +
-        'Build it with `npm rebuild mmapkit` (or `npx node-gyp rebuild` in the package folder); ' +
-        'it needs python3, make and a C compiler.',
-    );
+    const why = PREBUILT.includes(prebuilt)
+      ? `the prebuilt binary for ${prebuilt} is missing from the package`
+      : `no prebuilt binary is made for ${prebuilt} (prebuilt: ${PREBUILT.join(', ')})`;
+    throw mmapkitError('ERR_MMAP_BINDING_NOT_FOUND', `mmapkit's native addon was not found: ${why} (looked in: ${candidates.join(', ')}). ${BUILD_HINT}`);
   }
   const require = createRequire(import.meta.url);
-  return require(found) as NativeBinding;
+  try {
+    return require(found) as NativeBinding;
+  } catch (err) {
+    // A binary for another C library or a too old one ("GLIBC_2.28 not found"), or a runtime
+    // without Node-API: say which file and what to do, with the loader's own words.
+    throw mmapkitError(
+      'ERR_MMAP_BINDING_LOAD_FAILED',
+      `mmapkit's native addon ${found} could not be loaded (${(err as Error).message.split('\n')[0]}). ${BUILD_HINT}`,
+    );
+  }
 }
 
 /** The loaded addon. */
