@@ -119,6 +119,7 @@ export class SharedMemory implements Disposable {
    * `ftruncate`) and map it shared read-write. Exclusive by default: an existing name is `EEXIST`.
    */
   static create(name: string, size: Int64Like, options?: SharedMemoryCreateOptions): SharedMemory {
+    checkRuntime();
     const canonical = validateShmName(name);
     const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
     const o = validateOptions(options, 'options', CREATE_OPTIONS);
@@ -155,6 +156,7 @@ export class SharedMemory implements Disposable {
 
   /** Open an existing named shared memory object (`shm_open`); a missing name is `ENOENT`. */
   static open(name: string, options?: SharedMemoryOpenOptions): SharedMemory {
+    checkRuntime();
     const canonical = validateShmName(name);
     const access = parseAccess(options);
     const fd = native.shmOpen(canonical, access === 'write' ? fsConstants.O_RDWR : fsConstants.O_RDONLY, 0);
@@ -175,6 +177,7 @@ export class SharedMemory implements Disposable {
    * children it was not given to.
    */
   static anonymous(size: Int64Like): SharedMemory {
+    checkRuntime();
     const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
     const fd = native.memfdCreate('mmapkit', constants.MFD_CLOEXEC ?? 1);
     if (fd < 0) throw systemError(fd, 'memfd_create');
@@ -192,6 +195,7 @@ export class SharedMemory implements Disposable {
    * inherited from a parent). The descriptor is duplicated (close-on-exec); yours stays yours.
    */
   static fromFd(fd: number, options?: SharedMemoryOpenOptions): SharedMemory {
+    checkRuntime();
     validateInt32(fd, 'fd', 0);
     const access = parseAccess(options);
     const dup = native.dupCloexec(fd);
@@ -206,6 +210,7 @@ export class SharedMemory implements Disposable {
    * attached once; for a second handle, use `SharedMemory.fromFd(first.fd)`.
    */
   static inherited(key = 'default', options?: SharedMemoryOpenOptions): SharedMemory {
+    checkRuntime();
     if (typeof key !== 'string') throw invalidArgType('key', 'of type string', key);
     const fds = readInheritEnv(process.env);
     const fd = fds[key];
@@ -362,6 +367,21 @@ export class SharedMemory implements Disposable {
     if (this.#mapping === undefined) {
       throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what} of a SharedMemory that has been closed`);
     }
+  }
+}
+
+/**
+ * Refuse runtimes whose `node:fs` cannot use the descriptors that SharedMemory opens natively
+ * (shm_open, memfd_create): Deno's (2.x) only knows descriptors it opened itself and answers EBADF.
+ */
+function checkRuntime(): void {
+  if (process.versions['deno'] !== undefined) {
+    throw mmapkitError(
+      'ERR_MMAP_UNSUPPORTED_RUNTIME',
+      `SharedMemory does not work in Deno ${process.versions['deno']}: its node:fs only accepts file descriptors that it opened ` +
+        'itself, not those of shm_open or memfd_create (EBADF). To share memory between processes in Deno, map a file ' +
+        "that both open: map(path, { access: 'write' }).",
+    );
   }
 }
 

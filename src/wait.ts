@@ -224,7 +224,12 @@ function threadBackend(): Backend {
 /** The io_uring backend, or null where the kernel lacks it (or MMAPKIT_ASYNC_WAIT=threads). */
 function uringBackend(): Backend | null {
   if (uring === undefined) {
-    uring = process.env['MMAPKIT_ASYNC_WAIT'] === 'threads' ? null : makeBackend((dispatch) => {
+    // The ring's eventfd is polled through libuv's uv_poll, which only Node has: Bun 1.4 aborts the
+    // process in uv_poll_init ("unsupported uv function") and Deno 2.9 crashes (SIGSEGV). Other
+    // runtimes use waiter threads, which need only Node-API.
+    const notNode = process.versions['bun'] !== undefined || process.versions['deno'] !== undefined;
+    const threadsOnly = process.env['MMAPKIT_ASYNC_WAIT'] === 'threads' || notNode;
+    uring = threadsOnly ? null : makeBackend((dispatch) => {
       const ctx = native.uringInit(dispatch);
       if (ctx === null) return null;
       let next = 1;
