@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { map, mapAnonymous, pageSize, Mapping } from '../dist/index.js';
-import { tempDir } from './helpers.mjs';
+import { cannotEmulate, tempDir } from './helpers.mjs';
 
 test('read access sees the file, and other writers, without a copy', (t) => {
   const file = join(tempDir(t), 'a.bin');
@@ -131,6 +131,7 @@ test('URL and Buffer paths are accepted', (t) => {
 });
 
 test('populate maps every page in at once', (t) => {
+  if (cannotEmulate(t, 'page residency as mincore reports it after MAP_POPULATE')) return;
   const file = join(tempDir(t), 'pop.bin');
   writeFileSync(file, randomBytes(64 * pageSize));
   for (const access of ['read', 'write', 'copy']) {
@@ -209,6 +210,7 @@ test('residency, advise, discard, lock and unlock on a real mapping', (t) => {
 });
 
 test('lock on a read mapping does not copy its pages', (t) => {
+  if (cannotEmulate(t, 'mlock2(MLOCK_ONFAULT) (EINVAL)')) return;
   const file = join(tempDir(t), 'l.bin');
   writeFileSync(file, Buffer.alloc(pageSize, 1));
   const m = map(file);

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SharedMemory, map, mapAnonymous, notify, wait, waitAsync } from '../dist/index.js';
-import { distUrl, runNode, tempDir, throwsCode, xorshift } from './helpers.mjs';
+import { cannotEmulate, distUrl, runNode, tempDir, throwsCode, xorshift } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
 
@@ -132,7 +132,8 @@ test('16 pending waitAsync calls leave fs I/O running normally (no threadpool us
   shm.close();
 });
 
-test('3000 pending waitAsync calls settle when woken together, 600 when they time out together', { timeout: 60_000 }, async () => {
+test('3000 pending waitAsync calls settle when woken together, 600 when they time out together', { timeout: 60_000 }, async (t) => {
+  if (cannotEmulate(t, 'a real CPU\'s speed: 3000 waiter threads started within the 20 s timeout')) return;
   // More completions at once than an io_uring's completion ring holds (4096 entries, two per wait):
   // the rest wait on the kernel's overflow list, and must still be collected.
   const shm = SharedMemory.anonymous(4 * 4096);
@@ -171,7 +172,8 @@ test('a pending waitAsync keeps the process alive like a timer; ref: false does 
   assert.ok(Date.now() - t0 < 5000);
 });
 
-test('both places async waits sleep: io_uring (where the kernel has FUTEX_WAIT in it) and waiter threads (MMAPKIT_ASYNC_WAIT=threads)', () => {
+test('both places async waits sleep: io_uring (where the kernel has FUTEX_WAIT in it) and waiter threads (MMAPKIT_ASYNC_WAIT=threads)', (t) => {
+  if (cannotEmulate(t, 'io_uring (ENOSYS: waits use waiter threads there)')) return;
   // The same checks in two child processes: wake, timeout, abort, unmap, a worker's waits; and which
   // of the two was used, from /proc: a ring is an anon_inode:[io_uring] descriptor, a waiter a thread.
   const program = `
@@ -328,7 +330,8 @@ test('worker threads: waits across threads, and a worker terminated with waits p
   shm.close();
 });
 
-test('waitAsync spin options: a hybrid wait sees a change made while it spins; threadSpin still sleeps', async () => {
+test('waitAsync spin options: a hybrid wait sees a change made while it spins; threadSpin still sleeps', async (t) => {
+  if (cannotEmulate(t, 'a real CPU\'s speed: a child that starts and writes within the 2 s spin')) return;
   const shm = SharedMemory.anonymous(4096);
   const w = words(shm);
   // A child changes the word 5 ms from now; we spin for up to 2 s on the calling thread.

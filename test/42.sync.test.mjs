@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Event, Mutex, Semaphore, SharedMemory, map, mapAnonymous, HEADER } from '../dist/index.js';
-import { tempDir, throwsCode, xorshift } from './helpers.mjs';
+import { cannotEmulate, tempDir, throwsCode, xorshift } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
 const uniq = (tag) => `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -48,7 +48,8 @@ test('a mutex makes a non-atomic counter exact across three processes', async (t
 });
 
 for (const how of ['lock', 'lockAsync', 'tryLock']) {
-  test(`robust mutex: the owner is killed with SIGKILL while holding it; ${how} gets 'owner-died'`, async () => {
+  test(`robust mutex: the owner is killed with SIGKILL while holding it; ${how} gets 'owner-died'`, async (t) => {
+    if (cannotEmulate(t, 'robust futexes (set_robust_list): a dead owner\'s mutex is never marked')) return;
     const shm = SharedMemory.anonymous(4096);
     const mx = Mutex.create(shm, 0);
     const held = Event.create(shm, 64);
@@ -80,7 +81,8 @@ for (const how of ['lock', 'lockAsync', 'tryLock']) {
   });
 }
 
-test("robust mutex: unlocking after 'owner-died' without markConsistent makes it unusable, as in POSIX", async () => {
+test("robust mutex: unlocking after 'owner-died' without markConsistent makes it unusable, as in POSIX", async (t) => {
+  if (cannotEmulate(t, 'robust futexes (set_robust_list)')) return;
   const shm = SharedMemory.anonymous(4096);
   const mx = Mutex.create(shm, 0);
   const held = Event.create(shm, 64);
@@ -244,7 +246,8 @@ test('bad input and closed memory', async (t) => {
   for (const p of [mx.lockAsync(), sem.waitAsync(), ev.waitAsync()]) await assert.rejects(p, { code: 'ERR_MMAP_CLOSED' });
 });
 
-test("robust mutex: a worker that ends holding the lock, and a process that exits normally holding it, both leave 'owner-died'", async () => {
+test("robust mutex: a worker that ends holding the lock, and a process that exits normally holding it, both leave 'owner-died'", async (t) => {
+  if (cannotEmulate(t, 'robust futexes (set_robust_list)')) return;
   const { Worker } = await import('node:worker_threads');
   const { distUrl } = await import('./helpers.mjs');
   const shm = SharedMemory.anonymous(4096);

@@ -239,3 +239,17 @@ function* walk(dir) {
     if (e.isDirectory()) yield* walk(p);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Emulators. scripts/platforms.mjs runs the core tests of the arm64 build under qemu-user with
+// MMAPKIT_EMULATOR=qemu-user; what the emulator does not implement is skipped there, saying what.
+
+/** The emulator the tests run under ('' on real hardware). */
+export const emulator = process.env.MMAPKIT_EMULATOR ?? '';
+
+/** Under an emulator that lacks `what`, skip test `t` saying so and return true. */
+export function cannotEmulate(t, what) {
+  if (emulator === '') return false;
+  t.skip(`${emulator} does not emulate ${what}`);
+  return true;
+}
