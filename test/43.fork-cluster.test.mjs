@@ -1,4 +1,4 @@
-// The child_process.fork() and cluster recipes of docs/large-files.md, run across real processes
+// The child_process.fork() and cluster recipes of docs/fork-and-cluster.md, run across real processes
 // (test/fixtures/fork-cluster.mjs is the recipe code): anonymous shared memory handed over with
 // childOptions(), next to the IPC channel that fork() and cluster need.
 import { test } from 'node:test';
@@ -16,13 +16,15 @@ function runRecipe(mode) {
   return JSON.parse(r.stdout.trim().split('\n').at(-1));
 }
 
-test('fork(): childOptions() with \'ipc\' in stdio hands over the memory and keeps the IPC channel', { timeout: 90_000 }, () => {
-  const out = runRecipe('fork');
-  assert.equal(out.woken, true, 'the child set the Event in the shared memory');
-  assert.equal(out.text, 'HELLO THROUGH FORK', 'the child wrote what it received over IPC into the shared memory');
-  assert.deepEqual(out.messages, ['ready', { pid: out.childPid, wrote: 18 }]);
-  assert.deepEqual(out.exit, { code: 0, signal: null });
-});
+for (const [mode, how] of [['fork', 'before'], ['fork-ipc-last', 'after']]) {
+  test(`fork(): 'ipc' in stdio ${how} the descriptor from childOptions() hands over the memory and keeps the IPC channel`, { timeout: 90_000 }, () => {
+    const out = runRecipe(mode);
+    assert.equal(out.woken, true, 'the child set the Event in the shared memory');
+    assert.equal(out.text, 'HELLO THROUGH FORK', 'the child wrote what it received over IPC into the shared memory');
+    assert.deepEqual(out.messages, ['ready', { pid: out.childPid, wrote: 18 }]);
+    assert.deepEqual(out.exit, { code: 0, signal: null });
+  });
+}
 
 test('cluster: setupPrimary({ stdio }) and fork(env) give every worker the same memory', { timeout: 90_000 }, () => {
   const out = runRecipe('cluster');
