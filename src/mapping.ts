@@ -9,7 +9,7 @@
  * garbage collector releases them (see Region), so nothing can touch freed memory or a newer mapping.
  * @module
  */
-import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, rmSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, rmSync, constants as fsConstants } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
 import { constants as osConstants } from 'node:os';
 import { native } from './binding.js';
@@ -176,15 +176,38 @@ export function mappingCount(): number {
   return native.mappingCount();
 }
 
-function tooManyMappings(live: number, max: number, refusedBy: 'kernel' | 'mmapkit'): MmapkitError {
+/**
+ * How many mappings the process has now (the lines of /proc/self/maps), or undefined where that cannot
+ * be read. Called when mmap failed with ENOMEM, so it reads through one small buffer: the process may
+ * have no mapping to spare for a larger one.
+ */
+function processMappingCount(): number | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync('/proc/self/maps', 'r');
+    const chunk = Buffer.allocUnsafeSlow(64 * 1024);
+    let lines = 0;
+    for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
+      for (let i = chunk.indexOf(10); i !== -1 && i < n; i = chunk.indexOf(10, i + 1)) lines++;
+    }
+    return lines;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** ERR_MMAP_TOO_MANY_MAPPINGS; `all`: the process's mappings, when the kernel refused and they were counted. */
+function tooManyMappings(live: number, max: number, refusedBy: 'kernel' | 'mmapkit', all?: number): MmapkitError {
   const n = (v: number): string => v.toLocaleString('en-US');
   const why =
     refusedBy === 'mmapkit'
       ? `${n(live)} mappings made by mmapkit are mapped in this process, and the kernel allows ${n(max)} per process ` +
         `(vm.max_map_count), Node's own included: mmapkit stops at ${n(mappingCeiling(max))} to leave the rest to Node, ` +
         'which aborts the process when it cannot map memory.'
-      : `the kernel refused a new mapping (mmap: ENOMEM) while ${n(live)} mappings made by mmapkit are mapped in this ` +
-        `process; it allows ${n(max)} per process (vm.max_map_count), Node's own included.`;
+      : `the kernel refused a new mapping (mmap: ENOMEM): this process has ${all === undefined ? 'run out of' : `${n(all)}`} ` +
+        `mappings, ${n(live)} of them made by mmapkit, and the kernel allows ${n(max)} per process (vm.max_map_count).`;
   return mmapkitError(
     'ERR_MMAP_TOO_MANY_MAPPINGS',
     `Too many mappings: ${why} Did you forget unmap()? A Mapping dropped without unmap() stays mapped until the ` +
@@ -206,9 +229,14 @@ export function mmapChecked(length: bigint, prot: number, flags: number, fd: num
   }
   const addr = native.mmap(length, prot, flags, fd, offset, Number(length < EXTERNAL_CAP ? length : EXTERNAL_CAP));
   if (typeof addr === 'bigint') return addr;
-  // ENOMEM is also what mmap says at vm.max_map_count: say so when mmapkit holds many of them.
-  const max = maxMapCount();
-  if (addr === -osConstants.errno.ENOMEM && native.mappingCount() >= max / 2) throw tooManyMappings(native.mappingCount(), max, 'kernel');
+  // ENOMEM is also what mmap says at vm.max_map_count (when something else took the room mmapkit left
+  // to Node): say so when the process is at the limit and mmapkit holds at least half of it. An ENOMEM
+  // for want of memory or address space stays a system error.
+  if (addr === -osConstants.errno.ENOMEM && native.mappingCount() >= maxMapCount() / 2) {
+    const max = maxMapCount();
+    const all = processMappingCount();
+    if (all === undefined || all >= max - 16) throw tooManyMappings(native.mappingCount(), max, 'kernel', all);
+  }
   throw systemError(addr, 'mmap', path);
 }
 
