@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { distUrl, runNode } from './helpers.mjs';
 
 const bindingUrl = new URL('../dist/binding.js', import.meta.url).href;
-const { mapAnonymous, mappingCount } = await import(distUrl);
+const { mapAnonymous, mappingCount, SharedMemory } = await import(distUrl);
 
 /** vm.max_map_count, as mmapkit reads it. */
 const maxMapCount = Number(readFileSync('/proc/sys/vm/max_map_count', 'latin1'));
@@ -232,7 +232,13 @@ function runWithFileLimit(limit, code) {
   return r;
 }
 
-test('EMFILE from leaked SharedMemory objects keeps its fs shape and asks about close()', { timeout: 60_000 }, () => {
+test('EMFILE from leaked SharedMemory objects keeps its fs shape and asks about close()', { timeout: 60_000 }, (t) => {
+  const name = `mmapkit-test-emfile-${process.pid}`;
+  t.after(() => {
+    try {
+      SharedMemory.unlink(name); // only if the child failed before it removed the name
+    } catch {}
+  });
   const r = runWithFileLimit(
     64,
     `
@@ -242,7 +248,7 @@ test('EMFILE from leaked SharedMemory objects keeps its fs shape and asks about 
     const out = {};
     try { for (;;) leaked.push(SharedMemory.anonymous(4096)); } catch (e) { out.anonymous = shape(e); }
     out.count = leaked.length;
-    const name = 'mmapkit-test-emfile-' + process.pid;
+    const name = ${JSON.stringify(name)};
     try { SharedMemory.create(name, 4096); } catch (e) { out.create = shape(e); }
     try { SharedMemory.fromFd(leaked[0].fd); } catch (e) { out.fromFd = shape(e); }
     leaked.pop().close(); // one descriptor free: create works and takes it
