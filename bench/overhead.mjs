@@ -27,7 +27,7 @@ async function withLiveMappings(others, cfg, fd) {
   const extra = [];
   for (let i = 0; i < others; i++) extra.push(mapAnonymous(4096));
   const m = mapAnonymous(4096);
-  const addr = native.mmap(4096n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n);
+  const addr = native.mmap(4096n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n, 4096);
   let sink = 0;
   const ns = await interleaved(
     {
@@ -78,7 +78,7 @@ export async function run(ctx) {
   const buf = m.buffer;
   const u32 = new Uint32Array(buf.buffer, buf.byteOffset, buf.length >>> 2);
   // A region that the guard registry scan finds at once (the lowest free slot).
-  const addr = native.mmap(1n << 20n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n);
+  const addr = native.mmap(1n << 20n, PROT_RW, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n, 1 << 20);
   if (typeof addr === 'number') throw new Error(`mmap: ${addr}`);
   const ns = await interleaved(
     {
@@ -171,7 +171,7 @@ export async function run(ctx) {
       },
       nativeMmapMunmap: (n) => {
         for (let i = 0; i < n; i++) {
-          const a = native.mmap(4096n, PROT_RW, MAP_PRIVATE, fd, 0n);
+          const a = native.mmap(4096n, PROT_RW, MAP_PRIVATE, fd, 0n, 4096);
           if (typeof a === 'number') throw new Error(`mmap: ${a}`);
           native.munmap(a, 4096);
         }

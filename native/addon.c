@@ -12,8 +12,12 @@
 #include "uring.h"
 
 /* When this environment goes away (a worker thread exits), its JavaScript objects are gone and their
- * finalizers will never run: unmap what they still held, or every worker would leak its mappings. */
-static void on_env_teardown(void* env) { guard_unmap_owned(env); }
+ * finalizers will never run: unmap what they still held, or every worker would leak its mappings.
+ * The bytes they had reported to V8 go back too, so its count is right to the end. */
+static void on_env_teardown(void* env) {
+  int64_t external = (int64_t)guard_unmap_owned(env), total;
+  if (external > 0) napi_adjust_external_memory((napi_env)env, -external, &total);
+}
 
 static napi_value init(napi_env env, napi_value exports) {
   if (napi_add_env_cleanup_hook(env, on_env_teardown, env) != napi_ok) return NULL;
@@ -25,6 +29,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reserve", NULL, js_reserve, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"externalMemory", NULL, js_external_memory, NULL, NULL, NULL, napi_enumerable, NULL},
       {"msync", NULL, js_msync, NULL, NULL, NULL, napi_enumerable, NULL},
       {"msyncAsync", NULL, js_msync_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mprotect", NULL, js_mprotect, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -37,6 +42,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"detach", NULL, js_detach, NULL, NULL, NULL, napi_enumerable, NULL},
       {"faultCounter", NULL, js_fault_counter, NULL, NULL, NULL, napi_enumerable, NULL},
       {"faulted", NULL, js_faulted, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mappingCount", NULL, js_mapping_count, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstall", NULL, js_guard_install, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstalled", NULL, js_guard_installed, NULL, NULL, NULL, napi_enumerable, NULL},
       {"shmOpen", NULL, js_shm_open, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -34,6 +34,7 @@ typedef struct slot {
   _Atomic int prot;
   _Atomic int faulted;
   void* _Atomic owner;
+  size_t external;          /* bytes reported to V8 for this mapping while it is live; g_reg_mu */
   struct slot* bucket_next; /* hash chain of the address index; g_reg_mu */
   struct slot* free_next;   /* free list; g_reg_mu */
 } slot_t;
@@ -145,6 +146,8 @@ static size_t g_nbuckets = 0;
 static size_t g_indexed = 0;
 static chunk_t* g_last_chunk = &g_head;
 static bool g_head_listed = false;
+/* Live (SLOT_LIVE) mappings of every environment: written under g_reg_mu, read without it. */
+static _Atomic size_t g_live = 0;
 
 static size_t bucket_of(uintptr_t a, size_t n) {
   return (size_t)(((a >> 12) * 0x9E3779B97F4A7C15ull) >> 17) & (n - 1);
@@ -190,23 +193,22 @@ static void list_chunk(chunk_t* c) {
   }
 }
 
+/* The slot of the mapping that starts at addr (g_reg_mu held), or NULL. */
+static slot_t* find_slot_locked(uintptr_t a) {
+  if (g_nbuckets == 0) return NULL;
+  for (slot_t* s = g_buckets[bucket_of(a, g_nbuckets)]; s != NULL; s = s->bucket_next)
+    if (atomic_load_explicit(&s->start, memory_order_relaxed) == a) return s;
+  return NULL;
+}
+
 static slot_t* find_slot(void* addr) {
-  uintptr_t a = (uintptr_t)addr;
-  slot_t* found = NULL;
   pthread_mutex_lock(&g_reg_mu);
-  if (g_nbuckets > 0) {
-    for (slot_t* s = g_buckets[bucket_of(a, g_nbuckets)]; s != NULL; s = s->bucket_next) {
-      if (atomic_load_explicit(&s->start, memory_order_relaxed) == a) {
-        found = s;
-        break;
-      }
-    }
-  }
+  slot_t* found = find_slot_locked((uintptr_t)addr);
   pthread_mutex_unlock(&g_reg_mu);
   return found;
 }
 
-int guard_register(void* addr, size_t len, int prot, void* owner) {
+int guard_register(void* addr, size_t len, int prot, void* owner, size_t external) {
   pthread_mutex_lock(&g_reg_mu);
   if (!g_head_listed) {
     list_chunk(&g_head);
@@ -234,46 +236,63 @@ int guard_register(void* addr, size_t len, int prot, void* owner) {
   atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
   atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
   atomic_store_explicit(&s->owner, owner, memory_order_relaxed);
+  s->external = external;
   size_t b = bucket_of((uintptr_t)addr, g_nbuckets);
   s->bucket_next = g_buckets[b];
   g_buckets[b] = s;
   g_indexed++;
   /* release: publish start/len/prot to the signal handler before it can match this slot */
   atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
+  atomic_fetch_add_explicit(&g_live, 1, memory_order_relaxed);
   pthread_mutex_unlock(&g_reg_mu);
   return 0;
 }
 
-/* Forget a slot (g_reg_mu held). */
-static void release_slot(slot_t* s) {
+/* A live slot stops being live (g_reg_mu held): returns the bytes it had reported to V8, once. */
+static size_t end_live(slot_t* s) {
+  if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_LIVE) return 0;
+  atomic_fetch_sub_explicit(&g_live, 1, memory_order_relaxed);
+  size_t external = s->external;
+  s->external = 0;
+  return external;
+}
+
+/* Forget a slot (g_reg_mu held); returns the bytes it still had reported to V8. */
+static size_t release_slot(slot_t* s) {
+  size_t external = end_live(s);
   /* release: the handler stops matching the range before the address can be reused */
   atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
   index_remove(s);
   s->free_next = g_free;
   g_free = s;
+  return external;
 }
 
-void guard_unregister(void* addr) {
-  uintptr_t a = (uintptr_t)addr;
+size_t guard_unregister(void* addr) {
   pthread_mutex_lock(&g_reg_mu);
-  if (g_nbuckets > 0) {
-    for (slot_t* s = g_buckets[bucket_of(a, g_nbuckets)]; s != NULL; s = s->bucket_next) {
-      if (atomic_load_explicit(&s->start, memory_order_relaxed) == a) {
-        release_slot(s);
-        break;
-      }
-    }
+  slot_t* s = find_slot_locked((uintptr_t)addr);
+  size_t external = s == NULL ? 0 : release_slot(s);
+  pthread_mutex_unlock(&g_reg_mu);
+  return external;
+}
+
+size_t guard_mark_reserved(void* addr) {
+  pthread_mutex_lock(&g_reg_mu);
+  slot_t* s = find_slot_locked((uintptr_t)addr);
+  size_t external = 0;
+  if (s != NULL) {
+    external = end_live(s);
+    /* release: the handler stops matching this range */
+    atomic_store_explicit(&s->state, SLOT_RESERVED, memory_order_release);
   }
   pthread_mutex_unlock(&g_reg_mu);
+  return external;
 }
 
-void guard_mark_reserved(void* addr) {
-  slot_t* s = find_slot(addr);
-  /* release: the handler stops matching this range */
-  if (s != NULL) atomic_store_explicit(&s->state, SLOT_RESERVED, memory_order_release);
-}
+size_t guard_live_count(void) { return atomic_load_explicit(&g_live, memory_order_relaxed); }
 
-void guard_unmap_owned(void* owner) {
+size_t guard_unmap_owned(void* owner) {
+  size_t external = 0;
   pthread_mutex_lock(&g_reg_mu);
   for (chunk_t* c = &g_head; c != NULL; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
     for (int i = 0; i < SLOTS_PER_CHUNK; i++) {
@@ -283,11 +302,12 @@ void guard_unmap_owned(void* owner) {
         continue;
       void* start = (void*)atomic_load_explicit(&s->start, memory_order_relaxed);
       size_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
-      release_slot(s); /* before munmap, as in js_munmap */
+      external += release_slot(s); /* before munmap, as in js_munmap */
       munmap(start, len);
     }
   }
   pthread_mutex_unlock(&g_reg_mu);
+  return external;
 }
 
 void guard_set_prot(void* addr, size_t len, int prot) {
@@ -325,6 +345,14 @@ napi_value js_fault_counter(napi_env env, napi_callback_info info) {
     return ab;
   /* A runtime that forbids external buffers: TypeScript falls back to asking faulted() every time. */
   return null_after_clearing(env);
+}
+
+/* mappingCount() -> how many mappings made by this addon, in every thread, are mapped (not unmapped
+ * yet: placeholders of unmapped memory do not count). */
+napi_value js_mapping_count(napi_env env, napi_callback_info info) {
+  napi_value r;
+  NAPI_CALL(env, napi_create_double(env, (double)guard_live_count(), &r));
+  return r;
 }
 
 /* faulted(addr): whether the mapping that starts at addr had a bus error repaired. */

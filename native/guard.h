@@ -12,23 +12,32 @@
 int guard_install(bool again);
 
 /* Record a live mapping so that a bus error inside it can be repaired, owned by the Node environment
- * (main thread or worker) that made it. Returns 0 or -ENOMEM. */
-int guard_register(void* addr, size_t len, int prot, void* owner);
+ * (main thread or worker) that made it, which reported `external` bytes of it to V8
+ * (napi_adjust_external_memory). Returns 0 or -ENOMEM.
+ * The registry hands those bytes back exactly once, when the mapping stops being live: from
+ * guard_mark_reserved, guard_unregister or guard_unmap_owned, whichever comes first; the caller
+ * subtracts them from V8's count. */
+int guard_register(void* addr, size_t len, int prot, void* owner, size_t external);
 
 /* Unmap every mapping still owned by `owner`: called when that environment is torn down (a worker
- * thread exits), when no JavaScript object of it can reach the memory any more. */
-void guard_unmap_owned(void* owner);
+ * thread exits), when no JavaScript object of it can reach the memory any more. Returns the bytes the
+ * live ones had reported to V8. */
+size_t guard_unmap_owned(void* owner);
 
-/* Forget a mapping (called right before munmap). */
-void guard_unregister(void* addr);
+/* Forget a mapping (called right before munmap). Returns the bytes it had reported to V8 if it was
+ * still live (0 for a placeholder: guard_mark_reserved returned them). */
+size_t guard_unregister(void* addr);
+
+/* How many registered mappings are live, in every environment (placeholders do not count). */
+size_t guard_live_count(void);
 
 /* Record the protection of a mapping after mprotect of [addr, addr+len); only a change of the whole
  * mapping counts (used to patch pages). */
 void guard_set_prot(void* addr, size_t len, int prot);
 
 /* The mapping at addr was replaced by a PROT_NONE placeholder: stop repairing faults there, but keep
- * it for guard_unmap_owned. */
-void guard_mark_reserved(void* addr);
+ * it for guard_unmap_owned. Returns the bytes it had reported to V8 (0 if it was not live). */
+size_t guard_mark_reserved(void* addr);
 
 /* Whether a bus error inside the mapping starting at addr has been repaired since it was mapped. */
 bool guard_faulted(void* addr);
@@ -37,5 +46,6 @@ napi_value js_guard_install(napi_env env, napi_callback_info info);
 napi_value js_guard_installed(napi_env env, napi_callback_info info);
 napi_value js_fault_counter(napi_env env, napi_callback_info info);
 napi_value js_faulted(napi_env env, napi_callback_info info);
+napi_value js_mapping_count(napi_env env, napi_callback_info info);
 
 #endif

@@ -12,23 +12,49 @@
 
 #include "guard.h"
 
-/* mmap(length, prot, flags, fd, offset) -> address (bigint) | -errno (number).
- * The mapping is recorded in the SIGBUS guard's registry so a truncated file cannot kill us. */
+/* Tell V8 that `change` bytes of memory outside its heap came or went (napi_adjust_external_memory),
+ * so that its garbage collector runs sooner while dropped mappings hold memory, and finds them. */
+static bool report_external(napi_env env, int64_t change) {
+  int64_t total;
+  return change == 0 || napi_adjust_external_memory(env, change, &total) == napi_ok;
+}
+
+/* mmap(length, prot, flags, fd, offset, external) -> address (bigint) | -errno (number).
+ * The mapping is recorded in the SIGBUS guard's registry so a truncated file cannot kill us, and
+ * `external` bytes of it (TypeScript decides how many) are reported to V8 until it is unmapped: the
+ * registry gives them back once, to js_reserve, js_munmap or the environment's teardown. */
 napi_value js_mmap(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  uint64_t len, off;
+  napi_value argv[6];
+  uint64_t len, off, external;
   int32_t prot, flags, fd;
-  if (!get_args(env, info, 5, argv) || !get_u64(env, argv[0], &len) || !get_i32(env, argv[1], &prot) ||
-      !get_i32(env, argv[2], &flags) || !get_i32(env, argv[3], &fd) || !get_u64(env, argv[4], &off))
+  if (!get_args(env, info, 6, argv) || !get_u64(env, argv[0], &len) || !get_i32(env, argv[1], &prot) ||
+      !get_i32(env, argv[2], &flags) || !get_i32(env, argv[3], &fd) || !get_u64(env, argv[4], &off) ||
+      !get_u64(env, argv[5], &external))
     return NULL;
+  if (external > (uint64_t)INT64_MAX) external = (uint64_t)INT64_MAX;
   void* p = mmap(NULL, (size_t)len, prot, flags, fd, (off_t)off);
   if (p == MAP_FAILED) return make_i32(env, -errno);
-  int rc = guard_register(p, (size_t)len, prot, env);
+  int rc = guard_register(p, (size_t)len, prot, env, (size_t)external);
   if (rc != 0) {
     munmap(p, (size_t)len);
     return make_i32(env, rc);
   }
+  if (!report_external(env, (int64_t)external)) {
+    guard_unregister(p); /* gives back bytes V8 never got: drop them */
+    munmap(p, (size_t)len);
+    THROW(env, "mmapkit: napi_adjust_external_memory failed");
+  }
   return make_ptr(env, p);
+}
+
+/* externalMemory() -> the bytes of external memory V8 counts for this environment's isolate (what
+ * napi_adjust_external_memory adds up; not process.memoryUsage().external, which counts ArrayBuffers). */
+napi_value js_external_memory(napi_env env, napi_callback_info info) {
+  int64_t total;
+  NAPI_CALL(env, napi_adjust_external_memory(env, 0, &total));
+  napi_value r;
+  NAPI_CALL(env, napi_create_double(env, (double)total, &r));
+  return r;
 }
 
 /* munmap(addr, length) -> 0 | -errno. Only whole mappings made by js_mmap are passed here. */
@@ -39,15 +65,18 @@ napi_value js_munmap(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 2, argv) || !get_ptr(env, argv[0], &addr) || !get_u64(env, argv[1], &len))
     return NULL;
   /* Forget the range first: once unmapped, the address may be reused by an unrelated mapping. */
-  guard_unregister(addr);
+  size_t external = guard_unregister(addr);
   int rc = munmap(addr, (size_t)len);
-  return make_result(env, rc, errno);
+  int err = errno;
+  report_external(env, -(int64_t)external);
+  return make_result(env, rc, err);
 }
 
 /* reserve(addr, length) -> 0 | -errno: replace a mapping by an inaccessible placeholder
  * (mmap MAP_FIXED, PROT_NONE, anonymous, no reserve). The file pages are released at once, but the
  * addresses stay ours, so nothing new can be mapped where a stale pointer (an fs.write in flight on
- * a libuv thread, say) could still write from or read into: it gets EFAULT instead. munmap later. */
+ * a libuv thread, say) could still write from or read into: it gets EFAULT instead. munmap later.
+ * The memory is gone, so V8 hears that its bytes are. */
 napi_value js_reserve(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   void* addr;
@@ -56,7 +85,7 @@ napi_value js_reserve(napi_env env, napi_callback_info info) {
     return NULL;
   void* p = mmap(addr, (size_t)len, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return make_i32(env, -errno);
-  guard_mark_reserved(addr);
+  report_external(env, -(int64_t)guard_mark_reserved(addr));
   return make_i32(env, 0);
 }
 

@@ -23,8 +23,14 @@ export type UringContext = { readonly __brand: 'UringContext' };
 
 /** The native exports (see native/addon.c). Internal: not part of the public API. */
 export interface NativeBinding {
-  mmap(length: bigint, prot: number, flags: number, fd: number, offset: bigint): bigint | number;
+  /**
+   * mmap(2), registered with the SIGBUS guard; `external` bytes are reported to V8 as external memory
+   * until the mapping is reserved, unmapped or its environment torn down (each gives them back once).
+   */
+  mmap(length: bigint, prot: number, flags: number, fd: number, offset: bigint, external: number): bigint | number;
   munmap(addr: bigint, length: number): Status;
+  /** V8's count of external memory for this isolate (the sum of napi_adjust_external_memory). */
+  externalMemory(): number;
   /** Replace the mapping by a PROT_NONE placeholder that keeps its addresses (munmap it later). */
   reserve(addr: bigint, length: number): Status;
   msync(addr: bigint, length: number, flags: number): Status;
@@ -39,6 +45,8 @@ export interface NativeBinding {
   view(addr: bigint, length: number): ArrayBuffer | null;
   detach(buffer: ArrayBuffer): void;
   faulted(addr: bigint): boolean;
+  /** How many mappings made by the addon, in every thread of the process, are still mapped. */
+  mappingCount(): number;
   /** A 4-byte ArrayBuffer over the process-wide count of faults the guard repaired. */
   faultCounter(): ArrayBuffer | null;
   shmOpen(name: string, oflag: number, mode: number): number;

@@ -5,6 +5,7 @@
 export {
   map,
   mapAnonymous,
+  mappingCount,
   Mapping,
   MAX_VIEW_LENGTH,
   type Access,

@@ -9,7 +9,7 @@
 import { native } from './binding.js';
 import { constants } from './constants.js';
 import { invalidArgType, invalidArgValue, systemError } from './errors.js';
-import { Mapping, createMapping, kProtect, resolveAddress } from './mapping.js';
+import { Mapping, createMapping, kProtect, mmapChecked, resolveAddress } from './mapping.js';
 import { type Int64Like, validateInt32, validateInt64 } from './validators.js';
 
 /** Where C takes `void *addr`: a Mapping (its first byte) or a view over one (the view's first byte). */
@@ -32,8 +32,7 @@ export function mmap(length: Int64Like, prot: number, flags: number, fd: number,
   if ((flags & fixed) !== 0) {
     throw invalidArgValue('flags', flags, 'must not include MAP_FIXED or MAP_FIXED_NOREPLACE (mmapkit chooses the address)');
   }
-  const addr = native.mmap(len, prot, flags, fd, off);
-  if (typeof addr === 'number') throw systemError(addr, 'mmap');
+  const addr = mmapChecked(len, prot, flags, fd, off);
   return createMapping({
     addr,
     mapLength: Number(len),

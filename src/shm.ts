@@ -4,10 +4,10 @@
  * @module
  */
 import type { IOType, StdioOptions } from 'node:child_process';
-import { closeSync, fstatSync, ftruncateSync, readlinkSync, constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, readFileSync, readlinkSync, constants as fsConstants } from 'node:fs';
 import { native } from './binding.js';
 import { constants } from './constants.js';
-import { invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError } from './errors.js';
+import { type SystemError, invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError } from './errors.js';
 import { type Mapping, map } from './mapping.js';
 import { type Int64Like, validateInt32, validateInt64, validateOneOf, validateOptions } from './validators.js';
 
@@ -72,14 +72,56 @@ const kCreate = Symbol('mmapkit.shm.create');
 /** Inherited descriptors already taken by `inherited()` (each can be owned once). */
 const adopted = new Set<number>();
 
+/** SharedMemory objects of this thread that hold a descriptor: not closed, not collected. */
+let openHandles = 0;
+
 /** Closes the descriptor of a SharedMemory that was dropped without close() (its mapping has its own). */
 const fdFinalizer = new FinalizationRegistry<number>((fd) => {
+  openHandles--;
   try {
     closeSync(fd);
   } catch {
     // already closed by someone else: nothing to release
   }
 });
+
+/** The soft limit of open descriptors when last read (RLIMIT_NOFILE), or undefined. */
+let nofile: number | undefined;
+
+/**
+ * The soft limit of open descriptors, from /proc/self/limits. Read when the first SharedMemory is made:
+ * once descriptors have run out, the file cannot be opened, and the last value read is used.
+ */
+function nofileLimit(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
+    if (m !== null) nofile = Number(m[1]);
+  } catch {
+    // out of descriptors (or no /proc): keep what was read before
+  }
+  return nofile;
+}
+
+/**
+ * A system error of a call that opens a descriptor; on EMFILE, when this thread's open SharedMemory
+ * objects hold a good part of the process's descriptors (a quarter of RLIMIT_NOFILE, or 256 where the
+ * limit cannot be read), the message says so and asks whether close() was forgotten. The error keeps
+ * its shape (code, errno, syscall, path); only the message grows.
+ */
+function openError(errno: number, syscall: string, path?: string): SystemError {
+  const err = systemError(errno, syscall, path);
+  if (err.code === 'EMFILE') {
+    const limit = nofileLimit();
+    if (openHandles * 4 >= (limit ?? 1024)) {
+      err.message +=
+        ` (${openHandles.toLocaleString('en-US')} SharedMemory objects are open in this thread, each holding a descriptor` +
+        `${limit === undefined ? '' : `, of at most ${limit.toLocaleString('en-US')} per process (RLIMIT_NOFILE)`}: did you forget close()? ` +
+        'A SharedMemory dropped without close() keeps its descriptor until the garbage collector finds it.)';
+      Error.captureStackTrace(err, openError); // the stack starts with the message: make it the new one
+    }
+  }
+  return err;
+}
 
 /**
  * A shared memory object and its mapping. Disposable: `close()` unmaps it and closes its descriptor
@@ -102,6 +144,7 @@ export class SharedMemory implements Disposable {
     try {
       this.#mapping = map(fd, { access });
       fdFinalizer.register(this, fd, this);
+      if (openHandles++ === 0 && nofile === undefined) nofileLimit();
     } catch (err) {
       closeSync(fd);
       if ((err as { code?: string }).code === 'ERR_MMAP_EMPTY_FILE') {
@@ -137,7 +180,7 @@ export class SharedMemory implements Disposable {
       fd = native.shmOpen(canonical, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
       created = fd >= 0;
       if (fd === EEXIST && !exclusive) fd = native.shmOpen(canonical, fsConstants.O_RDWR, 0);
-      if (fd < 0 && !(fd === ENOENT && !exclusive && attempt < 100)) throw systemError(fd, 'shm_open', canonical);
+      if (fd < 0 && !(fd === ENOENT && !exclusive && attempt < 100)) throw openError(fd, 'shm_open', canonical);
     }
     try {
       try {
@@ -160,7 +203,7 @@ export class SharedMemory implements Disposable {
     const canonical = validateShmName(name);
     const access = parseAccess(options);
     const fd = native.shmOpen(canonical, access === 'write' ? fsConstants.O_RDWR : fsConstants.O_RDONLY, 0);
-    if (fd < 0) throw systemError(fd, 'shm_open', canonical);
+    if (fd < 0) throw openError(fd, 'shm_open', canonical);
     return new SharedMemory(kCreate, fd, canonical, access);
   }
 
@@ -180,7 +223,7 @@ export class SharedMemory implements Disposable {
     checkRuntime();
     const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
     const fd = native.memfdCreate('mmapkit', constants.MFD_CLOEXEC ?? 1);
-    if (fd < 0) throw systemError(fd, 'memfd_create');
+    if (fd < 0) throw openError(fd, 'memfd_create');
     try {
       ftruncateSync(fd, Number(length));
     } catch (err) {
@@ -199,7 +242,7 @@ export class SharedMemory implements Disposable {
     validateInt32(fd, 'fd', 0);
     const access = parseAccess(options);
     const dup = native.dupCloexec(fd);
-    if (dup < 0) throw systemError(dup, 'fcntl');
+    if (dup < 0) throw openError(dup, 'fcntl');
     return new SharedMemory(kCreate, dup, undefined, access);
   }
 
@@ -336,7 +379,7 @@ export class SharedMemory implements Disposable {
     if (this.#mapping === undefined) return;
     this.#mapping.unmap();
     this.#mapping = undefined;
-    fdFinalizer.unregister(this);
+    if (fdFinalizer.unregister(this)) openHandles--;
     closeSync(this.#fd);
     this.#fd = -1;
   }

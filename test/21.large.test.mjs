@@ -1,9 +1,9 @@
 // Mappings larger than one ArrayBuffer (4 GiB) and offsets past 4 GiB: 64-bit end to end.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
-import { map, mapAnonymous, MAX_VIEW_LENGTH, pageSize } from '../dist/index.js';
+import { map, mapAnonymous, mappingCount, MAX_VIEW_LENGTH, pageSize } from '../dist/index.js';
 import { tempDir, throwsCode } from './helpers.mjs';
 
 const GiB = 2 ** 30;
@@ -90,4 +90,51 @@ test('anonymous memory larger than 4 GiB', () => {
   assert.equal(m.view(4 * GiB - 1, 1)[0], 0);
   m.unmap();
   assert.equal(w.length, 0);
+});
+
+// The window recipe of docs/large-files.md, as printed there: scan a file of any size in windows of
+// at most 1 GiB (Buffer#indexOf is wrong past 2 GiB on Node 20-24), overlapping by needle length - 1.
+function* findAll(path, needle, window = GiB) {
+  const bytes = Buffer.from(needle);
+  const size = statSync(path).size;
+  for (let start = 0; start < size; start += window) {
+    const m = map(path, { offset: start, length: Math.min(window + bytes.length - 1, size - start) });
+    try {
+      const b = m.buffer;
+      // A match that starts in the overlap belongs to the next window.
+      for (let i = b.indexOf(bytes); i !== -1 && i < window; i = b.indexOf(bytes, i + 1)) yield start + i;
+    } finally {
+      m.unmap(); // also when the caller stops early: the generator's return() runs this
+    }
+  }
+}
+
+test('the windowed scan of docs/large-files.md finds every match once, on and across window boundaries', (t) => {
+  const file = join(tempDir(t), 'windows.bin');
+  const window = 64 * 1024 + 3; // small windows, not page multiples: every boundary case in 1 MiB
+  const size = 16 * window + 1000;
+  const data = Buffer.alloc(size, 0x2e);
+  const needle = 'NEEDLE';
+  const expected = [0, size - needle.length]; // first and last bytes
+  for (let k = 1; k <= 16; k++) {
+    // At the k-th boundary, in turn: ending just before it, straddling it (two splits), starting at it.
+    expected.push(k * window + [-needle.length, -3, -1, 0][k % 4]);
+  }
+  for (const at of expected) data.write(needle, at, 'latin1');
+  writeFileSync(file, data);
+  // What a plain scan of the whole (small) file finds is the truth.
+  const truth = [];
+  for (let i = data.indexOf(needle); i !== -1; i = data.indexOf(needle, i + 1)) truth.push(i);
+  assert.deepEqual(truth, expected.sort((a, b) => a - b));
+  assert.equal(truth.filter((i) => i % window > window - needle.length).length, 8, 'matches straddle boundaries');
+  assert.equal(truth.filter((i) => i > 0 && i % window === 0).length, 4, 'matches start windows');
+  const before = mappingCount();
+  assert.deepEqual([...findAll(file, needle, window)], truth);
+  assert.deepEqual([...findAll(file, needle)], truth, 'one window of 1 GiB');
+  assert.deepEqual([...findAll(file, '.', window)].length, data.reduce((n, c) => n + (c === 0x2e ? 1 : 0), 0));
+  // Stopping early unmaps the window in use.
+  const it = findAll(file, needle, window);
+  it.next();
+  it.return();
+  assert.equal(mappingCount(), before, 'every window was unmapped');
 });
