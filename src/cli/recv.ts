@@ -31,7 +31,7 @@ class OutputClosed extends Error {}
 export const recvCommand: Command = {
   name: 'recv',
   summary: 'Write to standard output what `mmapkit send NAME` sends from another process',
-  synopsis: 'recv [--timeout MS] [--capacity N] [--message-size BYTES] NAME',
+  synopsis: 'recv [--timeout MS] [--capacity N] [--message-size BYTES] [--shared-with-group] NAME',
   description: `
 Writes to standard output, byte for byte and in order, what the process that runs
 'mmapkit send NAME' with the same NAME reads from its standard input: a pipe between two unrelated
@@ -51,8 +51,15 @@ receiver (or an earlier pair that has not finished meeting) holds the name, recv
 --capacity and --message-size apply when this end creates the channel; otherwise the values of the
 end that created it hold.
 
+Only a NAME of your own user that no one else may read or write is used: any user can create
+names in /dev/shm, and one made by someone else could be read or written by them. Any other NAME
+is refused with an error that says whose it is (nothing is removed or changed). To share a channel
+with your group, run both ends with --shared-with-group: the NAME is created with mode 0660, and a
+NAME of another user is joined if it is shared, read and write, with one of your groups and with
+no one else.
+
 Exit codes: 0 everything the sender read has been written; 1 failed (the sender stopped before the
-end of its input, no sender within --timeout, a write error, a system error); 2 usage error;
+end of its input, no sender within --timeout, a write error, a refused NAME, a system error); 2 usage error;
 141 standard output was closed (as for a process killed by SIGPIPE).`,
   options: PIPE_OPTIONS,
   positionals: { min: 1, max: 1 },

@@ -29,7 +29,7 @@ const RECEIVER_PAUSE_MAX_MS = 50;
 export const sendCommand: Command = {
   name: 'send',
   summary: 'Send standard input to `mmapkit recv NAME` in another process, through shared memory',
-  synopsis: 'send [--timeout MS] [--capacity N] [--message-size BYTES] NAME',
+  synopsis: 'send [--timeout MS] [--capacity N] [--message-size BYTES] [--shared-with-group] NAME',
   description: `
 Sends everything read from standard input, byte for byte, to the process that runs
 'mmapkit recv NAME' with the same NAME: a pipe between two unrelated processes through a channel
@@ -50,8 +50,15 @@ sender (or an earlier pair that has not finished meeting) holds the name, send w
 --capacity and --message-size apply when this end creates the channel; otherwise the values of the
 end that created it hold.
 
+Only a NAME of your own user that no one else may read or write is used: any user can create
+names in /dev/shm, and one made by someone else could be read or written by them. Any other NAME
+is refused with an error that says whose it is (nothing is removed or changed). To share a channel
+with your group, run both ends with --shared-with-group: the NAME is created with mode 0660, and a
+NAME of another user is joined if it is shared, read and write, with one of your groups and with
+no one else.
+
 Exit codes: 0 the input was sent and a receiver has it; 1 failed (the receiver went away before
-the end, no receiver within --timeout, an error reading the input, a system error); 2 usage error.`,
+the end, no receiver within --timeout, an error reading the input, a refused NAME, a system error); 2 usage error.`,
   options: PIPE_OPTIONS,
   positionals: { min: 1, max: 1 },
   run: runSend,
