@@ -236,3 +236,21 @@ test('--shared-with-group: a name a group member left behind, which we may not r
   assert.equal(got.status, 0, got.stderr);
   assert.equal(got.stdout, 'after the take-over\n');
 });
+
+test('--shared-with-group, sender first: the receiver (another user) cannot remove the name, so the sender does', { skip: twoUsers }, async (t) => {
+  for (const size of [5, 2 * 1024 * 1024]) {
+    const name = channelName(t, `sfirst${size}`);
+    const data = randomBytes(Math.ceil(size / 2)).toString('hex').slice(0, size);
+    const send = start(t, { uid: OTHER_UID, gid: SHARED_GID }, ['send', '--shared-with-group', '--timeout', '20000', name], 'send as OTHER_UID');
+    send.child.stdin.end(data);
+    const st = await nameMade(name);
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [OTHER_UID, SHARED_GID, 0o660]);
+    const recv = start(t, { uid: NOBODY, gid: SHARED_GID }, ['recv', '--shared-with-group', '--timeout', '20000', name], 'recv as nobody');
+    const [sent, got] = await Promise.all([send.done, recv.done]);
+    assert.equal(sent.status, 0, sent.stderr);
+    assert.equal(got.status, 0, got.stderr);
+    assert.equal(got.stdout.length, data.length);
+    assert.equal(got.stdout === data, true, 'every byte, in order');
+    assert.equal(existsSync(`/dev/shm/${name}`), false, `${size} bytes: the name is removed (by the sender)`);
+  }
+});

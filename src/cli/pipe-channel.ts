@@ -22,7 +22,9 @@
  *
  * Who removes the name: `recv`, as soon as it has read the HELLO (both ends are attached then, and
  * the next pair can meet under the same name while this one is still streaming), and whichever end
- * fails or times out while the name still points at its channel.
+ * fails or times out while the name still points at its channel. A group-shared name that `send`
+ * created belongs to another user than `recv`, which may not remove it (/dev/shm is sticky): `send`
+ * removes it then, once it sees that a receiver has taken the HELLO.
  *
  * Whose name it is: every user can create names in /dev/shm, so another user could make the channel
  * first (mode 0666) and read or inject the stream. An end attaches only to a name of its own user
@@ -365,8 +367,24 @@ export class PipeEnd {
     try {
       this.#lib.SharedMemory.unlink(this.shm.name ?? '');
     } catch (error) {
-      if (errorCode(error) !== 'ENOENT') throw error;
+      const code = errorCode(error);
+      if (code === 'ENOENT') return;
+      // A group-shared name made by the other end, another user: only its owner may remove it in the
+      // sticky /dev/shm, and the sender does once its receiver has the stream (send.ts).
+      if ((code === 'EACCES' || code === 'EPERM') && !this.ownsName()) return;
+      throw error;
     }
+  }
+
+  /** Whether the channel's object belongs to this process's user (with --shared-with-group it may not). */
+  ownsName(): boolean {
+    return fstatSync(this.shm.fd).uid === effectiveUid();
+  }
+
+  /** Whether a receiver has taken the first message (the HELLO) of this channel: its head has moved. */
+  helloTaken(): boolean {
+    const buf = this.shm.buffer;
+    return Atomics.load(new Int32Array(buf.buffer, buf.byteOffset, this.#lib.CHANNEL.CONTROL_END >>> 2), this.#lib.CHANNEL.HEAD >>> 2) !== 0;
   }
 
   /** Who is attached now. */

@@ -12,7 +12,7 @@
  * once a receiver has the stream (attached, or already finished reading).
  * @module
  */
-import { readSync } from 'node:fs';
+import { readSync, statSync } from 'node:fs';
 import type { Reservation } from '../index.js';
 import type { Command, CommandContext } from './command.js';
 import { Failure, errorCode, quote, reason } from './messages.js';
@@ -167,6 +167,7 @@ class ReceiverWatch {
     const parties = this.#end.parties();
     if (parties.liveConsumers.length > 0) {
       this.#seen = true;
+      this.#handOverName(parties.liveConsumers);
       return;
     }
     // A consumer entry of a dead process: a receiver attached to this channel and was killed.
@@ -186,13 +187,37 @@ class ReceiverWatch {
       // or it has gone.
       const met = !this.#end.nameLeadsHere();
       const parties = this.#end.parties();
-      if (parties.liveConsumers.length > 0) return;
-      if (this.#end.channel.size === 0) return; // every message taken, the end mark too
-      if (this.#seen || met || parties.deadConsumers > 0) throw this.#gone();
-      this.#checkDeadline();
+      if (parties.liveConsumers.length > 0) {
+        // Attached. (A group-shared name of ours: once it has taken the HELLO, remove the name.)
+        if (this.#handOverName(parties.liveConsumers)) return;
+      } else {
+        if (this.#end.channel.size === 0) {
+          this.#handOverName(undefined); // every message taken, the end mark too
+          return;
+        }
+        if (this.#seen || met || parties.deadConsumers > 0) throw this.#gone();
+        this.#checkDeadline();
+      }
       await new Promise((resolve) => setTimeout(resolve, pause));
       pause = Math.min(pause * 2, RECEIVER_PAUSE_MAX_MS);
     }
+  }
+
+  /**
+   * A name this sender created with --shared-with-group may belong to another user than its receiver,
+   * which then cannot remove it: remove it here, once the receiver has taken the HELLO (from then on
+   * it is the receiver of this stream, as when it removes the name itself). A receiver of our own
+   * user removes it itself, and two ends removing one name could remove a next pair's. `receivers`:
+   * the pids attached (undefined once the receiver has finished). Returns whether the name needs
+   * nothing more from this sender.
+   */
+  #handOverName(receivers: readonly number[] | undefined): boolean {
+    if (!this.#options.sharedWithGroup || !this.#end.created || !this.#end.nameLeadsHere()) return true;
+    const me = process.geteuid?.();
+    if (receivers !== undefined && receivers.every((pid) => statSync(`/proc/${pid}`, { throwIfNoEntry: false })?.uid === me)) return true;
+    if (!this.#end.helloTaken()) return false;
+    this.#end.removeName();
+    return true;
   }
 
   #checkDeadline(): void {
