@@ -96,6 +96,14 @@ export interface PipeOptions {
   readonly sharedWithGroup: boolean;
 }
 
+/** The paragraph of `send --help` and `recv --help` about whose NAME they use. */
+export const NAME_OWNERSHIP_HELP = `Only a NAME of your own user that no one else may read or write is used: any user can create
+names in /dev/shm, and one made by someone else could be read or written by them. Any other NAME
+is refused with an error that says whose it is (nothing is removed or changed). To share a channel
+with your group, run both ends with --shared-with-group: the NAME is created with mode 0660, and a
+NAME of another user is joined if it is shared, read and write, with one of your groups and with
+no one else.`;
+
 /** The options of `send` and `recv` as `--help` shows them. */
 export const PIPE_OPTIONS = {
   capacity: {

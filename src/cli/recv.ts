@@ -20,7 +20,7 @@ import { writeSync } from 'node:fs';
 import type { InPlaceMessage } from '../index.js';
 import type { Command, CommandContext } from './command.js';
 import { EXIT_CLOSED_OUTPUT, Failure, errorCode, quote, reason } from './messages.js';
-import { HELLO, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
+import { HELLO, NAME_OWNERSHIP_HELP, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
 
 /** Exit code when standard output is closed: 128 + SIGPIPE, what a shell reports for `cat` there. */
 
@@ -51,16 +51,11 @@ receiver (or an earlier pair that has not finished meeting) holds the name, recv
 --capacity and --message-size apply when this end creates the channel; otherwise the values of the
 end that created it hold.
 
-Only a NAME of your own user that no one else may read or write is used: any user can create
-names in /dev/shm, and one made by someone else could be read or written by them. Any other NAME
-is refused with an error that says whose it is (nothing is removed or changed). To share a channel
-with your group, run both ends with --shared-with-group: the NAME is created with mode 0660, and a
-NAME of another user is joined if it is shared, read and write, with one of your groups and with
-no one else.
+${NAME_OWNERSHIP_HELP}
 
 Exit codes: 0 everything the sender read has been written; 1 failed (the sender stopped before the
-end of its input, no sender within --timeout, a write error, a refused NAME, a system error); 2 usage error;
-141 standard output was closed (as for a process killed by SIGPIPE).`,
+end of its input, no sender within --timeout, a write error, a refused NAME, a system error);
+2 usage error; 141 standard output was closed (as for a process killed by SIGPIPE).`,
   options: PIPE_OPTIONS,
   positionals: { min: 1, max: 1 },
   run: runRecv,

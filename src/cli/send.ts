@@ -16,7 +16,7 @@ import { readSync, statSync } from 'node:fs';
 import type { Reservation } from '../index.js';
 import type { Command, CommandContext } from './command.js';
 import { Failure, errorCode, quote, reason } from './messages.js';
-import { HELLO, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
+import { HELLO, NAME_OWNERSHIP_HELP, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
 
 /** While the channel is full, look at the receiver this often (ms). */
 const WATCH_MS = 100;
@@ -50,15 +50,11 @@ sender (or an earlier pair that has not finished meeting) holds the name, send w
 --capacity and --message-size apply when this end creates the channel; otherwise the values of the
 end that created it hold.
 
-Only a NAME of your own user that no one else may read or write is used: any user can create
-names in /dev/shm, and one made by someone else could be read or written by them. Any other NAME
-is refused with an error that says whose it is (nothing is removed or changed). To share a channel
-with your group, run both ends with --shared-with-group: the NAME is created with mode 0660, and a
-NAME of another user is joined if it is shared, read and write, with one of your groups and with
-no one else.
+${NAME_OWNERSHIP_HELP}
 
 Exit codes: 0 the input was sent and a receiver has it; 1 failed (the receiver went away before
-the end, no receiver within --timeout, an error reading the input, a refused NAME, a system error); 2 usage error.`,
+the end, no receiver within --timeout, an error reading the input, a refused NAME, a system
+error); 2 usage error.`,
   options: PIPE_OPTIONS,
   positionals: { min: 1, max: 1 },
   run: runSend,
