@@ -9,9 +9,10 @@ import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CHANNEL } from '../dist/index.js';
 import { LONE_GID, NOBODY, OTHER_UID, SHARED_GID, asUser, isRoot, killIfRunning, publicPackage, startProc, userName } from './helpers.mjs';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
@@ -72,6 +73,19 @@ async function nameReplaced(name, old) {
     const st = statSync(`/dev/shm/${name}`, { throwIfNoEntry: false });
     if (st !== undefined && st.ino !== old.ino && st.size > 0) return st;
     if (Date.now() > deadline) assert.fail(`${name} was not replaced within 10 s`);
+    await sleep(10);
+  }
+}
+
+/** Wait (at most 10 s) until a consumer has attached to the channel at the name (its first table entry). */
+async function consumerAttached(name) {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const b = readFileSync(`/dev/shm/${name}`); // root reads it as a file: no mapping, no attach
+    if (b.length >= CHANNEL.CONTROL_END && b.readUInt32LE(CHANNEL.MAGIC) !== 0) {
+      if (b.readInt32LE(b.readUInt32LE(CHANNEL.CONSUMERS_OFFSET) + CHANNEL.ENTRY_PID) !== 0) return;
+    }
+    if (Date.now() > deadline) assert.fail(`no consumer attached to ${name} within 10 s`);
     await sleep(10);
   }
 }
@@ -217,7 +231,7 @@ test('--shared-with-group: a name a group member left behind, which we may not r
   const name = channelName(t, 'stale');
   const recv = start(t, { uid: NOBODY, gid: SHARED_GID }, ['recv', '--shared-with-group', name], 'recv as nobody');
   const left = await nameMade(name);
-  await sleep(200); // attached as the consumer
+  await consumerAttached(name);
   killIfRunning(recv); // a receiver that died: its entry stays, the channel is abandoned
   await recv.done;
   const t0 = Date.now();
