@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange } from './errors.js';
 import { Mapping, map, viewLocation } from './mapping.js';
+import { OWNERSHIP_OPTIONS, type OwnershipOptions } from './ownership.js';
 import { SharedMemory } from './shm.js';
 import { validateBoolean, validateInt32, validateOneOf, validateOptions } from './validators.js';
 import { type AsyncWaitSettings, type Word, notifyWord, waitWord, waitWordAsync } from './wait.js';
@@ -76,7 +77,7 @@ export type WaitStrategy = 'spin' | 'block' | 'async' | 'hybrid';
 const STRATEGIES: readonly WaitStrategy[] = ['spin', 'block', 'async', 'hybrid'];
 
 /** Options of {@link Channel.create}. */
-export interface ChannelCreateOptions extends ChannelOpenOptions {
+export interface ChannelCreateOptions extends Omit<ChannelOpenOptions, keyof OwnershipOptions> {
   /** Number of message slots, rounded up to a power of two (at least 2). Default 1024. */
   capacity?: number;
   /** Largest message in bytes. Default 4096 (so a default channel takes about 4 MiB). */
@@ -99,8 +100,18 @@ export interface ChannelOpenOptions {
   wait?: WaitStrategy;
   /** Microseconds to spin for `'hybrid'` (default 50) and for the async methods of `'spin'` (default 200). */
   spin?: number;
+  /**
+   * For a `{ name }` target only: whose shared memory object to accept (`'self'`, default; a uid;
+   * `'any'`), as for `SharedMemory.open()`. Any other target is `ERR_INVALID_ARG_VALUE`.
+   */
+  owner?: OwnershipOptions['owner'];
+  /**
+   * For a `{ name }` target only: whom besides its owner the object's mode may let in
+   * (`'nobody'`, default; `'group'`; `'anyone'`), as for `SharedMemory.open()`.
+   */
+  sharedWith?: OwnershipOptions['sharedWith'];
 }
-const OPEN_OPTIONS = ['wait', 'spin'] as const;
+const OPEN_OPTIONS = ['wait', 'spin', ...OWNERSHIP_OPTIONS] as const;
 
 /** Where a channel lives: a file path, shared memory, a shared mapping, or `{ name }` (named shm). */
 export type ChannelTarget = string | { name: string } | SharedMemory | Mapping;
@@ -338,11 +349,21 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     return new Channel(kCreate, mapping, owned, g, wait, spinNs);
   }
 
-  /** Open a channel that `create` made (its header is checked: a wrong or corrupted one is an error). */
+  /**
+   * Open a channel that `create` made (its header is checked: a wrong or corrupted one is an error).
+   * A `{ name }` target is opened with `SharedMemory.open()`: by default it must belong to this user
+   * and let no one else read or write it (`options.owner`, `options.sharedWith`).
+   */
   static open(target: ChannelTarget, options?: ChannelOpenOptions): Channel {
     const o = validateOptions(options, 'options', OPEN_OPTIONS);
     const { wait, spinNs } = parseStrategy(o);
-    const { mapping, owned } = resolveTarget(target, undefined, false);
+    const ownership: OwnershipOptions = {};
+    for (const key of OWNERSHIP_OPTIONS) {
+      if (o[key] === undefined) continue;
+      if (!isNameTarget(target)) throw invalidArgValue(`options.${key}`, o[key], 'applies only to a { name } target (named shared memory)');
+      Object.assign(ownership, { [key]: o[key] });
+    }
+    const { mapping, owned } = resolveTarget(target, undefined, false, ownership);
     try {
       const g = readGeometry(mapping);
       return new Channel(kCreate, mapping, owned, g, wait, spinNs);
@@ -1301,16 +1322,35 @@ function parseStrategy(o: Partial<Record<string, unknown>>): { wait: WaitStrateg
   return { wait, spinNs: Math.round(spin * 1000) };
 }
 
-function resolveTarget(target: unknown, size: number | undefined, creating: boolean): { mapping: Mapping; owned: SharedMemory | Mapping | undefined } {
+/** `{ name }`: a plain object naming shared memory (a SharedMemory has a `name` too, and is not one). */
+function isNameTarget(target: unknown): target is { name: string } {
+  if (target instanceof SharedMemory || target instanceof Mapping) return false;
+  return target !== null && typeof target === 'object' && typeof (target as { name?: unknown }).name === 'string';
+}
+
+function resolveTarget(
+  target: unknown,
+  size: number | undefined,
+  creating: boolean,
+  ownership: OwnershipOptions = {},
+): { mapping: Mapping; owned: SharedMemory | Mapping | undefined } {
   if (target instanceof SharedMemory) return { mapping: checkShared(target.mapping, size), owned: undefined };
   if (target instanceof Mapping) return { mapping: checkShared(target, size), owned: undefined };
   if (typeof target === 'string') {
     const mapping = creating ? map(target, { access: 'write', size: size!, mode: 0o600 }) : map(target, { access: 'write' });
     return { mapping, owned: mapping };
   }
-  if (target !== null && typeof target === 'object' && typeof (target as { name?: unknown }).name === 'string') {
-    const name = (target as { name: string }).name;
-    const shm = creating ? SharedMemory.create(name, size!) : SharedMemory.open(name);
+  if (isNameTarget(target)) {
+    // Only `name`: an option put here by mistake (`{ name, owner }`) must not be silently ignored.
+    for (const key of Object.keys(target)) {
+      if (key !== 'name') {
+        const call = creating ? 'create' : 'open';
+        const hint = ((creating ? CREATE_OPTIONS : OPEN_OPTIONS) as readonly string[]).includes(key) ? `; options go in the second argument: Channel.${call}({ name }, { ${key} })` : '';
+        throw invalidArgValue(`target.${key}`, (target as Record<string, unknown>)[key], `is not a property of a { name } target${hint}`);
+      }
+    }
+    const { name } = target;
+    const shm = creating ? SharedMemory.create(name, size!) : SharedMemory.open(name, ownership);
     return { mapping: shm.mapping, owned: shm };
   }
   throw invalidArgType('target', 'a file path, { name }, a SharedMemory or a Mapping', target);

@@ -28,9 +28,11 @@ export {
   INHERIT_ENV,
   type SharedMemoryCreateOptions,
   type SharedMemoryOpenOptions,
+  type SharedMemoryFdOptions,
   type ChildShareOptions,
   type StdioArray,
 } from './shm.js';
+export { type OwnershipOptions, type OwnerOption, type SharedWithOption, type OwnershipError } from './ownership.js';
 export { Mutex, Semaphore, Event, HEADER, type LockResult, type SyncTarget } from './sync.js';
 export {
   Channel,

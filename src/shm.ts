@@ -9,6 +9,7 @@ import { native } from './binding.js';
 import { constants } from './constants.js';
 import { type SystemError, invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError } from './errors.js';
 import { type Mapping, map } from './mapping.js';
+import { OWNERSHIP_OPTIONS, type OwnershipOptions, type OwnershipPolicy, checkOwnership, parseOwnership, policyForMode } from './ownership.js';
 import { type Int64Like, validateInt32, validateInt64, validateOneOf, validateOptions } from './validators.js';
 
 /** The longest name a shared memory object can have, in bytes (NAME_MAX: a file in /dev/shm). */
@@ -23,21 +24,31 @@ export interface SharedMemoryCreateOptions {
   mode?: number;
   /**
    * Fail with `EEXIST` when the name exists (`O_EXCL`). Default true: an existing object is never
-   * silently reused. With false an existing object is opened and grown to `size` if smaller.
+   * silently reused. With false an existing object is opened and grown to `size` if smaller, but only
+   * if this user owns it and its mode lets in no one that `mode` would not
+   * (`ERR_MMAP_NOT_OWNER`, `ERR_MMAP_UNSAFE_PERMISSIONS`, as for {@link SharedMemory.open}).
    */
   exclusive?: boolean;
 }
 const CREATE_OPTIONS = ['mode', 'exclusive'] as const;
 
-/** Options of {@link SharedMemory.open} and {@link SharedMemory.fromFd}. */
-export interface SharedMemoryOpenOptions {
+/** Options of {@link SharedMemory.fromFd} and {@link SharedMemory.inherited}. */
+export interface SharedMemoryFdOptions {
   /**
    * `'write'` (default): shared read-write. `'read'`: the object is opened read-only and mapped like
    * `map(..., { access: 'read' })` (a stray write stays private to this process).
    */
   access?: 'read' | 'write';
 }
-const OPEN_OPTIONS = ['access'] as const;
+const FD_OPTIONS = ['access'] as const;
+
+/**
+ * Options of {@link SharedMemory.open}: the access, and whose object it may be and who else it may
+ * let in (checked with `fstat` on the opened descriptor). By default only an object of this user
+ * whose mode gives no read or write bits to its group or to others is opened.
+ */
+export interface SharedMemoryOpenOptions extends SharedMemoryFdOptions, OwnershipOptions {}
+const OPEN_OPTIONS = ['access', ...OWNERSHIP_OPTIONS] as const;
 const EEXIST = -17;
 const ENOENT = -2;
 
@@ -182,6 +193,9 @@ export class SharedMemory implements Disposable {
       if (fd === EEXIST && !exclusive) fd = native.shmOpen(canonical, fsConstants.O_RDWR, 0);
       if (fd < 0 && !(fd === ENOENT && !exclusive && attempt < 100)) throw openError(fd, 'shm_open', canonical);
     }
+    // Without O_EXCL the object may have been there, made by anyone: the same check as open(), letting
+    // in whom `mode` would (an object this call created is ours, with at most those bits).
+    if (!created) openedChecked(fd, canonical, policyForMode(mode));
     try {
       try {
         if (fstatSync(fd).size < Number(length)) ftruncateSync(fd, Number(length));
@@ -197,13 +211,21 @@ export class SharedMemory implements Disposable {
     }
   }
 
-  /** Open an existing named shared memory object (`shm_open`); a missing name is `ENOENT`. */
+  /**
+   * Open an existing named shared memory object (`shm_open`); a missing name is `ENOENT`. The object
+   * must belong to this user and give no one else read or write access, unless `options.owner` and
+   * `options.sharedWith` accept more: `ERR_MMAP_NOT_OWNER`, `ERR_MMAP_UNSAFE_PERMISSIONS` (checked
+   * with `fstat` on the opened descriptor, before anything is mapped; the name is left as it is).
+   */
   static open(name: string, options?: SharedMemoryOpenOptions): SharedMemory {
     checkRuntime();
     const canonical = validateShmName(name);
-    const access = parseAccess(options);
+    const o = validateOptions(options, 'options', OPEN_OPTIONS);
+    const access = parseAccessValue(o.access);
+    const policy = parseOwnership(o);
     const fd = native.shmOpen(canonical, access === 'write' ? fsConstants.O_RDWR : fsConstants.O_RDONLY, 0);
     if (fd < 0) throw openError(fd, 'shm_open', canonical);
+    openedChecked(fd, canonical, policy);
     return new SharedMemory(kCreate, fd, canonical, access);
   }
 
@@ -237,7 +259,7 @@ export class SharedMemory implements Disposable {
    * Attach to shared memory given as a file descriptor (a memfd, an shm_open descriptor, or one
    * inherited from a parent). The descriptor is duplicated (close-on-exec); yours stays yours.
    */
-  static fromFd(fd: number, options?: SharedMemoryOpenOptions): SharedMemory {
+  static fromFd(fd: number, options?: SharedMemoryFdOptions): SharedMemory {
     checkRuntime();
     validateInt32(fd, 'fd', 0);
     const access = parseAccess(options);
@@ -252,7 +274,7 @@ export class SharedMemory implements Disposable {
    * itself (made close-on-exec, so it does not leak further; closed by `close()`), so each key can be
    * attached once; for a second handle, use `SharedMemory.fromFd(first.fd)`.
    */
-  static inherited(key = 'default', options?: SharedMemoryOpenOptions): SharedMemory {
+  static inherited(key = 'default', options?: SharedMemoryFdOptions): SharedMemory {
     checkRuntime();
     if (typeof key !== 'string') throw invalidArgType('key', 'of type string', key);
     const fds = readInheritEnv(process.env);
@@ -429,8 +451,21 @@ function checkRuntime(): void {
 }
 
 function parseAccess(options: unknown): 'read' | 'write' {
-  const o = validateOptions(options, 'options', OPEN_OPTIONS);
-  return o.access === undefined ? 'write' : validateOneOf(o.access, 'options.access', ['read', 'write'] as const);
+  return parseAccessValue(validateOptions(options, 'options', FD_OPTIONS).access);
+}
+
+function parseAccessValue(access: unknown): 'read' | 'write' {
+  return access === undefined ? 'write' : validateOneOf(access, 'options.access', ['read', 'write'] as const);
+}
+
+/** Check the object just opened as `fd`; on a refusal (or a failed fstat) close `fd` and throw. */
+function openedChecked(fd: number, canonical: string, policy: OwnershipPolicy): void {
+  try {
+    checkOwnership(fd, canonical, policy);
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
 }
 
 function readInheritEnv(env: NodeJS.ProcessEnv): Record<string, number> {

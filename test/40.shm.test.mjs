@@ -45,10 +45,12 @@ test('create with exclusive: false reuses, and a custom mode applies', (t) => {
   const a = SharedMemory.create(name, 4096, { mode: 0o640 });
   assert.equal(statSync(`/dev/shm/${name}`).mode & 0o777, 0o640);
   a.buffer.write('kept');
-  const b = SharedMemory.create(name, 8192, { exclusive: false });
+  // Reusing it takes a mode that lets in its group too (the default 0o600 would refuse it: 44.shm-ownership).
+  throwsCode(() => SharedMemory.create(name, 8192, { exclusive: false }), 'ERR_MMAP_UNSAFE_PERMISSIONS', 'MmapkitError');
+  const b = SharedMemory.create(name, 8192, { exclusive: false, mode: 0o640 });
   assert.equal(b.size, 8192, 'grown to the asked size');
   assert.equal(b.buffer.toString('latin1', 0, 4), 'kept');
-  const c = SharedMemory.create(name, 100, { exclusive: false });
+  const c = SharedMemory.create(name, 100, { exclusive: false, mode: 0o660 });
   assert.equal(c.size, 8192, 'never shrunk');
   for (const s of [a, b, c]) s.close();
 });
@@ -156,7 +158,7 @@ test('every method of a closed SharedMemory throws ERR_MMAP_CLOSED', () => {
 test('an empty object (created but not yet sized by someone else) is a clear error', (t) => {
   const name = uniq('empty');
   t.after(() => { try { SharedMemory.unlink(name); } catch {} });
-  const r = spawnSync('sh', ['-c', `: > /dev/shm/${name}`]);
+  const r = spawnSync('sh', ['-c', `umask 077 && : > /dev/shm/${name}`]); // 0600: nothing else to refuse
   assert.equal(r.status, 0);
   throwsCode(() => SharedMemory.open(name), 'ERR_MMAP_EMPTY_FILE', 'MmapkitError');
 });

@@ -441,12 +441,12 @@ test('a corrupt channel, or one whose creator died before finishing it, is repla
   header.writeUInt16LE(1, 4);
   header.writeUInt16LE(64, 6);
   header.writeUInt32LE(3, 12);
-  writeFileSync(`/dev/shm/${corrupt}`, header);
+  writeFileSync(`/dev/shm/${corrupt}`, header, { mode: 0o600 }); // ours alone: send/recv refuse any other mode (73)
   await pairWorks(t, corrupt, { receiverFirst: true });
 
   // All zeros, last changed a minute ago: a creator that died before writing the header.
   const abandoned = channelName(t, 'abandoned');
-  writeFileSync(`/dev/shm/${abandoned}`, Buffer.alloc(8192));
+  writeFileSync(`/dev/shm/${abandoned}`, Buffer.alloc(8192), { mode: 0o600 });
   const past = new Date(Date.now() - 60_000);
   utimesSync(`/dev/shm/${abandoned}`, past, past);
   await pairWorks(t, abandoned, { receiverFirst: false });
@@ -454,7 +454,7 @@ test('a corrupt channel, or one whose creator died before finishing it, is repla
   // Something else under the name: refused, left alone.
   const foreign = channelName(t, 'foreign');
   const bytes = Buffer.concat([Buffer.from('not a channel at all'), Buffer.alloc(5000, 7)]);
-  writeFileSync(`/dev/shm/${foreign}`, bytes);
+  writeFileSync(`/dev/shm/${foreign}`, bytes, { mode: 0o600 });
   for (const command of ['send', 'recv']) {
     const r = cli([command, '--timeout', '5000', foreign], { input: 'x' });
     assert.equal(r.status, 1, r.stderr);
@@ -469,7 +469,7 @@ test('a corrupt channel, or one whose creator died before finishing it, is repla
   const other = channelName(t, 'version');
   const v2 = Buffer.from(header);
   v2.writeUInt16LE(2, 4);
-  writeFileSync(`/dev/shm/${other}`, v2);
+  writeFileSync(`/dev/shm/${other}`, v2, { mode: 0o600 });
   const r = cli(['recv', '--timeout', '5000', other]);
   assert.equal(r.status, 1);
   assert.equal(r.stderr, `mmapkit recv: cannot use channel '${other}': it was made by another version of mmapkit (channel layout version 2)\n`);
@@ -502,6 +502,7 @@ test('usage errors exit 2 with one clear line and a pointer to the help', () => 
     [['send', '--timeout'], "Option '-t, --timeout <value>' argument missing"],
     [['send', '--block', 'n'], "unknown option '--block'"],
     [['recv', '-x', 'n'], "unknown option '-x'"],
+    [['send', '--shared-with-group=yes', 'n'], "Option '--shared-with-group' does not take an argument"],
   ];
   for (const [args, message] of cases) {
     const r = cli(args, { input: '' });
@@ -517,8 +518,8 @@ test('--help: usage, options and exit codes of send and recv; both in the comman
       const r = cli(args);
       assert.equal(r.status, 0, r.stderr);
       assert.equal(r.stderr, '');
-      assert.match(r.stdout, new RegExp(`^Usage: mmapkit ${command} \\[--timeout MS\\] \\[--capacity N\\] \\[--message-size BYTES\\] NAME\\n`));
-      for (const option of ['-c, --capacity N', '-m, --message-size BYTES', '-t, --timeout MS', '-h, --help', '--debug']) {
+      assert.match(r.stdout, new RegExp(`^Usage: mmapkit ${command} \\[--timeout MS\\] \\[--capacity N\\] \\[--message-size BYTES\\] \\[--shared-with-group\\] NAME\\n`));
+      for (const option of ['-c, --capacity N', '-m, --message-size BYTES', '-t, --timeout MS', '--shared-with-group', '-h, --help', '--debug']) {
         assert.ok(r.stdout.includes(option), `${args.join(' ')}: ${option}`);
       }
       assert.match(r.stdout, /Exit codes: 0 /);

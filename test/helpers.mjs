@@ -89,10 +89,12 @@ export function compileC(src, out, { cflags = [], libs = [] } = {}) {
  * Start a peer process, cmd[0] with the rest of cmd (as strings) for arguments, killed (SIGKILL) after
  * `timeout` ms; `label` names it in failure messages. Returns { child, label, stdout(), stderr(), done,
  * result }: stdout() and stderr() give what it wrote so far, and done resolves to result = { status,
- * signal, stdout, stderr, label } once it has exited (result is undefined until then).
+ * signal, stdout, stderr, label } once it has exited (result is undefined until then). spawnOptions
+ * go to spawn as they are (uid, gid, cwd: see asUser).
  */
-export function startProc(cmd, label, { timeout, stdin = 'ignore' }) {
+export function startProc(cmd, label, { timeout, stdin = 'ignore', spawnOptions = {} }) {
   const child = spawn(cmd[0], cmd.slice(1).map(String), {
+    ...spawnOptions,
     stdio: [stdin, 'pipe', 'pipe'],
     timeout,
     killSignal: 'SIGKILL',
@@ -252,4 +254,27 @@ export function cannotEmulate(t, what) {
   if (emulator === '') return false;
   t.skip(`${emulator} does not emulate ${what}`);
   return true;
+}
+
+/** A second unprivileged uid for tests with two users: root can run a child under any uid, account or not. */
+export const OTHER_UID = 4242;
+/** A group that both test users share, and one that only OTHER_UID has (as a supplementary group). */
+export const SHARED_GID = 4243;
+export const LONE_GID = 4244;
+
+/**
+ * How to run `cmd` (an array) as uid:gid, in / (the checkout may be a private folder): { cmd, options }
+ * for spawn or startProc's spawnOptions. Node's uid/gid options leave the child with gid as its only
+ * group; supplementary `groups` need setpriv from util-linux: undefined when it is missing.
+ */
+export function asUser({ uid, gid, groups }, cmd) {
+  if (groups === undefined) return { cmd, options: { uid, gid, cwd: '/' } };
+  if (!have('setpriv')) return undefined;
+  return { cmd: ['setpriv', `--reuid=${uid}`, `--regid=${gid}`, `--groups=${groups.join(',')}`, ...cmd], options: { cwd: '/' } };
+}
+
+/** The name of a uid in /etc/passwd, or undefined (for the expected text of messages). */
+export function userName(uid) {
+  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === String(uid));
+  return line?.split(':')[0];
 }

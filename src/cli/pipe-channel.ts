@@ -22,11 +22,21 @@
  *
  * Who removes the name: `recv`, as soon as it has read the HELLO (both ends are attached then, and
  * the next pair can meet under the same name while this one is still streaming), and whichever end
- * fails or times out while the name still points at its channel.
+ * fails or times out while the name still points at its channel. A group-shared name that `send`
+ * created belongs to another user than `recv`, which may not remove it (/dev/shm is sticky): `send`
+ * removes it then, once it sees that a receiver has taken the HELLO.
+ *
+ * Whose name it is: every user can create names in /dev/shm, so another user could make the channel
+ * first (mode 0666) and read or inject the stream. An end attaches only to a name of its own user
+ * that gives no one else read or write access (SharedMemory.open's default check, on the opened
+ * descriptor); with `--shared-with-group`, to a name of any owner that is shared, read and write,
+ * with one of this process's groups and with no one else, and it creates the name with mode 0660.
+ * A refused name is an error that says whose it is; it is never removed, taken over or written.
  * @module
  */
 import { fstatSync, readFileSync, statSync } from 'node:fs';
-import type { Channel, SharedMemory } from '../index.js';
+import type { Channel, OwnershipOptions, SharedMemory } from '../index.js';
+import { type ObjectIdentity, describeGroup, describeUser, effectiveUid, octal } from '../ownership.js';
 import { UsageError } from './command.js';
 import { Failure, errorCode, quote, reason } from './messages.js';
 
@@ -82,7 +92,17 @@ export interface PipeOptions {
   readonly messageSize: number;
   /** How long to wait for the other side, in milliseconds; undefined: forever. */
   readonly timeoutMs: number | undefined;
+  /** `--shared-with-group`: the name is shared with this process's group (mode 0660, any owner). */
+  readonly sharedWithGroup: boolean;
 }
+
+/** The paragraph of `send --help` and `recv --help` about whose NAME they use. */
+export const NAME_OWNERSHIP_HELP = `Only a NAME of your own user that no one else may read or write is used: any user can create
+names in /dev/shm, and one made by someone else could be read or written by them. Any other NAME
+is refused with an error that says whose it is (nothing is removed or changed). To share a channel
+with your group, run both ends with --shared-with-group: the NAME is created with mode 0660, and a
+NAME of another user is joined if it is shared, read and write, with one of your groups and with
+no one else.`;
 
 /** The options of `send` and `recv` as `--help` shows them. */
 export const PIPE_OPTIONS = {
@@ -103,6 +123,11 @@ export const PIPE_OPTIONS = {
     short: 't',
     valueName: 'MS',
     description: 'Give up if the other side has not come within MS milliseconds. Default: wait forever',
+  },
+  'shared-with-group': {
+    type: 'boolean',
+    description:
+      'Share the channel with your group: create NAME with mode 0660, and join a NAME of another user of the group (group read-write, nothing for others). Both ends need it',
   },
 } as const;
 
@@ -141,7 +166,7 @@ export async function parsePipeOptions(
   } catch {
     throw new UsageError(`--capacity ${capacity} x --message-size ${messageSize} makes a channel of more than 4 GiB; choose smaller values`, command);
   }
-  return { name, canonical, capacity, messageSize, timeoutMs };
+  return { name, canonical, capacity, messageSize, timeoutMs, sharedWithGroup: values['shared-with-group'] === true };
 }
 
 /**
@@ -350,8 +375,24 @@ export class PipeEnd {
     try {
       this.#lib.SharedMemory.unlink(this.shm.name ?? '');
     } catch (error) {
-      if (errorCode(error) !== 'ENOENT') throw error;
+      const code = errorCode(error);
+      if (code === 'ENOENT') return;
+      // A group-shared name made by the other end, another user: only its owner may remove it in the
+      // sticky /dev/shm, and the sender does once its receiver has the stream (send.ts).
+      if ((code === 'EACCES' || code === 'EPERM') && !this.ownsName()) return;
+      throw error;
     }
+  }
+
+  /** Whether the channel's object belongs to this process's user (with --shared-with-group it may not). */
+  ownsName(): boolean {
+    return fstatSync(this.shm.fd).uid === effectiveUid();
+  }
+
+  /** Whether a receiver has taken the first message (the HELLO) of this channel: its head has moved. */
+  helloTaken(): boolean {
+    const buf = this.shm.buffer;
+    return Atomics.load(new Int32Array(buf.buffer, buf.byteOffset, this.#lib.CHANNEL.CONTROL_END >>> 2), this.#lib.CHANNEL.HEAD >>> 2) !== 0;
   }
 
   /** Who is attached now. */
@@ -405,6 +446,53 @@ export interface OpenPipeOptions {
   readonly deadline: number | undefined;
 }
 
+/** What SharedMemory.open accepts at the name: this user's alone, or one shared with our group. */
+function ownershipOf(options: PipeOptions): OwnershipOptions {
+  return options.sharedWithGroup ? { owner: 'any', sharedWith: 'group' } : {};
+}
+
+/** Both ends of a group-shared channel read and write it: the group needs both bits. */
+const GROUP_RW = 0o060;
+const OTHER_RW = 0o006;
+
+/**
+ * The error for a name this end will not use (`id`: its owner, group and mode, from fstat of the
+ * opened descriptor or from the library's refusal): whose it is, why not, and how to go on.
+ */
+function refusal(options: PipeOptions, id: ObjectIdentity): Failure {
+  const path = `${SHM_DIR}${options.canonical}`;
+  const mode = id.mode & 0o777;
+  const mine = id.uid === effectiveUid();
+  const whose = `${quote(path)} belongs to ${describeUser(id.uid)}${mine ? ' (you)' : ''}, group ${describeGroup(id.gid)}, mode ${octal(mode)}`;
+  const flag = '--shared-with-group';
+  let why: string;
+  let how: string;
+  if (!options.sharedWithGroup) {
+    why = !mine
+      ? `it is not yours${(mode & OTHER_RW) !== 0 ? ' (and its mode lets every user read or write it)' : ''}, and its owner could read what goes through it or send data of its own`
+      : `its mode lets ${(mode & OTHER_RW) !== 0 ? 'every user' : 'its group'} read or write it, so they could read what goes through it or send data of their own`;
+    how = mine
+      ? `If you did not make it so, remove it (rm ${quote(path)}) and run again; to share a channel with your group, run both ends with ${flag}.`
+      : `Choose another NAME, or ask its owner to remove it; to share a channel with your group, run both ends with ${flag}.`;
+  } else {
+    why = (mode & OTHER_RW) !== 0
+      ? `its mode lets every user read or write it (${flag} accepts a name shared with one of your groups, and with no one else)`
+      : (mode & GROUP_RW) !== GROUP_RW
+        ? `it is not shared with its group for reading and writing (both ends need ${flag}, or neither)`
+        : `its group is not one of yours`;
+    how = mine
+      ? `Choose another NAME, or remove it (rm ${quote(path)}) and run again.`
+      : 'Choose another NAME, or ask its owner to remove it.';
+  }
+  return new Failure(`refusing ${quote(options.name)}: ${whose}: ${why}. Nothing was changed. ${how}`);
+}
+
+/** The owner, group and mode of the name now (for messages only: decisions use the descriptor). */
+function describeName(path: string): string {
+  const st = statSync(path, { throwIfNoEntry: false });
+  return st === undefined ? '' : ` (${quote(path)} belongs to ${describeUser(st.uid)}, group ${describeGroup(st.gid)}, mode ${octal(st.mode)})`;
+}
+
 /** Milliseconds on a monotonic clock. */
 export function nowMs(): number {
   return Number(process.hrtime.bigint() / 1_000_000n);
@@ -430,7 +518,7 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
     // 1. Create it, exclusively: of two ends that start together, one creates and one opens.
     let shm: SharedMemory | undefined;
     try {
-      shm = SharedMemory.create(canonical, size, { mode: 0o600 });
+      shm = createName(lib, options, size);
     } catch (error) {
       if (errorCode(error) !== 'EEXIST') throw new Failure(`cannot create channel ${quote(name)}: ${reason(error)}`);
     }
@@ -459,20 +547,27 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
       continue;
     }
 
-    // 2. It exists: open it and see what it is.
+    // 2. It exists: open it (if it is ours, or shared with our group as asked) and see what it is.
     try {
-      shm = SharedMemory.open(canonical);
+      shm = SharedMemory.open(canonical, ownershipOf(options));
     } catch (error) {
       const code = errorCode(error);
       if (code === 'ENOENT') continue; // removed meanwhile: create it
+      if (code === 'ERR_MMAP_NOT_OWNER' || code === 'ERR_MMAP_UNSAFE_PERMISSIONS') throw refusal(options, error as ObjectIdentity);
       if (code === 'ERR_MMAP_EMPTY_FILE') {
         // Its creator has not sized it yet, or died before it could.
         const st = statSync(`${SHM_DIR}${canonical}`, { throwIfNoEntry: false });
-        if (st !== undefined && st.size === 0 && ageMs(st) >= YOUNG_MS) unlinkQuietly(lib, canonical);
+        if (st !== undefined && st.size === 0 && ageMs(st) >= YOUNG_MS) takeOver(lib, options);
         else await sleep(INIT_RETRY_MS);
         continue;
       }
-      throw new Failure(`cannot open channel ${quote(name)}: ${reason(error)}`);
+      const owner = code === 'EACCES' ? describeName(`${SHM_DIR}${canonical}`) : '';
+      throw new Failure(`cannot open channel ${quote(name)}: ${reason(error)}${owner}`);
+    }
+    if (options.sharedWithGroup && (fstatSync(shm.fd).mode & GROUP_RW) !== GROUP_RW) {
+      const st = fstatSync(shm.fd);
+      shm.close();
+      throw refusal(options, st);
     }
 
     let verdict: Verdict;
@@ -530,8 +625,8 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
       // Nobody alive uses it: remove the name (if it still leads to this object) and start again.
       const st = fstatSync(shm.fd);
       const now = statSync(`${SHM_DIR}${canonical}`, { throwIfNoEntry: false });
-      if (now !== undefined && now.dev === st.dev && now.ino === st.ino) unlinkQuietly(lib, canonical);
       shm.close();
+      if (now !== undefined && now.dev === st.dev && now.ino === st.ino) takeOver(lib, options);
       continue;
     }
     // busy: an earlier pair (or another end like this one) holds the name; wait for it to be free.
@@ -543,10 +638,33 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
   }
 }
 
-function unlinkQuietly(lib: Library, canonical: string): void {
+/**
+ * Create the name, exclusively: mode 0600, or 0660 with `--shared-with-group` (the umask cleared
+ * of group bits meanwhile, so that a group member can open it at once: no window of a narrower mode).
+ */
+function createName(lib: Library, options: PipeOptions, size: number): SharedMemory {
+  if (!options.sharedWithGroup) return lib.SharedMemory.create(options.canonical, size, { mode: 0o600 });
+  const umask = process.umask(0o077 & ~GROUP_RW);
   try {
-    lib.SharedMemory.unlink(canonical);
-  } catch {
-    // removed by someone else meanwhile
+    return lib.SharedMemory.create(options.canonical, size, { mode: 0o600 | GROUP_RW });
+  } finally {
+    process.umask(umask);
+  }
+}
+
+/**
+ * Remove a name that nobody alive uses any more (its channel was judged abandoned). One of another
+ * user (a group-shared name) may not be ours to remove (/dev/shm is sticky): say so, instead of
+ * finding it abandoned again and again.
+ */
+function takeOver(lib: Library, options: PipeOptions): void {
+  try {
+    lib.SharedMemory.unlink(options.canonical);
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT') return; // removed by someone else meanwhile
+    const path = `${SHM_DIR}${options.canonical}`;
+    throw new Failure(
+      `cannot take over ${quote(options.name)}, left behind by an earlier send or recv: ${reason(error)}${describeName(path)}. Choose another NAME, or ask its owner to remove it.`,
+    );
   }
 }

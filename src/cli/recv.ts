@@ -20,7 +20,7 @@ import { writeSync } from 'node:fs';
 import type { InPlaceMessage } from '../index.js';
 import type { Command, CommandContext } from './command.js';
 import { EXIT_CLOSED_OUTPUT, Failure, errorCode, quote, reason } from './messages.js';
-import { HELLO, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
+import { HELLO, NAME_OWNERSHIP_HELP, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
 
 /** Exit code when standard output is closed: 128 + SIGPIPE, what a shell reports for `cat` there. */
 
@@ -31,7 +31,7 @@ class OutputClosed extends Error {}
 export const recvCommand: Command = {
   name: 'recv',
   summary: 'Write to standard output what `mmapkit send NAME` sends from another process',
-  synopsis: 'recv [--timeout MS] [--capacity N] [--message-size BYTES] NAME',
+  synopsis: 'recv [--timeout MS] [--capacity N] [--message-size BYTES] [--shared-with-group] NAME',
   description: `
 Writes to standard output, byte for byte and in order, what the process that runs
 'mmapkit send NAME' with the same NAME reads from its standard input: a pipe between two unrelated
@@ -51,9 +51,11 @@ receiver (or an earlier pair that has not finished meeting) holds the name, recv
 --capacity and --message-size apply when this end creates the channel; otherwise the values of the
 end that created it hold.
 
+${NAME_OWNERSHIP_HELP}
+
 Exit codes: 0 everything the sender read has been written; 1 failed (the sender stopped before the
-end of its input, no sender within --timeout, a write error, a system error); 2 usage error;
-141 standard output was closed (as for a process killed by SIGPIPE).`,
+end of its input, no sender within --timeout, a write error, a refused NAME, a system error);
+2 usage error; 141 standard output was closed (as for a process killed by SIGPIPE).`,
   options: PIPE_OPTIONS,
   positionals: { min: 1, max: 1 },
   run: runRecv,

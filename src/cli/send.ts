@@ -12,11 +12,11 @@
  * once a receiver has the stream (attached, or already finished reading).
  * @module
  */
-import { readSync } from 'node:fs';
+import { readSync, statSync } from 'node:fs';
 import type { Reservation } from '../index.js';
 import type { Command, CommandContext } from './command.js';
 import { Failure, errorCode, quote, reason } from './messages.js';
-import { HELLO, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
+import { HELLO, NAME_OWNERSHIP_HELP, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
 
 /** While the channel is full, look at the receiver this often (ms). */
 const WATCH_MS = 100;
@@ -29,7 +29,7 @@ const RECEIVER_PAUSE_MAX_MS = 50;
 export const sendCommand: Command = {
   name: 'send',
   summary: 'Send standard input to `mmapkit recv NAME` in another process, through shared memory',
-  synopsis: 'send [--timeout MS] [--capacity N] [--message-size BYTES] NAME',
+  synopsis: 'send [--timeout MS] [--capacity N] [--message-size BYTES] [--shared-with-group] NAME',
   description: `
 Sends everything read from standard input, byte for byte, to the process that runs
 'mmapkit recv NAME' with the same NAME: a pipe between two unrelated processes through a channel
@@ -50,8 +50,11 @@ sender (or an earlier pair that has not finished meeting) holds the name, send w
 --capacity and --message-size apply when this end creates the channel; otherwise the values of the
 end that created it hold.
 
+${NAME_OWNERSHIP_HELP}
+
 Exit codes: 0 the input was sent and a receiver has it; 1 failed (the receiver went away before
-the end, no receiver within --timeout, an error reading the input, a system error); 2 usage error.`,
+the end, no receiver within --timeout, an error reading the input, a refused NAME, a system
+error); 2 usage error.`,
   options: PIPE_OPTIONS,
   positionals: { min: 1, max: 1 },
   run: runSend,
@@ -160,6 +163,7 @@ class ReceiverWatch {
     const parties = this.#end.parties();
     if (parties.liveConsumers.length > 0) {
       this.#seen = true;
+      this.#handOverName(parties.liveConsumers);
       return;
     }
     // A consumer entry of a dead process: a receiver attached to this channel and was killed.
@@ -179,13 +183,37 @@ class ReceiverWatch {
       // or it has gone.
       const met = !this.#end.nameLeadsHere();
       const parties = this.#end.parties();
-      if (parties.liveConsumers.length > 0) return;
-      if (this.#end.channel.size === 0) return; // every message taken, the end mark too
-      if (this.#seen || met || parties.deadConsumers > 0) throw this.#gone();
-      this.#checkDeadline();
+      if (parties.liveConsumers.length > 0) {
+        // Attached. (A group-shared name of ours: once it has taken the HELLO, remove the name.)
+        if (this.#handOverName(parties.liveConsumers)) return;
+      } else {
+        if (this.#end.channel.size === 0) {
+          this.#handOverName(undefined); // every message taken, the end mark too
+          return;
+        }
+        if (this.#seen || met || parties.deadConsumers > 0) throw this.#gone();
+        this.#checkDeadline();
+      }
       await new Promise((resolve) => setTimeout(resolve, pause));
       pause = Math.min(pause * 2, RECEIVER_PAUSE_MAX_MS);
     }
+  }
+
+  /**
+   * A name this sender created with --shared-with-group may belong to another user than its receiver,
+   * which then cannot remove it: remove it here, once the receiver has taken the HELLO (from then on
+   * it is the receiver of this stream, as when it removes the name itself). A receiver of our own
+   * user removes it itself, and two ends removing one name could remove a next pair's. `receivers`:
+   * the pids attached (undefined once the receiver has finished). Returns whether the name needs
+   * nothing more from this sender.
+   */
+  #handOverName(receivers: readonly number[] | undefined): boolean {
+    if (!this.#options.sharedWithGroup || !this.#end.created || !this.#end.nameLeadsHere()) return true;
+    const me = process.geteuid?.();
+    if (receivers !== undefined && receivers.every((pid) => statSync(`/proc/${pid}`, { throwIfNoEntry: false })?.uid === me)) return true;
+    if (!this.#end.helloTaken()) return false;
+    this.#end.removeName();
+    return true;
   }
 
   #checkDeadline(): void {

@@ -1,0 +1,213 @@
+/**
+ * Who may own, and who else may reach, a named shared memory object before this process attaches to
+ * it. Every user can create names in /dev/shm, so a name is no proof of who made it: another user can
+ * create it first (mode 0666) and then read or forge everything that goes through it. The check runs
+ * on the opened descriptor (`fstat`), never on the name, so the object checked is the object mapped.
+ * @module
+ */
+import { fstatSync, readFileSync } from 'node:fs';
+import { invalidArgType, invalidArgValue, mmapkitError, outOfRange, type MmapkitError } from './errors.js';
+
+/**
+ * Whose object {@link SharedMemory.open} (and `Channel.open({ name })`) accepts: `'self'` (the
+ * effective uid of this process, the default), `'any'` (any owner, on purpose), or one uid.
+ */
+export type OwnerOption = 'self' | 'any' | number;
+
+/**
+ * Whom besides its owner an accepted object may let in through its mode (read or write bits):
+ * `'nobody'` (the default: no group or other read/write bits), `'group'` (group bits allowed when
+ * the object's group is one of this process's groups; no other bits), `'anyone'` (no check of the
+ * mode).
+ */
+export type SharedWithOption = 'nobody' | 'group' | 'anyone';
+
+/** The owner and mode check of opening a named shared memory object. */
+export interface OwnershipOptions {
+  /**
+   * Accept an object owned by this user only (`'self'`, default), by a given uid, or by anyone
+   * (`'any'`). An object of another owner is `ERR_MMAP_NOT_OWNER`: its owner can read and write
+   * everything in it.
+   */
+  owner?: OwnerOption;
+  /**
+   * Accept an object whose mode lets others read or write it: `'nobody'` (default), `'group'`,
+   * `'anyone'`. A refused mode is `ERR_MMAP_UNSAFE_PERMISSIONS`. Execute bits are not looked at.
+   */
+  sharedWith?: SharedWithOption;
+}
+
+/** The option names of {@link OwnershipOptions}, for `validateOptions`. */
+export const OWNERSHIP_OPTIONS = ['owner', 'sharedWith'] as const;
+
+/** A checked {@link OwnershipOptions}: the uid required (or any), and the mode bits accepted. */
+export interface OwnershipPolicy {
+  readonly owner: number | 'any';
+  readonly sharedWith: SharedWithOption;
+}
+
+/** The largest uid (Linux uids are 32 bits; 2^32 - 1 is the "no uid" value of chown). */
+const UID_MAX = 0xfffffffe;
+const GROUP_RW = 0o060;
+const OTHER_RW = 0o006;
+
+/** What an ownership refusal carries besides its code and message. */
+export interface OwnershipError extends MmapkitError {
+  readonly code: 'ERR_MMAP_NOT_OWNER' | 'ERR_MMAP_UNSAFE_PERMISSIONS';
+  /** The shared memory name (`/name`). */
+  readonly path: string;
+  /** The object's owner. */
+  readonly uid: number;
+  /** The object's group. */
+  readonly gid: number;
+  /** The object's permission bits (`mode & 0o777`). */
+  readonly mode: number;
+}
+
+/** The effective uid of this process. */
+export function effectiveUid(): number {
+  return process.geteuid?.() ?? -1;
+}
+
+/** Check `owner` and `sharedWith` (under `prefix`, for messages); defaults: this user, nobody else. */
+export function parseOwnership(o: Partial<Record<(typeof OWNERSHIP_OPTIONS)[number], unknown>>, prefix = 'options'): OwnershipPolicy {
+  let owner: number | 'any' = effectiveUid();
+  const given = o.owner;
+  if (typeof given === 'number') {
+    if (!Number.isInteger(given)) throw outOfRange(`${prefix}.owner`, 'an integer', given);
+    if (given < 0 || given > UID_MAX) throw outOfRange(`${prefix}.owner`, `>= 0 && <= ${UID_MAX}`, given);
+    owner = given;
+  } else if (typeof given === 'string') {
+    if (given === 'any') owner = 'any';
+    else if (given !== 'self') throw invalidArgValue(`${prefix}.owner`, given, "must be 'self', 'any' or a uid");
+  } else if (given !== undefined) {
+    throw invalidArgType(`${prefix}.owner`, "'self', 'any' or a uid (a number)", given);
+  }
+  let sharedWith: SharedWithOption = 'nobody';
+  const shared = o.sharedWith;
+  if (shared !== undefined) {
+    if (shared !== 'nobody' && shared !== 'group' && shared !== 'anyone') {
+      if (typeof shared !== 'string') throw invalidArgType(`${prefix}.sharedWith`, 'of type string', shared);
+      throw invalidArgValue(`${prefix}.sharedWith`, shared, "must be one of: 'nobody', 'group', 'anyone'");
+    }
+    sharedWith = shared;
+  }
+  return { owner, sharedWith };
+}
+
+/** The policy that accepts exactly what a `mode` given to `create` lets in (for `exclusive: false`). */
+export function policyForMode(mode: number): OwnershipPolicy {
+  const sharedWith: SharedWithOption = (mode & OTHER_RW) !== 0 ? 'anyone' : (mode & GROUP_RW) !== 0 ? 'group' : 'nobody';
+  return { owner: effectiveUid(), sharedWith };
+}
+
+/** This process's groups: the effective gid and the supplementary groups. */
+export function ownGroups(): Set<number> {
+  const groups = new Set<number>(process.getgroups?.() ?? []);
+  const egid = process.getegid?.();
+  if (egid !== undefined) groups.add(egid);
+  return groups;
+}
+
+/** The identity of an object, as `fstat` reports it. */
+export interface ObjectIdentity {
+  readonly uid: number;
+  readonly gid: number;
+  readonly mode: number;
+}
+
+/**
+ * Why `policy` refuses an object of this identity, or undefined if it accepts it. `code` says which
+ * check failed; `why` is a sentence about the object (its owner or its mode), `fix` says which option
+ * accepts it.
+ */
+export function ownershipVerdict(id: ObjectIdentity, policy: OwnershipPolicy): { code: OwnershipError['code']; why: string; fix: string } | undefined {
+  const mode = id.mode & 0o777;
+  if (policy.owner !== 'any' && id.uid !== policy.owner) {
+    const self = policy.owner === effectiveUid();
+    return {
+      code: 'ERR_MMAP_NOT_OWNER',
+      why: `belongs to ${describeUser(id.uid)}, mode ${octal(mode)}, not to ${self ? "this process's user, " : ''}${describeUser(policy.owner)}: its owner can read and write everything in it`,
+      fix: `to open it all the same, pass { owner: ${id.uid} } (or { owner: 'any' })`,
+    };
+  }
+  if (policy.sharedWith === 'anyone') return undefined;
+  const others = mode & OTHER_RW;
+  if (others !== 0) {
+    return {
+      code: 'ERR_MMAP_UNSAFE_PERMISSIONS',
+      why: `has mode ${octal(mode)} (owner ${describeUser(id.uid)}): every user of this machine may ${rw(others, 0o004, 0o002)} it`,
+      fix: "pass { sharedWith: 'anyone' } to accept that",
+    };
+  }
+  const group = mode & GROUP_RW;
+  if (group === 0) return undefined;
+  if (policy.sharedWith === 'nobody') {
+    return {
+      code: 'ERR_MMAP_UNSAFE_PERMISSIONS',
+      why: `has mode ${octal(mode)} (owner ${describeUser(id.uid)}): the members of group ${describeGroup(id.gid)} may ${rw(group, 0o040, 0o020)} it`,
+      fix: "pass { sharedWith: 'group' } to accept that",
+    };
+  }
+  if (!ownGroups().has(id.gid)) {
+    return {
+      code: 'ERR_MMAP_UNSAFE_PERMISSIONS',
+      why: `has mode ${octal(mode)} (owner ${describeUser(id.uid)}): it is shared with group ${describeGroup(id.gid)}, which is not one of this process's groups`,
+      fix: "pass { sharedWith: 'anyone' } to accept that",
+    };
+  }
+  return undefined;
+}
+
+/**
+ * Check the object open as `fd` (named `name`, for the message) against `policy`: `fstat` on the
+ * descriptor, so the object checked is the one that will be mapped. Throws an {@link OwnershipError}.
+ */
+export function checkOwnership(fd: number, name: string, policy: OwnershipPolicy): void {
+  if (policy.owner === 'any' && policy.sharedWith === 'anyone') return;
+  const st = fstatSync(fd);
+  const verdict = ownershipVerdict(st, policy);
+  if (verdict === undefined) return;
+  const err = mmapkitError(verdict.code, `Shared memory '${name}' ${verdict.why}; ${verdict.fix}.`);
+  Object.assign(err, { path: name, uid: st.uid, gid: st.gid, mode: st.mode & 0o777 });
+  throw err;
+}
+
+/** A mode as an octal number with a leading 0, as `ls` users read it: `0666`. */
+export function octal(mode: number): string {
+  return `0${(mode & 0o777).toString(8).padStart(3, '0')}`;
+}
+
+function rw(bits: number, read: number, write: number): string {
+  return (bits & read) !== 0 && (bits & write) !== 0 ? 'read and write' : (bits & write) !== 0 ? 'write' : 'read';
+}
+
+/** `uid 1000 (alice)`, or `uid 1000` when no name is found in /etc/passwd. */
+export function describeUser(uid: number): string {
+  const name = lookup('/etc/passwd', uid);
+  return name === undefined ? `uid ${uid}` : `uid ${uid} (${name})`;
+}
+
+/** `gid 100 (users)`, or `gid 100` when no name is found in /etc/group. */
+export function describeGroup(gid: number): string {
+  const name = lookup('/etc/group', gid);
+  return name === undefined ? `gid ${gid}` : `gid ${gid} (${name})`;
+}
+
+/**
+ * The name of an id in a passwd or group file (`name:x:id:...`). Only local accounts: users from
+ * LDAP or other NSS sources are shown by number (Node has no getpwuid, and this is only for messages).
+ */
+function lookup(file: string, id: number): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split('\n')) {
+    const fields = line.split(':');
+    if (fields.length >= 3 && fields[2] === String(id) && fields[0] !== '') return fields[0];
+  }
+  return undefined;
+}
