@@ -331,20 +331,29 @@ test('worker threads: waits across threads, and a worker terminated with waits p
 });
 
 test('waitAsync spin options: a hybrid wait sees a change made while it spins; threadSpin still sleeps', async (t) => {
-  if (cannotEmulate(t, 'a real CPU\'s speed: a child that starts and writes within the 2 s spin')) return;
+  if (cannotEmulate(t, 'a real CPU\'s speed: a child that wakes and writes within the 1 s spin')) return;
   const shm = SharedMemory.anonymous(4096);
   const w = words(shm);
-  // A child changes the word 5 ms from now; we spin for up to 2 s on the calling thread.
+  // A child, once started and told that we spin (word 3), changes word 0 5 ms later; we spin for up to
+  // 1 s on the calling thread. The child starts first so that a slow start on a loaded machine does
+  // not eat the spin.
   const child = spawn(process.execPath, ['--input-type=module', '-e', `
-    import { SharedMemory } from ${JSON.stringify(distUrl)};
+    import { SharedMemory, wait, notify } from ${JSON.stringify(distUrl)};
     const shm = SharedMemory.inherited();
     const w = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 4);
+    Atomics.store(w, 3, 1); notify(w, 3); // started
+    while (Atomics.load(w, 3) !== 2) wait(w, 3, 1, 30_000);
     setTimeout(() => Atomics.store(w, 0, 1), 5); // no notify: only a spinning reader can see it
     setTimeout(() => {}, 3000);
   `], shm.childOptions({ stdio: 'ignore' }));
+  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  while (Atomics.load(w, 3) !== 1) assert.notEqual(await waitAsync(w, 3, 0, 30_000), 'timed-out', 'the child started');
+  Atomics.store(w, 3, 2);
+  notify(w, 3);
   const t0 = performance.now();
   assert.equal(await waitAsync(w, 0, 0, 10_000, { spin: 1_000_000 }), 'ok');
   assert.ok(performance.now() - t0 < 2000, 'resolved by the spin, before any sleep');
+  clearTimeout(killer);
   child.kill();
   assert.equal(await waitAsync(w, 1, 0, 5, { spin: 50_000 }), 'timed-out', 'a spin longer than the timeout times out');
   const p = waitAsync(w, 2, 0, 5000, { threadSpin: 100 });

@@ -312,9 +312,11 @@ test('01-wait: a child that hangs is killed after MMAPKIT_WAIT_TIMEOUT', (t) => 
 
 test('01-wait: a parent that never replies: the child times out, and the parent reports its failure', (t) => {
   const env = tamper(t, '01-parent-child-wait.mjs', `if (!process.argv.includes('--child')) { ${EVENT_SET_DOES_NOTHING} }`);
-  const r = example('01-parent-child-wait.mjs', [], { env: { ...env, TMPDIR: tempDir(t), MMAPKIT_WAIT_TIMEOUT: '1000' } });
+  // 5 s, not 1: the child must start and write its greeting within the parent's timeout, and starting
+  // Node takes over a second on a loaded machine (then the parent kills it and the test sees that).
+  const r = example('01-parent-child-wait.mjs', [], { env: { ...env, TMPDIR: tempDir(t), MMAPKIT_WAIT_TIMEOUT: '5000' } });
   exits(r, 1);
-  cleanError(r, /^\[child\] error: the parent did not set REPLY_WRITTEN within 1 s$/m);
+  cleanError(r, /^\[child\] error: the parent did not set REPLY_WRITTEN within 5 s$/m);
   cleanError(r, /^\[parent\] error: the child \(pid \d+\) failed: it exited with code 1$/m);
   assert.doesNotMatch(r.stdout, /\[child\] read the parent's reply/);
 });
@@ -715,17 +717,18 @@ test('04: a child that exits without writing is noticed at once, not after the t
 test('04: a child that hangs before writing, or after, is killed after MMAPKIT_WAIT_TIMEOUT', (t) => {
   const cases = [
     // Never runs its code.
-    ['setInterval(() => {}, 1000); await new Promise(() => {});', /^\[parent\] error: the child \(pid (\d+)\) did not write its message within 1 s; killed it$/m],
-    // Writes and notifies, then stays alive: the parent reads, then gives up waiting for the exit.
-    ['setInterval(() => {}, 1000);', /^\[parent\] error: the child \(pid (\d+)\) did not exit within 1 s; killed it$/m],
+    ['setInterval(() => {}, 1000); await new Promise(() => {});', 1, /^\[parent\] error: the child \(pid (\d+)\) did not write its message within 1 s; killed it$/m],
+    // Writes and notifies, then stays alive: the parent reads, then gives up waiting for the exit. It
+    // must start and write within the timeout: 5 s, as starting Node takes over a second under load.
+    ['setInterval(() => {}, 1000);', 5, /^\[parent\] error: the child \(pid (\d+)\) did not exit within 5 s; killed it$/m],
   ];
-  for (const [body, pattern] of cases) {
+  for (const [body, seconds, pattern] of cases) {
     const started = Date.now();
-    const r = example('04-anonymous-shm.mjs', [], { env: { ...tamper(t, '04-anonymous-shm.mjs', body, '--child'), MMAPKIT_WAIT_TIMEOUT: '1000' } });
+    const r = example('04-anonymous-shm.mjs', [], { env: { ...tamper(t, '04-anonymous-shm.mjs', body, '--child'), MMAPKIT_WAIT_TIMEOUT: String(seconds * 1000) } });
     const elapsed = Date.now() - started;
     exits(r, 1);
     cleanError(r, pattern);
-    assert.ok(elapsed >= 900 && elapsed < 10_000, `gave up after ${elapsed} ms`);
+    assert.ok(elapsed >= seconds * 900 && elapsed < seconds * 1000 + 20_000, `gave up after ${elapsed} ms`);
     const pid = Number(pattern.exec(r.stderr)[1]);
     assert.ok(gone(pid), `the child ${pid} is still running`);
   }
@@ -832,11 +835,13 @@ test('05: workers that never get ready are killed after MMAPKIT_WAIT_TIMEOUT', (
     await new Promise(() => {});
   }`;
   const started = Date.now();
-  const r = example('05-channel.mjs', [], { env: { ...tamper(t, '05-channel.mjs', body), MMAPKIT_WAIT_TIMEOUT: '1000' } });
+  // 5 s: both workers must start (and record their pids) before the parent gives up on them; starting
+  // two Node processes takes over a second on a loaded machine.
+  const r = example('05-channel.mjs', [], { env: { ...tamper(t, '05-channel.mjs', body), MMAPKIT_WAIT_TIMEOUT: '5000' } });
   const elapsed = Date.now() - started;
   exits(r, 1);
-  cleanError(r, /^\[parent\] error: only 0 of 2 workers got ready within 1 s$/m);
-  assert.ok(elapsed >= 900 && elapsed < 10_000, `gave up after ${elapsed} ms`);
+  cleanError(r, /^\[parent\] error: only 0 of 2 workers got ready within 5 s$/m);
+  assert.ok(elapsed >= 4500 && elapsed < 30_000, `gave up after ${elapsed} ms`);
   const pids = readdirSync(dir).map(Number);
   assert.equal(pids.length, 2, 'both workers started');
   for (const pid of pids) assert.ok(gone(pid), `the worker ${pid} is still running`);
