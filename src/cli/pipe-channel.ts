@@ -34,7 +34,7 @@
  * A refused name is an error that says whose it is; it is never removed, taken over or written.
  * @module
  */
-import { fstatSync, readFileSync, statSync } from 'node:fs';
+import { fstatSync, linkSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import type { Channel, OwnershipOptions, SharedMemory } from '../index.js';
 import { type ObjectIdentity, describeGroup, describeUser, effectiveUid, octal } from '../ownership.js';
 import { UsageError } from './command.js';
@@ -557,7 +557,7 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
       if (code === 'ERR_MMAP_EMPTY_FILE') {
         // Its creator has not sized it yet, or died before it could.
         const st = statSync(`${SHM_DIR}${canonical}`, { throwIfNoEntry: false });
-        if (st !== undefined && st.size === 0 && ageMs(st) >= YOUNG_MS) takeOver(lib, options);
+        if (st !== undefined && st.size === 0 && ageMs(st) >= YOUNG_MS) takeOver(options, st);
         else await sleep(INIT_RETRY_MS);
         continue;
       }
@@ -624,9 +624,8 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
     if (verdict === 'stale') {
       // Nobody alive uses it: remove the name (if it still leads to this object) and start again.
       const st = fstatSync(shm.fd);
-      const now = statSync(`${SHM_DIR}${canonical}`, { throwIfNoEntry: false });
       shm.close();
-      if (now !== undefined && now.dev === st.dev && now.ino === st.ino) takeOver(lib, options);
+      takeOver(options, st);
       continue;
     }
     // busy: an earlier pair (or another end like this one) holds the name; wait for it to be free.
@@ -653,18 +652,34 @@ function createName(lib: Library, options: PipeOptions, size: number): SharedMem
 }
 
 /**
- * Remove a name that nobody alive uses any more (its channel was judged abandoned). One of another
- * user (a group-shared name) may not be ours to remove (/dev/shm is sticky): say so, instead of
- * finding it abandoned again and again.
+ * Remove a name that nobody alive uses any more (its object, `judged`, was found abandoned or never
+ * sized). Another end may have done the same and made a fresh channel under the name meanwhile: a
+ * plain unlink by name could remove that one, leaving both ends to wait alone. So the name is first
+ * renamed aside (atomic: whatever object it names at that instant moves), and only the judged object
+ * is removed; anything else is linked back. One of another user (a group-shared name) may not be ours
+ * to move (/dev/shm is sticky): say so, instead of finding it abandoned again and again.
  */
-function takeOver(lib: Library, options: PipeOptions): void {
+function takeOver(options: PipeOptions, judged: { dev: number; ino: number }): void {
+  const path = `${SHM_DIR}${options.canonical}`;
+  const aside = `${path}.takeover-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   try {
-    lib.SharedMemory.unlink(options.canonical);
+    renameSync(path, aside);
+    const st = statSync(aside, { throwIfNoEntry: false });
+    if (st !== undefined && (st.dev !== judged.dev || st.ino !== judged.ino)) {
+      // A fresh channel: give its name back (unless yet another one took the name meanwhile).
+      try {
+        linkSync(aside, path);
+      } catch {
+        // EEXIST: a third object holds the name now; the fresh one's creator will time out alone
+      }
+    }
+    unlinkSync(aside);
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return; // removed by someone else meanwhile
-    const path = `${SHM_DIR}${options.canonical}`;
+    // The sticky /dev/shm refuses rename with EPERM; say it as shm_unlink would (glibc turns it into EACCES).
+    const why = errorCode(error) === 'EPERM' ? 'Permission denied' : reason(error);
     throw new Failure(
-      `cannot take over ${quote(options.name)}, left behind by an earlier send or recv: ${reason(error)}${describeName(path)}. Choose another NAME, or ask its owner to remove it.`,
+      `cannot take over ${quote(options.name)}, left behind by an earlier send or recv: ${why}${describeName(path)}. Choose another NAME, or ask its owner to remove it.`,
     );
   }
 }
