@@ -36,7 +36,8 @@ export type MmapkitErrorCode =
   | 'ERR_MMAP_BUSY'
   | 'ERR_MMAP_CHANNEL_CORRUPT'
   | 'ERR_MMAP_CHANNEL_TIMEOUT'
-  | 'ERR_MMAP_CHANNEL_FULL';
+  | 'ERR_MMAP_CHANNEL_FULL'
+  | 'ERR_MMAP_CHANNEL_IN_USE';
 
 /** An error raised by mmapkit itself (not by the kernel, not an argument error). */
 export class MmapkitError extends Error {
