@@ -35,6 +35,7 @@ export {
   Channel,
   CHANNEL,
   type ChannelCreateOptions,
+  type ChannelEndReason,
   type ChannelOpenOptions,
   type ChannelTarget,
   type ChannelWaitOptions,
