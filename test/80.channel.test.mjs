@@ -1056,6 +1056,8 @@ test('a closed handle throws ERR_MMAP_CLOSED from every method, and so does a ch
     h.close(); // idempotent
     h[Symbol.dispose]();
     assert.equal(h.closed, true);
+    // The getters that need no memory still answer (producers: the memory is gone, so not known).
+    assert.deepEqual([h.capacity, h.ended, h.endReason, h.producers], [4, false, undefined, undefined]);
   }
   // A pending async wait on a handle that owns its mapping is cancelled by close().
   const live = Channel.open(path);
