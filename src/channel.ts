@@ -12,6 +12,9 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
+// Node's own setImmediate, not the global: fake timers in a user's tests replace the global, and a
+// yield that waits for a faked immediate would never end.
+import { setImmediate } from 'node:timers';
 import { invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange } from './errors.js';
 import { Mapping, map, viewLocation } from './mapping.js';
 import { SharedMemory } from './shm.js';

@@ -189,3 +189,23 @@ test('yielding keeps the order of concurrent calls on one handle, and a closed h
     return true;
   });
 });
+
+test("the yields use Node's own setImmediate: fake timers that replace the global one do not stall the async methods", async (t) => {
+  const opts = { capacity: 1024, maxMessageSize: 16 };
+  const shm = SharedMemory.anonymous(Channel.byteLength(opts));
+  t.after(() => shm.close());
+  const ch = Channel.create(shm, opts);
+  const real = globalThis.setImmediate;
+  let faked = 0;
+  globalThis.setImmediate = () => faked++; // as @sinonjs/fake-timers does: queued, never run by itself
+  try {
+    for (let i = 0; i < 2000; i++) {
+      await ch.sendAsync('x', { timeout: 1000 });
+      assert.equal(String(await ch.receiveAsync({ timeout: 1000 })), 'x');
+    }
+  } finally {
+    globalThis.setImmediate = real;
+  }
+  assert.equal(faked, 0);
+  ch.close();
+});
