@@ -793,6 +793,26 @@ test('create() over a channel that a live process uses is refused with ERR_MMAP_
   Channel.create(shm, opts).close(); // every party closed: may be created anew
 });
 
+test('create() of one file by 4 processes at the same moment: exactly one succeeds, the others are refused', async (t) => {
+  for (let round = 0; round < 5; round++) {
+    const path = join(tempDir(t), `race-${round}.channel`);
+    const go = SharedMemory.anonymous(4096);
+    t.after(() => go.close());
+    const word = new Int32Array(go.buffer.buffer, go.buffer.byteOffset, 1);
+    const kids = [0, 1, 2, 3].map(() => start(t, ['race-create', path], go.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'go')));
+    await sleep(300); // all of them started and spinning (a late one only finds the winner's channel)
+    Atomics.store(word, 0, 1);
+    const results = await Promise.all(kids.map(async (k) => JSON.parse(await k.line(/^\{/))));
+    const ok = results.filter((r) => r.ok);
+    assert.equal(ok.length, 1, JSON.stringify(results));
+    // Map's O_EXCL create of a missing file can refuse a racer too (EEXIST); nothing else.
+    for (const r of results) if (!r.ok) assert.ok(['ERR_MMAP_CHANNEL_IN_USE', 'EEXIST'].includes(r.code), JSON.stringify(results));
+    for (const k of kids) k.child.stdin.end();
+    for (const k of kids) assert.deepEqual(await k.exited, { code: 0, signal: null });
+    Channel.create(path).close(); // all closed: free again
+  }
+});
+
 test("create() is refused while the handle that create() returned is open, even before it sends or receives (in this or another process)", async (t) => {
   const path = join(tempDir(t), 'creator.channel');
   const creator = start(t, ['hold', `file:${path}`, 'create', 'none']);
