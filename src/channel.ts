@@ -493,7 +493,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   /**
    * Attach this handle as a producer (or consumer) now, instead of on its first send (receive). A
    * consumer sees the end of the stream once every producer that has attached has closed: attach all
-   * producers before the first one may close, or consumers may see the end too early.
+   * producers before the first one may close, or consumers may see the end too early (or create the
+   * channel with the `producers` option).
    */
   attach(role: 'producer' | 'consumer'): void {
     this.#check('attach');
