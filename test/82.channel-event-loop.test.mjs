@@ -85,7 +85,7 @@ async function receiving(t, receive, { prefilled = false } = {}) {
   t.after(() => rx.close());
   rx.attach('consumer');
   const sent = child(t, shm, ['flood', 'inherit:ch', String(MESSAGES), String(SIZE)]);
-  // The first message: the child is up and has filled the queue.
+  // The first message: the child is up and sending (and far ahead: sendMany is faster than any receive).
   const first = await rx.receiveAsync({ timeout: 30_000 });
   assert.equal(first.readUInt32LE(0), 0);
   if (prefilled) assert.deepEqual(await sent, { sent: MESSAGES });
