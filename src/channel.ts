@@ -10,8 +10,11 @@
  * docs/channel-layout.md; every index and length read from shared memory is checked before use.
  * @module
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
+// Node's own setImmediate, not the global: fake timers in a user's tests replace the global, and a
+// yield that waits for a faked immediate would never end.
+import { setImmediate } from 'node:timers';
 import { invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange } from './errors.js';
 import { Mapping, map, viewLocation } from './mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from './ownership.js';
@@ -26,7 +29,7 @@ export const CHANNEL = Object.freeze({
   MAGIC: 0, // u32 'MKCH'
   VERSION: 4, // u16
   HEADER_SIZE: 6, // u16: bytes before the first control line (64)
-  FLAGS: 8, // u32: bit 0 = a producer has ever attached
+  FLAGS: 8, // u32: bit 0 = a producer has ever attached; bit 1 = a producer went away without closing
   CAPACITY: 12, // u32: number of slots, a power of two
   SLOT_SIZE: 16, // u32: bytes per slot, a multiple of 64
   MAX_MESSAGE: 20, // u32: largest message in bytes (SLOT_SIZE - SLOT_HEADER at most)
@@ -37,6 +40,9 @@ export const CHANNEL = Object.freeze({
   PRODUCERS_OFFSET: 40, // u32: offset of the producer table
   CONSUMERS_OFFSET: 44, // u32: offset of the consumer table
   SLOTS_OFFSET: 48, // u32: offset of slot 0
+  EXPECTED_PRODUCERS: 52, // u32 (version 2): producers to expect before the stream can end; 0: not set
+  PRODUCER_COUNT: 56, // i32 (version 2): producer attaches so far (every attach adds 1)
+  CREATOR: 60, // i32 (version 2): pid of the process whose create() handle is open; 0 once closed
   TAIL: 64, // i32: next position producers claim (own cache line)
   HEAD: 128, // i32: next position consumers claim (own cache line)
   NOT_EMPTY: 192, // i32 futex word: bumped when a message is published while consumers sleep
@@ -58,11 +64,15 @@ export const CHANNEL = Object.freeze({
 });
 
 const MAGIC = 0x48434b4d; // 'MKCH'
-const VERSION = 1;
+/** The layout version create() writes. 2 added EXPECTED_PRODUCERS, PRODUCER_COUNT, CREATOR and FLAGS bit 1. */
+const VERSION = 2;
+/** Versions open() reads: in a version 1 channel the new words are 0, which means what they mean in 2. */
+const READ_VERSIONS: readonly number[] = [1, 2];
 const TORN = -1;
 const ATTACHED = 1;
 const CLOSED = 2;
 const FLAG_HAD_PRODUCER = 1;
+const FLAG_PRODUCER_DIED = 2;
 const INT32_MAX = 0x7fffffff;
 const PID = process.pid;
 /** How long a producer found alive is assumed alive by #atEnd. */
@@ -86,8 +96,23 @@ export interface ChannelCreateOptions extends Omit<ChannelOpenOptions, keyof Own
   maxProducers?: number;
   /** How many consumer handles may be attached at once. Default 64. */
   maxConsumers?: number;
+  /**
+   * How many producers to expect: consumers see the end of the stream only once this many producer
+   * handles have attached (across all processes, over the channel's life) and every one has closed or
+   * died. Default: not set, the end comes once every producer attached so far is gone.
+   */
+  producers?: number;
 }
-const CREATE_OPTIONS = ['capacity', 'maxMessageSize', 'maxProducers', 'maxConsumers', 'wait', 'spin'] as const;
+const CREATE_OPTIONS = ['capacity', 'maxMessageSize', 'maxProducers', 'maxConsumers', 'producers', 'wait', 'spin'] as const;
+/** The options of create() that describe the channel (not the handle): byteLength() takes these. */
+const CHANNEL_OPTIONS = ['capacity', 'maxMessageSize', 'maxProducers', 'maxConsumers', 'producers'] as const;
+
+/**
+ * Why a consumer saw the end of the stream: every producer closed its handle (`'closed'`), or at
+ * least one producer of this channel went away without closing (its process died or exited with the
+ * handle open: `'producer-died'`), so its last messages may be missing.
+ */
+export type ChannelEndReason = 'closed' | 'producer-died';
 
 /** Options of {@link Channel.open} (and the per-handle part of {@link Channel.create}). */
 export interface ChannelOpenOptions {
@@ -187,6 +212,52 @@ function withSent(err: unknown, sent: number): unknown {
   return err;
 }
 
+// ---------------------------------------------------------------- yielding to the event loop
+
+/**
+ * The async methods complete without waiting whenever there is room (or a message), and a promise
+ * that settles at once resumes its caller in a microtask: a loop of them would never give the event
+ * loop a turn (timers, I/O, other requests starve). So every async completion counts here, for the
+ * whole thread (one event loop, however many handles), and after YIELD_EVERY messages or YIELD_AFTER_MS
+ * milliseconds since the last yield, the call settles through `setImmediate` instead: timers and I/O
+ * run, then the caller goes on. The count is one add and one compare per call; the clock is read only
+ * every CLOCK_EVERY calls (a read costs about 60 ns, a tenth of a fast async call).
+ */
+const YIELD_EVERY = 256;
+const YIELD_AFTER_MS = 4;
+const CLOCK_EVERY = 16;
+/** Messages sent or received by async calls of this thread since its last yield. */
+let sinceYield = 0;
+/** Async calls since the clock was last read. */
+let untilClock = CLOCK_EVERY;
+/** When the last yield ended (performance.now()). */
+let yieldedAt = performance.now();
+/** The yield under way: every call that completes meanwhile settles after it, in order. */
+let pendingYield: Promise<void> | undefined;
+
+/** Count `messages` done by an async call; true when the call must yield before it settles. */
+function yieldDue(messages: number): boolean {
+  if (pendingYield !== undefined) return true; // keep the order of calls that complete meanwhile
+  sinceYield += messages;
+  if (sinceYield >= YIELD_EVERY) return true;
+  if (--untilClock > 0) return false;
+  untilClock = CLOCK_EVERY;
+  return performance.now() - yieldedAt >= YIELD_AFTER_MS;
+}
+
+/** Let the event loop run (timers, I/O), once for every call that is due meanwhile. */
+function yieldToLoop(): Promise<void> {
+  return (pendingYield ??= new Promise<void>((resolve) => {
+    setImmediate(() => {
+      pendingYield = undefined;
+      sinceYield = 0;
+      untilClock = CLOCK_EVERY;
+      yieldedAt = performance.now();
+      resolve();
+    });
+  }));
+}
+
 /** The Buffer pool's ArrayBuffer last seen by a receive, and an Int32Array over it (see #copyOut). */
 let poolBuffer: ArrayBuffer | undefined;
 let poolWords = new Int32Array(0);
@@ -272,6 +343,9 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   #consumer = -1;
   #closed = false;
   #ended = false;
+  #endReason: ChannelEndReason | undefined;
+  /** Whether this is the handle create() returned (its process is named in CREATOR until it closes). */
+  readonly #creator: boolean;
   /** When #atEnd last found a live producer (performance.now()). */
   #liveSeenAt = -Infinity;
   /** A head position seen claimed but unpublished, and since when (to find producers that died). */
@@ -296,8 +370,9 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   #consumerBusy = false;
 
   /** @internal Use {@link Channel.create} or {@link Channel.open}. */
-  constructor(token: symbol, mapping: Mapping, owned: SharedMemory | Mapping | undefined, g: Geometry, wait: WaitStrategy, spinNs: number) {
+  constructor(token: symbol, mapping: Mapping, owned: SharedMemory | Mapping | undefined, g: Geometry, wait: WaitStrategy, spinNs: number, creator = false) {
     if (token !== kCreate) throw new TypeError('Illegal constructor: use Channel.create() or Channel.open()');
+    this.#creator = creator;
     this.#mapping = mapping;
     this.#owned = owned;
     this.#u8 = mapping.view(0, g.totalSize);
@@ -313,23 +388,41 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   /** Bytes a channel with these options occupies (to size a file or shared memory yourself). */
   static byteLength(options?: Omit<ChannelCreateOptions, 'wait' | 'spin'>): number {
-    return parseGeometry(validateOptions(options, 'options', ['capacity', 'maxMessageSize', 'maxProducers', 'maxConsumers'] as const)).totalSize;
+    const o = validateOptions(options, 'options', CHANNEL_OPTIONS);
+    parseExpectedProducers(o); // takes no room, but checked as create() checks it
+    return parseGeometry(o).totalSize;
   }
 
   /**
    * Create a channel. `target`: a file path (created or grown to size, mode 0o600), `{ name }` (new
    * named shared memory, exclusive), or existing shared memory / a shared mapping (initialized in
-   * place: other processes must not use it yet). Returns a handle on it.
+   * place). A channel already there that is in use (a live process has a handle attached to it, or
+   * holds the handle its create() returned) is never reset: `ERR_MMAP_CHANNEL_IN_USE`. Returns a
+   * handle on the new channel.
    */
   static create(target: ChannelTarget, options?: ChannelCreateOptions): Channel {
     const o = validateOptions(options, 'options', CREATE_OPTIONS);
     const g = parseGeometry(o);
+    const expected = parseExpectedProducers(o);
     const { wait, spinNs } = parseStrategy(o);
+    if (typeof target === 'string') refuseLiveFile(target); // before map() grows the file
     const { mapping, owned } = resolveTarget(target, g.totalSize, true);
+    let i32: Int32Array;
+    try {
+      const view = mapping.view(0, g.totalSize);
+      alignedBase(view); // refuse before writing anything
+      i32 = new Int32Array(view.buffer, view.byteOffset, g.totalSize >>> 2);
+      claimCreator(mapping, i32);
+    } catch (err) {
+      if (owned instanceof SharedMemory) owned.close();
+      else owned?.unmap();
+      throw err;
+    }
     const view = mapping.view(0, g.totalSize);
-    alignedBase(view); // refuse before writing anything
-    const i32 = new Int32Array(view.buffer, view.byteOffset, g.totalSize >>> 2);
-    view.fill(0, 0, g.slotsOffset);
+    // Zero the header, control words and tables, all but the CREATOR word this process has claimed
+    // (a concurrent create() of the same memory sees it and backs off).
+    view.fill(0, 0, CHANNEL.CREATOR);
+    view.fill(0, CHANNEL.CREATOR + 4, g.slotsOffset);
     view.writeUInt16LE(VERSION, CHANNEL.VERSION);
     view.writeUInt16LE(64, CHANNEL.HEADER_SIZE);
     view.writeUInt32LE(g.capacity, CHANNEL.CAPACITY);
@@ -342,11 +435,12 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     view.writeUInt32LE(g.producersOffset, CHANNEL.PRODUCERS_OFFSET);
     view.writeUInt32LE(g.consumersOffset, CHANNEL.CONSUMERS_OFFSET);
     view.writeUInt32LE(g.slotsOffset, CHANNEL.SLOTS_OFFSET);
+    view.writeUInt32LE(expected, CHANNEL.EXPECTED_PRODUCERS);
     // Slot i starts with sequence number i: free for the producer that claims position i.
     for (let i = 0; i < g.capacity; i++) i32[(g.slotsOffset + i * g.slotSize) >>> 2] = i;
     // seq_cst store, last: publishes the initialized channel to processes that check the magic
     Atomics.store(i32, CHANNEL.MAGIC >>> 2, MAGIC | 0);
-    return new Channel(kCreate, mapping, owned, g, wait, spinNs);
+    return new Channel(kCreate, mapping, owned, g, wait, spinNs, true);
   }
 
   /**
@@ -399,6 +493,21 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     return this.#ended;
   }
 
+  /**
+   * Why this handle saw the end of the stream, once it has (`undefined` before): `'closed'` when every
+   * producer closed its handle, `'producer-died'` when some producer of the channel went away without
+   * closing (killed, crashed, or exited with its handle open), whose last messages may be missing.
+   */
+  get endReason(): ChannelEndReason | undefined {
+    return this.#endReason;
+  }
+
+  /** Producers the channel expects before its stream can end (the `producers` option of create), or undefined. */
+  get producers(): number | undefined {
+    const n = this.#mapping.closed ? 0 : Atomics.load(this.#i32, CHANNEL.EXPECTED_PRODUCERS >>> 2) >>> 0;
+    return n === 0 ? undefined : n;
+  }
+
   /** Messages waiting in the queue now (a snapshot). */
   get size(): number {
     this.#check('size');
@@ -409,7 +518,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   /**
    * Attach this handle as a producer (or consumer) now, instead of on its first send (receive). A
    * consumer sees the end of the stream once every producer that has attached has closed: attach all
-   * producers before the first one may close, or consumers may see the end too early.
+   * producers before the first one may close, or consumers may see the end too early (or create the
+   * channel with the `producers` option).
    */
   attach(role: 'producer' | 'consumer'): void {
     this.#check('attach');
@@ -444,6 +554,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const pos = this.#claimTail() ?? (await this.#waitRoomAsync(timeout, deadlineOf(timeout), signalOf(options), 'sendAsync'));
     this.#publish(pos, bytes);
     this.#wakeConsumers();
+    if (yieldDue(1)) await yieldToLoop(); // sent: only the caller waits for the event loop's turn
   }
 
   /**
@@ -490,6 +601,15 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         }
         this.#publish(pos, all[sent]!);
         sent++;
+        if (yieldDue(1)) {
+          // A long batch into a queue that keeps finding room would hold the event loop for all of it.
+          this.#wakeConsumers(sent);
+          await yieldToLoop();
+          if (sent < all.length) {
+            this.#check('sendManyAsync'); // closed meanwhile: never claim for a closed producer
+            signalOf(options)?.throwIfAborted();
+          }
+        }
       }
     } catch (err) {
       throw withSent(err, sent);
@@ -546,7 +666,9 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     this.#prepareReceive('receiveAsync');
     const got = this.#take(true) ?? (await this.#waitMessageAsync(timeout, deadlineOf(timeout), signalOf(options), 'receiveAsync'));
     this.#wakeProducers();
-    return got === null ? this.#end() : got;
+    const result = got === null ? this.#end() : got;
+    if (yieldDue(got === null ? 0 : 1)) await yieldToLoop(); // taken: it settles after the event loop's turn
+    return result;
   }
 
   /**
@@ -564,9 +686,10 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   /** Like {@link Channel.receiveMany} without blocking the event loop. */
   async receiveManyAsync(max?: number, options?: ChannelWaitOptions | number): Promise<Buffer[] | null> {
     const run = this.#beginMany(max, options, 'receiveManyAsync');
-    if (run.out.length > 0) return this.#endMany(run.out, run.out[0]!, run.limit);
-    const first = await this.#waitMessageAsync(run.timeout, deadlineOf(run.timeout), signalOf(options), 'receiveManyAsync');
-    return this.#endMany(run.out, first, run.limit);
+    const first = run.out.length > 0 ? run.out[0]! : await this.#waitMessageAsync(run.timeout, deadlineOf(run.timeout), signalOf(options), 'receiveManyAsync');
+    const out = this.#endMany(run.out, first, run.limit);
+    if (yieldDue(out === null ? 0 : out.length)) await yieldToLoop();
+    return out;
   }
 
   /** The messages waiting now, up to `max` (default 1024), in order: `[]` if none, `null` at the end. */
@@ -699,6 +822,8 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         const e = (g.consumersOffset + this.#consumer * CHANNEL.ENTRY_SIZE) >>> 2;
         Atomics.store(this.#i32, e + (CHANNEL.ENTRY_PID >>> 2), 0);
       }
+      // The creator's handle no longer holds the channel (unless another create() has claimed it since).
+      if (this.#creator) Atomics.compareExchange(this.#i32, CHANNEL.CREATOR >>> 2, PID, 0);
     }
     if (this.#owned instanceof SharedMemory) this.#owned.close();
     else this.#owned?.unmap();
@@ -1176,6 +1301,9 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   #atEnd(): boolean {
     const i32 = this.#i32;
     if ((Atomics.load(i32, CHANNEL.FLAGS >>> 2) & FLAG_HAD_PRODUCER) === 0) return false;
+    // Fewer producers have attached than create() was told to expect: the others are still to come.
+    const expected = Atomics.load(i32, CHANNEL.EXPECTED_PRODUCERS >>> 2) >>> 0;
+    if (expected !== 0 && Atomics.load(i32, CHANNEL.PRODUCER_COUNT >>> 2) >>> 0 < expected) return false;
     // Looking a producer up in /proc costs ~24 us: while some producer is attached and was alive a
     // moment ago, assume it still is (a closing producer wakes us; a dead one is found within 50 ms).
     const now = performance.now();
@@ -1192,17 +1320,25 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       }
     }
     if (attached) this.#liveSeenAt = -Infinity;
-    return Atomics.load(i32, CHANNEL.TAIL >>> 2) === Atomics.load(i32, CHANNEL.HEAD >>> 2);
+    if (Atomics.load(i32, CHANNEL.TAIL >>> 2) !== Atomics.load(i32, CHANNEL.HEAD >>> 2)) return false;
+    // The end, with producers that went away without closing: say so, for every consumer (the entries
+    // may be reused by later producers; the flag stays).
+    if (attached) Atomics.or(i32, CHANNEL.FLAGS >>> 2, FLAG_PRODUCER_DIED);
+    return true;
   }
 
   #end(): null {
     this.#ended = true;
+    // #atEnd sets the flag before it reports an end that a dead producer is part of.
+    this.#endReason = (Atomics.load(this.#i32, CHANNEL.FLAGS >>> 2) & FLAG_PRODUCER_DIED) !== 0 ? 'producer-died' : 'closed';
     return null;
   }
 
   #attachProducer(): void {
     if (this.#producer >= 0) return;
     this.#producer = this.#attach(this.#g.producersOffset, this.#g.maxProducers, 'producers');
+    // seq_cst, after the entry's STATE: a consumer that counts this attach also sees the entry attached.
+    Atomics.add(this.#i32, CHANNEL.PRODUCER_COUNT >>> 2, 1);
     Atomics.or(this.#i32, CHANNEL.FLAGS >>> 2, FLAG_HAD_PRODUCER);
   }
 
@@ -1222,6 +1358,11 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
         const stale = !busy || this.#resolved(tableOffset, Atomics.load(i32, e + (CHANNEL.ENTRY_POSITION >>> 2)));
         const reusable = pid === 0 || (pass === 1 && stale && (Atomics.load(i32, e + (CHANNEL.ENTRY_STATE >>> 2)) === CLOSED || !pidAlive(pid)));
         if (!reusable) continue;
+        // A producer entry still attached whose process is dead: that producer never closed. Say so
+        // before the entry is reused and the trace is gone.
+        if (pid !== 0 && tableOffset === this.#g.producersOffset && Atomics.load(i32, e + (CHANNEL.ENTRY_STATE >>> 2)) === ATTACHED) {
+          Atomics.or(i32, CHANNEL.FLAGS >>> 2, FLAG_PRODUCER_DIED);
+        }
         if (Atomics.compareExchange(i32, e + (CHANNEL.ENTRY_PID >>> 2), pid, process.pid) !== pid) continue;
         Atomics.store(i32, e + (CHANNEL.ENTRY_BUSY >>> 2), 0);
         Atomics.store(i32, e + (CHANNEL.ENTRY_STATE >>> 2), ATTACHED);
@@ -1369,7 +1510,7 @@ function readGeometry(m: Mapping): Geometry {
   const magic = h.readUInt32LE(CHANNEL.MAGIC);
   if (magic !== MAGIC) throw mmapkitError('ERR_MMAP_BAD_HEADER', `No channel here: magic is 0x${magic.toString(16)}, expected 0x${MAGIC.toString(16)} (not created yet?)`);
   const version = h.readUInt16LE(CHANNEL.VERSION);
-  if (version !== VERSION) throw mmapkitError('ERR_MMAP_BAD_HEADER', `Channel layout version ${version}; this library reads version ${VERSION}`);
+  if (!READ_VERSIONS.includes(version)) throw mmapkitError('ERR_MMAP_BAD_HEADER', `Channel layout version ${version}; this library reads versions ${READ_VERSIONS.join(' and ')}`);
   const headerSize = h.readUInt16LE(CHANNEL.HEADER_SIZE);
   if (headerSize !== 64) throw mmapkitError('ERR_MMAP_BAD_HEADER', `Corrupt channel header: header size ${headerSize}, expected 64`);
   const capacity = h.readUInt32LE(CHANNEL.CAPACITY);
@@ -1390,4 +1531,90 @@ function readGeometry(m: Mapping): Geometry {
       : '';
   if (bad !== '') throw mmapkitError('ERR_MMAP_BAD_HEADER', `Corrupt channel header: ${bad}`);
   return expected;
+}
+
+function parseExpectedProducers(o: Partial<Record<string, unknown>>): number {
+  return o['producers'] === undefined ? 0 : validateInt32(o['producers'], 'options.producers', 1, INT32_MAX);
+}
+
+/**
+ * The parties that hold the channel in `m` now, if `m` holds a channel (a valid header): the process
+ * of the handle its create() returned, attached producers and consumers, each only if the process is
+ * alive. Anything else in the memory (zeros, another format, a corrupt header) holds nothing.
+ */
+function liveParties(m: Mapping): string[] {
+  if (m.length < CHANNEL.CONTROL_END) return [];
+  const h = m.view(0, CHANNEL.CONTROL_END);
+  if (h.readUInt32LE(CHANNEL.MAGIC) !== MAGIC) return [];
+  let g: Geometry;
+  try {
+    g = readGeometry(m);
+  } catch {
+    return []; // not a channel we can read: nothing in it follows the protocol
+  }
+  const view = m.view(0, g.slotsOffset); // header, control words and tables (readGeometry checked they fit)
+  const words = new Int32Array(view.buffer, view.byteOffset, g.slotsOffset >>> 2);
+  const live: string[] = [];
+  const creator = Atomics.load(words, CHANNEL.CREATOR >>> 2);
+  if (h.readUInt16LE(CHANNEL.VERSION) >= 2 && creator !== 0 && pidAlive(creator)) live.push(`process ${creator} (the handle create() returned)`);
+  for (const [offset, entries, role] of [[g.producersOffset, g.maxProducers, 'producer'], [g.consumersOffset, g.maxConsumers, 'consumer']] as const) {
+    for (let i = 0; i < entries; i++) {
+      const e = (offset + i * CHANNEL.ENTRY_SIZE) >>> 2;
+      const pid = Atomics.load(words, e + (CHANNEL.ENTRY_PID >>> 2));
+      if (pid === 0 || (role === 'producer' && Atomics.load(words, e + (CHANNEL.ENTRY_STATE >>> 2)) !== ATTACHED)) continue;
+      if (pidAlive(pid)) live.push(`process ${pid} (a ${role})`);
+    }
+  }
+  return live;
+}
+
+function inUse(live: string[]): Error {
+  return mmapkitError(
+    'ERR_MMAP_CHANNEL_IN_USE',
+    `A channel is already there, in use by ${live.join(', ')}: creating one would reset it under its users. ` +
+      'Use Channel.open() to join it, or create the new one once every handle on the old one is closed',
+  );
+}
+
+/** create() of a path: refuse a live channel in an existing file before map() grows or changes it. */
+function refuseLiveFile(path: string): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    return; // missing (map() creates it) or unreadable (map() reports why)
+  }
+  if (!st.isFile() || st.size < CHANNEL.CONTROL_END) return;
+  const m = map(path, { access: 'write' });
+  try {
+    const live = liveParties(m);
+    if (live.length > 0) throw inUse(live);
+  } finally {
+    m.unmap();
+  }
+}
+
+/**
+ * Refuse to create over a live channel, then name this process in CREATOR by compare-and-swap from
+ * what was there: of two processes that create() the same memory at once, one wins, the other sees
+ * the word change under it (or finds it naming a live creator while the magic is 0) and backs off.
+ * The magic is zeroed before the compare-and-swap, so whoever sees this process in CREATOR also sees
+ * a magic of 0 (or the final one): a claim in progress. (A party that attaches to an old, abandoned
+ * channel while it is being re-created can still be reset under: nothing in the protocol stops that.)
+ */
+function claimCreator(m: Mapping, i32: Int32Array): void {
+  let seen = Atomics.load(i32, CHANNEL.CREATOR >>> 2);
+  for (let tries = 0; ; tries++) {
+    const live = liveParties(m);
+    if (live.length > 0) throw inUse(live);
+    // No channel in use, but the magic is 0 and a live process is named: its create() is under way.
+    if (seen !== 0 && Atomics.load(i32, CHANNEL.MAGIC >>> 2) === 0 && pidAlive(seen)) throw inUse([`process ${seen} (creating a channel there now)`]);
+    // seq_cst store, then the compare-and-swap: nobody can see our pid with the old magic.
+    Atomics.store(i32, CHANNEL.MAGIC >>> 2, 0);
+    const found = Atomics.compareExchange(i32, CHANNEL.CREATOR >>> 2, seen, PID);
+    if (found === seen) return;
+    // Changed under us: by another create() (a live pid), or by the old creator's close() (0): look again.
+    if (tries === 2 || (found !== 0 && pidAlive(found))) throw inUse([`process ${found} (creating a channel there now)`]);
+    seen = found;
+  }
 }

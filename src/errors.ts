@@ -41,7 +41,8 @@ export type MmapkitErrorCode =
   | 'ERR_MMAP_CHANNEL_CORRUPT'
   | 'ERR_MMAP_CHANNEL_TIMEOUT'
   | 'ERR_MMAP_CHANNEL_FULL'
-  | 'ERR_MMAP_TOO_MANY_MAPPINGS';
+  | 'ERR_MMAP_TOO_MANY_MAPPINGS'
+  | 'ERR_MMAP_CHANNEL_IN_USE';
 
 /** An error raised by mmapkit itself (not by the kernel, not an argument error). */
 export class MmapkitError extends Error {

@@ -38,6 +38,7 @@ export {
   Channel,
   CHANNEL,
   type ChannelCreateOptions,
+  type ChannelEndReason,
   type ChannelOpenOptions,
   type ChannelTarget,
   type ChannelWaitOptions,

@@ -862,6 +862,39 @@ test('05: a worker alone has no channels to attach; bad usage exits 2', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// 06-channel-server.mjs
+
+test('06: an HTTP server keeps answering while 300,000 messages stream in through a channel; every message in order', () => {
+  const r = example('06-channel-server.mjs');
+  exits(r, 0);
+  assert.equal(r.stderr, '');
+  assert.match(r.stdout, /^\[parent\] serving http:\/\/127\.0\.0\.1:\d+\/progress; receiving 300000 messages of 64 bytes$/m);
+  assert.match(r.stdout, /^\[producer\] sent 300000 messages$/m);
+  assert.match(r.stdout, /^\[parent\] received all 300000 messages in order in \d+ ms/m);
+  const answered = /^\[parent\] while they flowed the client was answered (\d+) times: median ([\d.]+) ms, slowest ([\d.]+) ms$/m.exec(r.stdout);
+  assert.ok(answered, r.stdout);
+  // Answered during the stream (before the fix: never), and each answer in a fraction of a second
+  // even on a loaded machine (a starved event loop answers only once the whole stream is in).
+  assert.ok(Number(answered[1]) >= 1, r.stdout);
+  assert.ok(Number(answered[3]) < 1000, r.stdout);
+  inOrder(r.stdout, '[parent] serving', '[parent] received all', '[parent] while they flowed');
+});
+
+test('06: a producer or client alone fails clearly; bad usage exits 2', () => {
+  let r = example('06-channel-server.mjs', ['--producer', '5000']);
+  exits(r, 1);
+  cleanError(r, /^\[producer\] error: no channel was handed to this process: run the parent \(without --producer\)$/m);
+  for (const args of [['999'], ['x'], ['1000.5'], ['10000001'], ['1000', '2'], ['--producer'], ['--producer', 'x'], ['--client'], ['--client', 'not a url'], ['--client', 'http://127.0.0.1:1/', 'x']]) {
+    r = example('06-channel-server.mjs', args);
+    exits(r, 2);
+    assert.match(r.stderr, /^usage: node examples\/06-channel-server\.mjs \[MESSAGES\]$/m, args.join(' '));
+  }
+  r = example('06-channel-server.mjs', ['1000'], { env: { MMAPKIT_WAIT_TIMEOUT: '0' } });
+  exits(r, 1);
+  cleanError(r, /^\[parent\] error: MMAPKIT_WAIT_TIMEOUT must be a positive integer/m);
+});
+
+// ---------------------------------------------------------------------------------------------
 // The mmapkit CLI
 
 /** Shared memory names the demo run `r` made and left behind (it must leave none); they carry its pid. */

@@ -299,7 +299,7 @@ describe('interop of Channel with a C producer and consumer', { skip: HAVE_CC ? 
     // [field, offset, width, bad value, the message after "bad channel header: "]
     const cases = [
       ['magic', CHANNEL.MAGIC, 4, 0x48434b4e, 'magic is 0x48434b4e, expected 0x48434b4d (\'MKCH\')'],
-      ['version', CHANNEL.VERSION, 2, 2, 'version is 2, expected 1'],
+      ['version', CHANNEL.VERSION, 2, 3, 'version is 3, expected 2'],
       ['header size', CHANNEL.HEADER_SIZE, 2, 16, 'header size is 16, expected 64'],
       ['capacity', CHANNEL.CAPACITY, 4, 24, 'capacity 24 is not a power of two from 2 to 2^24'],
       ['capacity', CHANNEL.CAPACITY, 4, 2 ** 25, 'capacity 33554432 is not a power of two from 2 to 2^24'],
@@ -489,6 +489,48 @@ describe('interop of Channel with a C producer and consumer', { skip: HAVE_CC ? 
     assert.equal(Number(m[2]), 0, 'a FUTEX_WAIT of the C consumer timed out');
     if (observed === rounds + 1) assert.ok(Number(m[1]) >= rounds + 1, `the C consumer was asleep ${observed} times, so Node had to wake it as often`);
     assert.equal(s.word(CHANNEL.CONSUMER_SLEEPERS), 0);
+  });
+
+  // ------------------------------------------------------------------------------------- fan-in (layout version 2)
+
+  test("fan-in with create({ producers: 3 }): C producers one after the other, the last killed; the Node consumer sees every message, then an end that says 'producer-died'", async (t) => {
+    const s = setup(t, { ...OPTIONS, producers: 3 });
+    const seed = 0x51ed;
+    const cons = s.open();
+    const expected = new Map([[1, 8], [2, 8], [3, 10]]);
+    // Each producer attaches only after the one before has closed and its messages are taken: without
+    // `producers`, the end would come after the first.
+    for (const id of [1, 2]) {
+      assertOk(await s.peer('produce', [String(id), 8, seed]).done, new RegExp(`^ok produce id=${id} n=8 `));
+      for (let i = 0; i < 8; i++) assert.deepEqual(checkMessage(cons.receive(WAIT_MS), seed, expected, `producer ${id} message ${i}`), [id, i]);
+      assert.equal(cons.tryReceive(), undefined, `${id} of 3 producers have come and gone: not the end`);
+      assert.equal(s.word(CHANNEL.PRODUCER_COUNT), id, 'the C producer counted its attach');
+    }
+    const c = s.peer('produce', ['3', 10, seed, 'die-after=4']);
+    await line(c, /^dying pos=\d+$/m);
+    c.child.kill('SIGKILL');
+    assertKilled(await c.done);
+    for (let i = 0; i < 4; i++) assert.deepEqual(checkMessage(cons.receive(WAIT_MS), seed, expected, `producer 3 message ${i}`), [3, i]);
+    assert.equal(cons.receive(WAIT_MS), null, 'three producers attached, two closed, one dead: the end');
+    assert.equal(cons.endReason, 'producer-died');
+    assert.equal(s.word(CHANNEL.FLAGS) & 3, 3, 'FLAGS: a producer attached (bit 0), one went away without closing (bit 1)');
+  });
+
+  test('fan-in with create({ producers: 2 }): a C consumer waits through the first Node producer\'s close for the second', async (t) => {
+    const s = setup(t, { ...OPTIONS, producers: 2 });
+    const seed = 0x7a11;
+    const c = s.peer('consume', [seed, 'expect=1:20,2:20', 'all=1']);
+    const first = s.open();
+    for (let i = 0; i < 20; i++) first.send(makeMessage(seed, 1, i, MAX_MESSAGE), WAIT_MS);
+    first.close();
+    await until(() => s.word(CHANNEL.HEAD) === 20, [c], 'the C consumer to take the first 20 messages', WAIT_MS);
+    await sleep(300); // three of its 100 ms looks for the end
+    assert.equal(c.result, undefined, 'one of two producers closed: the C consumer must still wait');
+    const second = s.open();
+    for (let i = 0; i < 20; i++) second.send(makeMessage(seed, 2, i, MAX_MESSAGE), WAIT_MS);
+    second.close();
+    assertOk(await c.done, /^ok consume n=40 torn=0 repaired=0 slept=\d+ timeouts=\d+ woke=\d+ got=1:20,2:20$/);
+    assert.equal(s.word(CHANNEL.FLAGS) & 2, 0, 'both closed: no producer died');
   });
 
   // ------------------------------------------------------------------------------------- dead parties

@@ -467,12 +467,12 @@ test('a corrupt channel, or one whose creator died before finishing it, is repla
 
   // A channel of another layout version: refused too.
   const other = channelName(t, 'version');
-  const v2 = Buffer.from(header);
-  v2.writeUInt16LE(2, 4);
-  writeFileSync(`/dev/shm/${other}`, v2, { mode: 0o600 });
+  const v3 = Buffer.from(header);
+  v3.writeUInt16LE(3, 4); // 1 and 2 are this mmapkit's
+  writeFileSync(`/dev/shm/${other}`, v3, { mode: 0o600 });
   const r = cli(['recv', '--timeout', '5000', other]);
   assert.equal(r.status, 1);
-  assert.equal(r.stderr, `mmapkit recv: cannot use channel '${other}': it was made by another version of mmapkit (channel layout version 2)\n`);
+  assert.equal(r.stderr, `mmapkit recv: cannot use channel '${other}': it was made by another version of mmapkit (channel layout version 3)\n`);
 });
 
 // ---------------------------------------------------------------------------------------------

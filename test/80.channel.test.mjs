@@ -638,6 +638,213 @@ test("attach('producer') counts a handle for the end of stream before its first 
   rx.close();
 });
 
+// ------------------------------------------------------------------------------------------ fan-in (issue 16)
+
+/** Start child `i` of a fan-in: it sends 'result i' on the inherited channel and ends by `end`. */
+const fanInChild = (t, shm, i, end) => start(t, ['send-one', 'inherit:ch', String(i), end], shm.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'ch'));
+
+test('fan-in: create({ producers: 4 }) and four child producers that each send one result and close, started together or one after the other', async (t) => {
+  const opts = { capacity: 8, maxMessageSize: 32, producers: 4 };
+  for (const order of ['together', 'one after the other']) {
+    const shm = anon(t, opts);
+    const rx = Channel.create(shm, opts);
+    assert.equal(rx.producers, 4);
+    assert.equal(rx.endReason, undefined);
+    const got = [];
+    if (order === 'together') {
+      const kids = [1, 2, 3, 4].map((i) => fanInChild(t, shm, i, 'close'));
+      for (let m; (m = await rx.receiveAsync({ timeout: 20_000 })) !== null;) got.push(m.toString());
+      for (const k of kids) assert.deepEqual(await k.exited, { code: 0, signal: null });
+    } else {
+      // The worst case for an end decided by the producers attached so far: each child attaches only
+      // after the one before has closed and its result was taken.
+      for (const i of [1, 2, 3, 4]) {
+        const k = fanInChild(t, shm, i, 'close');
+        assert.deepEqual(await k.exited, { code: 0, signal: null });
+        got.push((await rx.receiveAsync({ timeout: 20_000 })).toString());
+        if (i < 4) assert.equal(rx.tryReceive(), undefined, `${i} of 4 producers came and closed: not the end yet`);
+      }
+      assert.equal(await rx.receiveAsync({ timeout: 20_000 }), null);
+    }
+    assert.deepEqual(got.sort(), ['result 1', 'result 2', 'result 3', 'result 4'], order);
+    assert.equal(rx.ended, true);
+    assert.equal(rx.endReason, 'closed', order);
+    rx.close();
+  }
+  // Without `producers`, the same one-after-the-other run ends with the first close: what the option is for.
+  const plain = { capacity: 8, maxMessageSize: 32 };
+  const shm = anon(t, plain);
+  const rx = Channel.create(shm, plain);
+  assert.equal(rx.producers, undefined);
+  assert.deepEqual(await fanInChild(t, shm, 1, 'close').exited, { code: 0, signal: null });
+  assert.equal((await rx.receiveAsync({ timeout: 20_000 })).toString(), 'result 1');
+  assert.equal(await rx.receiveAsync({ timeout: 20_000 }), null, 'the end after the only producer attached so far');
+  rx.close();
+});
+
+test("fan-in: a producer that dies (killed, or exits with its handle open) ends the stream with endReason 'producer-died', for every consumer", async (t) => {
+  const opts = { capacity: 8, maxMessageSize: 32, producers: 4 };
+  for (const death of ['killed', 'exit']) {
+    const shm = anon(t, opts);
+    const rx = Channel.create(shm, opts);
+    const kids = [1, 2, 3].map((i) => fanInChild(t, shm, i, 'close'));
+    const last = fanInChild(t, shm, 4, death === 'killed' ? 'hang' : 'exit');
+    if (death === 'killed') {
+      await last.line(/^sent$/);
+      last.child.kill('SIGKILL');
+    }
+    const got = [];
+    const t0 = performance.now();
+    for (let m; (m = await rx.receiveAsync({ timeout: 20_000 })) !== null;) got.push(m.toString());
+    t.diagnostic(`${death}: the end came ${Math.round(elapsed(t0))} ms after the first receive`);
+    assert.deepEqual(got.sort(), ['result 1', 'result 2', 'result 3', 'result 4'], 'the dead producer\'s message was published before it died');
+    for (const k of [...kids, last]) await k.exited;
+    assert.equal(rx.endReason, 'producer-died', death);
+    // Another consumer, later: the same answer (the channel remembers, in FLAGS bit 1).
+    const other = Channel.open(shm);
+    assert.equal(other.tryReceive(), null);
+    assert.equal(other.endReason, 'producer-died');
+    assert.equal(shm.buffer.readUInt32LE(CHANNEL.FLAGS) & 2, 2);
+    other.close();
+    rx.close();
+  }
+  // A producer that dies after the others closed, its entry then reused by a new producer that
+  // closes: the death is still remembered.
+  const shm = anon(t, { capacity: 8, maxMessageSize: 32, maxProducers: 1 });
+  const rx = Channel.create(shm, { capacity: 8, maxMessageSize: 32, maxProducers: 1 });
+  const k = fanInChild(t, shm, 1, 'exit');
+  await k.exited;
+  const again = Channel.open(shm);
+  again.send('after'); // takes the dead producer's (only) entry
+  again.close();
+  assert.deepEqual([rx.receive(0), rx.receive(0)].map(String), ['result 1', 'after']);
+  assert.equal(rx.receive(0), null);
+  assert.equal(rx.endReason, 'producer-died');
+  rx.close();
+});
+
+test('fan-in: bad producers values are refused by create() and byteLength(); open() reads the value from the header', (t) => {
+  const mem = mapAnonymous(4096, { shared: true });
+  t.after(() => mem.unmap());
+  for (const bad of [0, -1, 1.5, 2 ** 31, NaN, Infinity]) {
+    throwsCode(() => Channel.create(mem, { capacity: 2, maxMessageSize: 8, producers: bad }), 'ERR_OUT_OF_RANGE', 'RangeError');
+    throwsCode(() => Channel.byteLength({ producers: bad }), 'ERR_OUT_OF_RANGE', 'RangeError');
+  }
+  for (const bad of ['4', 4n, null, {}]) {
+    throwsCode(() => Channel.byteLength({ producers: bad }), 'ERR_INVALID_ARG_TYPE', 'TypeError');
+  }
+  throwsCode(() => Channel.byteLength({ producer: 4 }), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  throwsCode(() => Channel.open(mem, { producers: 4 }), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  assert.ok(mem.buffer.every((b) => b === 0), 'refused options wrote nothing');
+  assert.equal(Channel.byteLength({ capacity: 4, maxMessageSize: 8, producers: 4 }), Channel.byteLength({ capacity: 4, maxMessageSize: 8 }));
+  const opts = { capacity: 4, maxMessageSize: 8, producers: 2 ** 31 - 1 };
+  const shm = anon(t, opts);
+  const c = Channel.create(shm, opts);
+  const o = Channel.open(shm);
+  assert.equal(o.producers, 2 ** 31 - 1);
+  assert.equal(shm.buffer.readUInt32LE(CHANNEL.EXPECTED_PRODUCERS), 2 ** 31 - 1);
+  o.close();
+  c.close();
+});
+
+// ------------------------------------------------------------------------------------------ create over a live channel (issue 16)
+
+test('create() over a channel that a live process uses is refused with ERR_MMAP_CHANNEL_IN_USE, for a file, SharedMemory and a Mapping; nothing is lost', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'live.channel');
+  // The issue's case: a consumer in another process; create(path) here used to reset the channel under it.
+  const consumer = start(t, ['hold', `file:${path}`, 'create', 'consumer']);
+  await consumer.line(/^ready$/);
+  const before = Buffer.from(map(path).buffer);
+  for (const opts of [undefined, { capacity: 64, maxMessageSize: 4096 }]) {
+    throwsCode(() => Channel.create(path, opts), 'ERR_MMAP_CHANNEL_IN_USE', 'MmapkitError');
+  }
+  assert.ok(map(path).buffer.equals(before), 'the file is as it was: not reset, not grown');
+  const m = map(path, { access: 'write' });
+  throwsCode(() => Channel.create(m, { capacity: 8, maxMessageSize: 64 }), 'ERR_MMAP_CHANNEL_IN_USE', 'MmapkitError');
+  m.unmap();
+  // Join it instead: the consumer gets this message, not a stale one.
+  const tx = Channel.open(path);
+  tx.send('fresh');
+  consumer.tell('receive');
+  assert.deepEqual(JSON.parse(await consumer.line(/^\{/)), { got: 'fresh' });
+  tx.close();
+  // Its process dies: the channel is abandoned, and may be created anew.
+  consumer.child.kill('SIGKILL');
+  await consumer.exited;
+  const fresh = Channel.create(path, { capacity: 4, maxMessageSize: 16 });
+  assert.equal(fresh.capacity, 4);
+  fresh.close();
+
+  // SharedMemory: a child producer is attached (and alive) after the creator's handle closed.
+  const opts = { capacity: 8, maxMessageSize: 64 };
+  const shm = anon(t, opts);
+  Channel.create(shm, opts).close();
+  const producer = start(t, ['hold', 'inherit:ch', 'open', 'producer'], shm.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'ch'));
+  await producer.line(/^ready$/);
+  throwsCode(() => Channel.create(shm, opts), 'ERR_MMAP_CHANNEL_IN_USE', 'MmapkitError');
+  assert.throws(() => Channel.create(shm, opts), new RegExp(`in use by process ${producer.child.pid} \\(a producer\\)`));
+  const rx = Channel.open(shm);
+  assert.deepEqual(rx.receive(1000), Buffer.from('held'), 'the message the producer sent is still there');
+  producer.tell('close');
+  await producer.line(/^closed$/);
+  assert.equal(rx.receive(1000), null);
+  rx.close();
+  Channel.create(shm, opts).close(); // every party closed: may be created anew
+});
+
+test('create() of one file by 4 processes at the same moment: exactly one succeeds, the others are refused', async (t) => {
+  for (let round = 0; round < 5; round++) {
+    const path = join(tempDir(t), `race-${round}.channel`);
+    const go = SharedMemory.anonymous(4096);
+    t.after(() => go.close());
+    const word = new Int32Array(go.buffer.buffer, go.buffer.byteOffset, 1);
+    const kids = [0, 1, 2, 3].map(() => start(t, ['race-create', path], go.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'go')));
+    await sleep(300); // all of them started and spinning (a late one only finds the winner's channel)
+    Atomics.store(word, 0, 1);
+    const results = await Promise.all(kids.map(async (k) => JSON.parse(await k.line(/^\{/))));
+    const ok = results.filter((r) => r.ok);
+    assert.equal(ok.length, 1, JSON.stringify(results));
+    // Map's O_EXCL create of a missing file can refuse a racer too (EEXIST); nothing else.
+    for (const r of results) if (!r.ok) assert.ok(['ERR_MMAP_CHANNEL_IN_USE', 'EEXIST'].includes(r.code), JSON.stringify(results));
+    for (const k of kids) k.child.stdin.end();
+    for (const k of kids) assert.deepEqual(await k.exited, { code: 0, signal: null });
+    Channel.create(path).close(); // all closed: free again
+  }
+});
+
+test("create() is refused while the handle that create() returned is open, even before it sends or receives (in this or another process)", async (t) => {
+  const path = join(tempDir(t), 'creator.channel');
+  const creator = start(t, ['hold', `file:${path}`, 'create', 'none']);
+  await creator.line(/^ready$/);
+  throwsCode(() => Channel.create(path), 'ERR_MMAP_CHANNEL_IN_USE', 'MmapkitError');
+  assert.throws(() => Channel.create(path), new RegExp(`in use by process ${creator.child.pid} \\(the handle create\\(\\) returned\\)`));
+  creator.tell('close');
+  await creator.line(/^closed$/);
+  await creator.exited;
+  Channel.create(path).close();
+  // In this process: the same.
+  const opts = { capacity: 4, maxMessageSize: 16 };
+  const shm = anon(t, opts);
+  const first = Channel.create(shm, opts);
+  throwsCode(() => Channel.create(shm, opts), 'ERR_MMAP_CHANNEL_IN_USE', 'MmapkitError');
+  const user = Channel.open(shm);
+  user.attach('consumer');
+  first.close();
+  throwsCode(() => Channel.create(shm, opts), 'ERR_MMAP_CHANNEL_IN_USE', 'MmapkitError'); // a consumer is still attached
+  user.close();
+  Channel.create(shm, opts).close();
+  // Memory that holds no channel (zeros, other data, a corrupt header) is never "in use".
+  const other = anon(t, opts);
+  other.buffer.fill(0x5a);
+  Channel.create(other, opts).close();
+  // {name}: exclusive as before.
+  const name = shmName(t, 'live');
+  const named = Channel.create({ name }, opts);
+  throwsCode(() => Channel.create({ name }, opts), 'EEXIST', 'Error', { syscall: 'shm_open' });
+  named.close();
+});
+
 // ------------------------------------------------------------------------------------------ zero copy
 
 test('zero copy: reserve/commit and receiveInPlace/release share the slot memory; a slot is not reused before release', (t) => {
@@ -869,6 +1076,8 @@ test('a closed handle throws ERR_MMAP_CLOSED from every method, and so does a ch
     h.close(); // idempotent
     h[Symbol.dispose]();
     assert.equal(h.closed, true);
+    // The getters that need no memory still answer (producers: the memory is gone, so not known).
+    assert.deepEqual([h.capacity, h.ended, h.endReason, h.producers], [4, false, undefined, undefined]);
   }
   // A pending async wait on a handle that owns its mapping is cancelled by close().
   const live = Channel.open(path);
@@ -985,7 +1194,7 @@ test('the header is checked on open: magic, version, every size and offset field
   throwsCode(() => Channel.open(shm), ...BAD); // all zeros: no magic
   const fields = [
     ['MAGIC', 4, [0, 0x48434b4e, 0xffffffff]],
-    ['VERSION', 2, [0, 2, 0xffff]],
+    ['VERSION', 2, [0, 3, 0xffff]],
     ['HEADER_SIZE', 2, [0, 63, 65, 128, 0xffff]],
     ['CAPACITY', 4, [0, 1, 3, 4, 16, 2 ** 25, 0xffffffff]],
     ['SLOT_SIZE', 4, [0, 64, 100, 176, 0xffffffff]],
@@ -1041,6 +1250,9 @@ test('the header is checked on open: magic, version, every size and offset field
   const g = xorshift(2024);
   let opened = 0;
   for (let i = 0; i < 3000; i++) {
+    // A damaged CREATOR word can name a live process (pid 1, 2, 4, ...): create() then rightly
+    // refuses the memory, so each round starts from zeros.
+    b.fill(0, 0, CHANNEL.CONTROL_END);
     Channel.create(shm, opts).close();
     for (let k = 1 + (g.next().value % 3); k > 0; k--) {
       const at = g.next().value % 64;

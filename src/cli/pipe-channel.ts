@@ -58,8 +58,11 @@ export const MAX_MESSAGE_SIZE = (1 << 30) - 64;
 
 /** The magic number at offset 0 of a channel (`MKCH`, docs/channel-layout.md). */
 const CHANNEL_MAGIC = 0x48434b4d;
-/** The channel layout version this CLI reads. */
-const CHANNEL_VERSION = 1;
+/**
+ * The channel layout versions this CLI reads: Channel.create writes 2; a version 1 channel (from an
+ * earlier mmapkit) works the same, its version 2 words being 0.
+ */
+const CHANNEL_VERSIONS: readonly number[] = [1, 2];
 /** Entries of the producer and consumer tables of a channel made here (one of each is used). */
 const TABLE_ENTRIES = 8;
 /**
@@ -316,12 +319,12 @@ function headerState(lib: Library, shm: SharedMemory, age: number): HeaderState 
     // version and header size it writes first), or an object that is no channel at all.
     const head = buf.subarray(0, Math.min(buf.length, C.CONTROL_END));
     const zeros = head.every((b) => b === 0);
-    const partial = buf.length >= C.CONTROL_END && buf.readUInt16LE(C.VERSION) === CHANNEL_VERSION && buf.readUInt16LE(C.HEADER_SIZE) === 64;
+    const partial = buf.length >= C.CONTROL_END && CHANNEL_VERSIONS.includes(buf.readUInt16LE(C.VERSION)) && buf.readUInt16LE(C.HEADER_SIZE) === 64;
     return zeros || partial ? 'abandoned' : 'foreign';
   }
   if (magic !== CHANNEL_MAGIC) return 'foreign';
   const version = buf.readUInt16LE(C.VERSION);
-  return version === CHANNEL_VERSION ? 'channel' : { version };
+  return CHANNEL_VERSIONS.includes(version) ? 'channel' : { version };
 }
 
 /** How long ago a shared memory object was last modified (its size set at creation), in ms. */
