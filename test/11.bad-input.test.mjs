@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import {
   constants, map, mapAnonymous, mincore, madvise, mlock, mmap, mprotect, msync, munlock, munmap, pageSize,
 } from '../dist/index.js';
-import { tempDir, throwsCode } from './helpers.mjs';
+import { emulator, tempDir, throwsCode } from './helpers.mjs';
 
 const TYPE = ['ERR_INVALID_ARG_TYPE', 'TypeError'];
 const RANGE = ['ERR_OUT_OF_RANGE', 'RangeError'];
@@ -166,7 +166,8 @@ test('low-level functions: bad input', (t) => {
   throwsCode(() => mprotect(m, 4096, 1.5), ...RANGE);
   throwsCode(() => madvise(m, 4096, 'normal'), ...TYPE);
   throwsCode(() => madvise(m, 3 * pageSize, MADV_NORMAL), ...RANGE);
-  throwsCode(() => madvise(m, 4096, 9999), 'EINVAL', 'Error');
+  // qemu-user ignores madvise and accepts any advice: the kernel's EINVAL is only seen on real machines.
+  if (emulator === '') throwsCode(() => madvise(m, 4096, 9999), 'EINVAL', 'Error');
   throwsCode(() => mincore(m, 3 * pageSize), ...RANGE);
   throwsCode(() => mincore(m.buffer.subarray(3), 10), 'EINVAL', 'Error');
   throwsCode(() => mlock(m, 3 * pageSize), ...RANGE);
