@@ -171,8 +171,11 @@ test('V8 hears of each mapping once: map, unmap, finalizer, cap, SharedMemory, m
       globalThis.keep = [mapAnonymous(4096), mapAnonymous(8 * 1048576, { shared: true })];
       parentPort.postMessage(mappingCount());
     \`, { eval: true, type: 'module' });
+    // Listen for the exit from the start: a worker that ends right after its message has both
+    // delivered in one turn, and a listener added after the message would wait forever.
+    const exited = new Promise((resolve) => w.on('exit', resolve));
     out.inWorker = await new Promise((resolve, reject) => { w.on('message', resolve); w.on('error', reject); }) - c1;
-    await new Promise((resolve) => w.on('exit', resolve));
+    await exited;
     out.afterWorker = mappingCount() - c1;
     console.log(JSON.stringify(out));
     `,
