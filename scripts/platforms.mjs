@@ -91,7 +91,14 @@ function nodeTests(node, files, env, extraArgs = []) {
   const r = sh(node, ['--test', '--test-reporter=tap', '--test-concurrency=2', '--test-timeout=300000', ...extraArgs, ...files], { cwd: ROOT, env, timeout: 20 * MINUTES });
   const out = `${r.stdout}${r.stderr}`;
   const count = (k) => Number(out.match(new RegExp(`^# ${k} (\\d+)`, 'm'))?.[1] ?? NaN);
-  const failures = out.split('\n').filter((l) => /^not ok /.test(l) && !/# (TODO|SKIP)/.test(l));
+  // Each failure with its details (the YAML block node:test prints under it, up to 30 lines).
+  const lines = out.split('\n');
+  const failures = [];
+  lines.forEach((l, i) => {
+    if (!/^not ok /.test(l) || /# (TODO|SKIP)/.test(l)) return;
+    const end = lines.findIndex((x, j) => j > i && /^ {2}\.\.\.$/.test(x));
+    failures.push([l, ...lines.slice(i + 1, end < 0 ? i + 31 : Math.min(end, i + 31))].join('\n'));
+  });
   const summary = `${count('pass')} pass, ${count('fail')} fail, ${count('cancelled')} cancelled`;
   return { ok: r.status === 0, summary, failures, out };
 }

@@ -1597,22 +1597,27 @@ function refuseLiveFile(path: string): void {
 /**
  * Refuse to create over a live channel, then name this process in CREATOR by compare-and-swap from
  * what was there: of two processes that create() the same memory at once, one wins, the other sees
- * the word change under it (or finds it naming a live creator while the magic is 0) and backs off.
- * The magic is zeroed before the compare-and-swap, so whoever sees this process in CREATOR also sees
- * a magic of 0 (or the final one): a claim in progress. (A party that attaches to an old, abandoned
- * channel while it is being re-created can still be reset under: nothing in the protocol stops that.)
+ * the word change under it and backs off. A live process named in CREATOR always means "in use": it
+ * holds the handle its create() returned, or its create() is under way (the magic may be 0 or, an
+ * instant later, published: looking at the magic too let a second creator in between the two).
+ * Only a dead creator's pid (a crash without close()) or 0 is ever replaced. The magic is zeroed
+ * after the compare-and-swap is won, never before: a loser must not unpublish the winner's channel.
+ * (A party that attaches to an old, abandoned channel while it is being re-created can still be reset
+ * under: nothing in the protocol stops that.)
  */
 function claimCreator(m: Mapping, i32: Int32Array): void {
   let seen = Atomics.load(i32, CHANNEL.CREATOR >>> 2);
   for (let tries = 0; ; tries++) {
     const live = liveParties(m);
     if (live.length > 0) throw inUse(live);
-    // No channel in use, but the magic is 0 and a live process is named: its create() is under way.
-    if (seen !== 0 && Atomics.load(i32, CHANNEL.MAGIC >>> 2) === 0 && pidAlive(seen)) throw inUse([`process ${seen} (creating a channel there now)`]);
-    // seq_cst store, then the compare-and-swap: nobody can see our pid with the old magic.
-    Atomics.store(i32, CHANNEL.MAGIC >>> 2, 0);
+    if (seen !== 0 && pidAlive(seen)) throw inUse([`process ${seen} (creating a channel there now)`]);
+    // seq_cst compare-and-swap: from 0 or a dead pid to ours; whoever wins owns the memory.
     const found = Atomics.compareExchange(i32, CHANNEL.CREATOR >>> 2, seen, PID);
-    if (found === seen) return;
+    if (found === seen) {
+      // seq_cst store: unpublish the old channel (if any) before we rewrite its header.
+      Atomics.store(i32, CHANNEL.MAGIC >>> 2, 0);
+      return;
+    }
     // Changed under us: by another create() (a live pid), or by the old creator's close() (0): look again.
     if (tries === 2 || (found !== 0 && pidAlive(found))) throw inUse([`process ${found} (creating a channel there now)`]);
     seen = found;
