@@ -19,7 +19,7 @@ import { invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange
 import { Mapping, map, viewLocation } from './mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from './ownership.js';
 import { SharedMemory } from './shm.js';
-import { validateBoolean, validateInt32, validateOneOf, validateOptions } from './validators.js';
+import { validateBoolean, validateInt32, validateOneOf, validateOptions, validateSignal } from './validators.js';
 import { type AsyncWaitSettings, type Word, notifyWord, waitWord, waitWordAsync } from './wait.js';
 
 // ---------------------------------------------------------------- layout (docs/channel-layout.md)
@@ -271,7 +271,7 @@ function parseTimeout(options: ChannelWaitOptions | number | undefined): number 
   if (options === undefined) return Infinity; // the common case, on every message
   if (typeof options === 'number') return checkTimeout(options);
   const o = validateOptions(options, 'options', ['timeout', 'signal'] as const);
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', o.signal);
+  validateSignal(o.signal, 'options.signal');
   return o.timeout === undefined ? Infinity : checkTimeout(o.timeout);
 }
 
@@ -285,9 +285,7 @@ function checkTimeout(t: unknown): number {
 function signalOf(options: ChannelWaitOptions | number | undefined): AbortSignal | undefined {
   if (typeof options !== 'object' || options === null) return undefined;
   // Read again: a getter may answer differently the second time. Never use what was not validated.
-  const { signal } = options as { signal?: unknown };
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
-  return signal;
+  return validateSignal((options as { signal?: unknown }).signal, 'options.signal');
 }
 
 /** When a wait of `timeout` ms that starts now ends (process.hrtime.bigint() ns); -1n: never. */

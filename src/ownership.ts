@@ -6,7 +6,8 @@
  * @module
  */
 import { fstatSync, readFileSync } from 'node:fs';
-import { invalidArgType, invalidArgValue, mmapkitError, outOfRange, type MmapkitError } from './errors.js';
+import { invalidArgType, invalidArgValue, mmapkitError, type MmapkitError } from './errors.js';
+import { validateInt64, validateOneOf } from './validators.js';
 
 /**
  * Whose object {@link SharedMemory.open} (and `Channel.open({ name })`) accepts: `'self'` (the
@@ -74,9 +75,7 @@ export function parseOwnership(o: Partial<Record<(typeof OWNERSHIP_OPTIONS)[numb
   let owner: number | 'any' = effectiveUid();
   const given = o.owner;
   if (typeof given === 'number') {
-    if (!Number.isInteger(given)) throw outOfRange(`${prefix}.owner`, 'an integer', given);
-    if (given < 0 || given > UID_MAX) throw outOfRange(`${prefix}.owner`, `>= 0 && <= ${UID_MAX}`, given);
-    owner = given;
+    owner = Number(validateInt64(given, `${prefix}.owner`, 0n, BigInt(UID_MAX)));
   } else if (typeof given === 'string') {
     if (given === 'any') owner = 'any';
     else if (given !== 'self') throw invalidArgValue(`${prefix}.owner`, given, "must be 'self', 'any' or a uid");
@@ -86,11 +85,8 @@ export function parseOwnership(o: Partial<Record<(typeof OWNERSHIP_OPTIONS)[numb
   let sharedWith: SharedWithOption = 'nobody';
   const shared = o.sharedWith;
   if (shared !== undefined) {
-    if (shared !== 'nobody' && shared !== 'group' && shared !== 'anyone') {
-      if (typeof shared !== 'string') throw invalidArgType(`${prefix}.sharedWith`, 'of type string', shared);
-      throw invalidArgValue(`${prefix}.sharedWith`, shared, "must be one of: 'nobody', 'group', 'anyone'");
-    }
-    sharedWith = shared;
+    if (typeof shared !== 'string') throw invalidArgType(`${prefix}.sharedWith`, 'of type string', shared);
+    sharedWith = validateOneOf(shared, `${prefix}.sharedWith`, ['nobody', 'group', 'anyone'] as const);
   }
   return { owner, sharedWith };
 }

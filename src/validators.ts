@@ -102,6 +102,12 @@ export function validateOptions<K extends string>(
   return out;
 }
 
+/** Validate an optional AbortSignal (undefined passes). */
+export function validateSignal(value: unknown, name: string): AbortSignal | undefined {
+  if (value !== undefined && !(value instanceof AbortSignal)) throw invalidArgType(name, 'an instance of AbortSignal', value);
+  return value;
+}
+
 /** Validate a Buffer/TypedArray/DataView. */
 export function validateArrayBufferView(value: unknown, name: string): ArrayBufferView {
   if (!ArrayBuffer.isView(value)) throw invalidArgType(name, 'an instance of Buffer, TypedArray, or DataView', value);

@@ -6,7 +6,7 @@
 import { native, type WaitAsyncContext } from './binding.js';
 import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
 import { type Mapping, kHold, viewLocation } from './mapping.js';
-import { validateBoolean, validateInt32, validateOptions } from './validators.js';
+import { validateBoolean, validateInt32, validateOptions, validateSignal } from './validators.js';
 
 const EAGAIN = -11;
 const EINTR = -4;
@@ -359,13 +359,11 @@ export function waitAsync(
 /** @internal Validate {@link WaitAsyncOptions}. */
 export function parseWaitAsyncOptions(options: unknown): AsyncWaitSettings {
   const o = validateOptions(options, 'options', WAIT_ASYNC_OPTIONS);
-  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
-    throw invalidArgType('options.signal', 'an instance of AbortSignal', o.signal);
-  }
+  const signal = validateSignal(o.signal, 'options.signal');
   const ref = o.ref === undefined ? true : validateBoolean(o.ref, 'options.ref');
   const spinNs = validateMicros(o.spin, 'options.spin');
   const threadSpinNs = validateMicros(o.threadSpin, 'options.threadSpin');
-  return o.signal === undefined ? { ref, spinNs, threadSpinNs } : { signal: o.signal as AbortSignal, ref, spinNs, threadSpinNs };
+  return signal === undefined ? { ref, spinNs, threadSpinNs } : { signal, ref, spinNs, threadSpinNs };
 }
 
 function validateMicros(value: unknown, name: string): number {
