@@ -10,6 +10,7 @@ import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './er
 import { Mapping, viewLocation } from './mapping.js';
 import { SharedMemory } from './shm.js';
 import { validateInt32 } from './validators.js';
+import { HEADER, publishHeader, readHeader, writeHeader } from './header.js';
 import {
   type Word,
   type WaitAsyncOptions,
@@ -29,22 +30,6 @@ const EDEADLK = -35;
 
 /** Where a synchronization object lives: shared memory, a shared mapping, or a view over one. */
 export type SyncTarget = SharedMemory | Mapping | ArrayBufferView;
-
-/** Header layout common to every structure (byte offsets; little-endian on this platform). */
-export const HEADER = Object.freeze({
-  /** u32: the structure's magic number. */
-  MAGIC: 0,
-  /** u16: layout version. */
-  VERSION: 4,
-  /** u16: header size in bytes (16). */
-  HEADER_SIZE: 6,
-  /** u32: total size of the structure in bytes. */
-  TOTAL_SIZE: 8,
-  /** u32: state flags of the structure (Mutex: bit 0 = not recoverable). */
-  FLAGS: 12,
-  /** Size of the header. */
-  SIZE: 16,
-});
 
 const INT32_MAX = 0x7fffffff;
 
@@ -98,9 +83,10 @@ interface Kind {
 /** Lay out a new structure: header, `init` for the body, and the magic last (publish). */
 function createRegion(target: unknown, offset: unknown, kind: Kind, init?: (r: Region) => void): Region {
   const r = region(target, offset, kind.byteLength, kind.name);
-  writeHeader(r, kind.version, kind.byteLength);
+  r.view.fill(0);
+  writeHeader(r.view, kind.version, HEADER.SIZE, kind.byteLength);
   init?.(r);
-  publish(r, kind.magic);
+  publishHeader(r.i32, kind.magic);
   return r;
 }
 
@@ -111,28 +97,10 @@ function attachRegion(target: unknown, offset: unknown, kind: Kind): Region {
   return r;
 }
 
-function writeHeader(r: Region, version: number, size: number): void {
-  r.view.fill(0);
-  r.view.writeUInt16LE(version, HEADER.VERSION);
-  r.view.writeUInt16LE(HEADER.SIZE, HEADER.HEADER_SIZE);
-  r.view.writeUInt32LE(size, HEADER.TOTAL_SIZE);
-}
-
-function publish(r: Region, magic: number): void {
-  // seq_cst store, last: publishes the initialized structure to processes that check the magic
-  Atomics.store(r.i32, HEADER.MAGIC / 4, magic | 0);
-}
-
 function checkHeader(r: Region, magic: number, version: number, size: number, what: string): void {
-  const found = Atomics.load(r.i32, HEADER.MAGIC / 4) >>> 0;
-  if (found !== magic) {
-    throw mmapkitError('ERR_MMAP_BAD_HEADER', `No ${what} here: magic is 0x${found.toString(16)}, expected 0x${magic.toString(16)} (not created yet, or the wrong offset)`);
-  }
-  const v = r.view.readUInt16LE(HEADER.VERSION);
-  const h = r.view.readUInt16LE(HEADER.HEADER_SIZE);
-  const s = r.view.readUInt32LE(HEADER.TOTAL_SIZE);
-  if (v !== version || h !== HEADER.SIZE || s !== size) {
-    throw mmapkitError('ERR_MMAP_BAD_HEADER', `${what} layout mismatch: version ${v}, header ${h}, size ${s}; this library reads version ${version}, header ${HEADER.SIZE}, size ${size}`);
+  const h = readHeader(r.view, r.i32, magic, what);
+  if (h.version !== version || h.headerSize !== HEADER.SIZE || h.totalSize !== size) {
+    throw mmapkitError('ERR_MMAP_BAD_HEADER', `${what} layout mismatch: version ${h.version}, header ${h.headerSize}, size ${h.totalSize}; this library reads version ${version}, header ${HEADER.SIZE}, size ${size}`);
   }
 }
 
