@@ -40,10 +40,14 @@ export {
   CHANNEL,
   type ChannelCreateOptions,
   type ChannelEndReason,
+  type ChannelInspection,
   type ChannelOpenOptions,
   type ChannelTarget,
   type ChannelWaitOptions,
+  type DrainHandler,
   type InPlaceMessage,
+  type LengthsArray,
   type Reservation,
   type WaitStrategy,
-} from './channel.js';
+} from './channel/channel.js';
+export { type ProducerReport, type ConsumerReport } from './channel/parties.js';

@@ -34,8 +34,8 @@
  * A refused name is an error that says whose it is; it is never removed, taken over or written.
  * @module
  */
-import { fstatSync, linkSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
-import type { Channel, OwnershipOptions, SharedMemory } from '../index.js';
+import { fstatSync, linkSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import type { Channel, ChannelInspection, OwnershipOptions, SharedMemory } from '../index.js';
 import { type ObjectIdentity, describeGroup, describeUser, effectiveUid, octal } from '../ownership.js';
 import { UsageError } from './command.js';
 import { Failure, errorCode, quote, reason } from './messages.js';
@@ -56,15 +56,11 @@ export const MAX_CAPACITY = 1 << 24;
 /** Largest `--message-size` (the channel's own limit). */
 export const MAX_MESSAGE_SIZE = (1 << 30) - 64;
 
-/** The magic number at offset 0 of a channel (`MKCH`, docs/channel-layout.md). */
-const CHANNEL_MAGIC = 0x48434b4d;
 /**
- * The channel layout versions this CLI reads: Channel.create writes 2; a version 1 channel (from an
- * earlier mmapkit) works the same, its version 2 words being 0.
+ * Producer lanes and consumer entries of a channel made here: one of each is used by a pair, a few
+ * more let a rival of the same role attach, see the other and step back.
  */
-const CHANNEL_VERSIONS: readonly number[] = [1, 2];
-/** Entries of the producer and consumer tables of a channel made here (one of each is used). */
-const TABLE_ENTRIES = 8;
+const TABLE_ENTRIES = 4;
 /**
  * A channel that nobody has attached to yet is taken for one being made (its creator attaches right
  * after initializing it) while it is younger than this, and for an abandoned one after.
@@ -196,22 +192,6 @@ function countOption(
   return n;
 }
 
-/** Whether a process is alive: `kill(pid, 0)`, and not a zombie (dead but not yet reaped). */
-function pidAlive(pid: number): boolean {
-  if (pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    return errorCode(error) === 'EPERM';
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
-  } catch {
-    return false; // gone between the two looks
-  }
-}
-
 /** Who is attached to a channel, from its tables (read-only; docs/channel-layout.md). */
 export interface Parties {
   /** Pids of producers attached and alive. */
@@ -224,57 +204,20 @@ export interface Parties {
   readonly hadProducer: boolean;
 }
 
-/** One entry of a producer or consumer table. */
-interface Entry {
-  readonly index: number;
-  /** 0: free. */
-  readonly pid: number;
-  /** 1 attached, 2 closed (producers; a consumer frees its entry instead). */
-  readonly state: number;
-}
-
-/**
- * The producer or consumer table of the channel in `shm` (its header already checked by
- * `Channel.open`). Every offset is bounded by the memory's size.
- */
-function readTable(lib: Library, shm: SharedMemory, which: 'producer' | 'consumer'): Entry[] {
-  const C = lib.CHANNEL;
-  const buf = shm.buffer;
-  const i32 = new Int32Array(buf.buffer, buf.byteOffset, buf.length >>> 2);
-  const word = (offset: number): number => Atomics.load(i32, offset >>> 2);
-  const start = word(which === 'producer' ? C.PRODUCERS_OFFSET : C.CONSUMERS_OFFSET) >>> 0;
-  const count = Math.min(word(which === 'producer' ? C.MAX_PRODUCERS : C.MAX_CONSUMERS) >>> 0, 4096);
-  const entries: Entry[] = [];
-  for (let index = 0; index < count; index++) {
-    const e = start + index * C.ENTRY_SIZE;
-    if (e + C.ENTRY_SIZE > buf.length) break;
-    entries.push({ index, pid: word(e + C.ENTRY_PID), state: word(e + C.ENTRY_STATE) });
-  }
-  return entries;
-}
-
-/** Whether an entry is a party attached now by a live process. */
-function attachedAlive(entry: Entry): boolean {
-  return entry.pid !== 0 && entry.state === 1 && pidAlive(entry.pid);
+/** What Channel.inspect() says of the channel in `shm` (nothing in it is trusted). */
+function inspect(lib: Library, shm: SharedMemory): ChannelInspection {
+  return lib.Channel.inspect(shm);
 }
 
 /** Read who is attached to the channel in `shm`. */
 function readParties(lib: Library, shm: SharedMemory): Parties {
-  const C = lib.CHANNEL;
-  const buf = shm.buffer;
-  const flags = Atomics.load(new Int32Array(buf.buffer, buf.byteOffset, C.CONTROL_END >>> 2), C.FLAGS >>> 2);
-  const liveConsumers: number[] = [];
-  let deadConsumers = 0;
-  for (const { pid } of readTable(lib, shm, 'consumer')) {
-    if (pid === 0) continue;
-    if (pidAlive(pid)) liveConsumers.push(pid);
-    else deadConsumers++;
-  }
+  const found = inspect(lib, shm);
+  const consumers = found.consumers ?? [];
   return {
-    liveProducers: readTable(lib, shm, 'producer').filter(attachedAlive).map((p) => p.pid),
-    liveConsumers,
-    deadConsumers,
-    hadProducer: (flags & 1) !== 0,
+    liveProducers: (found.producers ?? []).filter((p) => p.state === 'attached' && p.alive).map((p) => p.pid),
+    liveConsumers: consumers.filter((c) => c.alive).map((c) => c.pid),
+    deadConsumers: consumers.filter((c) => !c.alive).length,
+    hadProducer: found.hadProducer === true,
   };
 }
 
@@ -284,18 +227,20 @@ function readParties(lib: Library, shm: SharedMemory): Parties {
  *
  * Consumers: any other live consumer. A consumer that detaches changes nothing in the stream, so if
  * both see each other, both step back and try again after a random pause. Producers: only a live
- * producer in an entry before ours. Producers detach by closing, and a consumer takes "every producer
+ * producer in a lane before ours. Producers detach by closing, and a consumer takes "every producer
  * closed" for the end of the stream, so exactly one of two must stay: the one that attached first,
- * which has the lower entry (a producer's entry is never freed: entries are taken in attach order, as
- * long as the channel has unused ones; it has {@link TABLE_ENTRIES}).
+ * which took the lower lane (both look for a lane from the first one on).
  */
-function sameRoleRival(lib: Library, shm: SharedMemory, role: 'producer' | 'consumer'): boolean {
-  const entries = readTable(lib, shm, role);
-  // A consumer entry of ours has state 1 too (attach sets it; only producers ever store 2).
-  const mine = entries.find((e) => e.pid === process.pid && e.state === 1);
+function sameRoleRival(lib: Library, shm: SharedMemory, role: 'producer' | 'consumer', channel: Channel): boolean {
+  const found = inspect(lib, shm);
+  if (role === 'consumer') {
+    const others = (found.consumers ?? []).filter((c) => c.alive);
+    // Ours is among them (this process's pid); more than one live consumer is a rival.
+    return others.length > 1;
+  }
+  const mine = channel.lane;
   if (mine === undefined) return false;
-  const rivals = entries.filter((e) => e.index !== mine.index && attachedAlive(e));
-  return role === 'consumer' ? rivals.length > 0 : rivals.some((e) => e.index < mine.index);
+  return (found.producers ?? []).some((p) => p.lane < mine && p.state === 'attached' && p.alive);
 }
 
 /**
@@ -305,26 +250,23 @@ function sameRoleRival(lib: Library, shm: SharedMemory, role: 'producer' | 'cons
  */
 type HeaderState = 'channel' | 'initializing' | 'abandoned' | 'foreign' | { version: number };
 
-/** Look at the first words of `shm` (last modified `age` ms ago) without trusting them. */
+/** Look at what `shm` (last modified `age` ms ago) holds, through Channel.inspect(). */
 function headerState(lib: Library, shm: SharedMemory, age: number): HeaderState {
-  const C = lib.CHANNEL;
-  const buf = shm.buffer;
-  const i32 = new Int32Array(buf.buffer, buf.byteOffset, buf.length >>> 2);
-  // Channel.create stores the magic last (sequentially consistent): a process that sees it sees an
-  // initialized header. Before that, the header is being written by its creator: give it time.
-  const magic = buf.length < C.CONTROL_END ? 0 : Atomics.load(i32, C.MAGIC >>> 2) >>> 0;
-  if (magic === 0) {
-    if (age < YOUNG_MS) return 'initializing';
-    // Old and still without its magic: a creator that died while writing it (all zeros, or the
-    // version and header size it writes first), or an object that is no channel at all.
-    const head = buf.subarray(0, Math.min(buf.length, C.CONTROL_END));
-    const zeros = head.every((b) => b === 0);
-    const partial = buf.length >= C.CONTROL_END && CHANNEL_VERSIONS.includes(buf.readUInt16LE(C.VERSION)) && buf.readUInt16LE(C.HEADER_SIZE) === 64;
-    return zeros || partial ? 'abandoned' : 'foreign';
+  const found = inspect(lib, shm);
+  switch (found.state) {
+    case 'channel':
+    case 'corrupt': // the magic is right: open() reports the header, and the name is taken for stale
+      return 'channel';
+    case 'other-version':
+      return { version: found.version ?? 0 };
+    case 'uninitialized':
+      // Channel.create stores the magic last: before that, its creator is writing the header. Old and
+      // still without its magic: a creator that died while writing it, or zeros.
+      if (age < YOUNG_MS) return 'initializing';
+      return found.partial !== true || found.version !== undefined ? 'abandoned' : 'foreign';
+    default:
+      return 'foreign';
   }
-  if (magic !== CHANNEL_MAGIC) return 'foreign';
-  const version = buf.readUInt16LE(C.VERSION);
-  return CHANNEL_VERSIONS.includes(version) ? 'channel' : { version };
 }
 
 /** How long ago a shared memory object was last modified (its size set at creation), in ms. */
@@ -394,8 +336,7 @@ export class PipeEnd {
 
   /** Whether a receiver has taken the first message (the HELLO) of this channel: its head has moved. */
   helloTaken(): boolean {
-    const buf = this.shm.buffer;
-    return Atomics.load(new Int32Array(buf.buffer, buf.byteOffset, this.#lib.CHANNEL.CONTROL_END >>> 2), this.#lib.CHANNEL.HEAD >>> 2) !== 0;
+    return (inspect(this.#lib, this.shm).producers ?? []).some((p) => p.takenBytes !== 0);
   }
 
   /** Who is attached now. */
@@ -542,7 +483,7 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
         }
         throw new Failure(`cannot create channel ${quote(name)}: ${reason(error)}`);
       }
-      if (!sameRoleRival(lib, shm, role)) return new PipeEnd(lib, channel, shm, canonical, true);
+      if (!sameRoleRival(lib, shm, role, channel)) return new PipeEnd(lib, channel, shm, canonical, true);
       // Another end of this role joined at the same moment: step back (the channel stays), try again.
       channel.close();
       shm.close();
@@ -615,7 +556,7 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
           shm.close();
           throw new Failure(`cannot attach to channel ${quote(name)}: ${reason(error)}`);
         }
-        if (!sameRoleRival(lib, shm, role)) return new PipeEnd(lib, channel, shm, canonical, false);
+        if (!sameRoleRival(lib, shm, role, channel)) return new PipeEnd(lib, channel, shm, canonical, false);
         channel.close();
         shm.close();
         await sleep(STEP_BACK_MIN_MS + Math.random() * STEP_BACK_SPREAD_MS);

@@ -1,0 +1,367 @@
+/**
+ * The engine behind a `Channel` handle: its memory, its lane (as a producer), its cursor over the
+ * lanes (as a consumer), wake-ups, the waits of every strategy, the end of the stream. The API
+ * modules (batch, zero copy, streams) and the public handle build on these few operations; the
+ * per-message paths here stay small and monomorphic.
+ * @module
+ */
+import { invalidArgType, invalidState, mmapkitError, outOfRange } from '../errors.js';
+import type { Mapping, } from '../mapping.js';
+import type { SharedMemory } from '../shm.js';
+import { type Word, notifyWord } from '../wait.js';
+import { CHANNEL, FLAG_PRODUCER_DIED, type Geometry, laneControl } from './layout.js';
+import { type ConsumerSeat, EndCheck, attachConsumer, attachProducer, closeConsumer, closeProducer } from './parties.js';
+import { HeldLanes } from './repair.js';
+import { LaneReader, LaneWriter } from './ring.js';
+import { alignedBase, releaseOwned, words } from './target.js';
+import { type SleepSite, type Strategy, deadlineOf, timedOut } from './waiting.js';
+
+/**
+ * Why a consumer saw the end of the stream: every producer closed its handle (`'closed'`), or at
+ * least one producer of this channel went away without closing (its process died or exited with the
+ * handle open: `'producer-died'`), so its last messages may be missing.
+ */
+export type ChannelEndReason = 'closed' | 'producer-died';
+
+const INT32_MAX = 0x7fffffff;
+const NOT_EMPTY = CHANNEL.NOT_EMPTY >>> 2;
+const CONSUMER_SLEEPERS = CHANNEL.CONSUMER_SLEEPERS >>> 2;
+const LANE_NOT_FULL = CHANNEL.LANE_NOT_FULL >>> 2;
+const LANE_WAITING = CHANNEL.LANE_PRODUCER_WAITING >>> 2;
+const LANE_WRITE = CHANNEL.LANE_WRITE >>> 2;
+/**
+ * Looks at the lanes (no clock, no system call) before a wait does anything costlier: a message or
+ * room that comes within about a microsecond is taken at once, and a stream that keeps coming never
+ * pays for the end-of-stream check, the clock, or a futex wake-up of a sleeper.
+ */
+const QUICK_LOOKS = 64;
+
+/** The Buffer pool's ArrayBuffer last seen by a copy, and an Int32Array over it (see copyOut). */
+let poolBuffer: ArrayBuffer | undefined;
+let poolWords = new Int32Array(0);
+
+/** Bytes of a message argument: a string (UTF-8), a Buffer, a TypedArray or a DataView. */
+export function toBytes(data: unknown, name = 'data'): Uint8Array {
+  if (data instanceof Uint8Array) return data;
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw invalidArgType(name, 'a string, Buffer, TypedArray or DataView', data);
+}
+
+export class ChannelCore {
+  readonly mapping: Mapping;
+  /** What this handle opened itself and closes with it: shared memory, or a file's mapping. */
+  readonly owned: SharedMemory | Mapping | undefined;
+  readonly i32: Int32Array;
+  readonly u8: Buffer;
+  readonly g: Geometry;
+  readonly strategy: Strategy;
+  /** Whether this is the handle create() returned (its process is named in CREATOR until it closes). */
+  readonly creator: boolean;
+  readonly base: number;
+  closed = false;
+  ended = false;
+  endReason: ChannelEndReason | undefined;
+  /** This handle's lane, once it is a producer. */
+  writer: LaneWriter | undefined;
+  /** This handle's cursor over the lanes; its lock value is set when it attaches as a consumer. */
+  readonly reader: LaneReader;
+  seat: ConsumerSeat | undefined;
+  private readonly endCheck = new EndCheck();
+  private readonly held: HeldLanes;
+  private readonly notEmpty: Word;
+  readonly consumerSite: SleepSite;
+  producerSite: SleepSite | undefined;
+  /** The futex words of lanes whose producers this handle woke (made on first use). */
+  private readonly notFull: Array<Word | undefined> = [];
+  /**
+   * The one reservation / in-place message this handle may have outstanding, as the function that
+   * ends it (close() calls it).
+   */
+  outstandingReserve: (() => void) | undefined;
+  outstandingTake: (() => void) | undefined;
+  /** drain() calls under way on this handle (its handler may call back into the handle). */
+  drainDepth = 0;
+
+  constructor(mapping: Mapping, owned: SharedMemory | Mapping | undefined, g: Geometry, strategy: Strategy, creator: boolean) {
+    this.mapping = mapping;
+    this.owned = owned;
+    this.u8 = mapping.view(0, g.totalSize);
+    this.i32 = words(this.u8);
+    this.g = g;
+    this.strategy = strategy;
+    this.creator = creator;
+    this.base = Number(alignedBase(this.u8));
+    this.reader = new LaneReader(this.i32, g);
+    this.held = new HeldLanes(this.i32, g);
+    this.notEmpty = { mapping, addr: this.base + CHANNEL.NOT_EMPTY, array: this.i32, index: NOT_EMPTY };
+    const reader = this.reader;
+    this.consumerSite = { word: this.notEmpty, sleepers: CONSUMER_SLEEPERS, ready: () => reader.ready() };
+  }
+
+  // ------------------------------------------------------------ state
+
+  check(what: string): void {
+    if (this.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what} of a closed Channel`);
+    if (this.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what}: the channel's memory has been unmapped`);
+  }
+
+  noOutstanding(pending: (() => void) | undefined, what: 'reserve' | 'receiveInPlace'): void {
+    if (pending !== undefined) {
+      throw invalidState(`this handle has a ${what === 'reserve' ? 'reservation' : 'message in place'} outstanding: ${what === 'reserve' ? 'commit' : 'release'} it first (one at a time per handle)`);
+    }
+  }
+
+  attachProducer(): LaneWriter {
+    if (this.writer !== undefined) return this.writer;
+    const lane = attachProducer(this.i32, this.g);
+    const writer = new LaneWriter(this.i32, this.u8, this.g, lane);
+    const word: Word = { mapping: this.mapping, addr: this.base + (writer.ctl + LANE_NOT_FULL) * 4, array: this.i32, index: writer.ctl + LANE_NOT_FULL };
+    this.producerSite = { word, sleepers: writer.ctl + LANE_WAITING, ready: () => writer.hasRoom(this.roomFor) };
+    this.writer = writer;
+    return writer;
+  }
+
+  attachConsumer(): void {
+    if (this.seat !== undefined) return;
+    this.seat = attachConsumer(this.i32, this.g);
+    this.reader.lockValue = this.seat.lockValue;
+  }
+
+  /** Check a message before sending it: its size, the handle's state; attaches as a producer. */
+  prepareSend(data: unknown): Uint8Array {
+    const bytes = toBytes(data);
+    if (bytes.byteLength > this.g.maxMessageSize) {
+      throw outOfRange('data.byteLength', `<= ${this.g.maxMessageSize} (the channel's maxMessageSize)`, bytes.byteLength);
+    }
+    this.check('send');
+    this.noOutstanding(this.outstandingReserve, 'reserve');
+    this.attachProducer();
+    return bytes;
+  }
+
+  prepareReceive(what: string): void {
+    this.check(what);
+    if (this.drainDepth > 0) throw invalidState(`cannot call ${what} from inside a drain() handler of the same handle (it holds the lane being drained)`);
+    this.noOutstanding(this.outstandingTake, 'receiveInPlace');
+    this.attachConsumer();
+  }
+
+  // ------------------------------------------------------------ wake-ups
+
+  /**
+   * After publishing: wake up to `n` sleeping consumers, if any sleeps. (The sleeper count is loaded
+   * after the seq_cst store of LANE_WRITE; a consumer counts itself, then looks at the lanes again
+   * before sleeping: one of the two sees the other.)
+   */
+  wakeConsumers(n: number): void {
+    if (Atomics.load(this.i32, CONSUMER_SLEEPERS) > 0) {
+      // seq_cst add: changes the word a sleeper read before it looked, so FUTEX_WAIT returns at once.
+      Atomics.add(this.i32, NOT_EMPTY, 1);
+      notifyWord(this.notEmpty, n);
+    }
+  }
+
+  /** Wake the producer of `lane`, which waits for room (LANE_PRODUCER_WAITING was seen > 0). */
+  wakeProducer(lane: number): void {
+    let word = this.notFull[lane];
+    if (word === undefined) {
+      const index = (laneControl(this.g, lane) >>> 2) + LANE_NOT_FULL;
+      word = { mapping: this.mapping, addr: this.base + index * 4, array: this.i32, index };
+      this.notFull[lane] = word;
+    }
+    Atomics.add(this.i32, word.index, 1);
+    notifyWord(word, 1);
+  }
+
+  /**
+   * Let go of the lane the reader holds: store the read position, wake the lane's producer if it
+   * waits for room, and wake a sleeping consumer if records arrived while we held the lane (a
+   * consumer that passed it as held went to sleep).
+   */
+  finishLane(): void {
+    const reader = this.reader;
+    const lane = reader.lane;
+    const ctl = reader.ctl;
+    const r = reader.r;
+    if (reader.unlock()) this.wakeProducer(lane);
+    if (Atomics.load(this.i32, CONSUMER_SLEEPERS) > 0 && Atomics.load(this.i32, ctl + LANE_WRITE) !== r) {
+      Atomics.add(this.i32, NOT_EMPTY, 1);
+      notifyWord(this.notEmpty, 1);
+    }
+  }
+
+  // ------------------------------------------------------------ one message
+
+  /**
+   * Take the next message as a copy (a new Buffer), if one is waiting in a lane no one holds;
+   * undefined otherwise.
+   */
+  takeOne(): Buffer | undefined {
+    const reader = this.reader;
+    for (let tries = 0; tries <= this.g.maxProducers; tries++) {
+      if (!reader.lock()) return undefined;
+      const at = reader.next(); // throws ERR_MMAP_CHANNEL_CORRUPT after letting go of the lane
+      if (at < 0) {
+        this.finishLane(); // only padding was left
+        continue;
+      }
+      const out = this.copyOut(at, reader.length);
+      reader.advance();
+      this.finishLane();
+      return out;
+    }
+    return undefined;
+  }
+
+  /**
+   * A copy of `length` bytes of the channel at `start` (8-byte aligned). Small messages are copied a
+   * word at a time into the Buffer pool, through an Int32Array made once per pool: cheaper than a
+   * byte loop or `Buffer#copy` (which makes a new view per call) for 64 bytes.
+   */
+  copyOut(start: number, length: number): Buffer {
+    const out = Buffer.allocUnsafe(length);
+    const u8 = this.u8;
+    if (length > 1024) {
+      u8.copy(out, 0, start, start + length);
+      return out;
+    }
+    const ab = out.buffer;
+    let i = 0;
+    if ((out.byteOffset & 3) === 0 && (ab === poolBuffer || (ab.byteLength & 3) === 0)) {
+      if (ab !== poolBuffer) {
+        poolBuffer = ab;
+        poolWords = new Int32Array(ab);
+      }
+      const src = this.i32;
+      const s = start >>> 2;
+      const d = out.byteOffset >>> 2;
+      const n = length >>> 2;
+      for (let w = 0; w < n; w++) poolWords[d + w] = src[s + w]!;
+      i = n << 2;
+    }
+    for (; i < length; i++) out[i] = u8[start + i]!;
+    return out;
+  }
+
+  // ------------------------------------------------------------ waiting
+
+  /** The record size a producer waits room for (read by producerSite.ready()). */
+  private roomFor = 0;
+
+  /** Wait, by this handle's strategy, until a message of `length` bytes fits in the lane. */
+  waitRoom(length: number, timeout: number, deadline: bigint = deadlineOf(timeout)): void {
+    const writer = this.writer!;
+    const site = this.producerSite!;
+    this.roomFor = length;
+    for (let i = 0; i < QUICK_LOOKS; i++) if (writer.hasRoom(length)) return;
+    for (;;) {
+      // Read the futex word, then look again: room freed after this read changes the word.
+      const seen = Atomics.load(this.i32, site.word.index);
+      if (writer.hasRoom(length)) return;
+      if (!this.strategy.sleep(site, seen, deadline)) throw timedOut('waiting for room in the channel', timeout);
+    }
+  }
+
+  async waitRoomAsync(length: number, timeout: number, deadline: bigint, signal: AbortSignal | undefined, what: string): Promise<void> {
+    const writer = this.writer!;
+    const site = this.producerSite!;
+    for (let i = 0; i < QUICK_LOOKS; i++) if (writer.hasRoom(length)) return;
+    for (;;) {
+      this.roomFor = length;
+      const seen = Atomics.load(this.i32, site.word.index);
+      if (writer.hasRoom(length)) return;
+      if (!(await this.strategy.sleepAsync(site, seen, deadline, signal))) throw timedOut('waiting for room in the channel', timeout);
+      this.check(what); // closed while we slept: never write for a closed producer
+      signal?.throwIfAborted();
+    }
+  }
+
+  /**
+   * Wait, by this handle's strategy, until a message may be waiting (then the caller takes it) or
+   * the stream has ended (false). Repairs lanes held by consumers that died on the way.
+   */
+  waitMessage(timeout: number, deadline: bigint): boolean {
+    const reader = this.reader;
+    for (let i = 0; i < QUICK_LOOKS; i++) if (reader.ready()) return true;
+    for (;;) {
+      // Read the futex word, then look again: a publish after this read changes the word.
+      const seen = Atomics.load(this.i32, NOT_EMPTY);
+      if (reader.ready()) return true;
+      if (this.atEnd()) return false;
+      if (this.repairHeld()) continue;
+      if (!this.strategy.sleep(this.consumerSite, seen, deadline)) throw timedOut('waiting for a message', timeout);
+    }
+  }
+
+  async waitMessageAsync(timeout: number, deadline: bigint, signal: AbortSignal | undefined, what: string): Promise<boolean> {
+    const reader = this.reader;
+    for (let i = 0; i < QUICK_LOOKS; i++) if (reader.ready()) return true;
+    for (;;) {
+      const seen = Atomics.load(this.i32, NOT_EMPTY);
+      if (reader.ready()) return true;
+      if (this.atEnd()) return false;
+      if (this.repairHeld()) continue;
+      if (!(await this.strategy.sleepAsync(this.consumerSite, seen, deadline, signal))) throw timedOut('waiting for a message', timeout);
+      this.check(what); // closed while we slept: the consumer entry is no longer ours
+      // Aborted after the wake-up was queued: take nothing (the caller no longer wants a message).
+      signal?.throwIfAborted();
+    }
+  }
+
+  /** Lanes with records held by a consumer that is gone: take them back. True when one was freed. */
+  private repairHeld(): boolean {
+    return this.held.check(this.reader.lanesUsed(), this.reader.lockValue);
+  }
+
+  /**
+   * Take one message (a copy), waiting for it by this handle's strategy: the message, or null at the
+   * end of the stream.
+   */
+  receiveOne(timeout: number): Buffer | null {
+    const deadline = deadlineOf(timeout);
+    for (;;) {
+      const got = this.takeOne();
+      if (got !== undefined) return got;
+      if (!this.waitMessage(timeout, deadline)) return this.end();
+    }
+  }
+
+  // ------------------------------------------------------------ end of stream
+
+  /** Every producer that attached has closed or died, and every lane is empty. */
+  atEnd(): boolean {
+    const reader = this.reader;
+    return this.endCheck.atEnd(this.i32, this.g, reader.lanesUsed(), () => reader.empty());
+  }
+
+  /** Record the end of the stream on this handle; null (what the receive methods return). */
+  end(): null {
+    this.ended = true;
+    // atEnd() sets the flag before it reports an end that a dead producer is part of.
+    this.endReason = (Atomics.load(this.i32, CHANNEL.FLAGS >>> 2) & FLAG_PRODUCER_DIED) !== 0 ? 'producer-died' : 'closed';
+    return null;
+  }
+
+  // ------------------------------------------------------------ close
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.mapping.closed) {
+      this.outstandingReserve?.();
+      this.outstandingTake?.();
+      if (this.writer !== undefined) {
+        this.writer.publish();
+        closeProducer(this.i32, this.g, this.writer.lane);
+        // Wake every sleeping consumer so that it can notice the end.
+        Atomics.add(this.i32, NOT_EMPTY, 1);
+        notifyWord(this.notEmpty, INT32_MAX);
+      }
+      if (this.seat !== undefined) closeConsumer(this.i32, this.g, this.seat);
+      // The creator's handle no longer holds the channel (unless another create() has claimed it since).
+      if (this.creator) Atomics.compareExchange(this.i32, CHANNEL.CREATOR >>> 2, process.pid, 0);
+    }
+    releaseOwned(this.owned);
+  }
+}
