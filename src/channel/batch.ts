@@ -127,13 +127,18 @@ function parseMax(max: unknown): number {
 function takeRun(core: ChannelCore, out: Buffer[], limit: number): number {
   const reader = core.reader;
   const start = out.length;
-  for (let lanes = 0; out.length < limit && lanes <= core.g.maxProducers; lanes++) {
-    if (!reader.lock()) break;
+  for (let lanes = 0, most = core.g.maxProducers; out.length < limit && lanes <= most; lanes++) {
     try {
+      if (!reader.lock()) break;
       for (let at; out.length < limit && (at = reader.next()) >= 0;) {
         out.push(core.copyOut(at, reader.length));
         reader.advance();
       }
+    } catch (err) {
+      // Garbage in a lane: what this call took is the caller's; the error comes with the next call.
+      if (out.length === start) throw err;
+      core.deferred = err as Error;
+      break;
     } finally {
       if (reader.lane >= 0) core.finishLane();
     }
@@ -180,13 +185,16 @@ export function tryReceiveMany(core: ChannelCore, max: unknown): Buffer[] | null
 
 // ------------------------------------------------------------ receiveInto
 
-/** The lengths array of receiveInto: any integer TypedArray of 32 bits or more, or an Array. */
-export type LengthsArray = Uint32Array | Int32Array | Float64Array | number[];
+/**
+ * The lengths array of receiveInto: a Uint32Array, Int32Array or Float64Array (not an Array: an
+ * element setter could run user code in the middle of a copy, with a lane held).
+ */
+export type LengthsArray = Uint32Array | Int32Array | Float64Array;
 
 function checkInto(core: ChannelCore, target: unknown, lengths: unknown): Uint8Array {
   if (!ArrayBuffer.isView(target)) throw invalidArgType('target', 'a Buffer, TypedArray or DataView', target);
-  if (!(lengths instanceof Uint32Array || lengths instanceof Int32Array || lengths instanceof Float64Array || Array.isArray(lengths))) {
-    throw invalidArgType('lengths', 'a Uint32Array, Int32Array, Float64Array or Array', lengths);
+  if (!(lengths instanceof Uint32Array || lengths instanceof Int32Array || lengths instanceof Float64Array)) {
+    throw invalidArgType('lengths', 'a Uint32Array, Int32Array or Float64Array', lengths);
   }
   if (lengths.length === 0) throw outOfRange('lengths.length', '>= 1', 0);
   const bytes = target instanceof Uint8Array ? target : new Uint8Array(target.buffer, target.byteOffset, target.byteLength);
@@ -211,10 +219,10 @@ function takeInto(core: ChannelCore, target: Uint8Array, lengths: LengthsArray):
   const words = (target.byteOffset & 3) === 0 ? new Int32Array(target.buffer, target.byteOffset, room >>> 2) : undefined;
   let n = 0;
   let pos = 0;
-  for (let lanes = 0; n < most && lanes <= core.g.maxProducers; lanes++) {
-    if (!reader.lock()) break;
+  for (let lanes = 0, lanesMax = core.g.maxProducers; n < most && lanes <= lanesMax; lanes++) {
     let full = false;
     try {
+      if (!reader.lock()) break;
       for (let at; n < most && (at = reader.next()) >= 0;) {
         const length = reader.length;
         if (pos + length > room) {
@@ -234,6 +242,10 @@ function takeInto(core: ChannelCore, target: Uint8Array, lengths: LengthsArray):
         pos += length;
         reader.advance();
       }
+    } catch (err) {
+      if (n === 0) throw err; // as in takeRun
+      core.deferred = err as Error;
+      break;
     } finally {
       if (reader.lane >= 0) core.finishLane();
     }
@@ -285,21 +297,30 @@ function drainRun(core: ChannelCore, handler: DrainHandler, limit: number): numb
   const reader = core.reader;
   const u8 = core.u8;
   let n = 0;
+  let inHandler = false;
   // close() from inside the handler gives back what was taken before it lets go of the lane.
   core.outstandingTake = () => {
     if (reader.lane >= 0) core.finishLane();
   };
   core.drainDepth++;
   try {
-    for (let lanes = 0; n < limit && lanes <= core.g.maxProducers; lanes++) {
-      if (!reader.lock()) break;
+    for (let lanes = 0, lanesMax = core.g.maxProducers; n < limit && lanes <= lanesMax; lanes++) {
       try {
+        if (!reader.lock()) break;
         for (let at; n < limit && (at = reader.next()) >= 0;) {
           reader.advance(); // taken, whatever the handler does
           n++;
+          inHandler = true;
           handler(u8, at, reader.length);
+          inHandler = false;
           if (core.closed) return n; // closed by the handler: close() let go of the lane
         }
+      } catch (err) {
+        // Garbage found after messages were handled: report it with the next call (as in takeRun).
+        // A handler's own error propagates at once.
+        if (inHandler || n === 0 || core.closed) throw err;
+        core.deferred = err as Error;
+        break;
       } finally {
         if (reader.lane >= 0 && !core.mapping.closed) core.finishLane();
       }

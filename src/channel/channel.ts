@@ -125,7 +125,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const expected = parseExpectedProducers(o);
     const strategy = parseStrategy(o);
     if (typeof target === 'string') refuseLiveFile(target); // before map() grows the file
-    const { mapping, owned } = resolveTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS });
+    const { mapping, owned } = resolveTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS, call: 'create' });
     try {
       initChannel(mapping, g, expected);
       return new Channel(kCreate, mapping, owned, g, strategy, true);
@@ -145,7 +145,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const o = validateOptions(options, 'options', OPEN_OPTIONS);
     const strategy = parseStrategy(o);
     const ownership = ownershipOf(o, target);
-    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: OPEN_OPTIONS });
+    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: OPEN_OPTIONS, call: 'open' });
     try {
       return new Channel(kCreate, mapping, owned, readGeometry(mapping), strategy);
     } catch (err) {
@@ -163,7 +163,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   static inspect(target: ChannelTarget, options?: OwnershipOptions): ChannelInspection {
     const o = validateOptions(options, 'options', INSPECT_OPTIONS);
     const ownership = ownershipOf(o, target);
-    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true });
+    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect' });
     try {
       return inspectMemory(mapping);
     } finally {

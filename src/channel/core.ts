@@ -36,9 +36,21 @@ const LANE_WRITE = CHANNEL.LANE_WRITE >>> 2;
  */
 const QUICK_LOOKS = 64;
 
+/**
+ * Detach one empty ArrayBuffer now, at load. V8 assumes no ArrayBuffer is ever detached until the
+ * first one is (its "ArrayBufferDetaching protector"), and optimized code that relied on that is
+ * thrown away when it happens: an unmap(), or even the first console.log to a pipe. On Node 20 the
+ * channel's hot functions were then never optimized again (measured: 4,600 instructions per
+ * send/receive instead of a few hundred, for good). Detaching first means they are optimized with
+ * the detach checks from the start (a test of a bit per typed-array access).
+ */
+{
+  const ab = new ArrayBuffer(0);
+  structuredClone(ab, { transfer: [ab] });
+}
+
 /** The Buffer pool's ArrayBuffer last seen by a copy, and an Int32Array over it (see copyOut). */
-let poolBuffer: ArrayBuffer | undefined;
-let poolWords = new Int32Array(0);
+const pool = { buffer: new ArrayBuffer(0), words: new Int32Array(0) };
 
 /** Bytes of a message argument: a string (UTF-8), a Buffer, a TypedArray or a DataView. */
 export function toBytes(data: unknown, name = 'data'): Uint8Array {
@@ -80,10 +92,25 @@ export class ChannelCore {
    */
   outstandingReserve: (() => void) | undefined;
   outstandingTake: (() => void) | undefined;
+  /**
+   * A corruption found by a batch receive after it had taken messages: the call returns what it took
+   * (they are the caller's now) and the next receive throws this.
+   */
+  deferred: Error | undefined;
   /** drain() calls under way on this handle (its handler may call back into the handle). */
   drainDepth = 0;
 
   constructor(mapping: Mapping, owned: SharedMemory | Mapping | undefined, g: Geometry, strategy: Strategy, creator: boolean) {
+    // Every field exists from the start, in one order (one object shape for every handle), and the
+    // ones that change are stored twice (see LaneWriter's constructor).
+    this.endReason = 'closed';
+    this.endReason = undefined;
+    this.writer = undefined;
+    this.seat = undefined;
+    this.producerSite = undefined;
+    this.outstandingReserve = undefined;
+    this.outstandingTake = undefined;
+    this.deferred = undefined;
     this.mapping = mapping;
     this.owned = owned;
     this.u8 = mapping.view(0, g.totalSize);
@@ -92,11 +119,11 @@ export class ChannelCore {
     this.strategy = strategy;
     this.creator = creator;
     this.base = Number(alignedBase(this.u8));
-    this.reader = new LaneReader(this.i32, g);
+    this.reader = new LaneReader(this.i32, g, { producer: (lane) => this.wakeProducer(lane), consumer: () => this.wakeConsumers(1) });
     this.held = new HeldLanes(this.i32, g);
     this.notEmpty = { mapping, addr: this.base + CHANNEL.NOT_EMPTY, array: this.i32, index: NOT_EMPTY };
     const reader = this.reader;
-    this.consumerSite = { word: this.notEmpty, sleepers: CONSUMER_SLEEPERS, ready: () => reader.ready() };
+    this.consumerSite = { word: this.notEmpty, sleepers: CONSUMER_SLEEPERS, counted: true, ready: () => reader.ready() };
   }
 
   // ------------------------------------------------------------ state
@@ -117,7 +144,7 @@ export class ChannelCore {
     const lane = attachProducer(this.i32, this.g);
     const writer = new LaneWriter(this.i32, this.u8, this.g, lane);
     const word: Word = { mapping: this.mapping, addr: this.base + (writer.ctl + LANE_NOT_FULL) * 4, array: this.i32, index: writer.ctl + LANE_NOT_FULL };
-    this.producerSite = { word, sleepers: writer.ctl + LANE_WAITING, ready: () => writer.hasRoom(this.roomFor) };
+    this.producerSite = { word, sleepers: writer.ctl + LANE_WAITING, counted: false, ready: () => writer.hasRoom(this.roomFor) };
     this.writer = writer;
     return writer;
   }
@@ -142,6 +169,11 @@ export class ChannelCore {
 
   prepareReceive(what: string): void {
     this.check(what);
+    if (this.deferred !== undefined) {
+      const err = this.deferred;
+      this.deferred = undefined;
+      throw err;
+    }
     if (this.drainDepth > 0) throw invalidState(`cannot call ${what} from inside a drain() handler of the same handle (it holds the lane being drained)`);
     this.noOutstanding(this.outstandingTake, 'receiveInPlace');
     this.attachConsumer();
@@ -171,24 +203,12 @@ export class ChannelCore {
       this.notFull[lane] = word;
     }
     Atomics.add(this.i32, word.index, 1);
-    notifyWord(word, 1);
+    notifyWord(word, INT32_MAX); // every wait of the producer handle (its async sends may wait together)
   }
 
-  /**
-   * Let go of the lane the reader holds: store the read position, wake the lane's producer if it
-   * waits for room, and wake a sleeping consumer if records arrived while we held the lane (a
-   * consumer that passed it as held went to sleep).
-   */
+  /** Let go of the lane the reader holds (it stores the read position and wakes who waits). */
   finishLane(): void {
-    const reader = this.reader;
-    const lane = reader.lane;
-    const ctl = reader.ctl;
-    const r = reader.r;
-    if (reader.unlock()) this.wakeProducer(lane);
-    if (Atomics.load(this.i32, CONSUMER_SLEEPERS) > 0 && Atomics.load(this.i32, ctl + LANE_WRITE) !== r) {
-      Atomics.add(this.i32, NOT_EMPTY, 1);
-      notifyWord(this.notEmpty, 1);
-    }
+    this.reader.unlock();
   }
 
   // ------------------------------------------------------------ one message
@@ -199,7 +219,7 @@ export class ChannelCore {
    */
   takeOne(): Buffer | undefined {
     const reader = this.reader;
-    for (let tries = 0; tries <= this.g.maxProducers; tries++) {
+    for (let tries = 0, most = this.g.maxProducers; tries <= most; tries++) {
       if (!reader.lock()) return undefined;
       const at = reader.next(); // throws ERR_MMAP_CHANNEL_CORRUPT after letting go of the lane
       if (at < 0) {
@@ -228,11 +248,12 @@ export class ChannelCore {
     }
     const ab = out.buffer;
     let i = 0;
-    if ((out.byteOffset & 3) === 0 && (ab === poolBuffer || (ab.byteLength & 3) === 0)) {
-      if (ab !== poolBuffer) {
-        poolBuffer = ab;
-        poolWords = new Int32Array(ab);
+    if ((out.byteOffset & 3) === 0 && (ab === pool.buffer || (ab.byteLength & 3) === 0)) {
+      if (ab !== pool.buffer) {
+        pool.buffer = ab;
+        pool.words = new Int32Array(ab);
       }
+      const poolWords = pool.words;
       const src = this.i32;
       const s = start >>> 2;
       const d = out.byteOffset >>> 2;
@@ -311,7 +332,7 @@ export class ChannelCore {
 
   /** Lanes with records held by a consumer that is gone: take them back. True when one was freed. */
   private repairHeld(): boolean {
-    return this.held.check(this.reader.lanesUsed(), this.reader.lockValue);
+    return this.held.check(this.reader.lanesUsed(), this.reader.lockValue, this.reader.lane);
   }
 
   /**

@@ -85,6 +85,8 @@ const DEFAULT_LANE_SIZE = 256 * 1024;
 const DEFAULT_MAX_MESSAGE = 4096;
 const DEFAULT_PRODUCERS = 16;
 const DEFAULT_CONSUMERS = 64;
+/** Largest maxMessageSize: two records of it fit the largest lane. */
+export const MAX_MESSAGE = MAX_LANE_SIZE / 2 - 2 * 8;
 /** A channel's memory is one ArrayBuffer at most (and TOTAL_SIZE is a u32). */
 const MAX_TOTAL = 2 ** 32 - 1;
 
@@ -108,8 +110,11 @@ function alignUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
 }
 
+/** The smallest power of two >= n (n <= 2^30), as a small integer (`2 ** k` would be a double). */
 function nextPow2(n: number): number {
-  return 2 ** Math.ceil(Math.log2(Math.max(n, 1)));
+  let p = 1;
+  while (p < n && p < MAX_LANE_SIZE) p <<= 1;
+  return p < n ? p * 2 : p;
 }
 
 /** Bytes a message of `length` bytes takes in a ring. */
@@ -134,9 +139,10 @@ export function laneCapacity(laneSize: number, maxMessageSize: number): number {
 export function geometry(laneSize: number, maxMessageSize: number, maxProducers: number, maxConsumers: number): Geometry {
   const lanesOffset = CHANNEL.CONTROL_END;
   const consumersOffset = lanesOffset + maxProducers * CHANNEL.LANE_CONTROL;
-  const ringsOffset = alignUp(consumersOffset + maxConsumers * CHANNEL.CONSUMER_ENTRY, 128);
+  const ringsOffset = alignUp(consumersOffset + maxConsumers * CHANNEL.CONSUMER_ENTRY, 128) | 0;
   const totalSize = ringsOffset + maxProducers * laneSize;
-  return { laneSize, maxMessageSize, maxProducers, maxConsumers, lanesOffset, consumersOffset, ringsOffset, totalSize };
+  // Small integers everywhere they fit (one object shape for every geometry): the hot paths read them.
+  return { laneSize: laneSize | 0, maxMessageSize: maxMessageSize | 0, maxProducers: maxProducers | 0, maxConsumers: maxConsumers | 0, lanesOffset, consumersOffset, ringsOffset, totalSize };
 }
 
 /** The options of create() that shape the channel (byteLength() takes these). */
@@ -144,7 +150,7 @@ export const GEOMETRY_OPTIONS = ['capacity', 'laneSize', 'maxMessageSize', 'maxP
 
 /** Validate the shaping options (already checked for unknown names) and derive the geometry. */
 export function parseGeometry(o: Partial<Record<string, unknown>>): Geometry {
-  const maxMessageSize = o['maxMessageSize'] === undefined ? DEFAULT_MAX_MESSAGE : validateInt32(o['maxMessageSize'], 'options.maxMessageSize', 1, MAX_LANE_SIZE / 2 - 2 * CHANNEL.RECORD_HEADER);
+  const maxMessageSize = o['maxMessageSize'] === undefined ? DEFAULT_MAX_MESSAGE : validateInt32(o['maxMessageSize'], 'options.maxMessageSize', 1, MAX_MESSAGE);
   const maxProducers = o['maxProducers'] === undefined ? DEFAULT_PRODUCERS : validateInt32(o['maxProducers'], 'options.maxProducers', 1, MAX_TABLE);
   const maxConsumers = o['maxConsumers'] === undefined ? DEFAULT_CONSUMERS : validateInt32(o['maxConsumers'], 'options.maxConsumers', 1, MAX_TABLE);
   const least = minLaneSize(maxMessageSize);
@@ -210,7 +216,7 @@ export function readGeometry(m: Mapping): Geometry {
   const expected = geometry(laneSize, maxMessageSize, maxProducers, maxConsumers);
   const bad =
     laneSize < MIN_LANE_SIZE || laneSize > MAX_LANE_SIZE || (laneSize & (laneSize - 1)) !== 0 ? `lane size ${laneSize} is not a power of two from ${MIN_LANE_SIZE} to 2^30`
-      : maxMessageSize < 1 || minLaneSize(maxMessageSize) > laneSize ? `max message size ${maxMessageSize} does not fit lanes of ${laneSize} bytes twice`
+      : maxMessageSize < 1 || maxMessageSize > MAX_MESSAGE || minLaneSize(maxMessageSize) > laneSize ? `max message size ${maxMessageSize} does not fit lanes of ${laneSize} bytes twice`
       : maxProducers < 1 || maxProducers > MAX_TABLE || maxConsumers < 1 || maxConsumers > MAX_TABLE ? `table sizes ${maxProducers}/${maxConsumers}`
       : h.readUInt32LE(CHANNEL.LANES_OFFSET) !== expected.lanesOffset || h.readUInt32LE(CHANNEL.CONSUMERS_OFFSET) !== expected.consumersOffset ||
         h.readUInt32LE(CHANNEL.RINGS_OFFSET) !== expected.ringsOffset ? 'lane, table or ring offsets do not match the sizes'

@@ -35,15 +35,21 @@ export class HeldLanes {
   /**
    * Look at the lanes with records that are held by someone else than `me`: a holder seen on the same
    * lane for longer than STALL_NS is checked, and its lock taken back if it is gone. True when a lane
-   * was freed (look for records again).
+   * was freed (look for records again). `holding`: the lane this handle holds itself (-1: none).
    */
-  check(lanesUsed: number, me: number): boolean {
+  check(lanesUsed: number, me: number, holding: number): boolean {
     const i32 = this.i32;
     const now = process.hrtime.bigint();
     let freed = false;
     for (let lane = 0; lane < lanesUsed; lane++) {
       const ctl = laneControl(this.g, lane) >>> 2;
       const holder = Atomics.load(i32, ctl + READER);
+      if (holder === me && lane !== holding) {
+        // Our own lock value on a lane we do not hold: written by someone else (only a peer that
+        // writes garbage does that). Take it back at once.
+        if (Atomics.compareExchange(i32, ctl + READER, holder, 0) === holder) freed = true;
+        continue;
+      }
       if (holder === 0 || holder === me || Atomics.load(i32, ctl + WRITE) === Atomics.load(i32, ctl + READ)) {
         this.since[lane] = 0n;
         continue;

@@ -22,6 +22,9 @@ const WRITE = CHANNEL.LANE_WRITE >>> 2;
 const READ = CHANNEL.LANE_READ >>> 2;
 const READER = CHANNEL.LANE_READER >>> 2;
 const HEADER = CHANNEL.RECORD_HEADER;
+const LANE_WORDS = CHANNEL.LANE_CONTROL >>> 2;
+const WAITING = CHANNEL.LANE_PRODUCER_WAITING >>> 2;
+const CONSUMER_SLEEPERS = CHANNEL.CONSUMER_SLEEPERS >>> 2;
 
 export function corrupt(what: string): MmapkitError {
   return mmapkitError('ERR_MMAP_CHANNEL_CORRUPT', `Channel memory is corrupt: ${what}`);
@@ -59,11 +62,17 @@ export class LaneWriter {
     const r = Atomics.load(i32, this.ctl + READ);
     const queued = (w - r) | 0;
     if ((w & 7) !== 0 || queued < 0 || queued > g.laneSize) {
-      // Garbage in the positions: start where the consumers are (an unaligned read position is
-      // reported and repaired by the next consumer).
-      w = r & ~7;
+      // Garbage in the positions: start at the first aligned position at or after the consumers'
+      // (an unaligned read position is then reported, and repaired, by the next consumer).
+      w = (r + 7) & ~7;
       Atomics.store(i32, this.ctl + WRITE, w);
     }
+    // Each mutable field is stored twice with different values: V8 then knows it changes before any
+    // code is optimized against it (a field that is only later found to change throws away every
+    // optimized function that read it).
+    this.w = ~w;
+    this.published = ~w;
+    this.r = ~r;
     this.w = w;
     this.published = w;
     this.r = r;
@@ -82,6 +91,10 @@ export class LaneWriter {
       const r = Atomics.load(this.i32, this.ctl + READ);
       const queued = (this.w - r) | 0;
       if (queued < 0 || queued > this.size || (r & 7) !== 0) {
+        // Store our own write position again: a consumer that finds the positions apart resyncs its
+        // read position to it, and the lane carries on after one error on each side.
+        this.published = this.w;
+        Atomics.store(this.i32, this.ctl + WRITE, this.w);
         throw corrupt(`lane ${this.lane}: read position ${r} is not within the ${this.size} bytes before the write position ${this.w}`);
       }
       this.r = r;
@@ -163,6 +176,12 @@ export class LaneWriter {
   }
 }
 
+/** How a consumer wakes a lane's producer (it waits for room) or a sleeping consumer. */
+export interface Wakers {
+  producer(lane: number): void;
+  consumer(): void;
+}
+
 /**
  * A consumer's cursor over the lanes: finds a lane with unread records that no other consumer holds,
  * locks it, walks its records, and stores the read position once when it lets go of it.
@@ -170,6 +189,11 @@ export class LaneWriter {
 export class LaneReader {
   private readonly i32: Int32Array;
   private readonly g: Geometry;
+  private readonly wake: Wakers;
+  /** i32 index of lane 0's control block, byte offset of lane 0's ring, lanes in the channel. */
+  private readonly lanesBase: number;
+  private readonly ringsOffset: number;
+  private readonly maxLanes: number;
   private readonly size: number;
   private readonly mask: number;
   private readonly maxMessage: number;
@@ -191,9 +215,26 @@ export class LaneReader {
   /** Set by lock() when it passed a lane with records that another consumer holds. */
   sawHeld = false;
 
-  constructor(i32: Int32Array, g: Geometry) {
+  constructor(i32: Int32Array, g: Geometry, wake: Wakers) {
+    // Mutable fields stored twice with different values (see LaneWriter's constructor).
+    for (let i = 1; i >= 0; i--) {
+      this.lockValue = i;
+      this.lane = i - 1;
+      this.ctl = i;
+      this.ring = i;
+      this.r = i;
+      this.w = i;
+      this.r0 = i;
+      this.length = i;
+      this.start = i;
+      this.sawHeld = i === 1;
+    }
     this.i32 = i32;
     this.g = g;
+    this.wake = wake;
+    this.lanesBase = g.lanesOffset >>> 2;
+    this.ringsOffset = g.ringsOffset;
+    this.maxLanes = g.maxProducers;
     this.size = g.laneSize;
     this.mask = g.laneSize - 1;
     this.maxMessage = g.maxMessageSize;
@@ -203,7 +244,7 @@ export class LaneReader {
   lanesUsed(): number {
     const n = Atomics.load(this.i32, CHANNEL.LANES_USED >>> 2);
     // Never trust it past the validated table size.
-    return n > 0 ? (n < this.g.maxProducers ? n : this.g.maxProducers) : 0;
+    return n > 0 ? (n < this.maxLanes ? n : this.maxLanes) : 0;
   }
 
   /** Lock the next lane (in turn) with unread records that no one holds; false when there is none. */
@@ -213,30 +254,41 @@ export class LaneReader {
     this.sawHeld = false;
     let lane = this.start < used ? this.start : 0;
     for (let k = 0; k < used; k++, lane = lane + 1 < used ? lane + 1 : 0) {
-      const ctl = (this.g.lanesOffset >>> 2) + lane * (CHANNEL.LANE_CONTROL >>> 2);
-      // Cheap look first (no write to shared memory when the lane is empty).
-      const w = Atomics.load(i32, ctl + WRITE);
-      if (w === Atomics.load(i32, ctl + READ)) continue;
-      if (Atomics.load(i32, ctl + READER) !== 0) {
+      const ctl = this.lanesBase + lane * LANE_WORDS;
+      // Cheap look first (no write to shared memory when the lane is empty). LANE_WRITE is loaded with
+      // Atomics (it publishes the records); LANE_READ and LANE_READER only decide whether to try: plain
+      // loads (each Atomics call is a builtin call of about 10 ns on memory that is not a
+      // SharedArrayBuffer, and the compare-and-swap below settles the race anyway).
+      const w0 = Atomics.load(i32, ctl + WRITE);
+      if (w0 === i32[ctl + READ]) continue;
+      if (i32[ctl + READER] !== 0) {
         this.sawHeld = true;
         continue;
       }
       // seq_cst compare-and-swap: the lane's records between LANE_READ and LANE_WRITE are ours to
-      // take until we store 0 here. LANE_READ is loaded again after it (another consumer may have
-      // moved it since our look); the write position loaded before it stays good (it only grows,
-      // and every record before it was published before it was stored).
+      // take until we store 0 here.
       if (Atomics.compareExchange(i32, ctl + READER, 0, this.lockValue) !== 0) {
         this.sawHeld = true;
         continue;
       }
-      const r = Atomics.load(i32, ctl + READ);
+      // LANE_READ after the lock: another consumer may have moved it since our look, even past the
+      // write position we loaded then. That position is good while it is ahead of LANE_READ (it only
+      // grows, and every record before it was published before it was stored); otherwise load it again.
+      // (A plain load: the compare-and-swap above is a full barrier, and the previous holder stored
+      // LANE_READ before it stored LANE_READER = 0.)
+      const r = i32[ctl + READ]!;
+      let w = w0;
+      let queued = (w - r) | 0;
+      if (queued <= 0) {
+        w = Atomics.load(i32, ctl + WRITE);
+        queued = (w - r) | 0;
+      }
       this.lane = lane;
       this.ctl = ctl;
-      this.ring = this.g.ringsOffset + lane * this.size;
+      this.ring = this.ringsOffset + lane * this.size;
       this.r = r;
       this.r0 = r;
       this.w = w;
-      const queued = (w - r) | 0;
       if (queued < 0 || queued > this.size || ((r | w) & 7) !== 0) {
         this.resync(`lane ${lane}: read position ${r} and write position ${w} are ${queued} bytes apart (lane size ${this.size})`);
       }
@@ -289,19 +341,31 @@ export class LaneReader {
   }
 
   /**
-   * Give back what was read and let go of the lane: true when the lane's producer waits for room
-   * (the caller wakes it).
+   * Give back what was read and let go of the lane ("Receiving", steps 5 and 6): wake the lane's
+   * producer if it waits for room, and a sleeping consumer if records arrived while we held the lane
+   * (a consumer that passed it as held may have gone to sleep).
    */
-  unlock(): boolean {
+  unlock(): void {
     const i32 = this.i32;
     const ctl = this.ctl;
+    const r = this.r;
     // seq_cst store: the bytes up to r are free for the producer; the store orders before the load
-    // of LANE_PRODUCER_WAITING below (the producer stores that, then loads LANE_READ).
-    if (this.r !== this.r0) Atomics.store(i32, ctl + READ, this.r);
-    // seq_cst store: the lane is free for the next consumer (who loads LANE_READ after locking).
+    // of LANE_PRODUCER_WAITING below (the producer adds to that, then loads LANE_READ).
+    if (r !== this.r0) Atomics.store(i32, ctl + READ, r);
+    // seq_cst store: the lane is free for the next consumer (who loads LANE_READ after locking); it
+    // orders before the load of CONSUMER_SLEEPERS (a sleeper adds to that, then looks at LANE_READER).
     Atomics.store(i32, ctl + READER, 0);
+    const lane = this.lane;
     this.lane = -1;
-    return Atomics.load(i32, ctl + (CHANNEL.LANE_PRODUCER_WAITING >>> 2)) > 0;
+    // The producer waits for room: wake it once a quarter of the lane (or all of it) is free, not
+    // for every record taken (a producer and a consumer that wake each other per message spend
+    // their time in futex calls).
+    if (Atomics.load(i32, ctl + WAITING) !== 0) {
+      const queued = (Atomics.load(i32, ctl + WRITE) - r) | 0;
+      // seq_cst exchange: of the consumers that free room meanwhile, one clears the flag and wakes.
+      if (queued <= this.size - (this.size >>> 2) && Atomics.exchange(i32, ctl + WAITING, 0) !== 0) this.wake.producer(lane);
+    }
+    if (Atomics.load(i32, CONSUMER_SLEEPERS) > 0 && Atomics.load(i32, ctl + WRITE) !== r) this.wake.consumer();
   }
 
   /** Whether some lane has unread records that no one holds (a cheap look for spin loops). */
@@ -309,7 +373,7 @@ export class LaneReader {
     const i32 = this.i32;
     const used = this.lanesUsed();
     for (let lane = 0; lane < used; lane++) {
-      const ctl = (this.g.lanesOffset >>> 2) + lane * (CHANNEL.LANE_CONTROL >>> 2);
+      const ctl = this.lanesBase + lane * LANE_WORDS;
       if (Atomics.load(i32, ctl + WRITE) !== Atomics.load(i32, ctl + READ) && Atomics.load(i32, ctl + READER) === 0) return true;
     }
     return false;
@@ -320,7 +384,7 @@ export class LaneReader {
     const i32 = this.i32;
     const used = this.lanesUsed();
     for (let lane = 0; lane < used; lane++) {
-      const ctl = (this.g.lanesOffset >>> 2) + lane * (CHANNEL.LANE_CONTROL >>> 2);
+      const ctl = this.lanesBase + lane * LANE_WORDS;
       if (Atomics.load(i32, ctl + WRITE) !== Atomics.load(i32, ctl + READ)) return false;
     }
     return true;
@@ -331,7 +395,9 @@ export class LaneReader {
    * loaded), let go of it and report it. The channel carries on with later records.
    */
   private resync(what: string): never {
-    this.r = this.w & ~7;
+    // Exactly the write position, aligned or not: the lane then looks empty (nothing loops on it),
+    // and a producer that attaches to it again starts from an aligned position of its own.
+    this.r = this.w;
     this.unlock();
     throw corrupt(what);
   }

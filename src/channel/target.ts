@@ -37,7 +37,7 @@ export interface Resolved {
  */
 export function resolveTarget(
   target: unknown,
-  how: { size?: number; creating: boolean; ownership?: OwnershipOptions; options: readonly string[]; read?: boolean },
+  how: { size?: number; creating: boolean; ownership?: OwnershipOptions; options: readonly string[]; read?: boolean; call: string },
 ): Resolved {
   if (target instanceof SharedMemory) return { mapping: checkShared(target.mapping, how.size), owned: undefined };
   if (target instanceof Mapping) return { mapping: how.read ? target : checkShared(target, how.size), owned: undefined };
@@ -49,8 +49,7 @@ export function resolveTarget(
     // Only `name`: an option put here by mistake (`{ name, owner }`) must not be silently ignored.
     for (const key of Object.keys(target)) {
       if (key !== 'name') {
-        const call = how.creating ? 'create' : 'open';
-        const hint = how.options.includes(key) ? `; options go in the second argument: Channel.${call}({ name }, { ${key} })` : '';
+        const hint = how.options.includes(key) ? `; options go in the second argument: Channel.${how.call}({ name }, { ${key} })` : '';
         throw invalidArgValue(`target.${key}`, (target as Record<string, unknown>)[key], `is not a property of a { name } target${hint}`);
       }
     }

@@ -33,8 +33,14 @@ export interface ChannelWaitOptions {
 /** What a sleep waits on: the futex word, the sleeper count beside it, and a look at the condition. */
 export interface SleepSite {
   readonly word: Word;
-  /** i32 index of the sleeper count that wakers read. */
+  /** i32 index of the word that says someone sleeps (wakers read it). */
   readonly sleepers: number;
+  /**
+   * `true`: the word is a count (consumers: several may sleep; each adds itself and takes itself
+   * back). `false`: a flag (a lane's producer: set to 1 before sleeping; the consumer that wakes it
+   * clears it by exchange, so one sleep costs one wake-up however many consumers free room meanwhile).
+   */
+  readonly counted: boolean;
   /** Whether the condition holds now (cheap: spin loops call it). */
   ready(): boolean;
 }
@@ -75,12 +81,13 @@ function sleepKernel(site: SleepSite, seen: number, deadline: bigint): boolean {
   const i32 = site.word.array;
   // seq_cst add, then the look below: a waker that stored its change before our count was visible
   // is seen by the look; one after it sees the count and bumps the word (FUTEX_WAIT then returns).
-  Atomics.add(i32, site.sleepers, 1);
+  if (site.counted) Atomics.add(i32, site.sleepers, 1);
+  else Atomics.store(i32, site.sleepers, 1);
   try {
     if (site.ready()) return true;
     waitWord(site.word, seen, ns < 0 || ns > MAX_SLEEP_NS ? MAX_SLEEP_NS : ns);
   } finally {
-    Atomics.sub(i32, site.sleepers, 1);
+    if (site.counted) Atomics.sub(i32, site.sleepers, 1);
   }
   return nsLeft(deadline) !== 0;
 }
@@ -89,14 +96,15 @@ async function sleepKernelAsync(site: SleepSite, seen: number, deadline: bigint,
   const ns = nsLeft(deadline);
   if (ns === 0) return false;
   const i32 = site.word.array;
-  Atomics.add(i32, site.sleepers, 1); // as in sleepKernel
+  if (site.counted) Atomics.add(i32, site.sleepers, 1); // as in sleepKernel
+  else Atomics.store(i32, site.sleepers, 1);
   try {
     if (site.ready()) return true;
     const opts: AsyncWaitSettings = { ref: true, spinNs, threadSpinNs: 0 };
     if (signal !== undefined) opts.signal = signal;
     await waitWordAsync(site.word, seen, ns < 0 || ns > MAX_SLEEP_NS ? MAX_SLEEP_NS : ns, opts);
   } finally {
-    if (!site.word.mapping.closed) Atomics.sub(i32, site.sleepers, 1);
+    if (site.counted && !site.word.mapping.closed) Atomics.sub(i32, site.sleepers, 1);
   }
   return nsLeft(deadline) !== 0;
 }
