@@ -1,9 +1,11 @@
 // 05-channel.mjs: a parent hands out jobs to two worker processes through message channels.
 //
 // 04-anonymous-shm.mjs shared raw bytes and one word to sleep on. A Channel is a message queue in
-// shared memory that does the bookkeeping for you: a bounded queue of byte messages, any number of
-// producers and consumers, each message taken by exactly one consumer, waits that sleep in the
-// kernel (futex), and an end of the stream once every producer has closed, or died.
+// shared memory that does the bookkeeping for you: byte messages from any number of producers to any
+// number of consumers, each message taken by exactly one consumer and in the order its producer sent
+// it, waits that sleep in the kernel (futex), and an end of the stream once every producer has
+// closed, or died. Each producer appends to a lane of its own (a bounded ring of bytes); consumers
+// take from whichever lanes no other consumer is reading.
 //
 // Two channels, each in its own anonymous shared memory (no file, no name):
 //   JOBS     parent -> workers   {"id":7,"n":1007}             "square n"
@@ -15,12 +17,14 @@
 //      parent's RESULTS stream ends only once every producer has closed: with both workers attached
 //      before either can finish, RESULTS cannot end too early.
 //   3. The parent sends the jobs: the first 8 one by one (sendAsync), the rest in batches
-//      (sendManyAsync: one call and one wake-up per batch), then closes JOBS. JOBS holds 8 messages,
-//      so the sends wait (without blocking the parent's event loop) while the queue is full.
+//      (sendManyAsync: one call and one wake-up per batch), then closes JOBS. The parent's lane of
+//      JOBS is 4 KiB (about 128 jobs of this size), so with many jobs the sends wait (without
+//      blocking the parent's event loop) while it is full.
 //   4. Each worker takes jobs with receive() (it blocks: a worker has nothing else to do) until the
 //      end of the stream (null), answers each on RESULTS, prints what it did, closes and exits.
-//   5. Meanwhile the parent collects the answers (receiveManyAsync, several per call) until RESULTS
-//      ends, checks that every job was done exactly once with the right answer, and prints a summary.
+//   5. Meanwhile the parent collects the answers (drainAsync: several per call, each read where it
+//      lies in shared memory, no Buffer per message) until RESULTS ends, checks that every job was
+//      done exactly once with the right answer, and prints a summary.
 //
 // What if a worker dies? Before JOBS is closed, the parent notices its exit and stops at once. After
 // that, the channel notices for it: a producer whose process died counts as closed, so RESULTS still
@@ -40,10 +44,12 @@ const DEFAULT_JOBS = 40;
 const ONE_BY_ONE = 8; // jobs sent with sendAsync, one call each; the rest go in batches
 const BATCH = 8; // jobs per sendManyAsync call
 const WORK_MS = 2; // each job "takes" 2 ms (a stand-in for real work), so that both workers get a share
-// capacity: slots in the queue; maxMessageSize: bytes per message at most. Channel.byteLength()
-// says how much memory a channel of this shape needs.
-const JOBS_SHAPE = { capacity: 8, maxMessageSize: 64 };
-const RESULTS_SHAPE = { capacity: 8, maxMessageSize: 128 };
+// maxMessageSize: bytes per message at most; capacity: messages of that size each producer's lane
+// holds at least (smaller ones take less room, so more fit); maxProducers: one lane each (the parent
+// alone sends JOBS, the two workers send RESULTS). Channel.byteLength() says how much memory a
+// channel of this shape needs.
+const JOBS_SHAPE = { capacity: 8, maxMessageSize: 64, maxProducers: 1 };
+const RESULTS_SHAPE = { capacity: 8, maxMessageSize: 128, maxProducers: WORKERS };
 
 function waitTimeout() {
   const env = process.env.MMAPKIT_WAIT_TIMEOUT;
@@ -66,7 +72,7 @@ function worker(n) {
   const jobsMemory = SharedMemory.inherited('jobs');
   const resultsMemory = SharedMemory.inherited('results');
   // open() checks the header the parent's create() wrote. The default wait strategy, 'block',
-  // sleeps in the kernel while the queue is empty (receive) or full (send).
+  // sleeps in the kernel while there is nothing to take (receive) or our lane is full (send).
   const jobs = Channel.open(jobsMemory);
   const results = Channel.open(resultsMemory);
   try {
@@ -137,8 +143,8 @@ async function parent(count) {
     jobs = Channel.create(jobsMemory, JOBS_SHAPE);
     results = Channel.create(resultsMemory, RESULTS_SHAPE);
     console.log(
-      `${who} pid ${process.pid} created JOBS (${jobs.capacity} slots of at most ${jobs.maxMessageSize} bytes, ${jobsMemory.size} bytes of memory) ` +
-        `and RESULTS (${results.capacity} slots of at most ${results.maxMessageSize} bytes, ${resultsMemory.size} bytes)`,
+      `${who} pid ${process.pid} created JOBS (a lane of ${jobs.laneSize} bytes, at least ${jobs.capacity} messages of up to ${jobs.maxMessageSize} bytes, ${jobsMemory.size} bytes of memory) ` +
+        `and RESULTS (a lane per worker of ${results.laneSize} bytes, at least ${results.capacity} messages of up to ${results.maxMessageSize} bytes each, ${resultsMemory.size} bytes)`,
     );
 
     // Until JOBS is closed, every worker is needed: one that exits before stops the parent at once
@@ -194,15 +200,15 @@ async function parent(count) {
     const doneBy = new Map(); // job id -> the workers that answered it
     const wrong = [];
     async function collect() {
-      for (;;) {
-        const batch = await results.receiveManyAsync(64, wait); // what is waiting, up to 64; null at the end
-        if (batch === null) break;
-        for (const message of batch) {
-          const { worker: n, id, answer } = JSON.parse(message.toString('utf8'));
-          doneBy.set(id, [...(doneBy.get(id) ?? []), n]);
-          if (answer !== answerOf(job(id).n)) wrong.push(id);
-        }
-      }
+      // Each answer is read where it lies in RESULTS (buffer[offset .. offset + length)), valid
+      // during the call only: parse it there, keep nothing that points into it.
+      const take = (buffer, offset, length) => {
+        const { worker: n, id, answer } = JSON.parse(buffer.toString('utf8', offset, offset + length));
+        doneBy.set(id, [...(doneBy.get(id) ?? []), n]);
+        if (answer !== answerOf(job(id).n)) wrong.push(id);
+      };
+      // What is waiting, up to 64 per call (waiting for the first); null at the end of the stream.
+      while ((await results.drainAsync(take, 64, wait)) !== null);
       console.log(`${who} RESULTS ended: every worker has closed it (or died)`);
     }
 

@@ -2,7 +2,7 @@
 // the same time.
 //
 // A channel's async methods leave the event loop free while they wait. When they do not have to wait
-// (a producer keeps the queue full), they still give the event loop a turn every 256 messages or
+// (a producer keeps its lane full), they still give the event loop a turn every 256 messages or
 // 4 ms (docs/api.md, "The event loop"), so a server in the same process keeps answering. This
 // example shows it with three processes:
 //
@@ -25,7 +25,8 @@ import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { Channel, INHERIT_ENV, SharedMemory } from 'mmapkit';
 
-const SHAPE = { capacity: 4096, maxMessageSize: 64 };
+// One producer, so one lane (of 512 KiB: at least 4096 messages of 64 bytes).
+const SHAPE = { capacity: 4096, maxMessageSize: 64, maxProducers: 1 };
 const DEFAULT_MESSAGES = 300_000;
 const POLL_MS = 10; // the client's pace
 const HOST = '127.0.0.1';

@@ -1,20 +1,18 @@
-// Channel: message passing over shared memory between real processes (issue 4).
-// API on one process and across processes, every wait strategy, end of stream, zero copy, streams
-// with backpressure, bad input, header validation, garbage from a peer, and parties killed mid-message.
+// Channel: message passing over shared memory between real processes (issue 4; layout version 3 of
+// issue 10: one lane per producer). API on one process and across processes, every wait strategy,
+// end of stream, zero copy, streams with backpressure, bad input, header validation. (Garbage from a
+// peer and parties killed mid-message: test/83; receiveInto and drain: test/84; inspect() and the
+// lane options: test/85.)
 import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { crc32 } from 'node:zlib';
 import { Channel, CHANNEL, SharedMemory, map, mapAnonymous } from '../dist/index.js';
 import { tempDir, throwsCode } from './helpers.mjs';
-import { encode, verify, xorshift } from './fixtures/channel-child.mjs';
-
-const CHILD = new URL('./fixtures/channel-child.mjs', import.meta.url).pathname;
+import { encode, startChild, verify, xorshift } from './fixtures/channel-child.mjs';
 
 /** Every test has a time limit (async waits such as `for await` and streams have none of their own). */
 function test(name, options, fn) {
@@ -42,64 +40,8 @@ function anon(t, options) {
   return shm;
 }
 
-/**
- * Start channel-child.mjs: collects its output, kills it after `timeout` ms and when the test ends,
- * and resolves stdout lines on demand.
- */
-function start(t, args, options = {}, { timeout = 60_000 } = {}) {
-  const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...options });
-  let out = '';
-  let err = '';
-  let waiters = [];
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const check = () => {
-    waiters = waiters.filter((w) => {
-      const line = out.split('\n').find((l) => w.re.test(l));
-      if (line === undefined) return true;
-      w.resolve(line);
-      return false;
-    });
-  };
-  child.stdout.setEncoding('utf8').on('data', (d) => {
-    out += d;
-    check();
-  });
-  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
-  child.stdin.on('error', () => {});
-  const killer = setTimeout(() => child.kill('SIGKILL'), timeout);
-  void exited.then(() => {
-    clearTimeout(killer);
-    for (const w of waiters) w.reject(new Error(`child exited before printing ${w.re}: ${out}${err}`));
-    waiters = [];
-  });
-  t.after(() => {
-    clearTimeout(killer);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  return {
-    child,
-    exited,
-    output: () => out + err,
-    /** The first stdout line matching re. */
-    line(re, ms = 20_000) {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no line ${re} within ${ms} ms: ${out}${err}`)), ms);
-        waiters.push({ re, resolve: (l) => { clearTimeout(timer); resolve(l); }, reject: (e) => { clearTimeout(timer); reject(e); } });
-        check();
-      });
-    },
-    tell(line) {
-      child.stdin.write(`${line}\n`);
-    },
-    /** Wait for a clean exit and parse the last stdout line as JSON. */
-    async result() {
-      const { code, signal } = await exited;
-      assert.equal(signal, null, `child killed by ${signal}: ${out}${err}`);
-      assert.equal(code, 0, `child failed: ${out}${err}`);
-      return JSON.parse(out.trim().split('\n').pop());
-    },
-  };
-}
+/** Start channel-child.mjs (output collected, killed after the timeout and when the test ends). */
+const start = startChild;
 
 /** The bytes a message becomes (what receive() must give back). */
 function bytesOf(data) {
@@ -119,18 +61,67 @@ async function rejectsCode(promise, code, name) {
   });
 }
 
+/** Send `msg` until this producer's lane is full (trySend false): how many went. */
+function fill(ch, msg) {
+  let n = 0;
+  while (ch.trySend(msg)) n++;
+  return n;
+}
+
+/** Bytes a message of n bytes takes in a lane: record(n) of docs/channel-layout.md. */
+const recordOf = (n) => (CHANNEL.RECORD_HEADER + n + 7) & ~7;
+
+/** An Int32Array over the whole memory of a SharedMemory or Mapping. */
+const words = (mem) => new Int32Array(mem.buffer.buffer, mem.buffer.byteOffset, mem.buffer.length >>> 2);
+
+/** The i32 index of word `field` of lane `lane`'s control block, in the channel at offset 0 of `mem`. */
+const laneWord = (mem, lane, field) => (mem.buffer.readUInt32LE(CHANNEL.LANES_OFFSET) + lane * CHANNEL.LANE_CONTROL + field) >>> 2;
+
+/**
+ * The room rule of docs/channel-layout.md ("Sending") for one lane, in plain numbers: whether a
+ * message of n bytes fits (with a padding record first when it would cross the end of the ring),
+ * and where the read position goes when the oldest message is taken.
+ */
+class LaneModel {
+  constructor(laneSize) {
+    this.size = laneSize;
+    this.w = 0;
+    this.r = 0;
+    this.ends = []; // end position of every queued record (its padding included)
+  }
+  trySend(n) {
+    const need = recordOf(n);
+    const off = this.w & (this.size - 1);
+    const pad = off + need > this.size ? this.size - off : 0;
+    if (pad + need > this.size - (this.w - this.r)) return false;
+    this.w += pad + need;
+    this.ends.push(this.w);
+    return true;
+  }
+  take() {
+    this.r = this.ends.shift();
+  }
+  get count() {
+    return this.ends.length;
+  }
+}
+
 // ------------------------------------------------------------------------------------------ basics
 
-test('one process, file target: strings, Buffers and TypedArrays; tryReceive undefined when empty, null at the end; trySend false when full', async (t) => {
+test('one process, file target: strings, Buffers and TypedArrays; tryReceive undefined when empty, null at the end; trySend false exactly when the lane is full', async (t) => {
   const path = join(tempDir(t), 'ch.bin');
   const opts = { capacity: 4, maxMessageSize: 64 };
   const tx = Channel.create(path, opts);
   assert.equal(statSync(path).size, Channel.byteLength(opts));
   assert.equal(statSync(path).mode & 0o777, 0o600);
-  assert.equal(tx.capacity, 4);
+  // capacity 4 asks for a lane that holds at least 4 messages of 64 bytes: the least lane (4096
+  // bytes) holds 56 of them whatever the padding at its wrap, and more smaller ones.
+  assert.equal(tx.laneSize, 4096);
+  assert.equal(tx.capacity, 56);
   assert.equal(tx.maxMessageSize, 64);
   assert.equal(tx.wait, 'block');
   assert.equal(tx.closed, false);
+  assert.equal(tx.lane, undefined, 'not a producer yet: no lane');
   const rx = Channel.open(path);
   assert.equal(rx.tryReceive(), undefined, 'no producer yet: empty, not ended');
   assert.equal(rx.ended, false);
@@ -147,21 +138,51 @@ test('one process, file target: strings, Buffers and TypedArrays; tryReceive und
     new Uint8Array(64).fill(7),
     'z'.repeat(64),
   ];
-  let sent = 0;
-  let received = 0;
-  while (received < messages.length) {
-    while (sent < messages.length && tx.trySend(messages[sent])) sent++;
-    if (sent < messages.length) {
-      assert.equal(tx.size, 4, 'trySend is false only when the queue is full');
-      assert.equal(tx.trySend('one more'), false);
-    }
+  for (const m of messages) assert.equal(tx.trySend(m), true);
+  assert.equal(tx.lane, 0, 'the first producer takes lane 0');
+  assert.equal(rx.lane, undefined, 'a consumer has no lane');
+  assert.equal(rx.size, messages.length);
+  for (const [i, m] of messages.entries()) {
     const got = rx.tryReceive();
-    assert.ok(Buffer.isBuffer(got), `message ${received}`);
-    assert.deepEqual(got, bytesOf(messages[received]), `message ${received}`);
-    received++;
+    assert.ok(Buffer.isBuffer(got), `message ${i}`);
+    assert.deepEqual(got, bytesOf(m), `message ${i}`);
   }
   assert.equal(rx.tryReceive(), undefined, 'empty while the producer is open');
   assert.equal(rx.size, 0);
+  // Full is per lane and per size (the old queue was full at `capacity` messages of any size): seeded
+  // sizes from 0 to 64 bytes, sent and taken at random, the lane wrapping many times. trySend says
+  // false exactly when the room rule of the layout doc says the record does not fit.
+  const model = new LaneModel(tx.laneSize);
+  for (const m of messages) {
+    model.trySend(bytesOf(m).length);
+    model.take();
+  }
+  const g = xorshift(80);
+  const queue = [];
+  let fulls = 0;
+  for (let i = 0; i < 6000; i++) {
+    const v = g.next().value;
+    if (v % 3 !== 0 || model.count === 0) {
+      const msg = Buffer.alloc((v >>> 8) % 65, i & 0xff);
+      const fits = model.trySend(msg.length);
+      assert.equal(tx.trySend(msg), fits, `send ${i}: ${msg.length} bytes at write position ${model.w}, ${model.count} queued`);
+      if (fits) queue.push(msg);
+      else fulls++;
+    } else {
+      model.take();
+      assert.deepEqual(rx.tryReceive(), queue.shift(), `receive ${i}`);
+    }
+    assert.equal(rx.size, model.count);
+  }
+  t.diagnostic(`the lane was full for ${fulls} of the sends (${queue.length} messages queued at the end)`);
+  assert.ok(fulls > 100, 'the lane was never full: the test did not test it');
+  for (let m; (m = rx.tryReceive()) !== undefined;) assert.deepEqual(m, queue.shift());
+  assert.equal(queue.length, 0);
+  // From any position, an empty lane takes at least `capacity` messages of maxMessageSize.
+  const n = fill(tx, Buffer.alloc(64, 1));
+  assert.ok(n >= tx.capacity, `${n} messages of maxMessageSize fit, capacity says ${tx.capacity}`);
+  assert.equal(rx.size, n);
+  assert.equal(rx.receiveMany(n, 1000).length, n);
   tx.close();
   assert.equal(tx.closed, true);
   assert.equal(rx.tryReceive(), null, 'null once every producer has closed');
@@ -172,13 +193,25 @@ test('one process, file target: strings, Buffers and TypedArrays; tryReceive und
   for await (const m of rx) rest.push(m);
   assert.deepEqual(rest, []);
   rx.close();
-  // Capacities round up to a power of two; the file is exactly byteLength().
+  // The lane is the least power of two (4096 at least) with room for capacity + 1 records of
+  // maxMessageSize (the extra one for the padding at the wrap); `capacity` then says how many it
+  // takes whatever the padding, and an empty lane at position 0 takes laneSize / record of them.
+  // The file is exactly byteLength().
   const p2 = join(tempDir(t), 'ch2.bin');
-  for (const [asked, got] of [[2, 2], [3, 4], [1000, 1024], [1025, 2048]]) {
-    const c = Channel.create(p2, { capacity: asked, maxMessageSize: 1 });
-    assert.equal(c.capacity, got);
-    assert.equal(Channel.open(p2).capacity, got);
+  for (const [asked, max, lane] of [[2, 1, 4096], [1000, 1, 16384], [1000, 64, 131072], [30, 1024, 32768], [31, 1024, 65536], [1, 2040, 4096]]) {
+    const o = { capacity: asked, maxMessageSize: max, maxProducers: 1 };
+    const c = Channel.create(p2, o);
+    const rec = recordOf(max);
+    assert.equal(c.laneSize, lane, `capacity ${asked} of ${max} bytes`);
+    assert.equal(c.capacity, Math.floor((lane - rec + CHANNEL.RECORD_HEADER) / rec));
+    assert.ok(c.capacity >= asked);
+    assert.equal(statSync(p2).size, Channel.byteLength(o));
+    const again = Channel.open(p2);
+    assert.deepEqual([again.capacity, again.laneSize, again.maxMessageSize], [c.capacity, lane, max]);
+    assert.equal(fill(c, Buffer.alloc(max)), Math.floor(lane / rec));
+    again.close();
     c.close();
+    truncateSync(p2, 0); // the next create() starts from an empty file (and grows it)
   }
 });
 
@@ -198,17 +231,28 @@ test('batches: sendMany/trySendMany/receiveMany/tryReceiveMany keep order and by
   assert.deepEqual(ch.tryReceiveMany(), [], 'empty: [] (not the end: this handle is an attached producer)');
   ch.sendMany([]);
   assert.equal(ch.trySendMany([]), 0);
-  // trySendMany sends what fits in the 8 slots.
-  const ten = Array.from({ length: 10 }, (_, i) => `m${i}`);
-  assert.equal(ch.trySendMany(ten), 8);
-  assert.equal(ch.trySendMany(['x']), 0, 'full');
-  // A timeout part-way says how many went (here none: the queue stays full).
+  // trySendMany sends what fits in this producer's lane. On a fresh channel (positions at 0) a lane
+  // of 4096 bytes takes 102 messages of 32 bytes (records of 40), leaving 16 bytes: room for one
+  // more message of up to 8 bytes, not for another of 32 (full is per size now, not a slot count).
+  const fresh = anon(t, opts);
+  const f = Channel.create(fresh, opts);
+  t.after(() => f.close());
+  const msg32 = (tag) => tag.padEnd(32, '.');
+  const many = Array.from({ length: 200 }, (_, i) => msg32(`m${i}`));
+  assert.equal(f.laneSize, 4096);
+  assert.equal(f.trySendMany(many), Math.floor(4096 / recordOf(32)));
+  assert.equal(f.trySendMany(many.slice(102)), 0, 'full for 32 bytes');
+  assert.equal(f.trySendMany(['x']), 1, 'a small message still fits');
+  assert.equal(f.trySendMany(['y']), 0, 'full');
+  // A timeout part-way says how many went (here none: the lane stays full).
   const t0 = performance.now();
-  throwsCode(() => ch.sendMany(['a', 'b'], 50), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError', { sent: 0 });
+  throwsCode(() => f.sendMany(['a', 'b'], 50), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError', { sent: 0 });
   assert.ok(elapsed(t0) >= 45, 'waited about the timeout');
-  assert.deepEqual(ch.receiveMany(3).map(String), ['m0', 'm1', 'm2']);
-  throwsCode(() => ch.sendMany(['a', 'b', 'c', 'd', 'e'], { timeout: 30 }), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError', { sent: 3 });
-  assert.deepEqual(ch.receiveMany(100).map(String), ['m3', 'm4', 'm5', 'm6', 'm7', 'a', 'b', 'c'], 'max larger than what waits: what waits');
+  // Taking 3 records frees room for exactly 3 more of the same size (the ring wraps to offset 0).
+  assert.deepEqual(f.receiveMany(3).map(String), many.slice(0, 3));
+  const five = ['A', 'B', 'C', 'D', 'E'].map(msg32);
+  throwsCode(() => f.sendMany(five, { timeout: 30 }), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError', { sent: 3 });
+  assert.deepEqual(f.receiveMany(1000, 1000).map(String), [...many.slice(3, 102), 'x', ...five.slice(0, 3)], 'max larger than what waits: what waits');
   // Every message is checked before the first is sent.
   assert.throws(() => ch.sendMany(['ok', Buffer.alloc(33)]), { code: 'ERR_OUT_OF_RANGE', message: /messages\[1\]\.byteLength/ });
   assert.throws(() => ch.sendMany(['ok', 42]), { code: 'ERR_INVALID_ARG_TYPE', message: /messages\[1\]/ });
@@ -254,15 +298,23 @@ test('batches: the async forms wait without blocking the event loop, time out wi
   await sleep(30);
   tx.sendMany(['a', 'b']);
   assert.deepEqual((await got).map(String), ['a', 'b'], 'woken by sendMany, takes what waits');
+  // Messages of up to 8 bytes take 16 bytes each: the 4096-byte lane holds exactly 256 of them.
+  assert.equal(fill(tx, 'f'), 256);
   const sending = tx.sendManyAsync(['1', '2', '3', '4', '5', '6'], 5000);
   await sleep(30);
-  assert.equal(tx.size, 4, 'four fit; the sender waits for room');
-  assert.deepEqual(rx.receiveMany(10).map(String), ['1', '2', '3', '4']);
+  assert.equal(tx.size, 256, 'the lane is full; the sender waits for room');
+  assert.deepEqual(rx.receiveMany(4).map(String), ['f', 'f', 'f', 'f']);
+  await sleep(30);
+  // A waiting producer is woken once a quarter of its lane is free, not for every record taken.
+  assert.equal(tx.size, 252, 'four taken: the lane is still more than three quarters full, the sender sleeps');
+  assert.deepEqual(rx.receiveMany(60).map(String), Array(60).fill('f'));
   await sending;
-  assert.deepEqual(rx.tryReceiveMany().map(String), ['5', '6']);
+  assert.equal(tx.size, 198, 'a quarter of the lane free: the sender was woken and sent all six');
+  assert.deepEqual(rx.receiveMany(1024, 1000).map(String), [...Array(192).fill('f'), '1', '2', '3', '4', '5', '6']);
   clearInterval(ticker);
   assert.ok(ticks >= 5, `the event loop ran while waiting (${ticks} ticks)`);
   tx.sendMany(['w', 'x', 'y', 'z']);
+  const fillers = fill(tx, 'F');
   await rejectsCode(tx.sendManyAsync(['full'], { timeout: 30 }), 'ERR_MMAP_CHANNEL_TIMEOUT');
   await assert.rejects(tx.sendManyAsync(['full'], { timeout: 20 }), { sent: 0 });
   const ac = new AbortController();
@@ -276,11 +328,11 @@ test('batches: the async forms wait without blocking the event loop, time out wi
   await rejectsCode(rx.receiveManyAsync(0), 'ERR_OUT_OF_RANGE');
   await rejectsCode(tx.sendManyAsync('nope'), 'ERR_INVALID_ARG_TYPE');
   tx.close();
-  assert.deepEqual((await rx.receiveManyAsync()).map(String), ['x', 'y', 'z', 'p']);
+  assert.deepEqual((await rx.receiveManyAsync()).map(String), ['x', 'y', 'z', ...Array(fillers).fill('F'), 'p']);
   assert.equal(await rx.receiveManyAsync(), null);
 });
 
-test('batches: sendMany wakes as many sleeping consumers as it sent messages, receiveMany as many producers as it freed slots', async (t) => {
+test('batches: sendMany wakes as many sleeping consumers as it sent messages; receiveMany wakes the producer of every lane it freed room in', async (t) => {
   const opts = { capacity: 4, maxMessageSize: 8 };
   const shm = anon(t, opts);
   const tx = Channel.create(shm, { ...opts, wait: 'async' });
@@ -296,19 +348,22 @@ test('batches: sendMany wakes as many sleeping consumers as it sent messages, re
   const got = await Promise.all(pending);
   assert.deepEqual(got.map(([m]) => m).sort(), ['a', 'b']);
   for (const [, at] of got) assert.ok(at - t0 < 45, `each consumer woken at once (after ${(at - t0).toFixed(1)} ms)`);
-  // Two producers asleep on a full queue; one receiveMany frees room for both.
-  tx.sendMany(['1', '2', '3', '4']);
+  // Two producers asleep, each on its own full lane (full is per producer now: one full lane does
+  // not hold the other producer back); one receiveMany frees room in both lanes and wakes both.
   const producers = [Channel.open(shm, { wait: 'async' }), Channel.open(shm, { wait: 'async' })];
   t.after(() => producers.forEach((h) => h.close()));
+  for (const h of producers) assert.equal(fill(h, 'x'), 256);
+  assert.deepEqual(producers.map((h) => h.lane), [1, 2]);
   const sending = producers.map((h, i) => h.sendAsync(`p${i}`, { timeout: 5000 }).then(() => performance.now()));
   await sleep(10);
   const t1 = performance.now();
-  assert.deepEqual(rx[0].receiveMany(2).map(String), ['1', '2']);
+  assert.equal(rx[0].receiveMany(1024, 1000).length, 512, 'both lanes taken in one call');
   for (const at of await Promise.all(sending)) assert.ok(at - t1 < 45, `each producer woken at once (after ${(at - t1).toFixed(1)} ms)`);
+  assert.deepEqual(rx[1].receiveMany(1024, 1000).map(String).sort(), ['p0', 'p1']);
 });
 
 for (const wait of STRATEGIES) {
-  test(`batches across processes: sendMany → receiveMany through an 8-slot queue, '${wait}'`, async (t) => {
+  test(`batches across processes: sendMany → receiveMany through a 4 KiB lane (27 messages of 140 bytes), '${wait}'`, async (t) => {
     const opts = { capacity: 8, maxMessageSize: 140 };
     const shm = anon(t, opts);
     Channel.create(shm, opts).close();
@@ -333,7 +388,8 @@ test('named shared memory and Mapping targets: create, open, exclusive names, al
   assert.equal(statSync(`/dev/shm/${name}`).size, Channel.byteLength(opts));
   throwsCode(() => Channel.create({ name }, opts), 'EEXIST', 'Error', { syscall: 'shm_open' });
   const b = Channel.open({ name: `/${name}` });
-  assert.equal(b.capacity, 8);
+  assert.deepEqual([b.capacity, b.laneSize, b.maxMessageSize], [a.capacity, a.laneSize, 100]);
+  assert.ok(b.capacity >= 8);
   a.send('to b');
   assert.deepEqual(b.receive(1000), Buffer.from('to b'));
   b.close();
@@ -352,18 +408,35 @@ test('named shared memory and Mapping targets: create, open, exclusive names, al
   c.close();
   d.close();
   assert.equal(m.closed, false);
-  assert.equal(Channel.open(m).capacity, 8);
+  const reopened = Channel.open(m);
+  assert.equal(reopened.capacity, a.capacity);
+  reopened.close();
   m.unmap();
-  // Inside a file at an offset: 64-byte aligned works, anything else is refused.
+  // Inside a file at an offset: 128-byte aligned works (the hot words of a lane have a pair of
+  // 128-byte lines each), anything else is refused, by create() and by open(); 64 was enough before.
   const at128 = map(path, { access: 'write', offset: 128, length: size });
   Channel.create(at128, opts).close();
-  assert.equal(Channel.open(map(path, { access: 'write', offset: 128 })).capacity, 8);
-  const at100 = map(path, { access: 'write', offset: 100, length: size });
-  at100.buffer.fill(0xab);
-  throwsCode(() => Channel.create(at100, opts), 'ERR_INVALID_ARG_VALUE', 'TypeError');
-  assert.ok(at100.buffer.every((b) => b === 0xab), 'the refused memory was not written');
+  const whole = map(path, { access: 'write', offset: 128 });
+  const inside = Channel.open(whole);
+  assert.equal(inside.capacity, a.capacity);
+  inside.close();
+  whole.unmap();
+  // A valid channel header at an address that is 64- but not 128-byte aligned: open() refuses it.
+  const file = map(path, { access: 'write' });
+  file.buffer.copy(file.buffer, 64, 128, 128 + size); // the channel made at offset 128, moved to 64
+  file.unmap();
+  const at64 = map(path, { access: 'write', offset: 64, length: size });
+  assert.equal(Channel.inspect(at64).state, 'channel', 'the header there is valid');
+  throwsCode(() => Channel.open(at64), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  at64.unmap();
   at128.unmap();
-  at100.unmap();
+  for (const offset of [100, 64, 8]) {
+    const unaligned = map(path, { access: 'write', offset, length: size });
+    unaligned.buffer.fill(0xab);
+    throwsCode(() => Channel.create(unaligned, opts), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+    assert.ok(unaligned.buffer.every((b) => b === 0xab), `offset ${offset}: the refused memory was not written`);
+    unaligned.unmap();
+  }
 });
 
 /** Ping-pong N messages through a child that echoes them (IN → child → OUT); verify every echo. */
@@ -442,7 +515,7 @@ for (const parentWait of STRATEGIES) {
 
 for (const producerWait of STRATEGIES) {
   for (const consumerWait of STRATEGIES) {
-    test(`wait strategies: one-way flow through an 8-slot queue, producer '${producerWait}', consumer '${consumerWait}'`, async (t) => {
+    test(`wait strategies: one-way flow through a 4 KiB lane (27 messages of 140 bytes), producer '${producerWait}', consumer '${consumerWait}'`, async (t) => {
       const opts = { capacity: 8, maxMessageSize: 140 };
       const shm = anon(t, opts);
       Channel.create(shm, opts).close();
@@ -467,8 +540,7 @@ test('timeouts: send, receive, reserve and receiveInPlace give ERR_MMAP_CHANNEL_
   Channel.create(full, opts).close();
   Channel.create(empty, opts).close();
   const filler = Channel.open(full);
-  filler.send('a');
-  filler.send('b');
+  assert.ok(fill(filler, 'a') >= filler.capacity);
   const keepOpen = Channel.open(empty);
   keepOpen.send('x');
   Channel.open(empty).receive(0); // a producer is attached and the queue is empty: no end of stream
@@ -476,9 +548,14 @@ test('timeouts: send, receive, reserve and receiveInPlace give ERR_MMAP_CHANNEL_
     const took = elapsed(t0);
     assert.ok(took >= ms - 5 && took < ms + 900, `${what}: timed out after ${Math.round(took)} ms, asked ${ms}`);
   };
+  const lanes = new Set();
   for (const wait of STRATEGIES) {
     const p = Channel.open(full, { wait });
     const c = Channel.open(empty, { wait });
+    // Full is per producer: p fills its own lane (the lane of the p before it, closed with its
+    // messages still queued: already full).
+    fill(p, 'b');
+    lanes.add(p.lane);
     let t0 = performance.now();
     throwsCode(() => p.send('c', 150), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError');
     approx(t0, 150, `${wait} send`);
@@ -503,9 +580,9 @@ test('timeouts: send, receive, reserve and receiveInPlace give ERR_MMAP_CHANNEL_
     c.close();
   }
   // The sleeper counts in shared memory are back to zero after the timeouts.
-  const i32 = (shm) => new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 80);
-  assert.equal(i32(full)[CHANNEL.PRODUCER_SLEEPERS >>> 2], 0);
-  assert.equal(i32(empty)[CHANNEL.CONSUMER_SLEEPERS >>> 2], 0);
+  assert.deepEqual([...lanes], [1], 'each p took the lane the one before it closed');
+  assert.equal(words(full)[laneWord(full, 1, CHANNEL.LANE_PRODUCER_WAITING)], 0);
+  assert.equal(words(empty)[CHANNEL.CONSUMER_SLEEPERS >>> 2], 0);
   filler.close();
   keepOpen.close();
 });
@@ -515,7 +592,7 @@ test('async methods do not block the event loop, in every strategy; an AbortSign
   for (const wait of STRATEGIES) {
     const shm = anon(t, opts);
     Channel.create(shm, opts).close();
-    const words = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 80);
+    const i32 = words(shm);
     const rx = Channel.open(shm, { wait });
     const tx = Channel.open(shm, { wait });
     // The message is sent by a timer of this same thread: only a wait that leaves the loop running sees it.
@@ -529,26 +606,25 @@ test('async methods do not block the event loop, in every strategy; an AbortSign
     t.diagnostic(`${wait}: a 5 ms interval ran ${ticks} times during a ${Math.round(took)} ms receiveAsync`);
     assert.ok(took >= 140 && took < 2500, `${wait}: received after ${Math.round(took)} ms`);
     assert.ok(ticks >= 1, `${wait}: the event loop never ran while waiting`);
-    // Full queue: sendAsync waits while a timer frees a slot.
-    tx.send('1');
-    tx.send('2');
+    // Full lane: sendAsync waits while a timer frees room.
+    const n = fill(tx, '1');
     setTimeout(() => rx.receive(0), 100);
     await tx.sendAsync('3', { timeout: 5000 });
-    assert.deepEqual([rx.receive(0), rx.receive(0)].map(String), ['2', '3']);
+    const rest = rx.receiveMany(1024, 1000).map(String);
+    assert.deepEqual(rest, [...Array(n - 1).fill('1'), '3']);
     // Abort: the promise rejects with the signal's reason and the sleeper count is given back.
     const ac = new AbortController();
     const pending = rx.receiveAsync({ signal: ac.signal });
     setTimeout(() => ac.abort(), 50);
     await assert.rejects(pending, { name: 'AbortError' });
-    assert.equal(words[CHANNEL.CONSUMER_SLEEPERS >>> 2], 0, `${wait}: consumer sleepers after abort`);
-    tx.send('a');
-    tx.send('b');
+    assert.equal(i32[CHANNEL.CONSUMER_SLEEPERS >>> 2], 0, `${wait}: consumer sleepers after abort`);
+    const m = fill(tx, 'a');
     const ac2 = new AbortController();
     const pendingSend = tx.sendAsync('c', { signal: ac2.signal });
     setTimeout(() => ac2.abort(new Error('stop')), 50);
     await assert.rejects(pendingSend, /stop/);
-    assert.equal(words[CHANNEL.PRODUCER_SLEEPERS >>> 2], 0, `${wait}: producer sleepers after abort`);
-    assert.deepEqual([rx.receive(0), rx.receive(0)].map(String), ['a', 'b'], 'the aborted send sent nothing');
+    assert.equal(i32[laneWord(shm, tx.lane, CHANNEL.LANE_PRODUCER_WAITING)], 0, `${wait}: producer waiting after abort`);
+    assert.deepEqual(rx.receiveMany(1024, 1000).map(String), Array(m).fill('a'), 'the aborted send sent nothing');
     await assert.rejects(rx.receiveAsync({ signal: AbortSignal.abort() }), { name: 'AbortError' });
     tx.close();
     rx.close();
@@ -773,7 +849,8 @@ test('create() over a channel that a live process uses is refused with ERR_MMAP_
   consumer.child.kill('SIGKILL');
   await consumer.exited;
   const fresh = Channel.create(path, { capacity: 4, maxMessageSize: 16 });
-  assert.equal(fresh.capacity, 4);
+  assert.equal(fresh.maxMessageSize, 16, 'the new channel, not the old one (maxMessageSize 64)');
+  assert.ok(fresh.capacity >= 4);
   fresh.close();
 
   // SharedMemory: a child producer is attached (and alive) after the creator's handle closed.
@@ -847,56 +924,81 @@ test("create() is refused while the handle that create() returned is open, even 
 
 // ------------------------------------------------------------------------------------------ zero copy
 
-test('zero copy: reserve/commit and receiveInPlace/release share the slot memory; a slot is not reused before release', (t) => {
+test('zero copy: reserve/commit and receiveInPlace/release share the lane memory; a message in place holds its lane until release', (t) => {
   const opts = { capacity: 2, maxMessageSize: 100 };
   const shm = anon(t, opts);
   const p = Channel.create(shm, opts);
   const c = Channel.open(shm);
-  const slotsOffset = shm.buffer.readUInt32LE(CHANNEL.SLOTS_OFFSET);
-  const slotSize = shm.buffer.readUInt32LE(CHANNEL.SLOT_SIZE);
-  const dataAt = (slot) => slotsOffset + slot * slotSize + CHANNEL.SLOT_HEADER;
-  // reserve: the buffer is the slot itself
+  const b = shm.buffer;
+  const ringOf = (lane) => b.readUInt32LE(CHANNEL.RINGS_OFFSET) + lane * b.readUInt32LE(CHANNEL.LANE_SIZE);
+  // reserve: the buffer is the lane's next record, after its 8-byte header
   const r = p.reserve(1000);
+  assert.equal(p.lane, 0);
   assert.equal(r.buffer.length, 100);
   r.buffer.write('written in place');
-  assert.equal(shm.buffer.toString('latin1', dataAt(0), dataAt(0) + 16), 'written in place');
+  const at = ringOf(0) + CHANNEL.RECORD_HEADER;
+  assert.equal(b.toString('latin1', at, at + 16), 'written in place');
   throwsCode(() => p.reserve(0), 'ERR_INVALID_STATE', 'Error');
   throwsCode(() => p.send('x'), 'ERR_INVALID_STATE', 'Error');
-  assert.equal(c.tryReceive(), undefined, 'a reserved slot is not visible before commit');
+  throwsCode(() => p.sendMany(['x']), 'ERR_INVALID_STATE', 'Error');
+  assert.equal(c.tryReceive(), undefined, 'a reservation is not visible before commit');
+  assert.equal(Atomics.load(words(shm), laneWord(shm, 0, CHANNEL.LANE_WRITE)), 0, 'nothing published');
   r.commit(16);
   throwsCode(() => r.commit(16), 'ERR_INVALID_STATE', 'Error');
+  assert.equal(b.readInt32LE(ringOf(0) + CHANNEL.RECORD_LENGTH), 16, 'the record says 16 bytes');
+  assert.equal(Atomics.load(words(shm), laneWord(shm, 0, CHANNEL.LANE_WRITE)), recordOf(16), 'published');
   // commit() without a length publishes the whole buffer
   const r2 = p.reserve(1000);
   r2.buffer.fill(0x41);
   r2.commit();
-  // in place: the data is a view of the slot
+  // in place: the data is a view of the record
   const m = c.receiveInPlace(1000);
   assert.equal(m.data.toString(), 'written in place');
-  shm.buffer[dataAt(0)] = 0x57; // 'W': a write to the slot shows through the message
+  b[at] = 0x57; // 'W': a write to the lane shows through the message
   assert.equal(m.data.toString(), 'Written in place');
   throwsCode(() => c.receiveInPlace(0), 'ERR_INVALID_STATE', 'Error');
   throwsCode(() => c.receive(0), 'ERR_INVALID_STATE', 'Error');
   throwsCode(() => c.tryReceive(), 'ERR_INVALID_STATE', 'Error');
-  // Another consumer takes the second message (copy), which frees slot 1.
+  throwsCode(() => c.receiveMany(), 'ERR_INVALID_STATE', 'Error');
+  throwsCode(() => c.receiveInto(Buffer.alloc(100), new Uint32Array(4)), 'ERR_INVALID_STATE', 'Error');
+  throwsCode(() => c.drain(() => {}), 'ERR_INVALID_STATE', 'Error');
+  // c holds lane 0 while the message is in place: another consumer does not get lane 0's next
+  // message meanwhile (it used to: slots were taken one by one), but takes from other lanes.
   const c2 = Channel.open(shm);
-  assert.deepEqual(c2.receive(0), Buffer.alloc(100, 0x41));
-  // Slot 0 is still held: the queue is full for producers however long they wait.
-  assert.equal(p.trySend('overwrite?'), false);
-  throwsCode(() => p.send('overwrite?', 100), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError');
-  assert.equal(p.trySend('overwrite?'), false, 'a live holder is never treated as dead');
+  assert.equal(c2.tryReceive(), undefined, "lane 0 is held: its next message waits for the holder's release");
+  throwsCode(() => c2.receive(50), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError');
+  const q = Channel.open(shm);
+  q.send('from lane 1');
+  assert.equal(q.lane, 1);
+  assert.deepEqual(c2.receive(1000), Buffer.from('from lane 1'));
+  const report = Channel.inspect(shm);
+  assert.deepEqual(report.consumers.map((x) => [x.entry, x.pid]), [[0, process.pid], [1, process.pid]], 'c is entry 0, c2 entry 1');
+  assert.deepEqual(report.producers.map((x) => [x.lane, x.heldBy]), [[0, 0], [1, -1]], 'c holds lane 0');
+  // The producer cannot overwrite the held bytes: its lane fills up to them, however long it waits.
+  const filled = fill(p, Buffer.alloc(100, 0x42));
+  assert.ok(filled >= 1);
+  throwsCode(() => p.send(Buffer.alloc(100), 100), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError');
+  assert.equal(p.trySend(Buffer.alloc(100)), false, 'a live holder is never treated as dead');
   assert.equal(m.data.toString(), 'Written in place', 'the held message is intact');
   m.release();
   m.release(); // idempotent
+  // Released: lane 0 is free for any consumer, and its producer has room once it is read.
+  assert.deepEqual(c2.receive(0), Buffer.alloc(100, 0x41));
+  assert.deepEqual(c2.receiveMany(1000, 1000), Array(filled).fill(Buffer.alloc(100, 0x42)));
   assert.equal(p.trySend('next lap'), true);
   assert.deepEqual(c.receive(0), Buffer.from('next lap'));
-  // Closing with a reservation open publishes it as torn: consumers skip it.
-  const q = Channel.open(shm);
-  const open = q.reserve(1000);
+  // Closing with a reservation open gives it up: nothing of it is published (it used to publish a
+  // torn slot that consumers skipped). The lane's write position did not move.
+  const q2 = Channel.open(shm);
+  const open = q2.reserve(1000);
   open.buffer.write('never committed');
-  q.close();
-  p.send('after the torn one');
-  assert.deepEqual(c.receive(1000), Buffer.from('after the torn one'));
-  // Closing with a message in place releases it.
+  const lane2 = q2.lane;
+  q2.close();
+  assert.equal(Atomics.load(words(shm), laneWord(shm, lane2, CHANNEL.LANE_WRITE)), 0);
+  assert.equal(c.tryReceive(), undefined, 'nothing to take: the reservation was given up');
+  p.send('after the given-up reservation');
+  assert.deepEqual(c.receive(1000), Buffer.from('after the given-up reservation'));
+  // Closing with a message in place releases it (taken: it is not delivered again).
   p.send('held then closed');
   const held = c2.receiveInPlace(0);
   assert.equal(held.data.toString(), 'held then closed');
@@ -905,6 +1007,7 @@ test('zero copy: reserve/commit and receiveInPlace/release share the slot memory
   p.send('2');
   assert.deepEqual([c.receive(0), c.receive(0)].map(String), ['1', '2']);
   p.close();
+  q.close();
   assert.equal(c.receive(0), null);
   c.close();
 });
@@ -968,18 +1071,22 @@ test('streams: backpressure: a slow consumer holds the producer writes back (see
   t.after(() => stats.close());
   const generated = new Int32Array(stats.buffer.buffer, stats.buffer.byteOffset, 16);
   const rx = Channel.create(shm, opts);
-  const words = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 80);
+  // The lane holds 31 messages of 1 KiB (records of 1032 bytes in 32 KiB): at least the 16 asked.
+  const full = Math.floor(rx.laneSize / recordOf(1024));
+  assert.ok(full >= 16 && rx.capacity >= 16);
+  const i32 = words(shm);
+  const waiting = () => Atomics.load(i32, laneWord(shm, 0, CHANNEL.LANE_PRODUCER_WAITING));
   const count = 3000;
   const producer = start(t, ['bp-produce', 'inherit:ch', String(count)], stats.childOptions(shm.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'ch'), 'stats'));
-  // Read nothing for a while: the producer fills the queue and then waits.
-  const deadline = performance.now() + 10_000;
-  while (rx.size < 16 && performance.now() < deadline) await sleep(10);
+  // Read nothing for a while: the producer fills its lane and then sleeps.
+  const deadline = performance.now() + 20_000;
+  while ((rx.size < full || waiting() !== 1) && performance.now() < deadline) await sleep(10);
   await sleep(500);
   const ahead = Atomics.load(generated, 0);
-  t.diagnostic(`with nobody reading: ${ahead} of ${count} chunks generated, ${rx.size} in the queue, ${words[CHANNEL.PRODUCER_SLEEPERS >>> 2]} producer asleep`);
-  assert.equal(rx.size, 16, 'the queue is full');
-  assert.ok(ahead < 16 + 64, `the source ran ${ahead} chunks ahead: writes did not wait`);
-  assert.equal(words[CHANNEL.PRODUCER_SLEEPERS >>> 2], 1, 'the producer sleeps in sendAsync');
+  t.diagnostic(`with nobody reading: ${ahead} of ${count} chunks generated, ${rx.size} in the lane, producer waiting: ${waiting()}`);
+  assert.equal(rx.size, full, 'the lane is full');
+  assert.ok(ahead < full + 64, `the source ran ${ahead} chunks ahead: writes did not wait`);
+  assert.equal(waiting(), 1, 'the producer sleeps in sendAsync');
   // A slow reader through readable(): the producer stays a bounded distance ahead all the way.
   let seq = 0;
   let maxAhead = 0;
@@ -997,7 +1104,7 @@ test('streams: backpressure: a slow consumer holds the producer writes back (see
     if (++reads % 20 === 0) await sleep(5); // slow
   }
   assert.equal(seq, count);
-  assert.ok(maxAhead < 16 + 64 + 4, `producer ran ${maxAhead} ahead of the reader`);
+  assert.ok(maxAhead < full + 64 + 4, `producer ran ${maxAhead} ahead of the reader`);
   await producer.result();
   rx.close();
 });
@@ -1023,17 +1130,23 @@ test('messages larger than maxMessageSize are ERR_OUT_OF_RANGE at once, never a 
   const shm = anon(t, opts);
   const p = Channel.create(shm, opts);
   p.send('a');
-  p.send('b'); // full: a wait would hang until the timeout
+  p.send('b');
+  // Full: a wait would hang until the timeout. Records: 16 + 16 + 36 x 112 = 4064 of 4096 bytes.
+  assert.equal(fill(p, Buffer.alloc(100, 7)), 36);
   const t0 = performance.now();
   for (const big of [Buffer.alloc(101), 'x'.repeat(101), 'é'.repeat(51), new Uint32Array(26)]) {
     throwsCode(() => p.trySend(big), 'ERR_OUT_OF_RANGE', 'RangeError');
     throwsCode(() => p.send(big), 'ERR_OUT_OF_RANGE', 'RangeError');
     throwsCode(() => p.send(big, 10_000), 'ERR_OUT_OF_RANGE', 'RangeError');
+    throwsCode(() => p.sendMany(['ok', big], 10_000), 'ERR_OUT_OF_RANGE', 'RangeError');
     await rejectsCode(p.sendAsync(big), 'ERR_OUT_OF_RANGE', 'RangeError');
+    await rejectsCode(p.sendManyAsync([big]), 'ERR_OUT_OF_RANGE', 'RangeError');
   }
   assert.ok(elapsed(t0) < 500, 'no waiting');
   const c = Channel.open(shm);
-  c.receive(0);
+  // 'a', 'b' and one message of 100 bytes free 144 bytes: with the 32 left at the end of the ring,
+  // room for a record of 112 after 32 of padding.
+  assert.deepEqual(c.receiveMany(3).map((m) => m.length), [1, 1, 100]);
   const r = p.reserve(0);
   throwsCode(() => r.commit(101), 'ERR_OUT_OF_RANGE', 'RangeError');
   throwsCode(() => r.commit(-1), 'ERR_OUT_OF_RANGE', 'RangeError');
@@ -1041,11 +1154,12 @@ test('messages larger than maxMessageSize are ERR_OUT_OF_RANGE at once, never a 
   throwsCode(() => r.commit('5'), 'ERR_INVALID_ARG_TYPE', 'TypeError');
   r.buffer.write('hello');
   r.commit(5);
-  assert.equal(p.trySend(Buffer.alloc(100, 1)), false, 'exactly maxMessageSize is fine (when there is room)');
-  assert.deepEqual(c.receive(0), Buffer.from('b'));
-  assert.deepEqual(c.receive(0), Buffer.from('hello'));
-  assert.equal(p.trySend(Buffer.alloc(100, 1)), true);
-  assert.deepEqual(c.receive(0), Buffer.alloc(100, 1));
+  // The reservation took the room of what it committed only (16 bytes): 128 are left.
+  assert.equal(p.trySend(Buffer.alloc(100, 1)), true, 'exactly maxMessageSize is fine (when there is room)');
+  assert.equal(p.trySend(Buffer.alloc(100, 2)), false, 'full');
+  assert.deepEqual(c.receiveMany(1000, 1000), [...Array(35).fill(Buffer.alloc(100, 7)), Buffer.from('hello'), Buffer.alloc(100, 1)]);
+  assert.equal(p.trySend(Buffer.alloc(100, 2)), true);
+  assert.deepEqual(c.receive(0), Buffer.alloc(100, 2));
   p.close();
   c.close();
 });
@@ -1057,27 +1171,34 @@ test('a closed handle throws ERR_MMAP_CLOSED from every method, and so does a ch
   const handles = [Channel.create(path, opts), Channel.open(path, { wait: 'spin' }), Channel.create(shm, opts), Channel.open(shm, { wait: 'async' })];
   handles[0].send('x');
   handles[1].receive(0);
+  const { capacity, laneSize } = handles[0];
   for (const h of handles) h.close();
   const gone = Channel.open(shm);
   shm.close(); // the memory goes away under a handle that is still open
+  throwsCode(() => Channel.inspect(shm), 'ERR_MMAP_CLOSED', 'MmapkitError');
+  const target = Buffer.alloc(16);
+  const lengths = new Uint32Array(4);
   for (const h of [...handles, gone]) {
     const calls = [
       () => h.trySend('x'), () => h.send('x'), () => h.send('x', 10), () => h.reserve(), () => h.reserve(0),
       () => h.tryReceive(), () => h.receive(), () => h.receive(10), () => h.receiveInPlace(0),
       () => h.readable(), () => h.writable(), () => h.size, () => h.attach('producer'), () => h.attach('consumer'),
       () => h.sendMany(['x']), () => h.trySendMany(['x']), () => h.receiveMany(), () => h.receiveMany(2, 10), () => h.tryReceiveMany(),
+      () => h.receiveInto(target, lengths), () => h.receiveInto(target, lengths, 10), () => h.drain(() => {}), () => h.drain(() => {}, 2, { timeout: 10 }),
     ];
     for (const fn of calls) throwsCode(fn, 'ERR_MMAP_CLOSED', 'MmapkitError');
     await rejectsCode(h.sendAsync('x'), 'ERR_MMAP_CLOSED', 'MmapkitError');
     await rejectsCode(h.receiveAsync(), 'ERR_MMAP_CLOSED', 'MmapkitError');
     await rejectsCode(h.sendManyAsync(['x']), 'ERR_MMAP_CLOSED', 'MmapkitError');
     await rejectsCode(h.receiveManyAsync(), 'ERR_MMAP_CLOSED', 'MmapkitError');
+    await rejectsCode(h.receiveIntoAsync(target, lengths), 'ERR_MMAP_CLOSED', 'MmapkitError');
+    await rejectsCode(h.drainAsync(() => {}), 'ERR_MMAP_CLOSED', 'MmapkitError');
     await rejectsCode(h[Symbol.asyncIterator]().next(), 'ERR_MMAP_CLOSED', 'MmapkitError');
     h.close(); // idempotent
     h[Symbol.dispose]();
     assert.equal(h.closed, true);
     // The getters that need no memory still answer (producers: the memory is gone, so not known).
-    assert.deepEqual([h.capacity, h.ended, h.endReason, h.producers], [4, false, undefined, undefined]);
+    assert.deepEqual([h.capacity, h.laneSize, h.maxMessageSize, h.ended, h.endReason, h.producers], [capacity, laneSize, 16, false, undefined, undefined]);
   }
   // A pending async wait on a handle that owns its mapping is cancelled by close().
   const live = Channel.open(path);
@@ -1097,14 +1218,21 @@ test('bad input: unknown options, bad capacity/maxMessageSize types and ranges, 
   const TYPE = ['ERR_INVALID_ARG_TYPE', 'TypeError'];
   const VALUE = ['ERR_INVALID_ARG_VALUE', 'TypeError'];
   const RANGE = ['ERR_OUT_OF_RANGE', 'RangeError'];
+  // `spin` with 'block' or 'async' (which never spin) is refused now, no longer ignored: the spin
+  // cases name a spinning strategy. capacity 1 is valid now (a lane for at least one message).
   const createCases = [
-    [{ capacty: 8 }, VALUE], [{ wait: 'busy' }, VALUE], [{ wait: 1 }, VALUE], [{ spin: '5' }, TYPE], [{ spin: -1 }, VALUE],
-    [{ spin: NaN }, VALUE], [{ spin: 1e6 + 1 }, VALUE],
-    [{ capacity: '8' }, TYPE], [{ capacity: 8n }, TYPE], [{ capacity: null }, TYPE], [{ capacity: 1 }, RANGE], [{ capacity: 0 }, RANGE],
+    [{ capacty: 8 }, VALUE], [{ wait: 'busy' }, VALUE], [{ wait: 1 }, VALUE], [{ wait: 'hybrid', spin: '5' }, TYPE], [{ wait: 'spin', spin: -1 }, VALUE],
+    [{ wait: 'hybrid', spin: NaN }, VALUE], [{ wait: 'spin', spin: 1e6 + 1 }, VALUE], [{ spin: 5 }, VALUE], [{ wait: 'block', spin: 0 }, VALUE],
+    [{ wait: 'async', spin: 5 }, VALUE],
+    [{ capacity: '8' }, TYPE], [{ capacity: 8n }, TYPE], [{ capacity: null }, TYPE], [{ capacity: 0 }, RANGE],
     [{ capacity: -4 }, RANGE], [{ capacity: 2 ** 24 + 1 }, RANGE], [{ capacity: 4.5 }, RANGE], [{ capacity: NaN }, RANGE], [{ capacity: Infinity }, RANGE],
     [{ maxMessageSize: '1' }, TYPE], [{ maxMessageSize: 0 }, RANGE], [{ maxMessageSize: -1 }, RANGE], [{ maxMessageSize: 2 ** 30 }, RANGE],
     [{ maxMessageSize: 1.5 }, RANGE], [{ maxProducers: 0 }, RANGE], [{ maxProducers: 4097 }, RANGE], [{ maxConsumers: 0 }, RANGE],
-    [{ maxConsumers: '2' }, TYPE], [{ capacity: 2 ** 24, maxMessageSize: 2 ** 20 }, VALUE], // more than 4 GiB
+    [{ maxConsumers: '2' }, TYPE], [{ capacity: 2 ** 20, maxMessageSize: 2 ** 12 }, RANGE], // a lane of more than 1 GiB
+    [{ laneSize: 2 ** 30 }, VALUE], [{ capacity: 2 ** 17, maxMessageSize: 2 ** 12, maxProducers: 4096 }, VALUE], // more than 4 GiB
+    [{ laneSize: '4096' }, TYPE], [{ laneSize: 4096n }, TYPE], [{ laneSize: null }, TYPE], [{ laneSize: 0 }, RANGE], [{ laneSize: 4095 }, RANGE],
+    [{ laneSize: 2 ** 30 + 1 }, RANGE], [{ laneSize: 4096.5 }, RANGE], [{ laneSize: NaN }, RANGE], [{ laneSize: -4096 }, RANGE],
+    [{ laneSize: 4096, capacity: 4 }, VALUE], [{ laneSize: 4096, maxMessageSize: 2041 }, RANGE], // both; too small for two records
     [null, TYPE], [5, TYPE], ['opts', TYPE], [[], TYPE],
   ];
   for (const [options, [code, errName]] of createCases) {
@@ -1120,7 +1248,8 @@ test('bad input: unknown options, bad capacity/maxMessageSize types and ranges, 
     throwsCode(() => Channel.byteLength(options), code, errName);
   }
   Channel.create(path, { capacity: 4, maxMessageSize: 8 }).close();
-  for (const [options, [code, errName]] of [[{ capacity: 4 }, VALUE], [{ wiat: 'spin' }, VALUE], [{ wait: 'sleep' }, VALUE], [{ spin: 'x' }, TYPE], [null, TYPE], [1, TYPE]]) {
+  for (const [options, [code, errName]] of [[{ capacity: 4 }, VALUE], [{ laneSize: 4096 }, VALUE], [{ maxProducers: 2 }, VALUE], [{ wiat: 'spin' }, VALUE],
+    [{ wait: 'sleep' }, VALUE], [{ wait: 'spin', spin: 'x' }, TYPE], [{ spin: 5 }, VALUE], [{ wait: 'async', spin: 1 }, VALUE], [null, TYPE], [1, TYPE]]) {
     throwsCode(() => Channel.open(path, options), code, errName);
   }
   // targets
@@ -1192,20 +1321,26 @@ test('the header is checked on open: magic, version, every size and offset field
   const b = shm.buffer;
   const BAD = ['ERR_MMAP_BAD_HEADER', 'MmapkitError'];
   throwsCode(() => Channel.open(shm), ...BAD); // all zeros: no magic
+  // The version 3 header (docs/channel-layout.md): lanes of 4096 bytes here; 4 lanes, 4 consumer
+  // entries; lanes at 256, consumers at 1280, rings at 1408 (1344 rounded up to 128).
+  Channel.create(shm, opts).close();
+  assert.deepEqual(
+    ['LANE_SIZE', 'MAX_MESSAGE', 'MAX_PRODUCERS', 'MAX_CONSUMERS', 'LANES_OFFSET', 'CONSUMERS_OFFSET', 'RINGS_OFFSET', 'TOTAL_SIZE'].map((f) => b.readUInt32LE(CHANNEL[f])),
+    [4096, 100, 4, 4, 256, 1280, 1408, 1408 + 4 * 4096],
+  );
+  assert.equal(len, 1408 + 4 * 4096);
   const fields = [
     ['MAGIC', 4, [0, 0x48434b4e, 0xffffffff]],
-    ['VERSION', 2, [0, 3, 0xffff]],
-    ['HEADER_SIZE', 2, [0, 63, 65, 128, 0xffff]],
-    ['CAPACITY', 4, [0, 1, 3, 4, 16, 2 ** 25, 0xffffffff]],
-    ['SLOT_SIZE', 4, [0, 64, 100, 176, 0xffffffff]],
-    ['MAX_MESSAGE', 4, [0, 48, 200, 2 ** 30, 0xffffffff]],
-    ['MAX_PRODUCERS', 4, [0, 5, 4097, 0xffffffff]],
-    ['MAX_CONSUMERS', 4, [0, 5, 4097, 0xffffffff]],
-    ['TOTAL_SIZE_LO', 4, [0, len - 1, len + 1, len * 2, 0xffffffff]],
-    ['TOTAL_SIZE_HI', 4, [1, 0xffffffff]],
-    ['PRODUCERS_OFFSET', 4, [0, 256, 384, 0xffffffff]],
-    ['CONSUMERS_OFFSET', 4, [0, 320, 448, 0xffffffff]],
-    ['SLOTS_OFFSET', 4, [0, 384, 512, len, 0xffffffff]],
+    ['VERSION', 2, [0, 1, 2, 4, 0xffff]],
+    ['HEADER_SIZE', 2, [0, 64, 127, 129, 256, 0xffff]],
+    ['TOTAL_SIZE', 4, [0, len - 1, len + 1, len * 2, 0xffffffff]],
+    ['LANE_SIZE', 4, [0, 2048, 4095, 4097, 6144, 8192, 2 ** 31, 0xffffffff]],
+    ['MAX_MESSAGE', 4, [0, 2041, 4096, 2 ** 30]], // (and 2^31 - 15 and more: the next test)
+    ['MAX_PRODUCERS', 4, [0, 3, 5, 4097, 0xffffffff]],
+    ['MAX_CONSUMERS', 4, [0, 9, 4097, 0xffffffff]], // (3 to 8 entries end before 1408: a consistent header)
+    ['LANES_OFFSET', 4, [0, 128, 384, 0xffffffff]],
+    ['CONSUMERS_OFFSET', 4, [0, 1264, 1296, 0xffffffff]],
+    ['RINGS_OFFSET', 4, [0, 1344, 1536, len, 0xffffffff]],
   ];
   let checked = 0;
   for (const [field, width, values] of fields) {
@@ -1220,10 +1355,20 @@ test('the header is checked on open: magic, version, every size and offset field
       checked++;
     }
   }
+  // A channel of layout version 1 or 2 (slots, before lanes) is refused with a clear message.
+  for (const version of [1, 2]) {
+    Channel.create(shm, opts).close();
+    b.writeUInt16LE(version, CHANNEL.VERSION);
+    assert.throws(() => Channel.open(shm), (err) => {
+      assert.equal(err.code, 'ERR_MMAP_BAD_HEADER');
+      assert.match(err.message, new RegExp(`version ${version}\\b.*version 3 only.*before lanes: create it anew`));
+      return true;
+    });
+  }
   assert.ok(checked >= 50);
   Channel.create(shm, opts).close();
   const untouched = Channel.open(shm);
-  assert.equal(untouched.capacity, 8, 'the untouched header opens');
+  assert.deepEqual([untouched.laneSize, untouched.maxMessageSize], [4096, 100], 'the untouched header opens');
   untouched.close();
 
   // Files: too small for the size the header claims, truncated, too short for a header, garbage.
@@ -1273,215 +1418,38 @@ test('the header is checked on open: magic, version, every size and offset field
   t.diagnostic(`${opened} of 3000 damaged headers still opened (flags, reserved bytes, or sizes within the same alignment)`);
 });
 
-test('garbage from a peer: slot lengths out of range are ERR_MMAP_CHANNEL_CORRUPT and the channel carries on', (t) => {
-  const opts = { capacity: 8, maxMessageSize: 100 };
-  const shm = anon(t, opts);
-  const p = Channel.create(shm, opts);
-  const c = Channel.open(shm);
-  const i32 = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, shm.size >>> 2);
-  const slotsOffset = shm.buffer.readUInt32LE(CHANNEL.SLOTS_OFFSET);
-  const slotSize = shm.buffer.readUInt32LE(CHANNEL.SLOT_SIZE);
-  const slotWord = (pos, field) => (slotsOffset + (pos & 7) * slotSize + field) >>> 2;
-  const last = () => Atomics.load(i32, CHANNEL.TAIL >>> 2) - 1; // the position of the last message sent
-  for (const bad of [101, 0x7fffffff, -2, -0x80000000, 1 << 20]) {
-    p.send('damaged');
-    i32[slotWord(last(), CHANNEL.SLOT_LENGTH)] = bad;
-    p.send(`intact ${bad}`);
-    throwsCode(() => c.receive(1000), 'ERR_MMAP_CHANNEL_CORRUPT', 'MmapkitError');
-    assert.deepEqual(c.receive(1000), Buffer.from(`intact ${bad}`), 'the next message is delivered');
-  }
-  // A length of -1 is the torn mark: that message is skipped.
-  p.send('torn');
-  i32[slotWord(last(), CHANNEL.SLOT_LENGTH)] = -1;
-  p.send('after torn');
-  assert.deepEqual(c.receive(1000), Buffer.from('after torn'));
-  // In place, the same.
-  p.send('damaged');
-  i32[slotWord(last(), CHANNEL.SLOT_LENGTH)] = 1000;
-  throwsCode(() => c.receiveInPlace(1000), 'ERR_MMAP_CHANNEL_CORRUPT', 'MmapkitError');
-  p.send('fine');
-  const m = c.receiveInPlace(1000);
-  assert.equal(m.data.toString(), 'fine');
-  m.release();
-  // A sequence number that can never match: reported within a bounded time.
-  p.send('x');
-  i32[slotWord(last(), CHANNEL.SLOT_SEQ)] = 123456;
-  const t0 = performance.now();
-  throwsCode(() => c.receive(5000), 'ERR_MMAP_CHANNEL_CORRUPT', 'MmapkitError');
-  assert.ok(elapsed(t0) < 3000);
-  p.close();
-  c.close();
-});
-
-test('garbage from a peer: head and tail moved far apart or behind: bounded answers, nothing written outside', async (t) => {
-  const opts = { capacity: 8, maxMessageSize: 32 };
-  const len = Channel.byteLength(opts);
-  const shm = SharedMemory.anonymous(len + 4096);
+test('the header is checked on open: a MAX_MESSAGE so large that record(MAX_MESSAGE) overflows 32 bits is refused (computed in 64 bits, as the layout doc says)', (t) => {
+  // A regression test: readGeometry() computed minLane(MAX_MESSAGE) with 32-bit arithmetic, so from
+  // 2^31 - 15 up the record size wrapped to a small or negative number and the header validated. A
+  // peer could then write a record length of 0x7ffffff1 that passed the per-record check too:
+  // receive() allocated 2 GiB and delivered the bytes of other lanes.
+  const opts = { capacity: 8, maxMessageSize: 100, maxProducers: 2, maxConsumers: 2 };
+  const shm = SharedMemory.anonymous(Channel.byteLength(opts));
   t.after(() => shm.close());
-  shm.buffer.fill(0xa5, len);
-  const i32 = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, len >>> 2);
-  const cases = {
-    'tail +1000': () => { i32[CHANNEL.TAIL >>> 2] += 1000; },
-    'head +1000': () => { i32[CHANNEL.HEAD >>> 2] += 1000; },
-    'head -5': () => { i32[CHANNEL.HEAD >>> 2] -= 5; },
-    'tail -7': () => { i32[CHANNEL.TAIL >>> 2] = -7; },
-    'tail INT32_MAX': () => { i32[CHANNEL.TAIL >>> 2] = 0x7fffffff; },
-    'head INT32_MIN': () => { i32[CHANNEL.HEAD >>> 2] = -0x80000000; },
-    'sleepers -100': () => { i32[CHANNEL.CONSUMER_SLEEPERS >>> 2] = -100; i32[CHANNEL.PRODUCER_SLEEPERS >>> 2] = -100; },
-  };
-  const allowed = new Set(['ok', 'ERR_MMAP_CHANNEL_CORRUPT', 'ERR_MMAP_CHANNEL_TIMEOUT']);
-  const report = {};
-  for (const [what, damage] of Object.entries(cases)) {
-    const p = Channel.create(shm, opts);
-    const c = Channel.open(shm);
-    p.send('one');
-    p.send('two');
-    damage();
-    const outcomes = [];
-    for (const op of [() => c.tryReceive(), () => c.receive(30), () => p.trySend('x'), () => p.send('y', 30), () => c.size,
-      () => c.receiveInPlace(30)?.release(), async () => c.receiveAsync(30), async () => p.sendAsync('z', 30)]) {
-      const t0 = performance.now();
-      try {
-        const v = await op();
-        outcomes.push('ok');
-        if (typeof v === 'number') assert.ok(v >= 0 && v <= 8, `${what}: size ${v}`);
-      } catch (err) {
-        outcomes.push(err.code);
-      }
-      assert.ok(elapsed(t0) < 3000, `${what}: a call took ${Math.round(elapsed(t0))} ms`);
+  const opened = [];
+  const inspected = [];
+  const values = [2 ** 31 - 16, 2 ** 31 - 15, 2 ** 31, 0xfffffff0, 0xffffffff];
+  for (const v of values) {
+    Channel.create(shm, opts).close();
+    shm.buffer.writeUInt32LE(v, CHANNEL.MAX_MESSAGE);
+    try {
+      const ch = Channel.open(shm);
+      opened.push(`${v} (maxMessageSize ${ch.maxMessageSize}, capacity ${ch.capacity})`);
+      ch.close();
+    } catch (err) {
+      assert.equal(err.code, 'ERR_MMAP_BAD_HEADER', err.stack);
     }
-    for (const o of outcomes) assert.ok(allowed.has(o), `${what}: ${o}`);
-    report[what] = outcomes.join(' ');
-    p.close();
-    c.close();
-    assert.ok(shm.buffer.subarray(len).every((x) => x === 0xa5), `${what}: memory past the channel was written`);
+    inspected.push(Channel.inspect(shm).state);
   }
-  t.diagnostic(JSON.stringify(report));
-});
-
-test('garbage from a peer: random words over control words, slot headers and tables (fuzz, 2 processes)', async (t) => {
-  const kids = [101, 202].map((seed) => start(t, ['fuzz', String(seed), '80'], {}, { timeout: 120_000 }));
-  for (const k of kids) {
-    const { outcomes, slowest } = await k.result();
-    t.diagnostic(`${JSON.stringify(outcomes)}, slowest call ${slowest} ms`);
-    assert.ok(outcomes.ok > 100, 'most calls still work');
-    assert.ok(outcomes.ERR_MMAP_CHANNEL_CORRUPT > 0, 'corruption was reported');
-  }
-});
-
-test('a producer killed (SIGKILL) in the middle of a message: the torn message is skipped, other producers and consumers carry on', async (t) => {
-  const opts = { capacity: 8, maxMessageSize: 64 };
-  const shm = anon(t, opts);
-  // Two producers are expected: if the second starts slowly (a loaded machine, an emulator) and has
-  // not attached when the first is killed, the stream must not end for want of a live producer.
-  const rx = Channel.create(shm, { ...opts, producers: 2 });
-  const spawnOpts = () => shm.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'ch');
-  const victim = start(t, ['reserve-half', 'inherit:ch', '3'], spawnOpts());
-  await victim.line(/^reserved$/);
-  // A second producer sends 3000 messages after the torn slot; a consumer child takes some of them.
-  const count = 3000;
-  const other = start(t, ['produce', 'inherit:ch', '{}', '7', String(count), '13', '40', 'send'], spawnOpts());
-  const got = [];
-  for (let i = 0; i < 3; i++) got.push(rx.receive(5000).toString());
-  assert.deepEqual(got, ['A0', 'A1', 'A2']);
-  // While the writer lives, its slot is waited for, not skipped.
-  throwsCode(() => rx.receive(300), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError');
-  // The consumer child starts waiting at the unfinished slot too; then the writer dies.
-  const consumer = start(t, ['consume', 'inherit:ch', '{}', '13', '40', 'receive'], spawnOpts());
-  await sleep(300);
-  victim.child.kill('SIGKILL');
-  assert.deepEqual(await victim.exited, { code: null, signal: 'SIGKILL' });
-  await sleep(20);
-  const mine = [];
-  for (let m; (m = await rx.receiveAsync({ timeout: 10_000 })) !== null;) {
-    assert.ok(!m.includes('TORN'), 'a half-written message was delivered');
-    mine.push(verify(m, 13, 40)[1]);
-  }
-  assert.equal((await other.result()).sent, count);
-  const theirs = (await consumer.result()).seqs[7] ?? [];
-  for (const list of [mine, theirs]) assert.deepEqual(list, [...list].sort((a, b) => a - b), 'in order per consumer');
-  assert.deepEqual([...mine, ...theirs].sort((a, b) => a - b), Array.from({ length: count }, (_, i) => i), 'each message exactly once');
-  assert.ok(theirs.length > 0, 'the other consumer carried on');
-  const words = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 80);
-  assert.equal(words[CHANNEL.HEAD >>> 2], 3 + 1 + count, 'exactly one position (the torn one) was skipped');
-  t.diagnostic(`consumers took ${mine.length} + ${theirs.length}`);
-  rx.close();
-});
-
-test('producers killed at random moments while sending 1 MiB messages: never a half-written message', async (t) => {
-  const size = 1 << 20;
-  // 64 slots: the queue is not full before the kill, so the producer is busy copying messages in.
-  const opts = { capacity: 64, maxMessageSize: size };
-  const g = xorshift(99);
-  let torn = 0;
-  const rounds = 8;
-  for (let round = 0; round < rounds; round++) {
-    const shm = anon(t, opts);
-    const rx = Channel.create(shm, opts);
-    const victim = start(t, ['send-forever', 'inherit:ch', String(size)], shm.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'ch'));
-    await victim.line(/^started$/);
-    await sleep(1 + (g.next().value % 10));
-    victim.child.kill('SIGKILL');
-    assert.deepEqual(await victim.exited, { code: null, signal: 'SIGKILL' });
-    let next = 0;
-    const known = []; // the 16 bodies, each checked against its CRC-32 the first time
-    for (let m; (m = rx.receiveInPlace(5000)) !== null; m.release()) {
-      const d = m.data;
-      assert.equal(d.length, size);
-      assert.equal(d.readUInt32LE(0), next, `round ${round}: messages in order, none missing`);
-      const k = next % 16;
-      if (known[k] === undefined) {
-        assert.equal(crc32(d.subarray(4, size - 4)), d.readUInt32LE(size - 4), `round ${round}: message ${next} is corrupt`);
-        known[k] = Buffer.from(d.subarray(4));
-      } else {
-        assert.ok(d.subarray(4).equals(known[k]), `round ${round}: message ${next} is torn or corrupt`);
-      }
-      next++;
-    }
-    assert.ok(next > 0, 'the producer sent something before it died');
-    const head = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 80)[CHANNEL.HEAD >>> 2];
-    assert.ok(head - next <= 1, 'at most the last message is torn');
-    torn += head - next;
-    rx.close();
-  }
-  t.diagnostic(`${torn} of ${rounds} kills landed inside a message (which was skipped)`);
-  assert.ok(torn > 0, 'no kill landed inside a message: the test did not test the torn case');
-});
-
-test('a consumer killed while holding a message in place: producers are not wedged, its slot comes back when the queue wraps to it', async (t) => {
-  const opts = { capacity: 4, maxMessageSize: 16 };
-  const shm = anon(t, opts);
-  const p = Channel.create(shm, opts);
-  for (let i = 0; i < 4; i++) p.send(`M${i}`);
-  const holder = start(t, ['hold-inplace', 'inherit:ch'], shm.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'ch'));
-  assert.deepEqual(JSON.parse(await holder.line(/held/)), { held: 'M0' });
-  const c = Channel.open(shm);
-  assert.deepEqual([1, 2, 3].map(() => c.receive(1000).toString()), ['M1', 'M2', 'M3']);
-  // The tail has wrapped around to the held slot: full while the holder lives.
-  assert.equal(p.trySend('M4'), false);
-  throwsCode(() => p.send('M4', 200), 'ERR_MMAP_CHANNEL_TIMEOUT', 'MmapkitError');
-  holder.child.kill('SIGKILL');
-  assert.deepEqual(await holder.exited, { code: null, signal: 'SIGKILL' });
-  const t0 = performance.now();
-  p.send('M4', 5000);
-  t.diagnostic(`slot recovered ${Math.round(elapsed(t0))} ms after the holder died`);
-  // The queue goes on wrapping around; M0 is gone with its consumer, nothing else is lost.
-  const rest = [];
-  for (let i = 5; i < 40; i++) {
-    p.send(`M${i}`, 5000);
-    rest.push(c.receive(1000).toString());
-  }
-  p.close();
-  for (let m; (m = c.receive(1000)) !== null;) rest.push(m.toString());
-  assert.deepEqual(rest, Array.from({ length: 36 }, (_, i) => `M${i + 4}`));
-  c.close();
+  assert.deepEqual(opened, [], 'headers with these MAX_MESSAGE values opened');
+  assert.deepEqual(inspected, values.map(() => 'corrupt'));
 });
 
 // ------------------------------------------------------------------------------------------ known bugs
-// Each of these asserts the behaviour the issue or the API documentation asks for and fails today;
-// they run as todo tests (reported, not failing the run) until src/channel.ts is fixed. See the report.
+// Regressions of bugs found earlier, and (as a todo test, reported, not failing the run) one
+// behaviour that is by design.
 
-test('release() detaches the in-place message (as documented), so a stale view cannot read later messages', { todo: 'by design now: in-place views are reused per slot for speed (see InPlaceMessage.data); a stale view can show a later message' }, (t) => {
+test('release() detaches the in-place message (as documented), so a stale view cannot read later messages', { todo: 'by design: data is a view of the lane, whose bytes the producer may reuse after release() (see InPlaceMessage.data); a stale view can show a later message' }, (t) => {
   const opts = { capacity: 2, maxMessageSize: 16 };
   const shm = anon(t, opts);
   const ch = Channel.create(shm, opts);
@@ -1551,42 +1519,6 @@ test('a send() refused for a bad timeout does not make the handle a producer', (
   assert.deepEqual(rx.receive(0), Buffer.from('m'));
   assert.equal(rx.tryReceive(), null, 'the only real producer closed: end of stream');
   rx.close();
-});
-
-test('a producer that died is seen dead while its parent blocks in receive() (it is a zombie until reaped)', async (t) => {
-  const opts = { capacity: 4, maxMessageSize: 64 };
-  const shm = anon(t, opts);
-  const rx = Channel.create(shm, opts);
-  const victim = start(t, ['reserve-half', 'inherit:ch', '1'], shm.childOptions({ stdio: ['pipe', 'pipe', 'pipe'] }, 'ch'));
-  await victim.line(/^reserved$/);
-  assert.deepEqual(rx.receive(1000), Buffer.from('A0'));
-  process.kill(victim.child.pid, 'SIGKILL');
-  let result;
-  try {
-    result = rx.receive(1500); // the event loop does not run, so the child is not reaped
-  } catch (err) {
-    result = err.code;
-  }
-  await victim.exited;
-  assert.equal(result, null, 'the torn message is skipped and the stream ends');
-  rx.close();
-});
-
-test('head and tail further apart than the capacity are reported as ERR_MMAP_CHANNEL_CORRUPT', (t) => {
-  const opts = { capacity: 8, maxMessageSize: 16 };
-  const shm = anon(t, opts);
-  const i32 = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 80);
-  const p = Channel.create(shm, opts);
-  const c = Channel.open(shm);
-  p.send('a');
-  i32[CHANNEL.TAIL >>> 2] += 1000;
-  throwsCode(() => p.send('b', 100), 'ERR_MMAP_CHANNEL_CORRUPT', 'MmapkitError');
-  i32[CHANNEL.TAIL >>> 2] -= 1000;
-  c.receive(0);
-  i32[CHANNEL.HEAD >>> 2] += 1000;
-  p.close();
-  throwsCode(() => c.receive(300), 'ERR_MMAP_CHANNEL_CORRUPT', 'MmapkitError');
-  c.close();
 });
 
 test('unknown or mistyped options of byteLength(), readable() and writable() are errors', (t) => {

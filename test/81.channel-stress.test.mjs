@@ -1,6 +1,8 @@
 // Channel stress: 4 producer processes and 2 consumer processes move 4,000,000 messages of random
-// sizes (seeded) through one channel; every (producer, seq) must arrive exactly once, intact, and in
-// increasing order per producer at each consumer.
+// sizes (seeded) through one channel (a lane per producer, consumers locking lanes per poll); every
+// (producer, seq) must arrive exactly once, intact, and in increasing order per producer at each
+// consumer. Each consumer switches between receive methods call by call (seeded): drain, in place and
+// receiveMany in one, receiveInto, receive and drain in the other.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,11 +15,12 @@ const CONSUMERS = 2;
 const PER_PRODUCER = 1_000_000;
 const SEED = 4_000_004;
 const MAX_PAYLOAD = 500; // + 12 bytes of header: messages of 13..512 bytes
-const OPTS = { capacity: 1024, maxMessageSize: 512 };
+// Lanes of 1 MiB (at least 1024 messages of 512 bytes each); lanes for the 4 producers and the holder.
+const OPTS = { capacity: 1024, maxMessageSize: 512, maxProducers: 8 };
 const WAIT = JSON.stringify({ wait: 'block' });
 // How each producer sends and each consumer receives (copying and zero-copy paths both under load).
 const SEND = ['send', 'reserve', 'sendMany', 'sendAsync'];
-const RECEIVE = ['receiveMany', 'inplace'];
+const RECEIVE = ['drain+inplace+receiveMany', 'receiveInto+receive+drain'];
 const CHILD_TIMEOUT = 240_000;
 
 const running = new Set();
@@ -110,4 +113,13 @@ test(`stress: ${PRODUCERS} producer and ${CONSUMERS} consumer processes move ${P
   assert.equal(total, PRODUCERS * PER_PRODUCER);
   const split = received.map((r) => r.counts.reduce((a, b) => a + b, 0));
   t.diagnostic(`${total} messages in ${seconds.toFixed(1)} s (${Math.round(total / seconds)} messages/s); producers ${sent.map((s) => `${(s.ms / 1000).toFixed(1)} s`).join(', ')}; consumers took ${split.join(' + ')}`);
+  t.diagnostic(`by method: ${received.map((r) => JSON.stringify(r.used)).join(', ')}`);
+  // Every method of each consumer took messages (a consumer that got any took a good share: calls pick
+  // a method at random, and each call takes at least one message).
+  for (const [i, r] of received.entries()) {
+    assert.deepEqual(Object.keys(r.used).sort(), RECEIVE[i].split('+').sort());
+    const took = Object.values(r.used).reduce((a, b) => a + b, 0);
+    assert.equal(took, split[i] + r.sentinels);
+    if (took >= 1000) for (const [m, n] of Object.entries(r.used)) assert.ok(n > 0, `consumer ${i}: ${m} took no message`);
+  }
 });

@@ -31,10 +31,14 @@ const LANE_WAITING = CHANNEL.LANE_PRODUCER_WAITING >>> 2;
 const LANE_WRITE = CHANNEL.LANE_WRITE >>> 2;
 /**
  * Looks at the lanes (no clock, no system call) before a wait does anything costlier: a message or
- * room that comes within about a microsecond is taken at once, and a stream that keeps coming never
- * pays for the end-of-stream check, the clock, or a futex wake-up of a sleeper.
+ * room that comes within a microsecond or two is taken at once, and a stream that keeps coming never
+ * pays for the end-of-stream check, the clock, or a futex wake-up of a sleeper. Adaptive, per
+ * handle and side: after QUICK_MISSES waits in a row whose looks found nothing (a ping-pong, where
+ * the answer takes tens of microseconds), a wait skips them, except every QUICK_PROBE-th.
  */
 const QUICK_LOOKS = 64;
+const QUICK_MISSES = 4;
+const QUICK_PROBE = 16;
 
 /**
  * Detach one empty ArrayBuffer now, at load. V8 assumes no ArrayBuffer is ever detached until the
@@ -58,6 +62,24 @@ export function toBytes(data: unknown, name = 'data'): Uint8Array {
   if (typeof data === 'string') return Buffer.from(data, 'utf8');
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   throw invalidArgType(name, 'a string, Buffer, TypedArray or DataView', data);
+}
+
+/** The adaptive quick looks of one handle and side (see QUICK_LOOKS). */
+class QuickLooks {
+  private misses = 0;
+  private waits = 0;
+  /** Look up to QUICK_LOOKS times whether `ready()`, unless recent looks kept finding nothing. */
+  look(ready: () => boolean): boolean {
+    if (this.misses >= QUICK_MISSES && ++this.waits % QUICK_PROBE !== 0) return false;
+    for (let i = 0; i < QUICK_LOOKS; i++) {
+      if (ready()) {
+        this.misses = 0;
+        return true;
+      }
+    }
+    this.misses++;
+    return false;
+  }
 }
 
 export class ChannelCore {
@@ -267,6 +289,12 @@ export class ChannelCore {
 
   // ------------------------------------------------------------ waiting
 
+  /** Waits for room under way on this handle (its async sends may wait together). */
+  private roomWaits = 0;
+  private readonly quickRoom = new QuickLooks();
+  private readonly quickMessage = new QuickLooks();
+  private readonly readyLook = (): boolean => this.reader.ready();
+
   /** The record size a producer waits room for (read by producerSite.ready()). */
   private roomFor = 0;
 
@@ -275,26 +303,44 @@ export class ChannelCore {
     const writer = this.writer!;
     const site = this.producerSite!;
     this.roomFor = length;
-    for (let i = 0; i < QUICK_LOOKS; i++) if (writer.hasRoom(length)) return;
-    for (;;) {
-      // Read the futex word, then look again: room freed after this read changes the word.
-      const seen = Atomics.load(this.i32, site.word.index);
-      if (writer.hasRoom(length)) return;
-      if (!this.strategy.sleep(site, seen, deadline)) throw timedOut('waiting for room in the channel', timeout);
+    if (this.quickRoom.look(() => writer.hasRoom(length))) return;
+    this.roomWaits++;
+    try {
+      for (;;) {
+        // Read the futex word, then look again: room freed after this read changes the word.
+        const seen = Atomics.load(this.i32, site.word.index);
+        if (writer.hasRoom(length)) return;
+        if (!this.strategy.sleep(site, seen, deadline)) throw timedOut('waiting for room in the channel', timeout);
+      }
+    } finally {
+      this.endRoomWait();
     }
+  }
+
+  /**
+   * The last wait for room of this handle is over: clear LANE_PRODUCER_WAITING (a consumer cleared it
+   * if it woke us; if we found room ourselves or gave up, nobody of this handle sleeps on it now).
+   */
+  private endRoomWait(): void {
+    if (--this.roomWaits === 0 && !this.mapping.closed) Atomics.store(this.i32, this.producerSite!.sleepers, 0);
   }
 
   async waitRoomAsync(length: number, timeout: number, deadline: bigint, signal: AbortSignal | undefined, what: string): Promise<void> {
     const writer = this.writer!;
     const site = this.producerSite!;
-    for (let i = 0; i < QUICK_LOOKS; i++) if (writer.hasRoom(length)) return;
-    for (;;) {
-      this.roomFor = length;
-      const seen = Atomics.load(this.i32, site.word.index);
-      if (writer.hasRoom(length)) return;
-      if (!(await this.strategy.sleepAsync(site, seen, deadline, signal))) throw timedOut('waiting for room in the channel', timeout);
-      this.check(what); // closed while we slept: never write for a closed producer
-      signal?.throwIfAborted();
+    if (this.quickRoom.look(() => writer.hasRoom(length))) return;
+    this.roomWaits++;
+    try {
+      for (;;) {
+        this.roomFor = length;
+        const seen = Atomics.load(this.i32, site.word.index);
+        if (writer.hasRoom(length)) return;
+        if (!(await this.strategy.sleepAsync(site, seen, deadline, signal))) throw timedOut('waiting for room in the channel', timeout);
+        this.check(what); // closed while we slept: never write for a closed producer
+        signal?.throwIfAborted();
+      }
+    } finally {
+      this.endRoomWait();
     }
   }
 
@@ -304,7 +350,7 @@ export class ChannelCore {
    */
   waitMessage(timeout: number, deadline: bigint): boolean {
     const reader = this.reader;
-    for (let i = 0; i < QUICK_LOOKS; i++) if (reader.ready()) return true;
+    if (this.quickMessage.look(this.readyLook)) return true;
     for (;;) {
       // Read the futex word, then look again: a publish after this read changes the word.
       const seen = Atomics.load(this.i32, NOT_EMPTY);
@@ -317,7 +363,7 @@ export class ChannelCore {
 
   async waitMessageAsync(timeout: number, deadline: bigint, signal: AbortSignal | undefined, what: string): Promise<boolean> {
     const reader = this.reader;
-    for (let i = 0; i < QUICK_LOOKS; i++) if (reader.ready()) return true;
+    if (this.quickMessage.look(this.readyLook)) return true;
     for (;;) {
       const seen = Atomics.load(this.i32, NOT_EMPTY);
       if (reader.ready()) return true;
