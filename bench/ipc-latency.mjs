@@ -313,7 +313,8 @@ async function parentAsync(i32, ts, warmup, total, budgetEnd, options) {
   }
 }
 
-async function runShm(v, cfg) {
+/** Also used by bench/channel.mjs (bare JavaScript spinning and waitAsync on one word, as reference rows). */
+export async function runShm(v, cfg) {
   const mem = SharedMemory.anonymous(SHM_SIZE);
   const b = mem.buffer;
   const i32 = new Int32Array(b.buffer, b.byteOffset, b.length >>> 2);
@@ -560,7 +561,8 @@ export async function runWorker(v, cfg) {
   }
 }
 
-function runCFloor(v, cfg, exe) {
+/** Also used by bench/channel.mjs (the C spinning floor of its round trips). */
+export function runCFloor(v, cfg, exe) {
   const args = [v.mode, cfg.rounds, cfg.warmup, TIMEOUT_MS];
   if (v.pin) args.push(...placement(v, cfg.pinning));
   const r = spawnSync(exe, args.map(String), {

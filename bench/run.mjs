@@ -23,14 +23,18 @@
  *
  * A section is one issue's set of benchmarks: add yours to SECTIONS, one module per benchmark
  * exporting `id`, `run(ctx)` (returns a JSON-able result) and `render(result)` (returns
- * `{ title, table, notes }`). A section may also have `chart`: a function `(results, meta)`, or an
- * array of them, each returning `{ path, svg }` (path under docs/) or null: the file is written
- * whenever the section's part of docs/benchmarks.md is (into DIR, same file name, with --out=DIR).
+ * `{ title, table, notes }`). A section may have `summary`: a function `(results, meta)` returning
+ * `{ title, table, notes }` or null, rendered before the benchmarks' tables (the channel section's
+ * targets: ratios across its benchmarks). A section may also have `chart`: a function
+ * `(results, meta)`, or an array of them, each returning `{ path, svg }` (path under docs/) or
+ * null: the file is written whenever the section's part of docs/benchmarks.md is (into DIR, same
+ * file name, with --out=DIR).
  * A result with `checksumsMatch: false` (variants saw different data) or `failed: true` (a variant
  * could not run) makes the run exit with status 1.
  *
  * Nothing here may need the TypeScript sources or devDependencies: bench/ ships with the package and
- * `mmapkit bench` runs this file; benchmarks import the compiled library from ../dist/.
+ * `mmapkit bench` runs this file; benchmarks import the compiled library from ../dist/ (the
+ * channel section's zeromq.js rows, a devDependency, are skipped when it cannot be loaded).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -61,6 +65,7 @@ const SECTIONS = [
     id: 'channel',
     title: 'Message channels',
     benchmarks: [channel.latency, channel.throughputSmall, channel.throughputLarge],
+    summary: channel.summary,
     chart: channel.chart,
   },
   {
@@ -154,6 +159,12 @@ function renderSection(section, results, meta) {
       `Section took ${meta.seconds.toFixed(0)} s._`,
     '',
   ];
+  const summary = section.summary?.(results, meta);
+  if (summary) {
+    lines.push(`### ${summary.title}`, '', summary.table, '');
+    for (const note of summary.notes) lines.push(`- ${note}`);
+    lines.push('');
+  }
   let n = 0;
   for (const b of section.benchmarks) {
     const r = results[b.id];

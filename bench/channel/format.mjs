@@ -56,18 +56,33 @@ export function fillSmallI32(i32, k) {
 let wordsOf = null;
 let words = new Int32Array(0);
 
-const slotWords = new WeakMap();
-/**
- * An Int32Array over the first 64 bytes of a slot's data view (a reservation's `buffer`): the
- * channel reuses one view per slot, so this is made once per slot.
- */
-export function wordsOfSlot(buf) {
-  let w = slotWords.get(buf);
-  if (w === undefined) {
-    w = new Int32Array(buf.buffer, buf.byteOffset, SMALL / 4);
-    slotWords.set(buf, w);
+/** An Int32Array over the whole ArrayBuffer of `u8`, made once per ArrayBuffer (the last one is kept). */
+function wordsOver(u8) {
+  const ab = u8.buffer;
+  if (ab !== wordsOf) {
+    wordsOf = ab;
+    words = new Int32Array(ab, 0, ab.byteLength >>> 2);
   }
-  return w;
+  return words;
+}
+
+/**
+ * Write 64-byte message k at byte `off` of `u8`: word stores through an Int32Array over its whole
+ * ArrayBuffer when that lands on a 4-byte boundary (a reservation in the channel's memory), byte
+ * stores otherwise.
+ */
+export function fillSmallAt(u8, off, k) {
+  const at = u8.byteOffset + off;
+  if ((at & 3) !== 0) return fillSmall(u8, off, k);
+  const w = wordsOver(u8);
+  const d = at >>> 2;
+  let x = 0;
+  for (let i = 0; i < 15; i++) {
+    const v = msgWord(k, i, SALT);
+    w[d + i] = v;
+    x ^= v;
+  }
+  w[d + 15] = x;
 }
 
 /** 0 if the 64 bytes at `off` of `u8` (of length `len`) are message k, else 1. */
@@ -78,11 +93,7 @@ export function checkSmall(u8, off, len, k) {
     // Aligned (the usual case): read words through an Int32Array over the whole ArrayBuffer, made
     // once per ArrayBuffer (Buffer pools, socket chunks, the channel's memory): the byte loop below
     // costs ~150 ns, which would hide the transports' differences.
-    const ab = u8.buffer;
-    if (ab !== wordsOf) {
-      wordsOf = ab;
-      words = new Int32Array(ab, 0, ab.byteLength >>> 2);
-    }
+    const words = wordsOver(u8);
     const w = at >>> 2;
     let x = 0;
     for (let i = 0; i < 16; i++) x ^= words[w + i];

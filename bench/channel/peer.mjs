@@ -10,8 +10,12 @@
  *
  * mode 'send' (one-way throughput): send messages 0..total-1 of `size` bytes to the parent, which
  * receives and checks them, over `transport`:
- *   'channel'      the memory inherited as 'data'; `method` 'send' (sync), 'sendAsync' or 'reserve'
- *                  (reserve + write the message into the slot + commit: zero copy)
+ *   'channel'      the memory inherited as 'data'; `method` 'send' (sync), 'sendAsync', 'sendMany' or
+ *                  'sendManyAsync' (`batch` messages per call), or 'reserve' (reserve + write the
+ *                  message into the lane + commit: zero copy)
+ *   'jsring'       the JavaScript floor (jsring.mjs) over the memory inherited as 'data', the write
+ *                  position published every `batch` messages
+ *   'zeromq'       zeromq.js PUSH connected to the parent's PULL at `endpoint` (ipc://), `await send()`
  *   'socket'       a Unix domain socket (`net`), one write() per message, length-prefixed
  *   'socketBatch'  the same, `batch` messages coalesced into one write()
  *   'fifo'         a FIFO made by the parent (mkfifo), through `net.Socket`, length-prefixed
@@ -29,7 +33,7 @@ import { once } from 'node:events';
 import { constants as fsConstants, openSync } from 'node:fs';
 import net from 'node:net';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { checkerFor, fillLarge, fillSmall, fillSmallI32, LARGE, largeTemplate, PREFIX, SMALL, stampLarge, WINDOW, wordsOfSlot } from './format.mjs';
+import { checkerFor, fillLarge, fillSmall, fillSmallAt, fillSmallI32, LARGE, largeTemplate, PREFIX, SMALL, stampLarge, WINDOW } from './format.mjs';
 
 const cfg = isMainThread ? JSON.parse(process.argv[2]) : workerData;
 const { total, timeoutMs } = cfg;
@@ -97,7 +101,7 @@ async function echo() {
       errors += checkerSmall(m.data, k);
       m.release();
       const r = tx.reserve(timeoutMs);
-      fillSmallI32(wordsOfSlot(r.buffer), k);
+      fillSmallAt(r.buffer, 0, k);
       r.commit(SMALL);
     }
   } else {
@@ -142,17 +146,20 @@ async function sendChannel() {
   if (cfg.method === 'reserve') {
     for (let k = 0; k < total; k++) {
       const r = ch.reserve(timeoutMs);
-      if (size === SMALL) fillSmall(r.buffer, 0, k);
+      if (size === SMALL) fillSmallAt(r.buffer, 0, k);
       else fillLarge(r.buffer, 0, k);
       r.commit(size);
     }
-  } else if (cfg.method === 'sendMany') {
+  } else if (cfg.method === 'sendMany' || cfg.method === 'sendManyAsync') {
     const srcs = Array.from({ length: cfg.batch }, () => ownBuffer(size));
     const batch = srcs.map((src) => src.u8);
+    const isAsync = cfg.method === 'sendManyAsync';
     for (let k = 0; k < total; k += cfg.batch) {
       const n = Math.min(cfg.batch, total - k);
       for (let i = 0; i < n; i++) srcs[i].set(k + i);
-      ch.sendMany(n === cfg.batch ? batch : batch.slice(0, n), timeoutMs);
+      const msgs = n === cfg.batch ? batch : batch.slice(0, n);
+      if (isAsync) await ch.sendManyAsync(msgs, timeoutMs);
+      else ch.sendMany(msgs, timeoutMs);
     }
   } else {
     const src = ownBuffer(size);
@@ -171,6 +178,93 @@ async function sendChannel() {
   report(0);
   ch.close(); // consumers see the end of the stream
   mem.close();
+  process.exit(0);
+}
+
+/**
+ * The JavaScript floor (bench/channel/jsring.mjs): the same messages into a plain SPSC ring over the
+ * memory inherited as 'data', the write position published every `batch` messages.
+ */
+async function sendJsRing() {
+  const { SharedMemory } = await import('../../dist/index.js');
+  const { RingProducer } = await import('./jsring.mjs');
+  const mem = SharedMemory.inherited('data');
+  const ring = new RingProducer(mem.buffer, cfg.ringSize, timeoutMs);
+  const size = cfg.size;
+  const batch = cfg.batch ?? 1;
+  const src = ownBuffer(size);
+  startCounting();
+  try {
+    if (size === SMALL) {
+      const words = new Int32Array(src.u8.buffer, src.u8.byteOffset, SMALL / 4);
+      for (let k = 0; k < total; k++) {
+        src.set(k);
+        ring.append64(words);
+        if ((k + 1) % batch === 0) ring.publish();
+      }
+    } else {
+      for (let k = 0; k < total; k++) {
+        src.set(k);
+        ring.appendBytes(src.u8);
+        if ((k + 1) % batch === 0) ring.publish();
+      }
+    }
+  } catch (err) {
+    fail(err.message);
+  }
+  report(0);
+  ring.close();
+  process.exit(0);
+}
+
+/**
+ * zeromq.js PUSH over ipc:// to the parent's PULL: `await send()` per message, the idiom of its
+ * documentation. 64-byte messages: one buffer reused (zeromq.js copies messages of up to 128 bytes
+ * inside send()); 64 KiB: a new Buffer per message, filled from the template (zeromq.js sends larger
+ * Buffers by reference, without copying, so a buffer must not be rewritten after send()).
+ */
+async function sendZmq() {
+  let zmq;
+  try {
+    zmq = await import('zeromq');
+  } catch (err) {
+    fail(`zeromq is not installed: ${err.message}`);
+  }
+  const push = new zmq.Push({ sendTimeout: timeoutMs, linger: timeoutMs });
+  push.connect(cfg.endpoint);
+  const size = cfg.size;
+  startCounting();
+  try {
+    if (size === SMALL) {
+      const src = ownBuffer(size);
+      for (let k = 0; k < total; k++) {
+        src.set(k);
+        await push.send(src.u8);
+      }
+    } else {
+      const template = largeTemplate();
+      for (let k = 0; k < total; k++) {
+        const b = Buffer.allocUnsafe(LARGE);
+        template.copy(b);
+        stampLarge(b, 0, k);
+        await push.send(b);
+      }
+    }
+  } catch (err) {
+    fail(`zeromq send: ${err.message}`);
+  }
+  process.stdout.write(`${JSON.stringify(reportLine(0))}\n`);
+  // Messages may still be queued in zeromq's I/O thread, and exiting now would drop them: keep the
+  // socket until the parent has them all (it closes our stdin then; so does its death).
+  await new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs + startTimeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    process.stdin.once('end', done).once('close', done).once('error', done).resume();
+  });
+  push.close();
   process.exit(0);
 }
 
@@ -319,7 +413,7 @@ async function sendWorker() {
   parentPort.close();
 }
 
-const senders = { channel: sendChannel, socket: sendSocket, socketBatch: sendSocket, fifo: sendFifo, ipc: sendIpc, worker: sendWorker };
+const senders = { channel: sendChannel, jsring: sendJsRing, zeromq: sendZmq, socket: sendSocket, socketBatch: sendSocket, fifo: sendFifo, ipc: sendIpc, worker: sendWorker };
 if (cfg.mode === 'echo') await echo();
 else if (cfg.mode === 'send') {
   const fn = senders[cfg.transport];

@@ -10,7 +10,7 @@
  *
  * Scenario = benchmark:variant, benchmark one of small (64-byte throughput), large (64 KiB
  * throughput), latency (64-byte round trip); variant a key of bench/channel.mjs (block, spin, hybrid,
- * async, asyncIter, inPlace, zeroCopy, socket, ...). The profiles (.cpuprofile, loadable in Chrome
+ * many, into, drain, asyncIter, asyncDrain, zeroCopy, jsRing, socket, zeromq, ...). The profiles (.cpuprofile, loadable in Chrome
  * DevTools) are written to a temporary directory, printed as a summary, and deleted unless --keep.
  * In throughput runs the parent receives and the child sends; in latency runs both do both.
  * The profiler (sampling every `interval` µs, default 1000) slows both sides down: read the shares,
