@@ -272,19 +272,33 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   }
 
   /** Like {@link Channel.send} without blocking the event loop. */
-  async sendAsync(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): Promise<void> {
-    const timeout = parseTimeout(options);
-    const core = this.#core;
-    const bytes = core.prepareSend(data);
-    const writer = core.writer!;
-    if (!writer.append(bytes)) {
-      const deadline = deadlineOf(timeout);
-      do await core.waitRoomAsync(bytes.byteLength, timeout, deadline, signalOf(options), 'sendAsync');
-      while (!writer.append(bytes));
+  sendAsync(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): Promise<void> {
+    // Not an async function: when there is room (the common case) the message is sent here and an
+    // already settled promise is returned, without the machinery of an async call.
+    try {
+      const timeout = parseTimeout(options);
+      const core = this.#core;
+      const bytes = core.prepareSend(data);
+      const writer = core.writer!;
+      if (!writer.append(bytes)) return this.#sendAsyncWaiting(bytes, timeout, options);
+      writer.publish();
+      core.wakeConsumers(1);
+      // Sent: only the caller waits for the event loop's turn.
+      return yieldDue(1) ? yieldToLoop() : Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err);
     }
+  }
+
+  async #sendAsyncWaiting(bytes: Uint8Array, timeout: number, options: ChannelWaitOptions | number | undefined): Promise<void> {
+    const core = this.#core;
+    const writer = core.writer!;
+    const deadline = deadlineOf(timeout);
+    do await core.waitRoomAsync(bytes.byteLength, timeout, deadline, signalOf(options), 'sendAsync');
+    while (!writer.append(bytes));
     writer.publish();
     core.wakeConsumers(1);
-    if (yieldDue(1)) await yieldToLoop(); // sent: only the caller waits for the event loop's turn
+    if (yieldDue(1)) await yieldToLoop();
   }
 
   /**
@@ -338,25 +352,38 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   }
 
   /** Like {@link Channel.receive} without blocking the event loop. */
-  async receiveAsync(options?: ChannelWaitOptions | number): Promise<Buffer | null> {
-    const timeout = parseTimeout(options);
+  receiveAsync(options?: ChannelWaitOptions | number): Promise<Buffer | null> {
+    // Not an async function: a message that is waiting is taken here and returned in an already
+    // settled promise (see sendAsync).
+    try {
+      const timeout = parseTimeout(options);
+      const core = this.#core;
+      core.prepareReceive('receiveAsync');
+      const got = core.takeOne();
+      if (got === undefined) return this.#receiveAsyncWaiting(timeout, options);
+      // Taken: it settles after the event loop's turn when one is due.
+      return yieldDue(1) ? yieldToLoop().then(() => got) : Promise.resolve(got);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async #receiveAsyncWaiting(timeout: number, options: ChannelWaitOptions | number | undefined): Promise<Buffer | null> {
     const core = this.#core;
-    core.prepareReceive('receiveAsync');
-    let got = core.takeOne();
-    if (got === undefined) {
-      const deadline = deadlineOf(timeout);
-      const signal = signalOf(options);
-      for (;;) {
-        if (!(await core.waitMessageAsync(timeout, deadline, signal, 'receiveAsync'))) {
-          core.end();
-          if (yieldDue(0)) await yieldToLoop();
-          return null;
-        }
-        if ((got = core.takeOne()) !== undefined) break;
+    const deadline = deadlineOf(timeout);
+    const signal = signalOf(options);
+    for (;;) {
+      if (!(await core.waitMessageAsync(timeout, deadline, signal, 'receiveAsync'))) {
+        core.end();
+        if (yieldDue(0)) await yieldToLoop();
+        return null;
+      }
+      const got = core.takeOne();
+      if (got !== undefined) {
+        if (yieldDue(1)) await yieldToLoop();
+        return got;
       }
     }
-    if (yieldDue(1)) await yieldToLoop(); // taken: it settles after the event loop's turn
-    return got;
   }
 
   /**
@@ -447,13 +474,34 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     return stream;
   }
 
-  /** `for await (const msg of channel)`: receives until the end of the stream. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    for (;;) {
-      const msg = await this.receiveAsync();
-      if (msg === null) return;
-      yield msg;
-    }
+  /**
+   * `for await (const msg of channel)`: receives until the end of the stream. Leaving the loop early
+   * (`break`, `return`, an exception) does not close the channel and takes nothing more.
+   */
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    // A plain iterator over receiveAsync (not an async generator: one promise per message, not three).
+    let done = false;
+    const finished: IteratorReturnResult<undefined> = { done: true, value: undefined };
+    return {
+      next: (): Promise<IteratorResult<Buffer>> => {
+        if (done) return Promise.resolve(finished);
+        return this.receiveAsync().then(
+          (value) => {
+            if (value !== null) return { done: false, value };
+            done = true;
+            return finished;
+          },
+          (err: unknown) => {
+            done = true;
+            throw err;
+          },
+        );
+      },
+      return: (): Promise<IteratorResult<Buffer>> => {
+        done = true;
+        return Promise.resolve(finished);
+      },
+    };
   }
 
   /**
