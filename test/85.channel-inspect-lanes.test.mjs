@@ -5,7 +5,7 @@
 // (laneSize or capacity; maxProducers, one lane each), `size` over all lanes, and bad input.
 import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Channel, CHANNEL, SharedMemory, map, mapAnonymous } from '../dist/index.js';
 import { tempDir, throwsCode } from './helpers.mjs';
@@ -181,6 +181,10 @@ test('inspect() of what is not a live channel: an empty file, zeros, too few byt
     m.unmap();
     assert.deepEqual(Channel.inspect(path), { state: 'other-version', memorySize: Channel.byteLength(opts), version });
     throwsCode(() => Channel.open(path), 'ERR_MMAP_BAD_HEADER', 'MmapkitError');
+    // create() never resets another version's channel (its users are not in our tables).
+    throwsCode(() => Channel.create(path, opts), 'ERR_MMAP_CHANNEL_IN_USE', 'MmapkitError');
+    assert.equal(readFileSync(path).readUInt16LE(CHANNEL.VERSION), version, 'nothing was written');
+    rmSync(path);
   }
   // Corrupt: a version 3 header that does not validate says why.
   for (const [field, value, why] of [['LANE_SIZE', 5000, /lane size 5000 is not a power of two/], ['RINGS_OFFSET', 0, /offsets do not match/], ['TOTAL_SIZE', 1, /total size 1/]]) {

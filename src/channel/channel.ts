@@ -222,7 +222,10 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     return n === 0 ? undefined : n;
   }
 
-  /** Messages waiting in all lanes now (a snapshot). */
+  /**
+   * Messages waiting in all lanes now (a snapshot), including those a consumer holds in place or is
+   * draining (they leave the lane when released).
+   */
   get size(): number {
     const core = this.#core;
     core.check('size');

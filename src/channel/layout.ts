@@ -48,7 +48,7 @@ export const CHANNEL = Object.freeze({
   LANE_READ: 128, // i32 position: the start of what consumers have not taken (store per poll)
   LANE_READER: 132, // i32: 0, or the consumer holding the lane: (generation << 13) | (entry + 1)
   LANE_NOT_FULL: 136, // i32 futex word: bumped when a consumer frees room while the producer waits
-  LANE_PRODUCER_WAITING: 140, // i32: > 0 while the producer is asleep (or about to sleep) on NOT_FULL
+  LANE_PRODUCER_WAITING: 140, // i32 flag: 1 while the producer is asleep (or about to sleep) on NOT_FULL; the waking consumer clears it
   LANE_CONTROL: 256,
   // ---- consumer table entry
   CONSUMER_PID: 0, // i32: pid of the process holding the entry; 0: free
@@ -86,7 +86,7 @@ const DEFAULT_MAX_MESSAGE = 4096;
 const DEFAULT_PRODUCERS = 16;
 const DEFAULT_CONSUMERS = 64;
 /** Largest maxMessageSize: two records of it fit the largest lane. */
-export const MAX_MESSAGE = MAX_LANE_SIZE / 2 - 2 * 8;
+export const MAX_MESSAGE = MAX_LANE_SIZE / 2 - 8;
 /** A channel's memory is one ArrayBuffer at most (and TOTAL_SIZE is a u32). */
 const MAX_TOTAL = 2 ** 32 - 1;
 
@@ -170,7 +170,7 @@ export function parseGeometry(o: Partial<Record<string, unknown>>): Geometry {
   }
   const g = geometry(laneSize, maxMessageSize, maxProducers, maxConsumers);
   if (g.totalSize > MAX_TOTAL) {
-    throw invalidArgValue('options', o, `describe a channel of ${g.totalSize} bytes (${maxProducers} lanes of ${laneSize}); at most 4 GiB - 1`);
+    throw invalidArgValue('options', o, `describes a channel of ${g.totalSize} bytes (${maxProducers} lanes of ${laneSize}); at most 4 GiB - 1`);
   }
   return g;
 }

@@ -2,7 +2,7 @@
  * Who is attached to a channel: producers own a lane each (its PID and STATE words), consumers an
  * entry of the consumer table. Attaching, detaching, the end of the stream (every producer closed or
  * dead, every lane empty), who holds the channel (for create()'s refusal), and the read-only report
- * of `Channel.inspect()` (docs/channel-layout.md, "Producers and lanes", "Consumers", "End of stream").
+ * of `Channel.inspect()` (docs/channel-layout.md, "Producers", "Consumers", "End of stream").
  * @module
  */
 import { mmapkitError } from '../errors.js';
@@ -178,6 +178,7 @@ export interface ProducerReport {
   /** The lane's index. */
   readonly lane: number;
   readonly pid: number;
+  /** `'attached'`, or `'closed'` (also for a lane being claimed, or a state word holding garbage). */
   readonly state: 'attached' | 'closed';
   /** Whether the process is alive now. */
   readonly alive: boolean;

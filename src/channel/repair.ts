@@ -39,6 +39,10 @@ export class HeldLanes {
    */
   check(lanesUsed: number, me: number, holding: number): boolean {
     const i32 = this.i32;
+    // Most waits find no lane held by anyone: no clock then.
+    let held = false;
+    for (let lane = 0; lane < lanesUsed && !held; lane++) held = i32[(laneControl(this.g, lane) >>> 2) + READER] !== 0;
+    if (!held) return false;
     const now = process.hrtime.bigint();
     let freed = false;
     for (let lane = 0; lane < lanesUsed; lane++) {

@@ -39,7 +39,7 @@ export function resolveTarget(
   target: unknown,
   how: { size?: number; creating: boolean; ownership?: OwnershipOptions; options: readonly string[]; read?: boolean; call: string },
 ): Resolved {
-  if (target instanceof SharedMemory) return { mapping: checkShared(target.mapping, how.size), owned: undefined };
+  if (target instanceof SharedMemory) return { mapping: how.read ? target.mapping : checkShared(target.mapping, how.size), owned: undefined };
   if (target instanceof Mapping) return { mapping: how.read ? target : checkShared(target, how.size), owned: undefined };
   if (typeof target === 'string') {
     const mapping = how.creating ? map(target, { access: 'write', size: how.size!, mode: 0o600 }) : map(target, { access: how.read ? 'read' : 'write' });
@@ -131,6 +131,16 @@ export function refuseLiveFile(path: string): void {
  * must not unpublish the winner's channel.
  */
 function claimCreator(m: Mapping, i32: Int32Array): void {
+  // A channel of another layout version (1 and 2 had no lanes): its parties are not in our tables and
+  // its word at CREATOR means something else. Never reset it: its users cannot be seen from here.
+  const view = m.view(0, CHANNEL.CONTROL_END);
+  if (Atomics.load(i32, CHANNEL.MAGIC >>> 2) >>> 0 === MAGIC && view.readUInt16LE(CHANNEL.VERSION) !== VERSION) {
+    throw mmapkitError(
+      'ERR_MMAP_CHANNEL_IN_USE',
+      `The memory holds a channel of layout version ${view.readUInt16LE(CHANNEL.VERSION)} (this version makes ${VERSION}), whose users this version cannot see: ` +
+        'create() does not reset it. Once no process uses it, remove the file or name (or zero its first 8 bytes) and create the channel again',
+    );
+  }
   let seen = Atomics.load(i32, CHANNEL.CREATOR >>> 2);
   for (let tries = 0; ; tries++) {
     const live = holders(m);
