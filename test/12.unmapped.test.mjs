@@ -251,11 +251,174 @@ test('an option getter that unmaps: waitAsync, Semaphore/Event waitAsync, Mutex.
     const err = await Promise.resolve().then(() => ch[method](messages)).then(() => undefined, (e) => e);
     assert.equal(err?.code, 'ERR_MMAP_CLOSED', `${method} with an element getter that unmaps: ${err?.code ?? 'no error'}: ${err?.message}`);
   }
-  for (const method of ['send', 'sendAsync', 'receive', 'receiveAsync', 'reserve', 'receiveInPlace']) {
+  const args = {
+    receiveInto: [Buffer.alloc(64), new Uint32Array(4)],
+    receiveIntoAsync: [Buffer.alloc(64), new Uint32Array(4)],
+    drain: [() => {}, 4],
+    drainAsync: [() => {}, 4],
+  };
+  for (const method of ['send', 'sendAsync', 'receive', 'receiveAsync', 'reserve', 'receiveInPlace', 'receiveInto', 'receiveIntoAsync', 'drain', 'drainAsync']) {
     const shm = SharedMemory.anonymous(Channel.byteLength({ capacity: 8, maxMessageSize: 64 }));
     const ch = Channel.create(shm, { capacity: 8, maxMessageSize: 64 });
     const opts = { get timeout() { ch.close(); shm.close(); return 1000; } };
-    const err = await Promise.resolve().then(() => (method.startsWith('send') ? ch[method]('x', opts) : ch[method](opts))).then(() => undefined, (e) => e);
+    const err = await Promise.resolve().then(() => (method.startsWith('send') ? ch[method]('x', opts) : ch[method](...(args[method] ?? []), opts))).then(() => undefined, (e) => e);
     assert.equal(err?.code, 'ERR_MMAP_CLOSED', `${method} with an options.timeout getter that closes: ${err?.code ?? 'no error'}: ${err?.message}`);
   }
 });
+
+test("Channel: a drain() handler that unmaps the channel's memory: the call returns what it handled or ERR_MMAP_CLOSED, and the handle then says closed memory", async () => {
+  const { SharedMemory, Channel } = await import('../dist/index.js');
+  const opts = { capacity: 8, maxMessageSize: 64, maxProducers: 1 };
+  for (const form of ['drain', 'drainAsync']) {
+    const shm = SharedMemory.anonymous(Channel.byteLength(opts));
+    const ch = Channel.create(shm, opts);
+    ch.sendMany(['m0', 'm1', 'm2']);
+    let calls = 0;
+    const outcome = await Promise.resolve().then(() => ch[form](() => {
+      calls++;
+      shm.close(); // the memory goes, the handle stays open
+    }, 10, 1000)).then((n) => n, (e) => e);
+    assert.ok(outcome === 1 || outcome?.code === 'ERR_MMAP_CLOSED', `${form}: ${outcome?.stack ?? outcome}`);
+    assert.equal(calls, 1, 'no handler call after the memory was gone');
+    throwsCode(() => ch.receive(0), ...CLOSED);
+    ch.close();
+  }
+});
+
+/**
+ * 5 waiting messages of 2 bytes (sent by `tx`), and a handle `rx` that has taken nothing yet.
+ * `queued()` (bytes in the lane, from `Channel.inspect()`) and `reader()` (the lane's LANE_READER word)
+ * tell whether anything was taken, or the lane is held.
+ */
+async function fiveWaiting() {
+  const { SharedMemory, Channel, CHANNEL } = await import('../dist/index.js');
+  const opts = { capacity: 8, maxMessageSize: 64, maxProducers: 1 };
+  const shm = SharedMemory.anonymous(Channel.byteLength(opts));
+  const tx = Channel.create(shm, opts);
+  tx.sendMany(['m0', 'm1', 'm2', 'm3', 'm4']);
+  const rx = Channel.open(shm);
+  const queued = () => Channel.inspect(shm).producers[0].queuedBytes;
+  const reader = () => shm.buffer.readInt32LE(shm.buffer.readUInt32LE(CHANNEL.LANES_OFFSET) + CHANNEL.LANE_READER);
+  return { Channel, shm, tx, rx, queued, reader, full: queued() };
+}
+
+/**
+ * `lengths` arrays that receiveInto() refuses: an Array with an element setter that runs `during` (user
+ * code that would run in the middle of the copy, with a lane held), a plain Array, an array-like object
+ * with a setter, and typed arrays of the wrong kind. Only a Uint32Array, Int32Array or Float64Array is
+ * accepted.
+ */
+function refusedLengths(during) {
+  const withSetter = [0, 0, 0, 0, 0, 0];
+  Object.defineProperty(withSetter, 0, { get: () => 2, set: during });
+  const arrayLike = { length: 6 };
+  Object.defineProperty(arrayLike, 0, { get: () => 2, set: during });
+  return [
+    ['an Array with an element setter', withSetter],
+    ['a plain Array', [0, 0, 0, 0, 0, 0]],
+    ['an array-like object with an element setter', arrayLike],
+    ['a Uint8Array', new Uint8Array(6)],
+    ['a Uint16Array', new Uint16Array(6)],
+    ['a Float32Array', new Float32Array(6)],
+    ['a BigUint64Array', new BigUint64Array(6)],
+  ];
+}
+
+/** receiveInto() or receiveIntoAsync() (a rejection, not a throw): the error, or what it returned. */
+async function receiveIntoOutcome(rx, method, lengths) {
+  try {
+    return { n: await rx[method](Buffer.alloc(64), lengths, 1000) };
+  } catch (err) {
+    return { err };
+  }
+}
+
+test('Channel: receiveInto() into an Array `lengths` whose element setter unmaps the memory: ERR_INVALID_ARG_TYPE before anything is taken, nothing unmapped', async () => {
+  for (const method of ['receiveInto', 'receiveIntoAsync']) {
+    let calls = 0;
+    const ctx = await fiveWaiting();
+    for (const [what, lengths] of refusedLengths(() => {
+      calls++;
+      ctx.shm.close();
+    })) {
+      const { err, n } = await receiveIntoOutcome(ctx.rx, method, lengths);
+      assert.equal(err?.code, 'ERR_INVALID_ARG_TYPE', `${method} into ${what}: returned ${n}, or threw: ${err?.stack}`);
+      assert.equal(err.name, 'TypeError');
+      assert.equal(calls, 0, `${method} into ${what}: the setter ran`);
+      assert.equal(ctx.shm.closed, false, `${method} into ${what}: the memory was unmapped`);
+      assert.equal(ctx.rx.closed, false, `${method} into ${what}: the handle was closed`);
+      assert.deepEqual([ctx.queued(), ctx.reader()], [ctx.full, 0], `${method} into ${what}: something was taken, or the lane is held`);
+    }
+    // The messages are all there for another consumer, and the refusing handle still receives.
+    const other = ctx.Channel.open(ctx.shm);
+    assert.deepEqual(other.tryReceiveMany(3).map(String), ['m0', 'm1', 'm2']);
+    const target = Buffer.alloc(64);
+    const lengths = new Uint32Array(4);
+    assert.equal(await ctx.rx[method](target, lengths, 1000), 2);
+    assert.deepEqual([target.toString('latin1', 0, 4), Array.from(lengths.subarray(0, 2))], ['m3m4', [2, 2]]);
+    for (const h of [other, ctx.rx, ctx.tx, ctx.shm]) h.close();
+  }
+});
+
+test('Channel: a receiveInto() Array `lengths` whose element setter closes the handle: refused with ERR_INVALID_ARG_TYPE, the handle stays open, every message is delivered once', async () => {
+  for (const method of ['receiveInto', 'receiveIntoAsync']) {
+    const ctx = await fiveWaiting();
+    const byOther = [];
+    let other;
+    let calls = 0;
+    // The setter would close the handle and let another consumer of this process take what the lane holds.
+    for (const [what, lengths] of refusedLengths(() => {
+      calls++;
+      other ??= ctx.Channel.open(ctx.shm);
+      ctx.rx.close();
+      for (let m; (m = other.tryReceive()) !== undefined;) byOther.push(String(m));
+    })) {
+      const { err, n } = await receiveIntoOutcome(ctx.rx, method, lengths);
+      assert.equal(err?.code, 'ERR_INVALID_ARG_TYPE', `${method} into ${what}: returned ${n}, or threw: ${err?.stack}`);
+      assert.equal(calls, 0, `${method} into ${what}: the setter ran`);
+      assert.equal(ctx.rx.closed, false, `${method} into ${what}: the handle was closed`);
+      assert.deepEqual([ctx.queued(), ctx.reader()], [ctx.full, 0], `${method} into ${what}: something was taken, or the lane is held`);
+    }
+    assert.equal(other, undefined);
+    // Each message exactly once: the refusing handle takes them all with a typed array.
+    const target = Buffer.alloc(64);
+    const lengths = new Float64Array(8);
+    assert.equal(await ctx.rx[method](target, lengths, 1000), 5);
+    assert.deepEqual([target.toString('latin1', 0, 10), Array.from(lengths.subarray(0, 5))], ['m0m1m2m3m4', [2, 2, 2, 2, 2]]);
+    assert.equal(ctx.rx.tryReceive(), undefined);
+    for (const h of [ctx.rx, ctx.tx, ctx.shm]) h.close();
+  }
+});
+
+// A Proxy of a Uint32Array passes `instanceof Uint32Array`, and its set trap is user code that runs in the
+// middle of the copy, with the lane held: unmapping there gives a raw TypeError from Atomics.store, and
+// closing the handle there (close() lets go of the lane without storing LANE_READ) lets another consumer
+// take the same messages that receiveInto() then returns too.
+test(
+  'Channel: a receiveInto() `lengths` that is a Proxy of a Uint32Array is refused like an Array (its set trap would run in the middle of the copy)',
+  async () => {
+    for (const action of ['unmap', 'close']) {
+      const ctx = await fiveWaiting();
+      let other;
+      const byOther = [];
+      let calls = 0;
+      const lengths = new Proxy(new Uint32Array(6), {
+        get: (t, k) => (typeof t[k] === 'function' ? t[k].bind(t) : t[k]),
+        set(t, k, v) {
+          t[k] = v;
+          if (calls++ === 0 && action === 'unmap') ctx.shm.close();
+          if (calls === 1 && action === 'close') {
+            other = ctx.Channel.open(ctx.shm);
+            ctx.rx.close();
+            for (let m; (m = other.tryReceive()) !== undefined;) byOther.push(String(m));
+          }
+          return true;
+        },
+      });
+      const { err, n } = await receiveIntoOutcome(ctx.rx, 'receiveInto', lengths);
+      assert.equal(err?.code, 'ERR_INVALID_ARG_TYPE', `${action}: returned ${n} (the other consumer took ${JSON.stringify(byOther)}), or threw: ${err?.stack}`);
+      assert.equal(calls, 0);
+      for (const h of [other, ctx.rx, ctx.tx, ctx.shm]) h?.close();
+    }
+  },
+);

@@ -5,7 +5,10 @@
  * nothing per message.
  * @module
  */
+import { types } from 'node:util';
 import { invalidArgType, outOfRange } from '../errors.js';
+
+const { isProxy } = types;
 import { validateInt32 } from '../validators.js';
 import { type ChannelCore, toBytes } from './core.js';
 import { type ChannelWaitOptions, deadlineOf, parseTimeout, signalOf, yieldDue, yieldToLoop } from './waiting.js';
@@ -192,8 +195,10 @@ export function tryReceiveMany(core: ChannelCore, max: unknown): Buffer[] | null
 export type LengthsArray = Uint32Array | Int32Array | Float64Array;
 
 function checkInto(core: ChannelCore, target: unknown, lengths: unknown): Uint8Array {
-  if (!ArrayBuffer.isView(target)) throw invalidArgType('target', 'a Buffer, TypedArray or DataView', target);
-  if (!(lengths instanceof Uint32Array || lengths instanceof Int32Array || lengths instanceof Float64Array)) {
+  // No Proxy (instanceof sees through one): its traps would run user code in the middle of a copy,
+  // with a lane held.
+  if (!ArrayBuffer.isView(target) || isProxy(target)) throw invalidArgType('target', 'a Buffer, TypedArray or DataView', target);
+  if (!(lengths instanceof Uint32Array || lengths instanceof Int32Array || lengths instanceof Float64Array) || isProxy(lengths)) {
     throw invalidArgType('lengths', 'a Uint32Array, Int32Array or Float64Array', lengths);
   }
   if (lengths.length === 0) throw outOfRange('lengths.length', '>= 1', 0);
