@@ -84,6 +84,20 @@ async function until(check, ms, what) {
   }
 }
 
+/**
+ * What Channel.inspect() finds at the name now (a read-only look: it attaches to nothing), or
+ * undefined while there is no sized object there (shm_open, then ftruncate).
+ */
+function inspectName(name) {
+  if ((statSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.size ?? 0) === 0) return undefined;
+  try {
+    return Channel.inspect(`/dev/shm/${name}`);
+  } catch (error) {
+    if (error.code === 'ENOENT' || error.code === 'ERR_MMAP_EMPTY_FILE') return undefined; // removed, or not sized yet
+    throw error;
+  }
+}
+
 /** Seeded pseudo-random bytes: the AES-128-CTR key stream of a key made from `seed`, 1 MiB at a time. */
 function* seededChunks(seed, total, chunk = MiB) {
   const key = createHash('sha256').update(`send-recv-${seed}`).digest().subarray(0, 16);
@@ -195,13 +209,18 @@ test('binary bytes (all 256 values, runs of zeros) written in pieces with pauses
     ...seededChunks(3, 100_003),
     Buffer.alloc(1), // a zero last
   ]);
-  // A channel of 2 slots of 1000 bytes (not a multiple of 64): many messages, a full channel at once.
+  // A channel for at least 2 messages of 1000 bytes (not a multiple of 8): many messages, a full
+  // channel at once.
   const recv = start(t, ['recv', '--capacity', '2', '--message-size', '1000', name], { stdin: 'ignore' });
   const out = collect(recv.child.stdout);
-  // Created, then sized (shm_open, then ftruncate): wait for the size.
-  await until(() => (statSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.size ?? 0) > 0, 10_000, 'the receiver to create the channel');
-  // The channel has the size these options give.
-  assert.equal(statSync(`/dev/shm/${name}`).size, Channel.byteLength({ capacity: 2, maxMessageSize: 1000, maxProducers: 8, maxConsumers: 8 }));
+  // Created, sized (shm_open, then ftruncate), then initialized: wait for the channel.
+  await until(() => inspectName(name)?.state === 'channel', 10_000, 'the receiver to create the channel');
+  // The channel has the limits these options give: each lane holds at least 2 messages of 1000 bytes
+  // (a lane of 4096 bytes, the smallest, holds 3).
+  const { limits } = inspectName(name);
+  assert.equal(limits.maxMessageSize, 1000);
+  assert.equal(limits.laneSize, 4096);
+  assert.equal(limits.capacity, 3);
   const send = start(t, ['send', name]);
   // Pieces of odd sizes, with pauses: the sender sends what each read returns.
   for (let at = 0, i = 0; at < data.length; i++) {
@@ -283,25 +302,27 @@ test('a second sender waits its turn: two senders, then two receivers, each rece
   assert.equal(existsSync(`/dev/shm/${name}`), false);
 });
 
-test('two senders and two receivers started at the same moment: two whole streams, one to each receiver', async (t) => {
-  for (let round = 0; round < 4; round++) {
-    const name = channelName(t, `four${round}`);
-    const inputs = [0, 1].map((i) => Buffer.concat([Buffer.from(`input ${i}\n`), ...seededChunks(10 + round * 2 + i, 2 * MiB + i)]));
-    const ends = [
-      start(t, ['recv', name], { stdin: 'ignore' }),
-      start(t, ['send', name]),
-      start(t, ['recv', name], { stdin: 'ignore' }),
-      start(t, ['send', name]),
-    ];
-    const outputs = [collect(ends[0].child.stdout), collect(ends[2].child.stdout)];
-    ends[1].child.stdin.end(inputs[0]);
-    ends[3].child.stdin.end(inputs[1]);
-    const results = await Promise.all(ends.map((e) => e.done));
-    results.forEach((r, i) => ended(r, 0, `${i % 2 === 0 ? 'recv' : 'send'} ${i}, round ${round}`));
+test('two or three senders and as many receivers started at the same moment: whole streams, one to each receiver', async (t) => {
+  // Ends of one role attach at the same instant (one steps back), and an end may judge a channel
+  // that a whole pair has met and finished on by the time it attaches (it steps back too).
+  for (let round = 0; round < 8; round++) {
+    const pairs = round < 4 ? 2 : 3;
+    const name = channelName(t, `many${round}`);
+    const inputs = Array.from({ length: pairs }, (_, i) => Buffer.concat([Buffer.from(`input ${i}\n`), ...seededChunks(10 + round * 3 + i, (round < 4 ? 2 * MiB : 200_000) + i)]));
+    const receivers = [];
+    const senders = [];
+    for (let i = 0; i < pairs; i++) {
+      receivers.push(start(t, ['recv', name], { stdin: 'ignore' }));
+      senders.push(start(t, ['send', name]));
+    }
+    const outputs = receivers.map((r) => collect(r.child.stdout));
+    senders.forEach((s, i) => s.child.stdin.end(inputs[i]));
+    const results = await Promise.all([...receivers, ...senders].map((e) => e.done));
+    results.forEach((r, i) => ended(r, 0, `${i < pairs ? 'recv' : 'send'} ${i % pairs}, round ${round}`));
     const got = await Promise.all(outputs);
     const which = got.map((g) => inputs.findIndex((input) => g.equals(input)));
-    assert.ok(which[0] !== -1 && which[1] !== -1, `round ${round}: a receiver got ${got.map((g) => `${g.length} bytes`).join(' and ')}, not one whole input`);
-    assert.notEqual(which[0], which[1], `round ${round}: both receivers got input ${which[0]}`);
+    assert.ok(!which.includes(-1), `round ${round}: a receiver got ${got.map((g) => `${g.length} bytes`).join(', ')}, not one whole input each`);
+    assert.equal(new Set(which).size, pairs, `round ${round}: receivers got inputs ${which.join(', ')}`);
     assert.equal(existsSync(`/dev/shm/${name}`), false);
   }
 });
@@ -359,6 +380,29 @@ test('a receiver that attached and died before reading: the sender fails and rem
   assert.match(s.stderr, new RegExp(`^mmapkit send: the receiver of '${name}' has gone before the end of the input\\n$`));
   assert.equal(existsSync(`/dev/shm/${name}`), false);
   await pairWorks(t, name, { receiverFirst: true });
+});
+
+test('a consumer that attaches but never takes the first message is no receiver: the sender keeps to --timeout', async (t) => {
+  const name = channelName(t, 'idle');
+  const send = start(t, ['send', '--timeout', '1500', name]);
+  send.child.stdin.end('for a real receiver\n');
+  await until(() => inspectName(name)?.producers?.length === 1, 10_000, 'the sender to attach');
+  // A process that attaches as a consumer and then does nothing (as an end that is about to step
+  // back looks): the sender must not exit 0 as if its input had been received.
+  const code = `import { Channel } from ${JSON.stringify(distUrl)};
+    const c = Channel.open({ name: ${JSON.stringify(name)} });
+    c.attach('consumer');
+    process.stdout.write('attached\\n');
+    setTimeout(() => {}, 30_000);`;
+  const idle = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => idle.kill('SIGKILL'));
+  const attached = collect(idle.stdout);
+  const s = await send.done;
+  ended(s, 1, 'send');
+  assert.equal(s.stderr, `mmapkit send: no receiver for '${name}' within 1500 ms\n`);
+  idle.kill('SIGKILL');
+  assert.equal((await attached).toString(), 'attached\n', 'the consumer had attached');
+  assert.equal(existsSync(`/dev/shm/${name}`), false);
 });
 
 test('--timeout: a receiver with no sender and a sender with no receiver give up (exit 1) and remove the name', async (t) => {
@@ -433,16 +477,55 @@ test('names left by killed runs are taken over: a receiver killed waiting, a sen
   await pairWorks(t, name2, { receiverFirst: true });
 });
 
+test('a name removed while an end waits: a receiver meets its sender under the name again; a sender fails at once', async (t) => {
+  // The receiver's channel loses its name (rm, or a take-over that raced with another end) before
+  // any sender came: no sender can find it, so the receiver starts again and meets the next sender.
+  const name = channelName(t, 'lost-recv');
+  const recv = start(t, ['recv', '--timeout', '20000', name], { stdin: 'ignore' });
+  await until(() => inspectName(name)?.consumers?.length === 1, 10_000, 'the receiver to attach');
+  const first = statSync(`/dev/shm/${name}`).ino;
+  rmSync(`/dev/shm/${name}`);
+  await until(() => (statSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.ino ?? first) !== first, 10_000, 'the receiver to make a new channel');
+  const send = start(t, ['send', '--timeout', '20000', name]);
+  send.child.stdin.end('found again\n');
+  const [s, r, got] = await Promise.all([send.done, recv.done, collect(recv.child.stdout)]);
+  ended(s, 0, 'send');
+  ended(r, 0, 'recv');
+  assert.equal(got.toString(), 'found again\n');
+  assert.equal(existsSync(`/dev/shm/${name}`), false);
+
+  // A sender has its input in the channel already: it cannot start again, it says why.
+  const name2 = channelName(t, 'lost-send');
+  const lone = start(t, ['send', name2]);
+  lone.child.stdin.end('for nobody\n');
+  await until(() => inspectName(name2)?.producers?.length === 1, 10_000, 'the sender to attach');
+  rmSync(`/dev/shm/${name2}`);
+  const l = await lone.done;
+  ended(l, 1, 'send');
+  assert.equal(l.stderr, `mmapkit send: '${name2}' was removed or replaced before a receiver came (by rm, or by another send or recv): no receiver can find this sender's channel\n`);
+});
+
 test('a corrupt channel, or one whose creator died before finishing it, is replaced; a foreign object is refused', async (t) => {
-  // The channel magic with a header that makes no sense (capacity 3).
+  // The channel magic and this layout version, with a header that makes no sense (a lane of 3 bytes).
   const corrupt = channelName(t, 'corrupt');
   const header = Buffer.alloc(8192);
   header.writeUInt32LE(0x48434b4d, 0);
-  header.writeUInt16LE(1, 4);
-  header.writeUInt16LE(64, 6);
-  header.writeUInt32LE(3, 12);
+  header.writeUInt16LE(3, 4);
+  header.writeUInt16LE(128, 6);
+  header.writeUInt32LE(8192, 8);
+  header.writeUInt32LE(3, 16);
   writeFileSync(`/dev/shm/${corrupt}`, header, { mode: 0o600 }); // ours alone: send/recv refuse any other mode (73)
+  assert.equal(Channel.inspect(`/dev/shm/${corrupt}`).state, 'corrupt');
   await pairWorks(t, corrupt, { receiverFirst: true });
+
+  // The header of this layout version without the magic, old: a creator that died writing it.
+  const partial = channelName(t, 'partial');
+  const half = Buffer.from(header);
+  half.writeUInt32LE(0, 0);
+  writeFileSync(`/dev/shm/${partial}`, half, { mode: 0o600 });
+  const long = new Date(Date.now() - 60_000);
+  utimesSync(`/dev/shm/${partial}`, long, long);
+  await pairWorks(t, partial, { receiverFirst: true });
 
   // All zeros, last changed a minute ago: a creator that died before writing the header.
   const abandoned = channelName(t, 'abandoned');
@@ -465,14 +548,75 @@ test('a corrupt channel, or one whose creator died before finishing it, is repla
   }
   assert.ok(readFileSync(`/dev/shm/${foreign}`).equals(bytes), 'left as it was');
 
-  // A channel of another layout version: refused too.
+  // A channel of another layout version (2: mmapkit before lanes): refused too, and left alone.
   const other = channelName(t, 'version');
-  const v3 = Buffer.from(header);
-  v3.writeUInt16LE(3, 4); // 1 and 2 are this mmapkit's
-  writeFileSync(`/dev/shm/${other}`, v3, { mode: 0o600 });
-  const r = cli(['recv', '--timeout', '5000', other]);
-  assert.equal(r.status, 1);
-  assert.equal(r.stderr, `mmapkit recv: cannot use channel '${other}': it was made by another version of mmapkit (channel layout version 3)\n`);
+  const v2 = Buffer.from(header);
+  v2.writeUInt16LE(2, 4);
+  v2.writeUInt16LE(64, 6);
+  writeFileSync(`/dev/shm/${other}`, v2, { mode: 0o600 });
+  for (const command of ['send', 'recv']) {
+    const r = cli([command, '--timeout', '5000', other], { input: 'x' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.stderr, `mmapkit ${command}: cannot use channel '${other}': it was made by another version of mmapkit (channel layout version 2)\n`);
+  }
+  assert.ok(readFileSync(`/dev/shm/${other}`).equals(v2), 'left as it was');
+});
+
+test('a name whose creator seems to be still making it: --timeout holds, without spinning; a time set in the future is not waited for', async (t) => {
+  // Empty (shm_open done, ftruncate not yet), or sized without the magic (the header not written
+  // yet), and just changed: an end waits for its creator, then gives up at its deadline (plus a
+  // short grace for a creator caught half-way). Its processor time shows that it slept meanwhile.
+  for (const [tag, bytes] of [['empty', Buffer.alloc(0)], ['zeros', Buffer.alloc(8192)]]) {
+    const name = channelName(t, `young-${tag}`);
+    const path = `/dev/shm/${name}`;
+    writeFileSync(path, bytes, { mode: 0o600 });
+    // Keep it young for as long as the end waits: a creator that is slow, not dead.
+    const fresh = setInterval(() => {
+      const now = new Date();
+      if (existsSync(path)) utimesSync(path, now, now);
+    }, 200);
+    t.after(() => clearInterval(fresh));
+    for (const command of ['send', 'recv']) {
+      const t0 = Date.now();
+      // bash's `times` prints the processor time of its children: the CLI's user and system time.
+      // Started, not run: the timer above must go on meanwhile (spawnSync would block it).
+      const child = spawn('bash', ['-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', process.execPath, CLI, command, '--timeout', '1500', name], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        timeout: 30_000,
+        killSignal: 'SIGKILL',
+      });
+      t.after(() => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'));
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+      const [status, signal] = await once(child, 'close');
+      const r = { status, signal, stderr };
+      const took = Date.now() - t0;
+      assert.equal(r.status, 1, `${command} (${tag}): exit ${r.status} (signal ${r.signal})\n${r.stderr}`);
+      const [message, , children] = r.stderr.split('\n');
+      assert.equal(message, `mmapkit ${command}: '${name}' is still being made by another send or recv (waited 1500 ms)`);
+      assert.ok(took >= 1500 && took < 15_000, `${command} (${tag}) gave up after ${took} ms`);
+      const cpu = children.split(/\s+/).map((x) => /^(\d+)m([\d.]+)s$/.exec(x)).reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
+      assert.ok(cpu < 1.2, `${command} (${tag}) used ${cpu} s of processor time in ${took} ms: it did not sleep between looks`);
+      assert.ok(existsSync(path), 'not ours to remove: its creator may still finish it');
+    }
+    clearInterval(fresh);
+  }
+
+  // The same, with its time of last change set an hour ahead: no creation is under way, the name is
+  // taken for abandoned and replaced (before, this made an end wait for ever, deadline or not).
+  for (const [tag, bytes] of [['empty', Buffer.alloc(0)], ['zeros', Buffer.alloc(8192)]]) {
+    const name = channelName(t, `future-${tag}`);
+    writeFileSync(`/dev/shm/${name}`, bytes, { mode: 0o600 });
+    const ahead = new Date(Date.now() + 3_600_000);
+    utimesSync(`/dev/shm/${name}`, ahead, ahead);
+    const t0 = Date.now();
+    const r = cli(['recv', '--timeout', '300', name]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.stderr, `mmapkit recv: no sender for '${name}' within 300 ms\n`);
+    assert.ok(Date.now() - t0 < 15_000);
+    assert.equal(existsSync(`/dev/shm/${name}`), false, 'replaced, then removed by the receiver that gave up');
+    await pairWorks(t, name, { receiverFirst: tag === 'empty' });
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -489,13 +633,18 @@ test('usage errors exit 2 with one clear line and a pointer to the help', () => 
     [['recv', '/'], "NAME must not be empty, got '/'"],
     [['send', '..'], "NAME must not be '.' or '..', got '..'"],
     [['recv', long], `NAME must be at most 255 bytes long, got '${long}'`],
-    [['send', '--capacity', '1', 'n'], "--capacity must be from 2 to 16777216, got '1'"],
+    [['send', '--capacity', '1', 'n'], "--capacity must be from 2 to 4194304, got '1'"],
+    [['send', '--capacity', '0x400001', 'n'], "--capacity must be from 2 to 4194304, got '0x400001'"],
     [['send', '--capacity', 'lots', 'n'], "--capacity must be a number of messages, decimal or hexadecimal with 0x, got 'lots'"],
     [['recv', '--capacity=-4', 'n'], "--capacity must not be negative, got '-4'"],
     [['recv', '-c', '-4', 'n'], "the value of '-c' starts with '-': write --capacity=-4 if '-4' is meant as its value"],
-    [['send', '--message-size', '63', 'n'], "--message-size must be from 64 to 1073741760, got '63'"],
+    [['send', '--message-size', '63', 'n'], "--message-size must be from 64 to 134217728, got '63'"],
+    [['recv', '--message-size', '134217729', 'n'], "--message-size must be from 64 to 134217728, got '134217729'"],
     [['send', '--message-size', '1.5', 'n'], "--message-size must be a number of bytes, decimal or hexadecimal with 0x, got '1.5'"],
-    [['send', '--capacity', '65536', '--message-size', '0x100000', 'n'], '--capacity 65536 x --message-size 1048576 makes a channel of more than 4 GiB; choose smaller values'],
+    [['send', '--capacity', '65536', '--message-size', '0x100000', 'n'], '--capacity 65536 x --message-size 1048576 needs a buffer of more than 512 MiB; choose smaller values'],
+    // Each at its largest, with the other more than the smallest.
+    [['recv', '--capacity', '4194304', '--message-size', '128', 'n'], '--capacity 4194304 x --message-size 128 needs a buffer of more than 512 MiB; choose smaller values'],
+    [['recv', '--capacity', '3', '-m', '134217728', 'n'], '--capacity 3 x --message-size 134217728 needs a buffer of more than 512 MiB; choose smaller values'],
     [['recv', '--timeout', 'soon', 'n'], "--timeout must be a whole number of milliseconds, got 'soon'"],
     [['recv', '--timeout', '2.5', 'n'], "--timeout must be a whole number of milliseconds, got '2.5'"],
     [['send', '--timeout=-1', 'n'], "--timeout must not be negative, got '-1'"],
@@ -512,6 +661,20 @@ test('usage errors exit 2 with one clear line and a pointer to the help', () => 
   }
 });
 
+test('--capacity and --message-size at their limits make a channel: each lane holds at least --capacity such messages', async (t) => {
+  for (const [capacity, size] of [[4194304, 64], [2, 134217728], [64, 65536], [1000, 100]]) {
+    const name = channelName(t, `limits${capacity}`);
+    const recv = start(t, ['recv', '--timeout', '20000', '-c', String(capacity), '-m', String(size), name], { stdin: 'ignore' });
+    await until(() => inspectName(name)?.state === 'channel', 10_000, 'the receiver to create the channel');
+    const { limits } = inspectName(name);
+    assert.equal(limits.maxMessageSize, size);
+    assert.ok(limits.capacity >= capacity, `${capacity} x ${size}: a lane holds ${limits.capacity}`);
+    assert.ok(limits.laneSize <= 512 * MiB);
+    recv.child.kill('SIGKILL');
+    await recv.done;
+  }
+});
+
 test('--help: usage, options and exit codes of send and recv; both in the command list', () => {
   for (const command of ['send', 'recv']) {
     for (const args of [[command, '--help'], [command, '-h'], ['help', command]]) {
@@ -523,6 +686,8 @@ test('--help: usage, options and exit codes of send and recv; both in the comman
         assert.ok(r.stdout.includes(option), `${args.join(' ')}: ${option}`);
       }
       assert.match(r.stdout, /Exit codes: 0 /);
+      assert.match(r.stdout, /--capacity N +Messages of --message-size bytes the channel holds at least \(more of smaller ones\), 2 to 4194304 /);
+      assert.match(r.stdout, /--message-size BYTES +Largest message: .*, 64 to 134217728 /);
     }
   }
   const r = cli(['--help']);

@@ -9,10 +9,10 @@ import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CHANNEL } from '../dist/index.js';
+import { Channel } from '../dist/index.js';
 import { LONE_GID, NOBODY, OTHER_UID, SHARED_GID, asUser, isRoot, killIfRunning, publicPackage, startProc, userName } from './helpers.mjs';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
@@ -77,14 +77,13 @@ async function nameReplaced(name, old) {
   }
 }
 
-/** Wait (at most 10 s) until a consumer has attached to the channel at the name (its first table entry). */
+/** Wait (at most 10 s) until a consumer has attached to the channel at the name. */
 async function consumerAttached(name) {
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const b = readFileSync(`/dev/shm/${name}`); // root reads it as a file: no mapping, no attach
-    if (b.length >= CHANNEL.CONTROL_END && b.readUInt32LE(CHANNEL.MAGIC) !== 0) {
-      if (b.readInt32LE(b.readUInt32LE(CHANNEL.CONSUMERS_OFFSET) + CHANNEL.ENTRY_PID) !== 0) return;
-    }
+    // root maps the file read-only: inspect() never attaches or writes.
+    const found = Channel.inspect(`/dev/shm/${name}`);
+    if (found.state === 'channel' && found.consumers.length > 0) return;
     if (Date.now() > deadline) assert.fail(`no consumer attached to ${name} within 10 s`);
     await sleep(10);
   }
@@ -267,4 +266,51 @@ test('--shared-with-group, sender first: the receiver (another user) cannot remo
     assert.equal(got.stdout === data, true, 'every byte, in order');
     assert.equal(existsSync(`/dev/shm/${name}`), false, `${size} bytes: the name is removed (by the sender)`);
   }
+});
+
+test('--shared-with-group: a name another member is still making is waited for until --timeout (sleeping), one dated ahead is not', { skip: twoUsers }, async (t) => {
+  // Issue 17: an end that could not take over another user's abandoned name spun at 100% CPU for
+  // ever. Another member's empty name (its creator has not sized it): while it is young, an end
+  // waits for its creator, sleeping between looks, until its deadline.
+  const member = { uid: OTHER_UID, gid: SHARED_GID };
+  const name = channelName(t, 'making');
+  const path = `/dev/shm/${name}`;
+  const made = spawnSync('sh', ['-c', 'umask 007; : > "$0"', path], { uid: NOBODY, gid: SHARED_GID, cwd: '/', timeout: 10_000 });
+  assert.equal(made.status, 0, String(made.stderr));
+  assert.deepEqual([statSync(path).uid, statSync(path).size, statSync(path).mode & 0o777], [NOBODY, 0, 0o660]);
+  // Keep it young for as long as the end waits: a creator that is slow, not dead (root may set its times).
+  const fresh = setInterval(() => {
+    const now = new Date();
+    if (existsSync(path)) utimesSync(path, now, now);
+  }, 200);
+  t.after(() => clearInterval(fresh));
+  const { cmd, options } = cliAs(member, ['recv', '--shared-with-group', '--timeout', '1500', name]);
+  const t0 = Date.now();
+  // bash's `times` prints the processor time of its children: the CLI's user and system time.
+  // Started, not run: the timer above must go on meanwhile (spawnSync would block it).
+  const p = startProc(['bash', '-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', ...cmd], 'recv as OTHER_UID', { timeout: PROCESS_TIMEOUT, spawnOptions: options });
+  t.after(() => killIfRunning(p));
+  const r = await p.done;
+  const took = Date.now() - t0;
+  clearInterval(fresh);
+  assert.equal(r.status, 1, `exit ${r.status} (signal ${r.signal})\n${r.stderr}`);
+  const [message, , children] = r.stderr.split('\n');
+  assert.equal(message, `mmapkit recv: '${name}' is still being made by another send or recv (waited 1500 ms)`);
+  assert.ok(took >= 1500 && took < 15_000, `gave up after ${took} ms`);
+  const cpu = children.split(/\s+/).map((x) => /^(\d+)m([\d.]+)s$/.exec(x)).reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
+  assert.ok(cpu < 1.2, `used ${cpu} s of processor time in ${took} ms: it did not sleep between looks`);
+  assert.equal(statSync(path).uid, NOBODY, 'left alone');
+
+  // Dated an hour ahead: no creation is under way; it is abandoned, and not ours to remove: an error
+  // at once (before, an end waited for it for ever, whatever its --timeout).
+  const ahead = new Date(Date.now() + 3_600_000);
+  utimesSync(path, ahead, ahead);
+  for (const command of ['send', 'recv']) {
+    const t1 = Date.now();
+    const s = run(member, [command, '--shared-with-group', '--timeout', '20000', name], 'x');
+    assert.equal(s.status, 1, s.stderr);
+    assert.match(s.stderr, new RegExp(`^mmapkit ${command}: cannot take over '${name}', left behind by an earlier send or recv: Permission denied \\('/dev/shm/${name}' belongs to ${who(NOBODY)}, group gid ${SHARED_GID}, mode 0660\\)\\. Choose another NAME, or ask its owner to remove it\\.\\n$`));
+    assert.ok(Date.now() - t1 < 15_000, `took ${Date.now() - t1} ms`);
+  }
+  assert.equal(existsSync(path), true, 'still there: not ours to remove');
 });

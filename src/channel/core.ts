@@ -399,7 +399,7 @@ export class ChannelCore {
   /** Every producer that attached has closed or died, and every lane is empty. */
   atEnd(): boolean {
     const reader = this.reader;
-    return this.endCheck.atEnd(this.i32, this.g, reader.lanesUsed(), () => reader.empty());
+    return this.endCheck.atEnd(this.i32, this.g, () => reader.empty());
   }
 
   /** Record the end of the stream on this handle; null (what the receive methods return). */

@@ -147,10 +147,14 @@ export class EndCheck {
    * Every producer that attached has closed or died, as many attached as expected, and nothing is
    * left in any lane. Sets FLAG_PRODUCER_DIED first when a dead producer is part of the end.
    */
-  atEnd(i32: Int32Array, g: Geometry, lanesUsed: number, empty: () => boolean): boolean {
+  atEnd(i32: Int32Array, g: Geometry, empty: () => boolean): boolean {
     if ((Atomics.load(i32, CHANNEL.FLAGS >>> 2) & FLAG_HAD_PRODUCER) === 0) return false;
     const expected = Atomics.load(i32, CHANNEL.EXPECTED_PRODUCERS >>> 2) >>> 0;
     if (expected !== 0 && Atomics.load(i32, CHANNEL.PRODUCER_COUNT >>> 2) >>> 0 < expected) return false;
+    // LANES_USED after FLAGS (seq_cst loads, in the order of "End of stream"): a producer raises it
+    // before it sets the flag, so a consumer that sees the flag sees the producer's lane.
+    const used = Atomics.load(i32, CHANNEL.LANES_USED >>> 2);
+    const lanesUsed = used > 0 ? Math.min(used, g.maxProducers) : 0;
     const now = performance.now();
     let dead = false;
     for (let lane = 0; lane < lanesUsed; lane++) {

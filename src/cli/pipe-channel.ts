@@ -14,17 +14,22 @@
  * Meeting ({@link openPipe}): whichever of the two starts first creates the channel (shm_open with
  * O_EXCL, then the channel is initialized in place and this end attaches); the other gets EEXIST and
  * opens it, retrying while the creator is still initializing it. What an opener finds at the name is
- * judged from the channel's producer and consumer tables (docs/channel-layout.md, read-only here):
- * it joins a channel where the other side waits alone, waits its turn while an earlier pair still
- * holds the name, and replaces a channel that nobody alive uses any more (left behind by a process
- * that was killed), or whose header is corrupt. Two ends of the same role that attach at the same
- * moment see each other in the table right after attaching, and one steps back ({@link sameRoleRival}).
+ * judged from what `Channel.inspect()` reports (its producers' lanes and its consumers, and whether
+ * their processes live; nothing here reads the channel's memory itself): it joins a channel where the
+ * other side waits alone, waits its turn while an earlier pair still holds the name, and replaces a
+ * channel that nobody alive uses any more (left behind by a process that was killed), or whose header
+ * is corrupt. Two ends of the same role that attach at the same moment see each other right after
+ * attaching, and one steps back ({@link sameRoleRival}). Every wait sleeps between looks and ends at
+ * the `--timeout` deadline.
  *
  * Who removes the name: `recv`, as soon as it has read the HELLO (both ends are attached then, and
  * the next pair can meet under the same name while this one is still streaming), and whichever end
- * fails or times out while the name still points at its channel. A group-shared name that `send`
- * created belongs to another user than `recv`, which may not remove it (/dev/shm is sticky): `send`
- * removes it then, once it sees that a receiver has taken the HELLO.
+ * fails or times out while the name still points at its channel. A receiver that has taken the HELLO
+ * is the sender's receiver for good (it never steps back after that): the sender counts on a
+ * receiver only from then on. A group-shared name that `send` created belongs to another user than
+ * `recv`, which may not remove it (/dev/shm is sticky): `send` removes it then, once it sees that a
+ * receiver has taken the HELLO. A receiver whose channel lost its name before any sender attached
+ * (a take-over that raced with another) starts the meeting again.
  *
  * Whose name it is: every user can create names in /dev/shm, so another user could make the channel
  * first (mode 0666) and read or inject the stream. An end attaches only to a name of its own user
@@ -47,27 +52,64 @@ export type Library = typeof import('../index.js');
 export const HELLO = Buffer.from('mmapkit-pipe/1', 'latin1');
 /** Default largest message: the chunk size of the sender's reads. */
 export const DEFAULT_MESSAGE_SIZE = 64 * 1024;
-/** Default number of messages the channel holds (the buffer is this many times the message size). */
+/**
+ * Default `--capacity`: messages of `--message-size` bytes the sender's lane holds at least (the
+ * channel's `capacity` option: its lane is the smallest power of two that takes one more record).
+ */
 export const DEFAULT_CAPACITY = 64;
 /** Smallest `--message-size`: the HELLO must fit in a message. */
 export const MIN_MESSAGE_SIZE = 64;
-/** Largest `--capacity` (the channel's own limit). */
-export const MAX_CAPACITY = 1 << 24;
-/** Largest `--message-size` (the channel's own limit). */
-export const MAX_MESSAGE_SIZE = (1 << 30) - 64;
+/**
+ * Largest `--capacity`: a round number that fits, with messages of MIN_MESSAGE_SIZE, in the largest
+ * lane a channel of TABLE_ENTRIES lanes can have (512 MiB, so that the channel stays under 4 GiB);
+ * larger combinations are refused together ({@link parsePipeOptions}).
+ */
+export const MAX_CAPACITY = 1 << 22;
+/** Largest `--message-size`: a round number that fits, with the smallest capacity, in that lane. */
+export const MAX_MESSAGE_SIZE = 1 << 27;
+/** Smallest `--capacity`. */
+const MIN_CAPACITY = 2;
 
 /**
  * Producer lanes and consumer entries of a channel made here: one of each is used by a pair, a few
- * more let a rival of the same role attach, see the other and step back.
+ * more let a rival of the same role attach, see the other and step back. Only the lane in use is
+ * ever written: the others take no memory in /dev/shm (tmpfs allocates pages as they are written).
  */
 const TABLE_ENTRIES = 4;
 /**
+ * The channel layout version this CLI's library writes (docs/channel-layout.md): an old object
+ * without the magic number whose header says this version is a create() that died half-way.
+ */
+const LAYOUT_VERSION = 3;
+/**
  * A channel that nobody has attached to yet is taken for one being made (its creator attaches right
- * after initializing it) while it is younger than this, and for an abandoned one after.
+ * after initializing it) while it is younger than this, and for an abandoned one after. A time of
+ * last change further in the future than this is no creation under way either (the clock of the
+ * machine does not go back that far): an object whose time someone set ahead is not waited for.
  */
 const YOUNG_MS = 2000;
 /** Pause between two looks at a channel that is being initialized. */
 const INIT_RETRY_MS = 5;
+/**
+ * How long past the `--timeout` deadline an end still waits for a creator that is initializing the
+ * channel (microseconds of work, unless that process was descheduled): `--timeout 0` must not fail
+ * because the other end was caught half-way through making the channel.
+ */
+const INIT_GRACE_MS = 250;
+/**
+ * Rounds of the meeting loop that may follow each other without a pause (a name taken over, or
+ * removed meanwhile, is looked at again at once); after that every round sleeps first, and the
+ * deadline holds, so that no state of the name can make an end spin.
+ */
+const QUICK_ROUNDS = 3;
+/**
+ * A producer that finds a lane below its own being taken right now (no pid yet, or not attached
+ * yet) looks again this often, for at most SETTLE_MS, before it decides (see {@link sameRoleRival}).
+ * Taking a lane is a few statements: only a process descheduled half-way makes it last, and giving
+ * up early would let a consumer see the end of a stream whose producer has not finished attaching.
+ */
+const SETTLE_STEP_MS = 2;
+const SETTLE_MS = 2000;
 /** Pause between two looks at a name that an earlier pair still holds. */
 const BUSY_RETRY_MS = 50;
 /**
@@ -109,13 +151,13 @@ export const PIPE_OPTIONS = {
     type: 'string',
     short: 'c',
     valueName: 'N',
-    description: `Messages the channel holds, rounded up to a power of two (if this end creates it). Default ${DEFAULT_CAPACITY}`,
+    description: `Messages of --message-size bytes the channel holds at least (more of smaller ones), ${MIN_CAPACITY} to ${MAX_CAPACITY} (if this end creates it). Default ${DEFAULT_CAPACITY}`,
   },
   'message-size': {
     type: 'string',
     short: 'm',
     valueName: 'BYTES',
-    description: `Largest message: the sender reads its input in chunks of this size (if this end creates the channel). Default ${DEFAULT_MESSAGE_SIZE}`,
+    description: `Largest message: the sender reads its input in chunks of this size, ${MIN_MESSAGE_SIZE} to ${MAX_MESSAGE_SIZE} (if this end creates the channel). Default ${DEFAULT_MESSAGE_SIZE}`,
   },
   timeout: {
     type: 'string',
@@ -145,7 +187,7 @@ export async function parsePipeOptions(
     const why = error instanceof Error ? /^The argument 'NAME' (.*)\. Received /s.exec(error.message)?.[1] ?? error.message : String(error);
     throw new UsageError(`NAME ${why}, got ${quote(name)}`, command);
   }
-  const capacity = countOption(values['capacity'], '--capacity', 'messages', command, 2, MAX_CAPACITY, DEFAULT_CAPACITY);
+  const capacity = countOption(values['capacity'], '--capacity', 'messages', command, MIN_CAPACITY, MAX_CAPACITY, DEFAULT_CAPACITY);
   const messageSize = countOption(values['message-size'], '--message-size', 'bytes', command, MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE, DEFAULT_MESSAGE_SIZE);
   const timeoutText = values['timeout'];
   let timeoutMs: number | undefined;
@@ -158,14 +200,42 @@ export async function parsePipeOptions(
       throw new UsageError(`--timeout is too large, got '${timeoutText}' (at most ${Number.MAX_SAFE_INTEGER})`, command);
     }
   }
-  // The channel must fit in 4 GiB (Channel.byteLength says so for these sizes).
-  const { Channel } = await import('../index.js');
+  // Each lane must hold `capacity` such messages, and the channel of TABLE_ENTRIES lanes must fit
+  // in 4 GiB: Channel.byteLength says whether these sizes make a channel.
+  const lib = await import('../index.js');
   try {
-    Channel.byteLength({ capacity, maxMessageSize: messageSize, maxProducers: TABLE_ENTRIES, maxConsumers: TABLE_ENTRIES });
-  } catch {
-    throw new UsageError(`--capacity ${capacity} x --message-size ${messageSize} makes a channel of more than 4 GiB; choose smaller values`, command);
+    lib.Channel.byteLength(channelGeometry(capacity, messageSize));
+  } catch (error) {
+    const code = errorCode(error);
+    if (code !== 'ERR_OUT_OF_RANGE' && code !== 'ERR_INVALID_ARG_VALUE') throw error;
+    throw new UsageError(
+      `--capacity ${capacity} x --message-size ${messageSize} needs a buffer of more than ${mib(largestLane(lib))} MiB; choose smaller values`,
+      command,
+    );
   }
   return { name, canonical, capacity, messageSize, timeoutMs, sharedWithGroup: values['shared-with-group'] === true };
+}
+
+/** The options of Channel.create() (and byteLength()) for a channel of send/recv. */
+function channelGeometry(capacity: number, messageSize: number): { capacity: number; maxMessageSize: number; maxProducers: number; maxConsumers: number } {
+  return { capacity, maxMessageSize: messageSize, maxProducers: TABLE_ENTRIES, maxConsumers: TABLE_ENTRIES };
+}
+
+/** The largest lane (a power of two) of a channel of TABLE_ENTRIES lanes, as Channel.byteLength() allows. */
+function largestLane(lib: Library): number {
+  for (let laneSize = 2 ** 30; laneSize > 4096; laneSize /= 2) {
+    try {
+      lib.Channel.byteLength({ laneSize, maxMessageSize: MIN_MESSAGE_SIZE, maxProducers: TABLE_ENTRIES, maxConsumers: TABLE_ENTRIES });
+      return laneSize;
+    } catch {
+      // too large: try half
+    }
+  }
+  return 4096;
+}
+
+function mib(bytes: number): string {
+  return String(bytes / (1024 * 1024));
 }
 
 /**
@@ -192,7 +262,7 @@ function countOption(
   return n;
 }
 
-/** Who is attached to a channel, from its tables (read-only; docs/channel-layout.md). */
+/** Who is attached to a channel, as Channel.inspect() reports it. */
 export interface Parties {
   /** Pids of producers attached and alive. */
   readonly liveProducers: readonly number[];
@@ -200,8 +270,15 @@ export interface Parties {
   readonly liveConsumers: readonly number[];
   /** Consumer entries of processes that died without closing. */
   readonly deadConsumers: number;
-  /** Whether a producer has ever attached (bit 0 of FLAGS). */
+  /** Whether a producer has ever attached. */
   readonly hadProducer: boolean;
+  /** Whether a consumer has taken anything from a lane (the HELLO first): the stream has its receiver. */
+  readonly streamTaken: boolean;
+  /**
+   * Whether another live process holds the handle that created the channel: the end that made it,
+   * which attaches right after (or has stepped back, and closed that handle).
+   */
+  readonly otherCreator: boolean;
 }
 
 /** What Channel.inspect() says of the channel in `shm` (nothing in it is trusted). */
@@ -218,29 +295,68 @@ function readParties(lib: Library, shm: SharedMemory): Parties {
     liveConsumers: consumers.filter((c) => c.alive).map((c) => c.pid),
     deadConsumers: consumers.filter((c) => !c.alive).length,
     hadProducer: found.hadProducer === true,
+    streamTaken: (found.producers ?? []).some((p) => p.takenBytes !== 0),
+    otherCreator: found.creator !== undefined && found.creator.alive && found.creator.pid !== process.pid,
   };
 }
 
 /**
- * Just after this process attached as `role`: whether another end of the same role got in at the same
- * moment (both looked before either attached), so that this one must step back and wait its turn.
+ * Just after this process attached as `role`: whether it must step back and wait its turn, because
+ * another end of the same role got in at the same moment (both looked before either attached), or
+ * because the channel already carries a stream (the look that judged it was older than the attach:
+ * a whole pair may have met and finished meanwhile).
  *
- * Consumers: any other live consumer. A consumer that detaches changes nothing in the stream, so if
- * both see each other, both step back and try again after a random pause. Producers: only a live
- * producer in a lane before ours. Producers detach by closing, and a consumer takes "every producer
- * closed" for the end of the stream, so exactly one of two must stay: the one that attached first,
- * which took the lower lane (both look for a lane from the first one on).
+ * A stream went through the channel when a lane holds or has had records: this end has written or
+ * taken nothing yet, so they are another pair's. A sender never joins such a channel, and a receiver
+ * only a channel whose HELLO no one has taken yet (bytes taken from a lane: another receiver has
+ * the stream).
+ *
+ * Consumers: besides, any other live consumer. A consumer takes its entry with one compare-and-swap
+ * of its pid, so two that attached both see each other; one that detaches changes nothing in the
+ * stream (the sender counts a receiver only once it has taken the HELLO), so both step back and try
+ * again after a random pause.
+ *
+ * Producers: exactly one of two must stay, since producers detach by closing and a consumer takes
+ * "every producer closed" for the end of the stream. The one that stays is the one in the lowest
+ * lane: both look for a lane from the first one on, and a lane is passed over only while another
+ * producer holds it or is taking it. So a producer steps back when a lane below its own is attached
+ * to a live process. A lane below it that `inspect()` shows without a pid, or closed, is being taken
+ * right now (a producer takes a lane by compare-and-swap of its state, then stores its pid, then
+ * marks it attached; until then inspect() lists it without that producer, or as the closed lane of
+ * its previous owner): look again until it is attached, for at most SETTLE_MS. One that never gets
+ * there is a producer that died half-way (or a lane closed since, by the end of an earlier stream):
+ * step back too, which is always safe (the rival stays, or the channel is found abandoned and
+ * replaced); staying could let two senders write into one stream.
  */
-function sameRoleRival(lib: Library, shm: SharedMemory, role: 'producer' | 'consumer', channel: Channel): boolean {
-  const found = inspect(lib, shm);
+async function sameRoleRival(lib: Library, shm: SharedMemory, role: 'producer' | 'consumer', channel: Channel): Promise<boolean> {
   if (role === 'consumer') {
-    const others = (found.consumers ?? []).filter((c) => c.alive);
-    // Ours is among them (this process's pid); more than one live consumer is a rival.
-    return others.length > 1;
+    // Ours is among them (this process's pid); more than one live consumer is a rival. Then, in a
+    // second look (inspect() reads one word after the other, it is no snapshot): bytes taken. In
+    // this order, a receiver attached before us that has left since is seen to have taken them.
+    if ((inspect(lib, shm).consumers ?? []).filter((c) => c.alive).length > 1) return true;
+    return (inspect(lib, shm).producers ?? []).some((p) => p.takenBytes !== 0);
   }
   const mine = channel.lane;
   if (mine === undefined) return false;
-  return (found.producers ?? []).some((p) => p.lane < mine && p.state === 'attached' && p.alive);
+  const settleBy = nowMs() + SETTLE_MS;
+  for (;;) {
+    const producers = inspect(lib, shm).producers ?? [];
+    if (producers.some((p) => p.takenBytes !== 0 || p.queuedBytes !== 0)) return true;
+    const lanes = new Map(producers.map((p) => [p.lane, p]));
+    let settled = true;
+    for (let lane = 0; lane < mine; lane++) {
+      const p = lanes.get(lane);
+      if (p?.state === 'attached') {
+        if (p.alive) return true;
+        // A producer that died attached: no rival.
+      } else {
+        settled = false; // no pid yet, or shown closed: being taken now (or closed since)
+      }
+    }
+    if (settled) return false;
+    if (nowMs() >= settleBy) return true;
+    await sleep(SETTLE_STEP_MS);
+  }
 }
 
 /**
@@ -261,9 +377,10 @@ function headerState(lib: Library, shm: SharedMemory, age: number): HeaderState 
       return { version: found.version ?? 0 };
     case 'uninitialized':
       // Channel.create stores the magic last: before that, its creator is writing the header. Old and
-      // still without its magic: a creator that died while writing it, or zeros.
-      if (age < YOUNG_MS) return 'initializing';
-      return found.partial !== true || found.version !== undefined ? 'abandoned' : 'foreign';
+      // still without its magic: a creator that died while writing it (all zeros, or the header of
+      // this layout version without the magic), or something that is not a channel.
+      if (isYoung(age)) return 'initializing';
+      return found.partial !== true || found.version === LAYOUT_VERSION ? 'abandoned' : 'foreign';
     default:
       return 'foreign';
   }
@@ -272,6 +389,15 @@ function headerState(lib: Library, shm: SharedMemory, age: number): HeaderState 
 /** How long ago a shared memory object was last modified (its size set at creation), in ms. */
 function ageMs(stats: { mtimeMs: number }): number {
   return Date.now() - stats.mtimeMs;
+}
+
+/**
+ * Whether an object last modified `age` ms ago may still be being made by its creator: younger than
+ * YOUNG_MS, and not dated further ahead than that (a time set in the future is no creation under way,
+ * and must not make an end wait for ever).
+ */
+function isYoung(age: number): boolean {
+  return age < YOUNG_MS && age > -YOUNG_MS;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -334,9 +460,14 @@ export class PipeEnd {
     return fstatSync(this.shm.fd).uid === effectiveUid();
   }
 
-  /** Whether a receiver has taken the first message (the HELLO) of this channel: its head has moved. */
+  /**
+   * Whether a receiver has taken the first message (the HELLO) of this producer's channel: consumers
+   * have taken bytes from its lane (the HELLO is the lane's first record: a producer steps back from
+   * a channel where any lane holds or has had records, see {@link sameRoleRival}).
+   */
   helloTaken(): boolean {
-    return (inspect(this.#lib, this.shm).producers ?? []).some((p) => p.takenBytes !== 0);
+    const lane = this.channel.lane;
+    return (inspect(this.#lib, this.shm).producers ?? []).some((p) => p.lane === lane && p.takenBytes !== 0);
   }
 
   /** Who is attached now. */
@@ -362,13 +493,15 @@ type Verdict = 'join' | 'busy' | 'stale';
  * free (an earlier pair still uses it), or may replace it (nobody alive uses it any more).
  */
 function judge(role: 'producer' | 'consumer', p: Parties, ageMsNow: number): Verdict {
-  const young = ageMsNow < YOUNG_MS;
+  const young = isYoung(ageMsNow);
   if (role === 'consumer') {
     if (p.liveConsumers.length > 0) return 'busy'; // another receiver
     if (p.hadProducer) {
       if (p.liveProducers.length === 0) return 'stale'; // the sender died (or finished for a receiver that died)
-      // A live sender whose receiver died: the sender notices, fails and removes the name.
-      return p.deadConsumers > 0 ? 'busy' : 'join';
+      // A live sender whose receiver died: the sender notices, fails and removes the name. One whose
+      // receiver has taken the stream and finished: the sender is about to exit (the name is gone
+      // already, or goes with it).
+      return p.deadConsumers > 0 || p.streamTaken ? 'busy' : 'join';
     }
     if (p.deadConsumers > 0) return 'stale'; // a receiver died waiting for its sender
     return young ? 'join' : 'stale'; // no one yet: its creator is about to attach, or died before
@@ -445,20 +578,33 @@ export function nowMs(): number {
 /**
  * Create the channel at the name, or open and join the one there, and attach this end to it (see the
  * module's comment for the rules). Throws {@link Failure} for system errors, a name held by something
- * that is not a channel, and a deadline passed while an earlier pair holds the name.
+ * that is not a channel, and a deadline passed while an earlier pair holds the name (or its creator
+ * is still making it).
  */
 export async function openPipe(lib: Library, { role, options, deadline }: OpenPipeOptions): Promise<PipeEnd> {
   const { Channel, SharedMemory } = lib;
   const { name, canonical } = options;
-  const geometry = {
-    capacity: options.capacity,
-    maxMessageSize: options.messageSize,
-    maxProducers: TABLE_ENTRIES,
-    maxConsumers: TABLE_ENTRIES,
-  };
+  const geometry = channelGeometry(options.capacity, options.messageSize);
   const size = Channel.byteLength(geometry);
   const same = role === 'producer' ? 'sender' : 'receiver';
+  const waited = (): string => `waited ${options.timeoutMs ?? 0} ms`;
+  /**
+   * Sleep before the next round, or fail with `why` once the deadline (plus `grace`) has passed: every
+   * round that waits for something goes through here, so none can spin or outlast --timeout.
+   */
+  const pause = async (ms: number, why: () => string, grace = 0): Promise<void> => {
+    if (deadline !== undefined && nowMs() >= deadline + grace) throw new Failure(why());
+    await sleep(deadline === undefined ? ms : Math.max(1, Math.min(ms, deadline + grace - nowMs())));
+  };
+  const stepBack = (): Promise<void> => sleep(STEP_BACK_MIN_MS + Math.random() * STEP_BACK_SPREAD_MS);
+  const initializing = (): string => `${quote(name)} is still being made by another send or recv (${waited()})`;
+  // Rounds in a row that did not sleep (a take-over, a name removed meanwhile): see QUICK_ROUNDS.
+  let quick = 0;
   for (;;) {
+    if (quick++ >= QUICK_ROUNDS) {
+      await pause(INIT_RETRY_MS, () => `${quote(name)} keeps changing under this ${same} (${waited()})`);
+      quick = 0;
+    }
     // 1. Create it, exclusively: of two ends that start together, one creates and one opens.
     let shm: SharedMemory | undefined;
     try {
@@ -483,11 +629,12 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
         }
         throw new Failure(`cannot create channel ${quote(name)}: ${reason(error)}`);
       }
-      if (!sameRoleRival(lib, shm, role, channel)) return new PipeEnd(lib, channel, shm, canonical, true);
+      if (!(await sameRoleRival(lib, shm, role, channel))) return new PipeEnd(lib, channel, shm, canonical, true);
       // Another end of this role joined at the same moment: step back (the channel stays), try again.
       channel.close();
       shm.close();
-      await sleep(STEP_BACK_MIN_MS + Math.random() * STEP_BACK_SPREAD_MS);
+      await stepBack();
+      quick = 0;
       continue;
     }
 
@@ -501,8 +648,11 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
       if (code === 'ERR_MMAP_EMPTY_FILE') {
         // Its creator has not sized it yet, or died before it could.
         const st = statSync(`${SHM_DIR}${canonical}`, { throwIfNoEntry: false });
-        if (st !== undefined && st.size === 0 && ageMs(st) >= YOUNG_MS) takeOver(options, st);
-        else await sleep(INIT_RETRY_MS);
+        if (st !== undefined && st.size === 0 && !isYoung(ageMs(st))) takeOver(options, st);
+        else {
+          await pause(INIT_RETRY_MS, initializing, INIT_GRACE_MS);
+          quick = 0;
+        }
         continue;
       }
       const owner = code === 'EACCES' ? describeName(`${SHM_DIR}${canonical}`) : '';
@@ -527,7 +677,8 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
       throw new Failure(`cannot use channel ${quote(name)}: it was made by another version of mmapkit (channel layout version ${state.version})`);
     } else if (state === 'initializing') {
       shm.close();
-      await sleep(INIT_RETRY_MS);
+      await pause(INIT_RETRY_MS, initializing, INIT_GRACE_MS);
+      quick = 0;
       continue;
     } else if (state === 'abandoned') {
       verdict = 'stale';
@@ -549,20 +700,30 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
           shm.close();
           throw new Failure(`cannot use channel ${quote(name)}: its messages are too small (${channel.maxMessageSize} bytes) for mmapkit send/recv`);
         }
+        let attached = true;
         try {
           channel.attach(role);
         } catch (error) {
+          // Every lane (consumer entry) taken: more ends of this role than the channel has room for
+          // are racing for it; wait as for one that holds it.
+          if (errorCode(error) !== 'ERR_MMAP_CHANNEL_FULL') {
+            channel.close();
+            shm.close();
+            throw new Failure(`cannot attach to channel ${quote(name)}: ${reason(error)}`);
+          }
+          attached = false;
+          verdict = 'busy';
+        }
+        if (attached) {
+          if (!(await sameRoleRival(lib, shm, role, channel))) return new PipeEnd(lib, channel, shm, canonical, false);
           channel.close();
           shm.close();
-          throw new Failure(`cannot attach to channel ${quote(name)}: ${reason(error)}`);
+          await stepBack();
+          quick = 0;
+          continue;
         }
-        if (!sameRoleRival(lib, shm, role, channel)) return new PipeEnd(lib, channel, shm, canonical, false);
-        channel.close();
-        shm.close();
-        await sleep(STEP_BACK_MIN_MS + Math.random() * STEP_BACK_SPREAD_MS);
-        continue;
       }
-      channel?.close(); // never attached: closing it changes nothing in the channel
+      channel?.close(); // not attached: closing it changes nothing in the channel
     }
 
     if (verdict === 'stale') {
@@ -574,10 +735,8 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
     }
     // busy: an earlier pair (or another end like this one) holds the name; wait for it to be free.
     shm.close();
-    if (deadline !== undefined && nowMs() >= deadline) {
-      throw new Failure(`${quote(name)} is still in use by another ${same} or an earlier send/recv pair (waited ${options.timeoutMs ?? 0} ms)`);
-    }
-    await sleep(deadline === undefined ? BUSY_RETRY_MS : Math.max(1, Math.min(BUSY_RETRY_MS, deadline - nowMs())));
+    await pause(BUSY_RETRY_MS, () => `${quote(name)} is still in use by another ${same} or an earlier send/recv pair (${waited()})`);
+    quick = 0;
   }
 }
 
@@ -600,12 +759,18 @@ function createName(lib: Library, options: PipeOptions, size: number): SharedMem
  * sized). Another end may have done the same and made a fresh channel under the name meanwhile: a
  * plain unlink by name could remove that one, leaving both ends to wait alone. So the name is first
  * renamed aside (atomic: whatever object it names at that instant moves), and only the judged object
- * is removed; anything else is linked back. One of another user (a group-shared name) may not be ours
- * to move (/dev/shm is sticky): say so, instead of finding it abandoned again and again.
+ * is removed; anything else is linked back. Nothing is moved at all when the name no longer leads to
+ * the judged object. One of another user (a group-shared name) may not be ours to move (/dev/shm is
+ * sticky): say so, instead of finding it abandoned again and again.
  */
 function takeOver(options: PipeOptions, judged: { dev: number; ino: number }): void {
   const path = `${SHM_DIR}${options.canonical}`;
   const aside = `${path}.takeover-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  // The name may have moved on since the object was judged (its pair met and removed it, another end
+  // took it over and made a fresh channel): then there is nothing to take over, and the rename would
+  // only move a fresh channel aside.
+  const now = statSync(path, { throwIfNoEntry: false });
+  if (now === undefined || now.dev !== judged.dev || now.ino !== judged.ino) return;
   try {
     renameSync(path, aside);
     const st = statSync(aside, { throwIfNoEntry: false });
@@ -614,7 +779,8 @@ function takeOver(options: PipeOptions, judged: { dev: number; ino: number }): v
       try {
         linkSync(aside, path);
       } catch {
-        // EEXIST: a third object holds the name now; the fresh one's creator will time out alone
+        // EEXIST: a third object holds the name now. The fresh one's creator finds its name gone: a
+        // receiver that no sender has reached yet starts again (recv.ts), a sender fails.
       }
     }
     unlinkSync(aside);

@@ -9,7 +9,7 @@
  * is written with blocking `write()` calls: Node puts a pipe or socket there in non-blocking mode when
  * it makes `process.stdout`, and {@link blockingStdout} puts it back in blocking mode (as the shell
  * made it). Should a `write()` still find it non-blocking and full (EAGAIN), the rest goes through
- * `process.stdout`, and the slot is released once it has been written. Either way a slow reader of
+ * `process.stdout`, and the message is released once it has been written. Either way a slow reader of
  * standard output slows the receiver, and backpressure reaches the sender as a full channel.
  *
  * A closed standard output (EPIPE: `mmapkit recv jobs | head`) ends the receiver quietly with exit
@@ -22,7 +22,14 @@ import type { Command, CommandContext } from './command.js';
 import { EXIT_CLOSED_OUTPUT, Failure, errorCode, quote, reason } from './messages.js';
 import { HELLO, NAME_OWNERSHIP_HELP, PIPE_OPTIONS, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
 
-/** Exit code when standard output is closed: 128 + SIGPIPE, what a shell reports for `cat` there. */
+/** While waiting for a sender, look this often whether the channel still has its name. */
+const ORPHAN_CHECK_MS = 250;
+/** Shortest wait for the HELLO at a time (ms). */
+const MIN_SLICE_MS = 10;
+/** How long past --timeout a sender that is there may take to send the HELLO (ms; see receiveHello). */
+const SENDER_GRACE_MS = 1000;
+/** Ends of the stream seen with a live sender attached that are looked past (see receiveHello). */
+const SPURIOUS_ENDS = 3;
 
 /** Standard output was closed by its reader. */
 class OutputClosed extends Error {}
@@ -66,7 +73,24 @@ async function runRecv(ctx: CommandContext): Promise<number> {
   const options = await parsePipeOptions('recv', name, ctx.values);
   const lib = await import('../index.js');
   const deadline = options.timeoutMs === undefined ? undefined : nowMs() + options.timeoutMs;
-  const end = await openPipe(lib, { role: 'consumer', options, deadline });
+  let end: PipeEnd;
+  for (;;) {
+    end = await openPipe(lib, { role: 'consumer', options, deadline });
+    let met: boolean;
+    try {
+      met = receiveHello(end, options, deadline);
+    } catch (error) {
+      try {
+        end.removeName();
+      } finally {
+        end.close();
+      }
+      throw error;
+    }
+    if (met) break;
+    // No sender can find this channel any more: meet again under the name.
+    end.close();
+  }
   const cleanUp = (): void => {
     try {
       end.removeName();
@@ -75,7 +99,6 @@ async function runRecv(ctx: CommandContext): Promise<number> {
     }
   };
   try {
-    receiveHello(end, options, deadline);
     // Both ends are attached: the name is no longer needed, and the next pair may use it.
     end.removeName();
     blockingStdout();
@@ -89,20 +112,44 @@ async function runRecv(ctx: CommandContext): Promise<number> {
   return 0;
 }
 
-/** Wait for the sender's first message (until the deadline) and check that it is the HELLO. */
-function receiveHello(end: PipeEnd, options: PipeOptions, deadline: number | undefined): void {
+/**
+ * Wait for the sender's first message (until the deadline) and check that it is the HELLO: true.
+ * False when the channel has lost its name before any sender attached (no sender can find it: meet
+ * again), which is looked at every {@link ORPHAN_CHECK_MS} ms meanwhile.
+ */
+function receiveHello(end: PipeEnd, options: PipeOptions, deadline: number | undefined): boolean {
   const name = quote(options.name);
   let first: Buffer | null;
-  try {
-    first = end.channel.receive(deadline === undefined ? undefined : { timeout: Math.max(0, deadline - nowMs()) });
-  } catch (error) {
-    if (errorCode(error) === 'ERR_MMAP_CHANNEL_TIMEOUT') throw new Failure(`no sender for ${name} within ${options.timeoutMs ?? 0} ms`);
-    throw new Failure(`error receiving from channel ${name}: ${reason(error)}`);
+  let ends = 0;
+  for (;;) {
+    // Up to the deadline, and in short slices past it (the grace below), never 0: no busy loop.
+    const slice = deadline === undefined ? ORPHAN_CHECK_MS : Math.max(MIN_SLICE_MS, Math.min(ORPHAN_CHECK_MS, deadline - nowMs()));
+    try {
+      first = end.channel.receive({ timeout: slice });
+      // An end of the stream while a sender is attached and alive is none: the channel's check can
+      // report one while a producer is attaching at that very moment (it reads which lanes are in
+      // use before whether a producer ever attached). Look again, a few times at most (a channel
+      // whose memory says otherwise would end it every time).
+      if (first !== null || ++ends > SPURIOUS_ENDS || end.parties().liveProducers.length === 0) break;
+      continue;
+    } catch (error) {
+      if (errorCode(error) !== 'ERR_MMAP_CHANNEL_TIMEOUT') throw new Failure(`error receiving from channel ${name}: ${reason(error)}`);
+    }
+    if (deadline !== undefined && nowMs() >= deadline) {
+      // A sender attached, or one that made the channel (it attaches right after), is about to send
+      // the HELLO: SENDER_GRACE_MS more, so that `--timeout 0` works with a sender already there.
+      const parties = end.parties();
+      const here = parties.liveProducers.length > 0 || parties.otherCreator;
+      if (!here || nowMs() >= deadline + SENDER_GRACE_MS) throw new Failure(`no sender for ${name} within ${options.timeoutMs ?? 0} ms`);
+    }
+    // In this order: a sender that attached before the name was gone is seen.
+    if (!end.nameLeadsHere() && !end.parties().hadProducer) return false;
   }
   if (first === null) throw new Failure(`the sender of ${name} stopped before sending anything`);
   if (!first.equals(HELLO)) {
     throw new Failure(`channel ${name} does not carry a stream of mmapkit send (or an earlier receiver read its beginning)`);
   }
+  return true;
 }
 
 /**
