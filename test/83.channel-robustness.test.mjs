@@ -850,8 +850,9 @@ test('a lane whose WRITE position a peer moved ahead carries on once a consumer 
     const outcomes = [];
     let through = false;
     for (let k = 0; k < 5 && !through; k++) {
-      const m = Buffer.alloc(100);
-      f.encodeInto(m, 0, seq++);
+      // Exactly the encoded message (its length comes from the format), not the whole buffer.
+      const whole = Buffer.alloc(100);
+      const m = whole.subarray(0, f.encodeInto(whole, 0, seq++));
       try {
         p.send(m, 50);
         outcomes.push('sent');

@@ -12,7 +12,7 @@ import { type Word, notifyWord } from '../wait.js';
 import { CHANNEL, FLAG_PRODUCER_DIED, type Geometry, laneControl } from './layout.js';
 import { type ConsumerSeat, EndCheck, attachConsumer, attachProducer, closeConsumer, closeProducer } from './parties.js';
 import { HeldLanes } from './repair.js';
-import { LaneReader, LaneWriter } from './ring.js';
+import { LaneReader, LaneWriter, TSO } from './ring.js';
 import { alignedBase, releaseOwned, words } from './target.js';
 import { type SleepSite, type Strategy, deadlineOf, timedOut } from './waiting.js';
 
@@ -209,7 +209,8 @@ export class ChannelCore {
    * before sleeping: one of the two sees the other.)
    */
   wakeConsumers(n: number): void {
-    if (Atomics.load(this.i32, CONSUMER_SLEEPERS) > 0) {
+    // After the seq_cst store of LANE_WRITE: a plain load on x86 (see TSO in ring.ts).
+    if ((TSO ? this.i32[CONSUMER_SLEEPERS]! : Atomics.load(this.i32, CONSUMER_SLEEPERS)) > 0) {
       // seq_cst add: changes the word a sleeper read before it looked, so FUTEX_WAIT returns at once.
       Atomics.add(this.i32, NOT_EMPTY, 1);
       notifyWord(this.notEmpty, n);

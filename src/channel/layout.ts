@@ -205,7 +205,7 @@ export function readGeometry(m: Mapping): Geometry {
   const h = m.view(0, CHANNEL.CONTROL_END);
   const { version, headerSize, totalSize } = readHeader(h, new Int32Array(h.buffer, h.byteOffset, CHANNEL.CONTROL_END >>> 2), MAGIC, 'channel');
   if (version !== VERSION) {
-    const old = version === 1 || version === 2 ? ' (a channel made by mmapkit before lanes: create it anew with this version, and update every peer)' : '';
+    const old = version === 1 || version === 2 ? ' (a channel made by mmapkit before lanes: once no process uses it, remove it, create it anew with this version, and update every peer)' : '';
     throw mmapkitError('ERR_MMAP_BAD_HEADER', `Channel layout version ${version}; this library reads version ${VERSION} only${old}`);
   }
   if (headerSize !== CHANNEL.HEADER_END) throw mmapkitError('ERR_MMAP_BAD_HEADER', `Corrupt channel header: header size ${headerSize}, expected ${CHANNEL.HEADER_END}`);

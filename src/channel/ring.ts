@@ -24,6 +24,14 @@ const READER = CHANNEL.LANE_READER >>> 2;
 const HEADER = CHANNEL.RECORD_HEADER;
 const LANE_WORDS = CHANNEL.LANE_CONTROL >>> 2;
 const WAITING = CHANNEL.LANE_PRODUCER_WAITING >>> 2;
+/**
+ * x86-64 orders memory for us: every load is an acquire, and a seq_cst store (Atomics.store is an
+ * xchg there, a full barrier) is never passed by a later load. So on x86 the loads below that only
+ * need those orders are plain typed-array loads (V8 does not move one across a call of an Atomics
+ * builtin). Elsewhere (arm64: a plain load may pass an earlier release store) they are Atomics.load.
+ * Each Atomics call is a builtin call of about 10 ns on memory that is not a SharedArrayBuffer.
+ */
+const TSO = process.arch === 'x64' || process.arch === 'ia32';
 const CONSUMER_SLEEPERS = CHANNEL.CONSUMER_SLEEPERS >>> 2;
 
 export function corrupt(what: string): MmapkitError {
@@ -31,6 +39,8 @@ export function corrupt(what: string): MmapkitError {
 }
 
 /** The producer's side of its lane. One per producer handle; only it writes the ring and LANE_WRITE. */
+export { TSO };
+
 export class LaneWriter {
   readonly lane: number;
   private readonly i32: Int32Array;
@@ -241,8 +251,11 @@ export class LaneReader {
   }
 
   /** Lanes that producers have used: the only ones that can hold records. */
-  lanesUsed(): number {
-    const n = Atomics.load(this.i32, CHANNEL.LANES_USED >>> 2);
+  lanesUsed(seqCst = true): number {
+    // lock() passes false: a plain load (it only grows, and a lane not shown yet is found by the next
+    // look). The looks of the sleep path (ready(), empty()) keep the seq_cst load, which the
+    // no-lost-wake-up argument of "Sleeping" needs on every architecture.
+    const n = seqCst ? Atomics.load(this.i32, CHANNEL.LANES_USED >>> 2) : this.i32[CHANNEL.LANES_USED >>> 2]!;
     // Never trust it past the validated table size.
     return n > 0 ? (n < this.maxLanes ? n : this.maxLanes) : 0;
   }
@@ -250,7 +263,7 @@ export class LaneReader {
   /** Lock the next lane (in turn) with unread records that no one holds; false when there is none. */
   lock(): boolean {
     const i32 = this.i32;
-    const used = this.lanesUsed();
+    const used = this.lanesUsed(false);
     this.sawHeld = false;
     let lane = this.start < used ? this.start : 0;
     for (let k = 0; k < used; k++, lane = lane + 1 < used ? lane + 1 : 0) {
@@ -259,7 +272,7 @@ export class LaneReader {
       // Atomics (it publishes the records); LANE_READ and LANE_READER only decide whether to try: plain
       // loads (each Atomics call is a builtin call of about 10 ns on memory that is not a
       // SharedArrayBuffer, and the compare-and-swap below settles the race anyway).
-      const w0 = Atomics.load(i32, ctl + WRITE);
+      const w0 = TSO ? i32[ctl + WRITE]! : Atomics.load(i32, ctl + WRITE);
       if (w0 === i32[ctl + READ]) continue;
       if (i32[ctl + READER] !== 0) {
         this.sawHeld = true;
@@ -360,12 +373,12 @@ export class LaneReader {
     // The producer waits for room: wake it once a quarter of the lane (or all of it) is free, not
     // for every record taken (a producer and a consumer that wake each other per message spend
     // their time in futex calls).
-    if (Atomics.load(i32, ctl + WAITING) !== 0) {
+    if ((TSO ? i32[ctl + WAITING]! : Atomics.load(i32, ctl + WAITING)) !== 0) {
       const queued = (Atomics.load(i32, ctl + WRITE) - r) | 0;
       // seq_cst exchange: of the consumers that free room meanwhile, one clears the flag and wakes.
       if (queued <= this.size - (this.size >>> 2) && Atomics.exchange(i32, ctl + WAITING, 0) !== 0) this.wake.producer(lane);
     }
-    if (Atomics.load(i32, CONSUMER_SLEEPERS) > 0 && Atomics.load(i32, ctl + WRITE) !== r) this.wake.consumer();
+    if ((TSO ? i32[CONSUMER_SLEEPERS]! : Atomics.load(i32, CONSUMER_SLEEPERS)) > 0 && Atomics.load(i32, ctl + WRITE) !== r) this.wake.consumer();
   }
 
   /** Whether some lane has unread records that no one holds (a cheap look for spin loops). */

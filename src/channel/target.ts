@@ -15,6 +15,8 @@ import { CHANNEL, FLAG_HAD_PRODUCER, FLAG_PRODUCER_DIED, type Geometry, MAGIC, V
 import { type ConsumerReport, type ProducerReport, inspectParties, liveParties } from './parties.js';
 
 const PID = process.pid;
+/** Layout versions of earlier mmapkit (slots, no lanes): create() never resets one of them. */
+const OLD_VERSIONS: readonly number[] = [1, 2];
 
 /** Where a channel lives: a file path, shared memory, a shared mapping, or `{ name }` (named shm). */
 export type ChannelTarget = string | { name: string } | SharedMemory | Mapping;
@@ -131,10 +133,10 @@ export function refuseLiveFile(path: string): void {
  * must not unpublish the winner's channel.
  */
 function claimCreator(m: Mapping, i32: Int32Array): void {
-  // A channel of another layout version (1 and 2 had no lanes): its parties are not in our tables and
+  // A channel of an earlier layout version (1 and 2 had no lanes): its parties are not in our tables and
   // its word at CREATOR means something else. Never reset it: its users cannot be seen from here.
   const view = m.view(0, CHANNEL.CONTROL_END);
-  if (Atomics.load(i32, CHANNEL.MAGIC >>> 2) >>> 0 === MAGIC && view.readUInt16LE(CHANNEL.VERSION) !== VERSION) {
+  if (Atomics.load(i32, CHANNEL.MAGIC >>> 2) >>> 0 === MAGIC && OLD_VERSIONS.includes(view.readUInt16LE(CHANNEL.VERSION))) {
     throw mmapkitError(
       'ERR_MMAP_CHANNEL_IN_USE',
       `The memory holds a channel of layout version ${view.readUInt16LE(CHANNEL.VERSION)} (this version makes ${VERSION}), whose users this version cannot see: ` +

@@ -28,8 +28,6 @@ const ORPHAN_CHECK_MS = 250;
 const MIN_SLICE_MS = 10;
 /** How long past --timeout a sender that is there may take to send the HELLO (ms; see receiveHello). */
 const SENDER_GRACE_MS = 1000;
-/** Ends of the stream seen with a live sender attached that are looked past (see receiveHello). */
-const SPURIOUS_ENDS = 3;
 
 /** Standard output was closed by its reader. */
 class OutputClosed extends Error {}
@@ -120,18 +118,12 @@ async function runRecv(ctx: CommandContext): Promise<number> {
 function receiveHello(end: PipeEnd, options: PipeOptions, deadline: number | undefined): boolean {
   const name = quote(options.name);
   let first: Buffer | null;
-  let ends = 0;
   for (;;) {
     // Up to the deadline, and in short slices past it (the grace below), never 0: no busy loop.
     const slice = deadline === undefined ? ORPHAN_CHECK_MS : Math.max(MIN_SLICE_MS, Math.min(ORPHAN_CHECK_MS, deadline - nowMs()));
     try {
       first = end.channel.receive({ timeout: slice });
-      // An end of the stream while a sender is attached and alive is none: the channel's check can
-      // report one while a producer is attaching at that very moment (it reads which lanes are in
-      // use before whether a producer ever attached). Look again, a few times at most (a channel
-      // whose memory says otherwise would end it every time).
-      if (first !== null || ++ends > SPURIOUS_ENDS || end.parties().liveProducers.length === 0) break;
-      continue;
+      break;
     } catch (error) {
       if (errorCode(error) !== 'ERR_MMAP_CHANNEL_TIMEOUT') throw new Failure(`error receiving from channel ${name}: ${reason(error)}`);
     }
