@@ -28,7 +28,6 @@ const NOT_EMPTY = CHANNEL.NOT_EMPTY >>> 2;
 const CONSUMER_SLEEPERS = CHANNEL.CONSUMER_SLEEPERS >>> 2;
 const LANE_NOT_FULL = CHANNEL.LANE_NOT_FULL >>> 2;
 const LANE_WAITING = CHANNEL.LANE_PRODUCER_WAITING >>> 2;
-const LANE_WRITE = CHANNEL.LANE_WRITE >>> 2;
 /**
  * Looks at the lanes (no clock, no system call) before a wait does anything costlier: a message or
  * room that comes within a microsecond or two is taken at once, and a stream that keeps coming never

@@ -156,11 +156,6 @@ export class LaneWriter {
     return true;
   }
 
-  /** Whether records were appended since the last publish. */
-  get pending(): boolean {
-    return this.w !== this.published;
-  }
-
   /** Publish every record appended so far. */
   publish(): void {
     if (this.w === this.published) return;
@@ -198,7 +193,6 @@ export interface Wakers {
  */
 export class LaneReader {
   private readonly i32: Int32Array;
-  private readonly g: Geometry;
   private readonly wake: Wakers;
   /** i32 index of lane 0's control block, byte offset of lane 0's ring, lanes in the channel. */
   private readonly lanesBase: number;
@@ -240,7 +234,6 @@ export class LaneReader {
       this.sawHeld = i === 1;
     }
     this.i32 = i32;
-    this.g = g;
     this.wake = wake;
     this.lanesBase = g.lanesOffset >>> 2;
     this.ringsOffset = g.ringsOffset;
