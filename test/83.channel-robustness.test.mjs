@@ -111,6 +111,19 @@ function start(t, args, options, { timeout = 60_000 } = {}) {
 }
 
 /** Busy-wait (the event loop does not run) until cond() holds; fail after ms. */
+/**
+ * Wait until `child` holds a producer lane of the channel in `shm`. Without `producers`, a consumer
+ * sees the end of the stream once every producer that attached is gone: a producer whose start-up is
+ * slow (a loaded machine) must be attached before the others can die.
+ */
+async function attached(shm, child, what) {
+  for (const until = Date.now() + 30_000; ;) {
+    if ((Channel.inspect(shm).producers ?? []).some((p) => p.pid === child.child.pid && p.state === 'attached')) return;
+    assert.ok(Date.now() < until, `${what} attached within 30 s`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 function spinUntil(cond, ms, what) {
   const end = performance.now() + ms;
   while (!cond()) if (performance.now() > end) throw new Error(`${what}: not within ${ms} ms`);
@@ -383,6 +396,7 @@ test('producers killed (SIGKILL) in the middle of 1 MiB messages, at random mome
   const marks = wordsOf(marksShm);
   const f = fmt(SMALL, SIZE - HDR, 1);
   const steady = start(t, ['steady', 0, SMALL], childOptions({ ch: shm }));
+  await attached(shm, steady, 'the steady producer');
   const consumer = start(t, ['consume', SMALL, SIZE], childOptions({ ch: shm }), { timeout: 100_000 });
   const rng = xorshift(0x1ee7);
   const expected = {};
@@ -444,6 +458,7 @@ test('producers killed (SIGKILL) in the middle of sendMany batches of small mess
   const marks = wordsOf(marksShm);
   const f = fmt(PAYLOAD);
   const steady = start(t, ['steady', 0, PAYLOAD], childOptions({ ch: shm }));
+  await attached(shm, steady, 'the steady producer');
   const consumer = start(t, ['consume', PAYLOAD, 0], childOptions({ ch: shm }), { timeout: 100_000 });
   const rng = xorshift(0xba7c);
   const expected = {};
