@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Channel, CHANNEL, SharedMemory, map, mapAnonymous } from '../dist/index.js';
-import { tempDir, throwsCode } from './helpers.mjs';
+import { shmName, tempDir, throwsCode } from './helpers.mjs';
 import { encode, startChild, verify, xorshift } from './fixtures/channel-child.mjs';
 
 /** Every test has a time limit (async waits such as `for await` and streams have none of their own). */
@@ -23,15 +23,6 @@ const uniq = (tag) => `mmapkit-test-ch-${tag}-${process.pid}-${Math.random().toS
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A fresh /dev/shm name, unlinked when the test ends (whether it passed or not). */
-function shmName(t, tag) {
-  const name = uniq(tag);
-  t.after(() => {
-    try {
-      SharedMemory.unlink(name);
-    } catch {}
-  });
-  return name;
-}
 
 /** Anonymous shared memory sized for a channel, closed when the test ends. */
 function anon(t, options) {

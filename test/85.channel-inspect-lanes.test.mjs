@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Channel, CHANNEL, SharedMemory, map, mapAnonymous } from '../dist/index.js';
-import { tempDir, throwsCode } from './helpers.mjs';
+import { shmName, tempDir, throwsCode } from './helpers.mjs';
 import { startChild } from './fixtures/channel-child.mjs';
 
 /** Every test has a time limit (async waits have none of their own). */
@@ -24,16 +24,6 @@ function anon(t, options) {
   return shm;
 }
 
-/** A fresh /dev/shm name, unlinked when the test ends. */
-function shmName(t, tag) {
-  const name = uniq(tag);
-  t.after(() => {
-    try {
-      SharedMemory.unlink(name);
-    } catch {}
-  });
-  return name;
-}
 
 /** Bytes a message of n bytes takes in a lane: record(n) of docs/channel-layout.md. */
 const recordOf = (n) => (CHANNEL.RECORD_HEADER + n + 7) & ~7;

@@ -278,3 +278,13 @@ export function userName(uid) {
   const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.split(':')[2] === String(uid));
   return line?.split(':')[0];
 }
+
+/**
+ * A fresh name for named shared memory (`mmapkit-test-TAG-PID-RANDOM`), removed when test `t` ends
+ * (on Linux, shm_unlink(name) removes /dev/shm/name: no need to load the library here).
+ */
+export function shmName(t, tag) {
+  const name = `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  t.after(() => rmSync(`/dev/shm/${name}`, { force: true }));
+  return name;
+}
