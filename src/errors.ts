@@ -42,7 +42,12 @@ export type MmapkitErrorCode =
   | 'ERR_MMAP_CHANNEL_TIMEOUT'
   | 'ERR_MMAP_CHANNEL_FULL'
   | 'ERR_MMAP_TOO_MANY_MAPPINGS'
-  | 'ERR_MMAP_CHANNEL_IN_USE';
+  | 'ERR_MMAP_CHANNEL_IN_USE'
+  | 'ERR_MMAP_TOPIC_CORRUPT'
+  | 'ERR_MMAP_TOPIC_TIMEOUT'
+  | 'ERR_MMAP_TOPIC_FULL'
+  | 'ERR_MMAP_TOPIC_IN_USE'
+  | 'ERR_MMAP_TOPIC_LAPPED';
 
 /** An error raised by mmapkit itself (not by the kernel, not an argument error). */
 export class MmapkitError extends Error {

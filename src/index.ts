@@ -51,3 +51,18 @@ export {
   type WaitStrategy,
 } from './channel/channel.js';
 export { type ProducerReport, type ConsumerReport } from './channel/parties.js';
+export {
+  Topic,
+  Subscription,
+  type TopicCreateOptions,
+  type TopicOpenOptions,
+  type SubscribeOptions,
+  type TopicReservation,
+  type TopicDrainHandler,
+  type TopicEndReason,
+  type TopicInspection,
+  type TopicPolicy,
+} from './topic/topic.js';
+export { TOPIC } from './topic/layout.js';
+export { type PublisherReport, type SubscriberReport } from './topic/parties.js';
+export { type SharedTarget } from './target.js';

@@ -28,8 +28,9 @@ import {
 import { type ChannelEndReason, ChannelCore } from './core.js';
 import { CHANNEL, GEOMETRY_OPTIONS, type Geometry, laneCapacity, parseExpectedProducers, parseGeometry, readGeometry } from './layout.js';
 import { queuedMessages } from './ring.js';
-import { parseReadableOptions, parseWritableOptions, readableOf, writableOf } from './streams.js';
-import { type ChannelInspection, type ChannelTarget, initChannel, inspectMemory, isNameTarget, refuseLiveFile, releaseOwned, resolveTarget } from './target.js';
+import { messageIterator, parseReadableOptions, parseWritableOptions, readableOf, writableOf } from './streams.js';
+import { ownershipOf, releaseOwned, resolveTarget } from '../target.js';
+import { type ChannelInspection, type ChannelTarget, initChannel, inspectMemory, refuseLiveFile } from './target.js';
 import { type ChannelWaitOptions, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, yieldDue, yieldToLoop } from './waiting.js';
 import { type InPlaceMessage, type Reservation, receiveInPlace, reserve } from './zerocopy.js';
 
@@ -482,29 +483,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
    * (`break`, `return`, an exception) does not close the channel and takes nothing more.
    */
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    // A plain iterator over receiveAsync (not an async generator: one promise per message, not three).
-    let done = false;
-    const finished: IteratorReturnResult<undefined> = { done: true, value: undefined };
-    return {
-      next: (): Promise<IteratorResult<Buffer>> => {
-        if (done) return Promise.resolve(finished);
-        return this.receiveAsync().then(
-          (value) => {
-            if (value !== null) return { done: false, value };
-            done = true;
-            return finished;
-          },
-          (err: unknown) => {
-            done = true;
-            throw err;
-          },
-        );
-      },
-      return: (): Promise<IteratorResult<Buffer>> => {
-        done = true;
-        return Promise.resolve(finished);
-      },
-    };
+    return messageIterator(this);
   }
 
   /**
@@ -520,17 +499,6 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   [Symbol.dispose](): void {
     this.close();
   }
-}
-
-/** The ownership options of open()/inspect(), which apply to a `{ name }` target only. */
-function ownershipOf(o: Partial<Record<string, unknown>>, target: unknown): OwnershipOptions {
-  const ownership: OwnershipOptions = {};
-  for (const key of OWNERSHIP_OPTIONS) {
-    if (o[key] === undefined) continue;
-    if (!isNameTarget(target)) throw invalidArgValue(`options.${key}`, o[key], 'applies only to a { name } target (named shared memory)');
-    Object.assign(ownership, { [key]: o[key] });
-  }
-  return ownership;
 }
 
 export { CHANNEL, type ChannelEndReason, type ChannelInspection, type ChannelTarget, type ChannelWaitOptions, type DrainHandler, type InPlaceMessage, type LengthsArray, type Reservation, type WaitStrategy };

@@ -12,8 +12,9 @@ import { type Word, notifyWord } from '../wait.js';
 import { CHANNEL, FLAG_PRODUCER_DIED, type Geometry, laneControl } from './layout.js';
 import { type ConsumerSeat, EndCheck, attachConsumer, attachProducer, closeConsumer, closeProducer } from './parties.js';
 import { HeldLanes } from './repair.js';
+import { copyOut } from '../copy.js';
 import { LaneReader, LaneWriter, TSO } from './ring.js';
-import { alignedBase, releaseOwned, words } from './target.js';
+import { alignedBase, releaseOwned, words } from '../target.js';
 import { type SleepSite, type Strategy, deadlineOf, timedOut } from './waiting.js';
 
 /**
@@ -51,9 +52,6 @@ const QUICK_PROBE = 16;
   const ab = new ArrayBuffer(0);
   structuredClone(ab, { transfer: [ab] });
 }
-
-/** The Buffer pool's ArrayBuffer last seen by a copy, and an Int32Array over it (see copyOut). */
-const pool = { buffer: new ArrayBuffer(0), words: new Int32Array(0) };
 
 /** Bytes of a message argument: a string (UTF-8), a Buffer, a TypedArray or a DataView. */
 export function toBytes(data: unknown, name = 'data'): Uint8Array {
@@ -256,35 +254,9 @@ export class ChannelCore {
     return undefined;
   }
 
-  /**
-   * A copy of `length` bytes of the channel at `start` (8-byte aligned). Small messages are copied a
-   * word at a time into the Buffer pool, through an Int32Array made once per pool: cheaper than a
-   * byte loop or `Buffer#copy` (which makes a new view per call) for 64 bytes.
-   */
+  /** A copy of `length` bytes of the channel at `start` (8-byte aligned; see copyOut in copy.ts). */
   copyOut(start: number, length: number): Buffer {
-    const out = Buffer.allocUnsafe(length);
-    const u8 = this.u8;
-    if (length > 1024) {
-      u8.copy(out, 0, start, start + length);
-      return out;
-    }
-    const ab = out.buffer;
-    let i = 0;
-    if ((out.byteOffset & 3) === 0 && (ab === pool.buffer || (ab.byteLength & 3) === 0)) {
-      if (ab !== pool.buffer) {
-        pool.buffer = ab;
-        pool.words = new Int32Array(ab);
-      }
-      const poolWords = pool.words;
-      const src = this.i32;
-      const s = start >>> 2;
-      const d = out.byteOffset >>> 2;
-      const n = length >>> 2;
-      for (let w = 0; w < n; w++) poolWords[d + w] = src[s + w]!;
-      i = n << 2;
-    }
-    for (; i < length; i++) out[i] = u8[start + i]!;
-    return out;
+    return copyOut(this.u8, this.i32, start, length);
   }
 
   // ------------------------------------------------------------ waiting

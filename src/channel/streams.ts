@@ -6,9 +6,13 @@
 import { Readable, Writable } from 'node:stream';
 import { validateBoolean, validateOptions } from '../validators.js';
 
-/** What the streams need of a channel handle. */
-export interface StreamSource {
+/** What a readable stream and an async iterator need: a handle that receives (a Channel, a Subscription). */
+export interface MessageSource {
   receiveAsync(options?: { signal?: AbortSignal }): Promise<Buffer | null>;
+}
+
+/** What the writable stream needs of a channel handle. */
+export interface StreamSource extends MessageSource {
   sendAsync(data: Uint8Array): Promise<void>;
   close(): void;
 }
@@ -23,7 +27,7 @@ export function parseReadableOptions(options: unknown): number | undefined {
  * receives when the stream wants more; destroying it cancels its pending receive without taking a
  * message.
  */
-export function readableOf(channel: StreamSource, hwm: number | undefined): Readable {
+export function readableOf(channel: MessageSource, hwm: number | undefined): Readable {
   let reading = false;
   const cancel = new AbortController();
   const stream: Readable = new Readable({
@@ -77,4 +81,33 @@ export function writableOf(channel: StreamSource, closeAtEnd: boolean, hwm: numb
       callback();
     },
   });
+}
+
+/**
+ * `for await`: receives until the end of the stream. A plain iterator over receiveAsync (not an async
+ * generator: one promise per message, not three). Leaving the loop early takes nothing more.
+ */
+export function messageIterator(source: MessageSource): AsyncIterator<Buffer> {
+  let done = false;
+  const finished: IteratorReturnResult<undefined> = { done: true, value: undefined };
+  return {
+    next: (): Promise<IteratorResult<Buffer>> => {
+      if (done) return Promise.resolve(finished);
+      return source.receiveAsync().then(
+        (value) => {
+          if (value !== null) return { done: false, value };
+          done = true;
+          return finished;
+        },
+        (err: unknown) => {
+          done = true;
+          throw err;
+        },
+      );
+    },
+    return: (): Promise<IteratorResult<Buffer>> => {
+      done = true;
+      return Promise.resolve(finished);
+    },
+  };
 }

@@ -4,88 +4,18 @@
  * creator at a time), and the read-only inspection behind `Channel.inspect()`.
  * @module
  */
-import { statSync } from 'node:fs';
-import { invalidArgType, invalidArgValue, mmapkitError } from '../errors.js';
+import { mmapkitError } from '../errors.js';
 import { HEADER } from '../header.js';
 import { pidAlive } from '../liveness.js';
-import { Mapping, map, viewLocation } from '../mapping.js';
-import type { OwnershipOptions } from '../ownership.js';
-import { SharedMemory } from '../shm.js';
+import type { Mapping } from '../mapping.js';
+import { type SharedTarget, alignedBase, claimCreator as claimCreatorWord, refuseLiveFile as refuseLiveStructure, words } from '../target.js';
 import { CHANNEL, FLAG_HAD_PRODUCER, FLAG_PRODUCER_DIED, type Geometry, MAGIC, VERSION, laneCapacity, readGeometry, writeChannelHeader } from './layout.js';
 import { type ConsumerReport, type ProducerReport, inspectParties, liveParties } from './parties.js';
 
-const PID = process.pid;
+/** Where a channel lives: a file path, shared memory, a shared mapping, or `{ name }` (named shm). */
+export type ChannelTarget = SharedTarget;
 /** Layout versions of earlier mmapkit (slots, no lanes): create() never resets one of them. */
 const OLD_VERSIONS: readonly number[] = [1, 2];
-
-/** Where a channel lives: a file path, shared memory, a shared mapping, or `{ name }` (named shm). */
-export type ChannelTarget = string | { name: string } | SharedMemory | Mapping;
-
-/** `{ name }`: a plain object naming shared memory (a SharedMemory has a `name` too, and is not one). */
-export function isNameTarget(target: unknown): target is { name: string } {
-  if (target instanceof SharedMemory || target instanceof Mapping) return false;
-  return target !== null && typeof target === 'object' && typeof (target as { name?: unknown }).name === 'string';
-}
-
-/** The memory of a target, and what of it the handle opened itself (and closes with it). */
-export interface Resolved {
-  mapping: Mapping;
-  owned: SharedMemory | Mapping | undefined;
-}
-
-/**
- * Map a target. `size`: create() grows a file or makes new named memory of that size; open() maps
- * what is there. `access: 'read'` only for inspection.
- */
-export function resolveTarget(
-  target: unknown,
-  how: { size?: number; creating: boolean; ownership?: OwnershipOptions; options: readonly string[]; read?: boolean; call: string },
-): Resolved {
-  if (target instanceof SharedMemory) return { mapping: how.read ? target.mapping : checkShared(target.mapping, how.size), owned: undefined };
-  if (target instanceof Mapping) return { mapping: how.read ? target : checkShared(target, how.size), owned: undefined };
-  if (typeof target === 'string') {
-    const mapping = how.creating ? map(target, { access: 'write', size: how.size!, mode: 0o600 }) : map(target, { access: how.read ? 'read' : 'write' });
-    return { mapping, owned: mapping };
-  }
-  if (isNameTarget(target)) {
-    // Only `name`: an option put here by mistake (`{ name, owner }`) must not be silently ignored.
-    for (const key of Object.keys(target)) {
-      if (key !== 'name') {
-        const hint = how.options.includes(key) ? `; options go in the second argument: Channel.${how.call}({ name }, { ${key} })` : '';
-        throw invalidArgValue(`target.${key}`, (target as Record<string, unknown>)[key], `is not a property of a { name } target${hint}`);
-      }
-    }
-    const shm = how.creating ? SharedMemory.create(target.name, how.size!) : SharedMemory.open(target.name, { ...how.ownership, ...(how.read ? { access: 'read' as const } : {}) });
-    return { mapping: shm.mapping, owned: shm };
-  }
-  throw invalidArgType('target', 'a file path, { name }, a SharedMemory or a Mapping', target);
-}
-
-/** Close or unmap what a handle opened itself. */
-export function releaseOwned(owned: SharedMemory | Mapping | undefined): void {
-  if (owned instanceof SharedMemory) owned.close();
-  else owned?.unmap();
-}
-
-function checkShared(m: Mapping, size: number | undefined): Mapping {
-  if (!m.shared) throw mmapkitError('ERR_MMAP_NOT_SHARED', "A channel needs memory shared between processes (a 'write' mapping or SharedMemory)");
-  if (size !== undefined && m.length < size) throw invalidArgValue('target', `${m.length} bytes`, `is too small for this channel (${size} bytes; see Channel.byteLength())`);
-  return m;
-}
-
-/** The address of a channel's memory, which must be 128-byte aligned (its hot words have a line pair each). */
-export function alignedBase(view: Buffer): bigint {
-  const base = viewLocation(view)!.addr;
-  if (base % 128n !== 0n) {
-    throw invalidArgValue('target', 'a mapping at an unaligned address', 'must start the channel on a 128-byte boundary in memory (map the file at offset 0)');
-  }
-  return base;
-}
-
-/** An Int32Array over the first `length` bytes of a view. */
-export function words(view: Buffer, length = view.length): Int32Array {
-  return new Int32Array(view.buffer, view.byteOffset, length >>> 2);
-}
 
 /** The parties holding the channel in `m`, if `m` holds a channel this version reads; none otherwise. */
 function holders(m: Mapping): string[] {
@@ -108,20 +38,7 @@ function inUse(live: string[]): Error {
 
 /** create() of a path: refuse a live channel in an existing file before map() grows or changes it. */
 export function refuseLiveFile(path: string): void {
-  let st;
-  try {
-    st = statSync(path);
-  } catch {
-    return; // missing (map() creates it) or unreadable (map() reports why)
-  }
-  if (!st.isFile() || st.size < CHANNEL.CONTROL_END) return;
-  const m = map(path, { access: 'write' });
-  try {
-    const live = holders(m);
-    if (live.length > 0) throw inUse(live);
-  } finally {
-    m.unmap();
-  }
+  refuseLiveStructure(path, CHANNEL.CONTROL_END, holders, inUse);
 }
 
 /**
@@ -143,21 +60,7 @@ function claimCreator(m: Mapping, i32: Int32Array): void {
         'create() does not reset it. Once no process uses it, remove the file or name (or zero its first 8 bytes) and create the channel again',
     );
   }
-  let seen = Atomics.load(i32, CHANNEL.CREATOR >>> 2);
-  for (let tries = 0; ; tries++) {
-    const live = holders(m);
-    if (live.length > 0) throw inUse(live);
-    if (seen !== 0 && pidAlive(seen)) throw inUse([`process ${seen} (creating a channel there now)`]);
-    // seq_cst compare-and-swap: from 0 or a dead pid to ours; whoever wins owns the memory.
-    const found = Atomics.compareExchange(i32, CHANNEL.CREATOR >>> 2, seen, PID);
-    if (found === seen) {
-      // seq_cst store: unpublish the old channel (if any) before we rewrite its header.
-      Atomics.store(i32, CHANNEL.MAGIC >>> 2, 0);
-      return;
-    }
-    if (tries === 2 || (found !== 0 && pidAlive(found))) throw inUse([`process ${found} (creating a channel there now)`]);
-    seen = found;
-  }
+  claimCreatorWord(i32, CHANNEL.CREATOR >>> 2, CHANNEL.MAGIC >>> 2, () => holders(m), inUse, 'channel');
 }
 
 /**

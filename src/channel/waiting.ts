@@ -211,8 +211,8 @@ export function deadlineOf(timeout: number): bigint {
   return timeout === Infinity || timeout > Number.MAX_SAFE_INTEGER / 1e6 ? -1n : process.hrtime.bigint() + BigInt(Math.round(timeout * 1e6));
 }
 
-export function timedOut(what: string, timeout: number): Error {
-  return mmapkitError('ERR_MMAP_CHANNEL_TIMEOUT', `Timed out after ${timeout} ms ${what}`);
+export function timedOut(what: string, timeout: number, code: 'ERR_MMAP_CHANNEL_TIMEOUT' | 'ERR_MMAP_TOPIC_TIMEOUT' = 'ERR_MMAP_CHANNEL_TIMEOUT'): Error {
+  return mmapkitError(code, `Timed out after ${timeout} ms ${what}`);
 }
 
 // ---------------------------------------------------------------- yielding to the event loop

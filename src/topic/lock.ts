@@ -1,0 +1,115 @@
+/**
+ * The publish lock: one publisher writes the ring at a time, so every subscriber sees one order
+ * (docs/topic-layout.md, "Publishing"). LOCK holds 0 or the holder's pid; it is held for the copy of
+ * a message (or a batch, or between reserve() and commit()), never while waiting for room. A holder
+ * whose process died is replaced by the first waiter that sees it dead, which repairs what the dead
+ * holder may have left half done (see `repair` in publisher.ts).
+ * @module
+ */
+import { invalidState } from '../errors.js';
+import { pidAlive } from '../liveness.js';
+import { type Word, notifyWord, waitWord, waitWordAsync } from '../wait.js';
+import { TOPIC } from './layout.js';
+
+const PID = process.pid;
+const LOCK = TOPIC.LOCK >>> 2;
+const WAITERS = TOPIC.LOCK_WAITERS >>> 2;
+/** Longest sleep on the lock before looking whether its holder is alive. */
+const SLEEP_NS = 10_000_000;
+/** Looks before a waiter asks whether the holder lives (about 24 µs in /proc) or sleeps. */
+const SPINS = 2000;
+
+/** Addresses of the lock words this thread holds: acquiring one of them again would never return. */
+const heldHere = new Set<number>();
+
+/** What a waiter needs: the word, and what to do after taking over from a dead holder. */
+export interface LockSite {
+  readonly lock: Word;
+  repair(): void;
+}
+
+function tryTake(site: LockSite, i32: Int32Array): number {
+  const v = Atomics.compareExchange(i32, LOCK, 0, PID);
+  if (v === 0) heldHere.add(site.lock.addr);
+  return v;
+}
+
+/** Take over from a holder whose process is gone; whether we did. */
+function takeOver(site: LockSite, i32: Int32Array, holder: number): boolean {
+  if (holder === PID || pidAlive(holder)) return false;
+  if (Atomics.compareExchange(i32, LOCK, holder, PID) !== holder) return false;
+  heldHere.add(site.lock.addr);
+  site.repair();
+  return true;
+}
+
+function checkNotHeld(site: LockSite): void {
+  if (heldHere.has(site.lock.addr)) {
+    throw invalidState("this thread already holds the topic's publish lock (a reserve() not yet committed or cancelled): commit it first");
+  }
+}
+
+/** Take the lock (sync). false when the deadline (hrtime ns, -1n: none) passed first. */
+export function acquire(site: LockSite, deadline: bigint): boolean {
+  const i32 = site.lock.array;
+  if (tryTake(site, i32) === 0) return true;
+  checkNotHeld(site);
+  for (let i = 0; i < SPINS; i++) if (Atomics.load(i32, LOCK) === 0 && tryTake(site, i32) === 0) return true;
+  for (;;) {
+    const v = Atomics.load(i32, LOCK);
+    if (v === 0) {
+      if (tryTake(site, i32) === 0) return true;
+      continue;
+    }
+    if (takeOver(site, i32, v)) return true;
+    let ns = SLEEP_NS;
+    if (deadline !== -1n) {
+      const left = Number(deadline - process.hrtime.bigint());
+      if (left <= 0) return false;
+      if (left < ns) ns = left;
+    }
+    Atomics.add(i32, WAITERS, 1);
+    try {
+      waitWord(site.lock, v, ns);
+    } finally {
+      Atomics.sub(i32, WAITERS, 1);
+    }
+  }
+}
+
+/** Take the lock without blocking the event loop. */
+export async function acquireAsync(site: LockSite, deadline: bigint, signal: AbortSignal | undefined): Promise<boolean> {
+  const i32 = site.lock.array;
+  if (tryTake(site, i32) === 0) return true;
+  checkNotHeld(site);
+  for (;;) {
+    const v = Atomics.load(i32, LOCK);
+    if (v === 0) {
+      if (tryTake(site, i32) === 0) return true;
+      continue;
+    }
+    if (takeOver(site, i32, v)) return true;
+    let ns = SLEEP_NS;
+    if (deadline !== -1n) {
+      const left = Number(deadline - process.hrtime.bigint());
+      if (left <= 0) return false;
+      if (left < ns) ns = left;
+    }
+    Atomics.add(i32, WAITERS, 1);
+    try {
+      await waitWordAsync(site.lock, v, ns, { ref: true, spinNs: 0, threadSpinNs: 0, ...(signal === undefined ? {} : { signal }) });
+    } finally {
+      if (!site.lock.mapping.closed) Atomics.sub(i32, WAITERS, 1);
+    }
+  }
+}
+
+/** Let go of the lock and wake one waiter, if any. */
+export function release(site: LockSite): void {
+  const i32 = site.lock.array;
+  heldHere.delete(site.lock.addr);
+  // seq_cst store: after every store of the publish; then the waiter count (a waiter adds itself,
+  // then looks at LOCK again before sleeping).
+  if (Atomics.compareExchange(i32, LOCK, PID, 0) !== PID) return; // taken from us as dead: cannot be while we live
+  if (Atomics.load(i32, WAITERS) > 0) notifyWord(site.lock, 1);
+}

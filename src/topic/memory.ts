@@ -1,0 +1,88 @@
+/**
+ * A topic handle's view of its memory: the typed arrays over it, the u64 positions, the futex words,
+ * and the wake-ups every party sends. One per Topic handle; its subscriptions share it.
+ * @module
+ */
+import { mmapkitError } from '../errors.js';
+import type { Mapping } from '../mapping.js';
+import type { SharedMemory } from '../shm.js';
+import { alignedBase, releaseOwned, words } from '../target.js';
+import { type Word, notifyWord } from '../wait.js';
+import { MAX_POSITION, TOPIC, type TopicGeometry } from './layout.js';
+
+const INT32_MAX = 0x7fffffff;
+
+export function topicCorrupt(what: string): Error {
+  return mmapkitError('ERR_MMAP_TOPIC_CORRUPT', `Topic memory is corrupt: ${what}`);
+}
+
+export class TopicMemory {
+  readonly u8: Buffer;
+  readonly i32: Int32Array;
+  readonly b64: BigInt64Array;
+  /** i32 index of the ring's first word, and the ring's size - 1. */
+  readonly ring: number;
+  readonly mask: number;
+  readonly notEmpty: Word;
+  readonly notFull: Word;
+  readonly lock: Word;
+  closed = false;
+
+  constructor(
+    readonly mapping: Mapping,
+    readonly owned: SharedMemory | Mapping | undefined,
+    readonly g: TopicGeometry,
+  ) {
+    this.u8 = mapping.view(0, g.totalSize);
+    this.i32 = words(this.u8);
+    this.b64 = new BigInt64Array(this.u8.buffer, this.u8.byteOffset, g.ringOffset >>> 3);
+    this.ring = g.ringOffset >>> 2;
+    this.mask = g.capacity - 1;
+    const base = Number(alignedBase(this.u8, 'topic'));
+    const word = (offset: number): Word => ({ mapping, addr: base + offset, array: this.i32, index: offset >>> 2 });
+    this.notEmpty = word(TOPIC.NOT_EMPTY);
+    this.notFull = word(TOPIC.NOT_FULL);
+    this.lock = word(TOPIC.LOCK);
+  }
+
+  /** A u64 word (seq_cst load) as a number; ERR_MMAP_TOPIC_CORRUPT past what a number holds exactly. */
+  load64(offset: number): number {
+    const v = Number(Atomics.load(this.b64, offset >>> 3));
+    if (v < 0 || v > MAX_POSITION) throw topicCorrupt(`${offset === TOPIC.NEXT_SEQ ? 'sequence number' : 'position'} ${v} at byte ${offset}`);
+    return v;
+  }
+
+  /** A u64 word (seq_cst load) as a number, unchecked (negative for garbage past 2^63). */
+  raw64(offset: number): number {
+    return Number(Atomics.load(this.b64, offset >>> 3));
+  }
+
+  /** seq_cst store of a u64 word. */
+  store64(offset: number, value: number): void {
+    Atomics.store(this.b64, offset >>> 3, BigInt(value));
+  }
+
+  /** After a publish: wake every sleeping subscriber, if one sleeps. */
+  wakeSubscribers(): void {
+    // After the seq_cst store of TAIL; a sleeper counts itself, then looks at TAIL again.
+    if (Atomics.load(this.i32, TOPIC.SUBSCRIBER_SLEEPERS >>> 2) > 0) {
+      Atomics.add(this.i32, TOPIC.NOT_EMPTY >>> 2, 1);
+      notifyWord(this.notEmpty, INT32_MAX);
+    }
+  }
+
+  /** After a subscriber moved its cursor ('block'): wake the publishers waiting for room, if any. */
+  wakePublishers(): void {
+    // seq_cst exchange: of the subscribers that move meanwhile, one clears the flag and wakes.
+    if (Atomics.load(this.i32, TOPIC.PUBLISHER_WAITING >>> 2) !== 0 && Atomics.exchange(this.i32, TOPIC.PUBLISHER_WAITING >>> 2, 0) !== 0) {
+      Atomics.add(this.i32, TOPIC.NOT_FULL >>> 2, 1);
+      notifyWord(this.notFull, INT32_MAX);
+    }
+  }
+
+  release(): void {
+    if (this.closed) return;
+    this.closed = true;
+    releaseOwned(this.owned);
+  }
+}

@@ -1,0 +1,537 @@
+/**
+ * Topics: broadcast over shared memory. Publishers write one ring in one order (a publish lock);
+ * every subscriber reads all of it with its own cursor. `'block'`: publishers wait for the slowest
+ * live subscriber; `'overwrite'`: they never wait, and a subscriber that was lapped learns exactly
+ * how many messages it missed. The layout and protocol are in docs/topic-layout.md.
+ * @module
+ */
+import { toBytes } from '../channel/core.js';
+import { type ChannelWaitOptions, type SleepSite, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
+import { invalidArgType, invalidState, mmapkitError, outOfRange } from '../errors.js';
+import type { Mapping } from '../mapping.js';
+import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
+import type { SharedMemory } from '../shm.js';
+import { type SharedTarget, ownershipOf, releaseOwned, resolveTarget } from '../target.js';
+import { validateInt32, validateOneOf, validateOptions } from '../validators.js';
+import { notifyWord } from '../wait.js';
+import { GEOMETRY_OPTIONS, TOPIC, type TopicGeometry, type TopicPolicy, parseExpectedPublishers, parseTopicGeometry, readTopicGeometry } from './layout.js';
+import { acquire, acquireAsync, release } from './lock.js';
+import { TopicMemory, topicCorrupt } from './memory.js';
+import { attachPublisher, attachSubscriber, closePublisher } from './parties.js';
+import { Publisher, repairAfterTakeover } from './publisher.js';
+import { Subscription, type TopicDrainHandler, type TopicEndReason, kSubscribe } from './subscription.js';
+import { type TopicInspection, initTopic, inspectTopicMemory, refuseLiveTopicFile } from './target.js';
+
+const INT32_MAX = 0x7fffffff;
+const RECORD_SEQ = TOPIC.RECORD_SEQ >>> 2;
+/** How often a publisher waiting for room looks whether the subscribers holding it back are alive. */
+const REAP_EVERY_MS = 50;
+
+/** Options of {@link Topic.open} (and the publishing part of {@link Topic.create}). */
+export interface TopicOpenOptions {
+  /** How this handle's publishers wait for room (`'block'` topics) and for the publish lock: as for a Channel. Default `'block'`. */
+  wait?: WaitStrategy;
+  /** Microseconds to spin for `'hybrid'` / `'spin'`. */
+  spin?: number;
+  /** For a `{ name }` target only: whose shared memory to accept, as for `SharedMemory.open()`. */
+  owner?: OwnershipOptions['owner'];
+  /** For a `{ name }` target only: whom besides its owner its mode may let in. */
+  sharedWith?: OwnershipOptions['sharedWith'];
+}
+const OPEN_OPTIONS = ['wait', 'spin', ...OWNERSHIP_OPTIONS] as const;
+const INSPECT_OPTIONS = [...OWNERSHIP_OPTIONS] as const;
+
+/** Options of {@link Topic.create}. */
+export interface TopicCreateOptions extends Omit<TopicOpenOptions, keyof OwnershipOptions> {
+  /**
+   * Bytes of history the ring holds, rounded up to a power of two (at least two records of
+   * `maxMessageSize`, and 4096). Each message takes 16 bytes of header plus its bytes, rounded up to 8.
+   * Default 1 MiB.
+   */
+  capacity?: number;
+  /** Largest message in bytes. Default 4096. */
+  maxMessageSize?: number;
+  /**
+   * What publishers do when the slowest subscriber is a whole ring behind: `'block'` (default: wait
+   * for it; dead subscribers stop counting) or `'overwrite'` (never wait; a lapped subscriber finds
+   * out how many messages it missed).
+   */
+  policy?: TopicPolicy;
+  /** Publisher handles attached at once. Default 16. */
+  maxPublishers?: number;
+  /** Subscriptions at once. Default 64. */
+  maxSubscribers?: number;
+  /** Publishers to expect: the end of the stream comes once this many have attached and all closed or died. */
+  publishers?: number;
+}
+const CREATE_OPTIONS = [...GEOMETRY_OPTIONS, 'wait', 'spin'] as const;
+
+/** Options of {@link Topic.subscribe}. */
+export interface SubscribeOptions {
+  /** `'latest'` (default): the messages published from now on; `'oldest'`: also every one still in the ring. */
+  from?: 'latest' | 'oldest';
+  /** How the subscription waits for messages: `'block'` (default), `'spin'`, `'hybrid'`, `'async'`. */
+  wait?: WaitStrategy;
+  /** Microseconds to spin for `'hybrid'` / `'spin'`. */
+  spin?: number;
+  /**
+   * When the subscription finds it was lapped (`'overwrite'` topics): `'error'` (default) throws
+   * `ERR_MMAP_TOPIC_LAPPED` (with `missed`) from the receive that finds the gap, and the next receive
+   * goes on with the oldest message still there; `'count'` goes on silently. Either way `missed` counts.
+   */
+  lapped?: 'error' | 'count';
+}
+const SUBSCRIBE_OPTIONS = ['from', 'wait', 'spin', 'lapped'] as const;
+
+/** Space reserved for one message: write into `buffer`, then `commit(length)`, or `cancel()`. */
+export interface TopicReservation {
+  /** The reserved bytes, in the ring. */
+  readonly buffer: Buffer;
+  /** Publish the first `length` bytes (default: all of `buffer`) as the message. */
+  commit(length?: number): void;
+  /** Give the reservation up: nothing is published. */
+  cancel(): void;
+}
+
+const kCreate = Symbol('mmapkit.topic');
+
+/**
+ * A handle on a topic. It publishes (attaching as a publisher on its first publish) and makes
+ * subscriptions. Disposable: `close()` closes its subscriptions and, as a publisher, counts as gone
+ * for the end of the stream.
+ */
+export class Topic implements Disposable {
+  readonly #mem: TopicMemory;
+  readonly #strategy: Strategy;
+  readonly #creator: boolean;
+  #publisher: Publisher | undefined;
+  #roomSite: SleepSite | undefined;
+  #roomFor = 0;
+  #reapedAt = 0;
+  readonly #subscriptions = new Set<Subscription>();
+  #reserved: (() => void) | undefined;
+  #closed = false;
+
+  /** @internal Use {@link Topic.create} or {@link Topic.open}. */
+  constructor(token: symbol, mapping: Mapping, owned: Mapping | SharedMemory | undefined, g: TopicGeometry, strategy: Strategy, creator = false) {
+    if (token !== kCreate) throw new TypeError('Illegal constructor: use Topic.create() or Topic.open()');
+    this.#mem = new TopicMemory(mapping, owned, g);
+    this.#strategy = strategy;
+    this.#creator = creator;
+  }
+
+  /** Bytes a topic with these options occupies (to size a file or shared memory yourself). */
+  static byteLength(options?: Omit<TopicCreateOptions, 'wait' | 'spin'>): number {
+    const o = validateOptions(options, 'options', GEOMETRY_OPTIONS);
+    parseExpectedPublishers(o);
+    return parseTopicGeometry(o).totalSize;
+  }
+
+  /**
+   * Create a topic in `target`: a file path (created or grown, mode 0o600), `{ name }` (new named
+   * shared memory), or shared memory / a shared mapping (initialized in place). A topic there in use
+   * is never reset (`ERR_MMAP_TOPIC_IN_USE`).
+   */
+  static create(target: SharedTarget, options?: TopicCreateOptions): Topic {
+    const o = validateOptions(options, 'options', CREATE_OPTIONS);
+    const g = parseTopicGeometry(o);
+    const expected = parseExpectedPublishers(o);
+    const strategy = parseStrategy(o);
+    if (typeof target === 'string') refuseLiveTopicFile(target);
+    const { mapping, owned } = resolveTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS, call: 'create', kind: 'Topic' });
+    try {
+      initTopic(mapping, g, expected);
+      return new Topic(kCreate, mapping, owned, g, strategy, true);
+    } catch (err) {
+      releaseOwned(owned);
+      throw err;
+    }
+  }
+
+  /** Open a topic that `create` made (a wrong or corrupt header is `ERR_MMAP_BAD_HEADER`). */
+  static open(target: SharedTarget, options?: TopicOpenOptions): Topic {
+    const o = validateOptions(options, 'options', OPEN_OPTIONS);
+    const strategy = parseStrategy(o);
+    const ownership = ownershipOf(o, target);
+    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: OPEN_OPTIONS, call: 'open', kind: 'Topic' });
+    try {
+      return new Topic(kCreate, mapping, owned, readTopicGeometry(mapping), strategy);
+    } catch (err) {
+      releaseOwned(owned);
+      throw err;
+    }
+  }
+
+  /** Look at what `target` holds without joining or changing it: limits, positions, publishers, subscribers. */
+  static inspect(target: SharedTarget, options?: OwnershipOptions): TopicInspection {
+    const o = validateOptions(options, 'options', INSPECT_OPTIONS);
+    const ownership = ownershipOf(o, target);
+    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect', kind: 'Topic' });
+    try {
+      return inspectTopicMemory(mapping);
+    } finally {
+      releaseOwned(owned);
+    }
+  }
+
+  /** Bytes of the ring. */
+  get capacity(): number {
+    return this.#mem.g.capacity;
+  }
+
+  get maxMessageSize(): number {
+    return this.#mem.g.maxMessageSize;
+  }
+
+  get policy(): TopicPolicy {
+    return this.#mem.g.policy;
+  }
+
+  get wait(): WaitStrategy {
+    return this.#strategy.name;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The sequence number the next message will get (messages are numbered from 0). */
+  get nextSequence(): number {
+    this.#check('nextSequence');
+    return this.#mem.raw64(TOPIC.NEXT_SEQ);
+  }
+
+  #check(what: string): void {
+    if (this.#closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${what}: the topic handle is closed`);
+    if (this.#mem.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${what}: the topic's memory has been unmapped`);
+  }
+
+  /** Attach as a publisher now (the first publish does it otherwise): subscribers then wait for this handle's end. */
+  attach(): void {
+    this.#check('attach');
+    this.#attach();
+  }
+
+  #attach(): Publisher {
+    if (this.#publisher === undefined) {
+      const mem = this.#mem;
+      const pub = new Publisher(mem, attachPublisher(mem.i32, mem.g));
+      this.#publisher = pub;
+      this.#roomSite = { word: mem.notFull, sleepers: TOPIC.PUBLISHER_WAITING >>> 2, counted: false, ready: () => pub.roomNow(this.#roomFor, false) };
+    }
+    return this.#publisher;
+  }
+
+  #bytes(data: unknown, name = 'data'): Uint8Array {
+    const bytes = toBytes(data, name);
+    if (bytes.byteLength > this.#mem.g.maxMessageSize) throw outOfRange(`${name}.byteLength`, `<= ${this.#mem.g.maxMessageSize} (the topic's maxMessageSize)`, bytes.byteLength);
+    return bytes;
+  }
+
+  #prepare(what: string): Publisher {
+    this.#check(what);
+    if (this.#reserved !== undefined) throw invalidState('a reserve() of this handle is not committed yet: commit or cancel it first');
+    return this.#attach();
+  }
+
+  /**
+   * With the lock: write `all[from..]` while they fit (one TAIL store for the run); how many were
+   * written (0: no room for the first). Lets go of the lock.
+   */
+  #run(pub: Publisher, all: ReadonlyArray<Uint8Array>, from: number): number {
+    pub.begin();
+    let n = 0;
+    try {
+      while (from + n < all.length && pub.plan(all[from + n]!.byteLength)) n++;
+      if (n === 0) {
+        release(pub.site);
+        return 0;
+      }
+      pub.claim();
+      const u8 = this.#mem.u8;
+      for (let i = 0; i < n; i++) {
+        const bytes = all[from + i]!;
+        u8.set(bytes, pub.place(bytes.byteLength));
+      }
+    } catch (err) {
+      release(pub.site);
+      throw err;
+    }
+    pub.publish();
+    return n;
+  }
+
+  /** Publish `bytes` if there is room now (always, for `'overwrite'`); false otherwise. Takes the lock (waits for it). */
+  #tryOne(pub: Publisher, bytes: Uint8Array, deadline: bigint): boolean {
+    if (!acquire(pub.site, deadline)) return false;
+    return this.#oneLocked(pub, bytes);
+  }
+
+  /** #tryOne with the lock taken; lets go of it. */
+  #oneLocked(pub: Publisher, bytes: Uint8Array): boolean {
+    pub.begin();
+    if (!pub.plan(bytes.byteLength)) {
+      release(pub.site);
+      return false;
+    }
+    try {
+      pub.claim();
+      this.#mem.u8.set(bytes, pub.place(bytes.byteLength));
+    } catch (err) {
+      release(pub.site);
+      throw err;
+    }
+    pub.publish();
+    return true;
+  }
+
+  /** Publish a message if it fits now (`'block'`: no subscriber a ring behind); false otherwise. */
+  tryPublish(data: string | ArrayBufferView): boolean {
+    const bytes = this.#bytes(data);
+    const pub = this.#prepare('tryPublish');
+    return this.#tryOne(pub, bytes, -1n);
+  }
+
+  /**
+   * Publish one message to every subscriber. `'block'`: waits while the slowest live subscriber is a
+   * ring behind, up to `timeout` ms (`ERR_MMAP_TOPIC_TIMEOUT`). `'overwrite'`: never waits for room.
+   */
+  publish(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): void {
+    const bytes = this.#bytes(data);
+    const timeout = parseTimeout(options);
+    const pub = this.#prepare('publish');
+    if (this.#tryOne(pub, bytes, -1n)) return;
+    const deadline = deadlineOf(timeout);
+    do this.#waitRoom(pub, bytes.byteLength, timeout, deadline);
+    while (!this.#tryOne(pub, bytes, deadline));
+  }
+
+  /** Like {@link Topic.publish} without blocking the event loop. */
+  publishAsync(data: string | ArrayBufferView, options?: ChannelWaitOptions | number): Promise<void> {
+    try {
+      const bytes = this.#bytes(data);
+      const timeout = parseTimeout(options);
+      const pub = this.#prepare('publishAsync');
+      const i32 = this.#mem.i32;
+      // The lock free: take it here (a holder copies one message; only a reserve() holds it long).
+      if (Atomics.load(i32, TOPIC.LOCK >>> 2) === 0 && this.#tryOne(pub, bytes, -1n)) return yieldDue(1) ? yieldToLoop() : Promise.resolve();
+      return this.#publishAsyncWaiting(pub, bytes, timeout, signalOf(options));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  async #publishAsyncWaiting(pub: Publisher, bytes: Uint8Array, timeout: number, signal: AbortSignal | undefined): Promise<void> {
+    const deadline = deadlineOf(timeout);
+    for (;;) {
+      if (!(await acquireAsync(pub.site, deadline, signal))) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      if (this.#closed || this.#mem.mapping.closed) release(pub.site);
+      this.#check('publishAsync');
+      if (this.#oneLocked(pub, bytes)) return;
+      await this.#waitRoomAsync(pub, bytes.byteLength, timeout, deadline, signal);
+      this.#check('publishAsync');
+    }
+  }
+
+  #many(messages: unknown): Uint8Array[] {
+    if (!Array.isArray(messages)) throw invalidArgType('messages', 'an Array', messages);
+    const all: Uint8Array[] = [];
+    for (let i = 0; i < messages.length; i++) all.push(this.#bytes(messages[i], `messages[${i}]`));
+    return all;
+  }
+
+  /**
+   * Publish several messages, in order, taking the lock once per run that fits (one wake-up of
+   * subscribers per run). On a timeout the error's `sent` says how many went.
+   */
+  publishMany(messages: ReadonlyArray<string | ArrayBufferView>, options?: ChannelWaitOptions | number): void {
+    const all = this.#many(messages);
+    const timeout = parseTimeout(options);
+    const pub = this.#prepare('publishMany');
+    let sent = 0;
+    let deadline: bigint | undefined;
+    try {
+      while (sent < all.length) {
+        if (!acquire(pub.site, (deadline ??= deadlineOf(timeout)))) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+        const n = this.#run(pub, all, sent);
+        sent += n;
+        if (n === 0) this.#waitRoom(pub, all[sent]!.byteLength, timeout, deadline);
+      }
+    } catch (err) {
+      throw Object.assign(err as Error, { sent });
+    }
+  }
+
+  /** Like {@link Topic.publishMany} without blocking the event loop. */
+  async publishManyAsync(messages: ReadonlyArray<string | ArrayBufferView>, options?: ChannelWaitOptions | number): Promise<void> {
+    const all = this.#many(messages);
+    const timeout = parseTimeout(options);
+    const signal = signalOf(options);
+    const pub = this.#prepare('publishManyAsync');
+    let sent = 0;
+    const deadline = deadlineOf(timeout);
+    try {
+      while (sent < all.length) {
+        if (!(await acquireAsync(pub.site, deadline, signal))) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+        if (this.#closed || this.#mem.mapping.closed) release(pub.site);
+        this.#check('publishManyAsync');
+        const n = this.#run(pub, all, sent);
+        sent += n;
+        if (n === 0) await this.#waitRoomAsync(pub, all[sent]!.byteLength, timeout, deadline, signal);
+        else if (yieldDue(n)) await yieldToLoop();
+        this.#check('publishManyAsync');
+      }
+    } catch (err) {
+      throw Object.assign(err as Error, { sent });
+    }
+  }
+
+  /**
+   * Zero copy: reserve room for a message of up to `length` bytes (default `maxMessageSize`) in the
+   * ring, write it into `buffer`, then `commit(length)`. Holds the publish lock until then (other
+   * publishers wait; subscribers do not). `'block'`: waits for room like `publish`.
+   */
+  reserve(length?: number, options?: ChannelWaitOptions | number): TopicReservation {
+    const max = length === undefined ? this.#mem.g.maxMessageSize : validateInt32(length, 'length', 0, this.#mem.g.maxMessageSize);
+    const timeout = parseTimeout(options);
+    const pub = this.#prepare('reserve');
+    let deadline: bigint | undefined;
+    for (;;) {
+      if (!acquire(pub.site, (deadline ??= deadlineOf(timeout)))) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      pub.begin();
+      if (pub.plan(max)) break;
+      release(pub.site);
+      this.#waitRoom(pub, max, timeout, deadline);
+    }
+    let at: number;
+    try {
+      pub.claim();
+      at = pub.place(max);
+    } catch (err) {
+      release(pub.site);
+      throw err;
+    }
+    const mem = this.#mem;
+    const buffer = mem.u8.subarray(at, at + max);
+    let done = false;
+    const cancel = (): void => {
+      if (done) return;
+      done = true;
+      this.#reserved = undefined;
+      release(pub.site); // nothing published: TAIL stays; INTENT past it only makes subscribers careful
+    };
+    this.#reserved = cancel;
+    return {
+      buffer,
+      commit: (n?: number) => {
+        if (done) throw invalidState('this reservation was already committed or cancelled');
+        if (this.#closed || mem.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', 'Cannot commit: the topic handle was closed (the reservation was given up)');
+        const len = n === undefined ? max : validateInt32(n, 'length', 0, max);
+        done = true;
+        this.#reserved = undefined;
+        pub.shrinkLast(at, max, len);
+        pub.publish();
+      },
+      cancel,
+    };
+  }
+
+  #reap(): boolean {
+    const now = performance.now();
+    if (now - this.#reapedAt < REAP_EVERY_MS) return false;
+    this.#reapedAt = now;
+    return true;
+  }
+
+  /** Wait until a record of `length` bytes fits ('block'), by this handle's strategy. */
+  #waitRoom(pub: Publisher, length: number, timeout: number, deadline: bigint): void {
+    const site = this.#roomSite!;
+    this.#roomFor = length;
+    for (let i = 0; i < 64; i++) if (pub.roomNow(length, false)) return;
+    for (;;) {
+      const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_FULL >>> 2);
+      if (pub.roomNow(length, this.#reap())) return;
+      if (!this.#strategy.sleep(site, seen, deadline)) throw timedOut('waiting for room (the slowest subscriber is a whole ring behind)', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+    }
+  }
+
+  async #waitRoomAsync(pub: Publisher, length: number, timeout: number, deadline: bigint, signal: AbortSignal | undefined): Promise<void> {
+    const site = this.#roomSite!;
+    for (;;) {
+      this.#roomFor = length;
+      const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_FULL >>> 2);
+      if (pub.roomNow(length, this.#reap())) return;
+      if (!(await this.#strategy.sleepAsync(site, seen, deadline, signal))) throw timedOut('waiting for room (the slowest subscriber is a whole ring behind)', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      this.#check('publish');
+      signal?.throwIfAborted();
+    }
+  }
+
+  /**
+   * A new subscription with its own cursor: from the next message published (`from: 'latest'`,
+   * default) or from the oldest still in the ring (`'oldest'`). It takes the publish lock for a moment
+   * (so that its start and sequence number are exact, and `'block'` publishers count it from then on).
+   */
+  subscribe(options?: SubscribeOptions): Subscription {
+    const o = validateOptions(options, 'options', SUBSCRIBE_OPTIONS);
+    const from = o.from === undefined ? 'latest' : validateOneOf(o.from, 'options.from', ['latest', 'oldest'] as const);
+    const lapped = o.lapped === undefined ? 'error' : validateOneOf(o.lapped, 'options.lapped', ['error', 'count'] as const);
+    const strategy = parseStrategy(o);
+    this.#check('subscribe');
+    if (this.#reserved !== undefined) throw invalidState('a reserve() of this handle is not committed yet: commit or cancel it first');
+    const mem = this.#mem;
+    const site = { lock: mem.lock, repair: () => repairAfterTakeover(mem) };
+    acquire(site, -1n);
+    let cursor: number;
+    let seq: number;
+    let entry: number;
+    try {
+      const tail = mem.raw64(TOPIC.TAIL);
+      const head = mem.raw64(TOPIC.HEAD);
+      const next = mem.raw64(TOPIC.NEXT_SEQ);
+      if (!(tail >= 0 && tail % 8 === 0 && head >= 0 && head % 8 === 0 && head <= tail && tail - head <= mem.g.capacity && next >= 0)) {
+        throw topicCorrupt(`HEAD ${head}, TAIL ${tail} and NEXT_SEQ ${next} do not describe a ring of ${mem.g.capacity} bytes`);
+      }
+      cursor = tail;
+      seq = next;
+      if (from === 'oldest' && head < tail) {
+        const w = mem.ring + ((head & mem.mask) >>> 2) + RECORD_SEQ;
+        cursor = head;
+        seq = (mem.i32[w]! >>> 0) + mem.i32[w + 1]! * 2 ** 32; // a padding record carries the next record's number
+      }
+      entry = attachSubscriber(mem, cursor);
+    } finally {
+      release(site);
+    }
+    const sub = new Subscription(kSubscribe, { mem, entry, cursor, seq, strategy, errorOnGap: lapped === 'error', onClose: (s) => this.#subscriptions.delete(s) });
+    this.#subscriptions.add(sub);
+    return sub;
+  }
+
+  /**
+   * Close this handle: its subscriptions, an uncommitted reservation (given up), and as a publisher
+   * it counts as gone for the end of the stream. Unmaps the memory if this handle mapped it. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const mem = this.#mem;
+    if (!mem.mapping.closed) {
+      this.#reserved?.();
+      for (const sub of [...this.#subscriptions]) sub.close();
+      if (this.#publisher !== undefined) {
+        closePublisher(mem.i32, mem.g, this.#publisher.entry);
+        Atomics.add(mem.i32, TOPIC.NOT_EMPTY >>> 2, 1);
+        notifyWord(mem.notEmpty, INT32_MAX);
+      }
+      if (this.#creator) Atomics.compareExchange(mem.i32, TOPIC.CREATOR >>> 2, process.pid, 0);
+    }
+    mem.release();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+export { Subscription, type TopicDrainHandler, type TopicEndReason, type TopicInspection, type TopicPolicy };
