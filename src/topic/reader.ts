@@ -109,13 +109,21 @@ export class TopicReader {
     return this.cursor !== this.tail; // a TAIL behind the cursor is garbage: poll() reports it
   }
 
-  /** Read up to `max` records into `sink`; how many (0: none waiting, or the poll was lapped). */
+  /** Read up to `max` records into `sink`; how many (0: none waiting). A lapped poll starts again from HEAD. */
   poll(max: number, sink: Sink): number {
     if (this.deferred !== undefined) {
       const err = this.deferred;
       this.deferred = undefined;
       throw err;
     }
+    for (;;) {
+      const n = this.pollOnce(max, sink);
+      if (n >= 0) return n;
+    }
+  }
+
+  /** One poll: how many records, or -1 when it was lapped (the cursor is at HEAD now). */
+  private pollOnce(max: number, sink: Sink): number {
     const mem = this.mem;
     const cap = mem.g.capacity;
     const start = this.cursor;
@@ -211,7 +219,7 @@ export class TopicReader {
     this.cursor = head;
     this.tail = tail;
     this.publishCursor();
-    return 0;
+    return -1;
   }
 
   /** Garbage where a record or position should be: move to what is published now, and report it. */

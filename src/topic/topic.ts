@@ -424,8 +424,8 @@ export class Topic implements Disposable {
     return {
       buffer,
       commit: (n?: number) => {
-        if (done) throw invalidState('this reservation was already committed or cancelled');
         if (this.#closed || mem.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', 'Cannot commit: the topic handle was closed (the reservation was given up)');
+        if (done) throw invalidState('this reservation was already committed or cancelled');
         const len = n === undefined ? max : validateInt32(n, 'length', 0, max);
         done = true;
         this.#reserved = undefined;
