@@ -3,9 +3,9 @@
  * The benchmark runner: `npm run bench` (compiles src/ first) or `node bench/run.mjs [options]`.
  *
  *   --quick           small and fast (64 MiB file, fewer iterations): a smoke test, not a measurement
- *   --only=a,b        run only these sections or benchmarks (sections: core, ipc, channel, cli;
+ *   --only=a,b        run only these sections or benchmarks (sections: core, ipc, channel, topic, cli;
  *                     benchmarks: randomReads, mapUnmap, overhead, ipcLatency, channelLatency,
- *                     channelThroughputSmall, channelThroughputLarge, cp, sendRecv)
+ *                     channelThroughputSmall, channelThroughputLarge, topicFanout, cp, sendRecv)
  *   --docs / --no-docs  update docs/benchmarks.md or not (default: only after a full run)
  *   --out=DIR         leave docs/ and bench/out/ alone: write DIR/results.json, DIR/benchmarks.md (the
  *                     tables of every section in DIR/results.json) and the SVG charts into DIR;
@@ -25,16 +25,16 @@
  * exporting `id`, `run(ctx)` (returns a JSON-able result) and `render(result)` (returns
  * `{ title, table, notes }`). A section may have `summary`: a function `(results, meta)` returning
  * `{ title, table, notes }` or null, rendered before the benchmarks' tables (the channel section's
- * targets: ratios across its benchmarks). A section may also have `chart`: a function
- * `(results, meta)`, or an array of them, each returning `{ path, svg }` (path under docs/) or
- * null: the file is written whenever the section's part of docs/benchmarks.md is (into DIR, same
- * file name, with --out=DIR).
+ * targets: ratios across its benchmarks; the topic section's: its target with 4 subscribers). A
+ * section may also have `chart`: a function `(results, meta)`, or an array of them, each returning
+ * `{ path, svg }` (path under docs/) or null: the file is written whenever the section's part of
+ * docs/benchmarks.md is (into DIR, same file name, with --out=DIR).
  * A result with `checksumsMatch: false` (variants saw different data) or `failed: true` (a variant
  * could not run) makes the run exit with status 1.
  *
  * Nothing here may need the TypeScript sources or devDependencies: bench/ ships with the package and
  * `mmapkit bench` runs this file; benchmarks import the compiled library from ../dist/ (the
- * channel section's zeromq.js rows, a devDependency, are skipped when it cannot be loaded).
+ * channel and topic sections' zeromq.js rows, a devDependency, are skipped when it cannot be loaded).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -48,6 +48,7 @@ import * as mapUnmap from './map-unmap.mjs';
 import * as overhead from './overhead.mjs';
 import * as randomReads from './random-reads.mjs';
 import * as sendRecv from './send-recv.mjs';
+import * as topic from './topic.mjs';
 import { machineInfo, OUT_DIR, packageVersion, REPO_DIR, round, setBinDir } from './lib.mjs';
 
 const SECTIONS = [
@@ -67,6 +68,12 @@ const SECTIONS = [
     benchmarks: [channel.latency, channel.throughputSmall, channel.throughputLarge],
     summary: channel.summary,
     chart: channel.chart,
+  },
+  {
+    id: 'topic',
+    title: 'Topics: broadcast to several processes',
+    benchmarks: [topic.fanout],
+    summary: topic.summary,
   },
   {
     id: 'cli',

@@ -46,6 +46,7 @@ export const TOPIC = Object.freeze({
   NEXT_SEQ: 152, // u64: the sequence number of the next record (stored after TAIL)
   LOCK: 160, // i32 futex word: 0, or the pid of the process holding the publish lock
   LOCK_WAITERS: 164, // i32: processes asleep (or about to sleep) on LOCK
+  WRITER: 168, // i32: the publisher entry + 1 of the last lock holder that wrote the publisher line (0: a repair or a join)
   // ---- wake line
   NOT_EMPTY: 256, // i32 futex word: bumped after a publish while subscribers sleep
   SUBSCRIBER_SLEEPERS: 260, // i32: subscribers asleep (or about to sleep) on NOT_EMPTY

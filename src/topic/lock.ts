@@ -19,8 +19,18 @@ const SLEEP_NS = 10_000_000;
 /** Looks before a waiter asks whether the holder lives (about 24 µs in /proc) or sleeps. */
 const SPINS = 2000;
 
-/** Addresses of the lock words this thread holds: acquiring one of them again would never return. */
+/**
+ * Addresses of the lock words this thread holds across calls (a reserve() not yet committed): taking
+ * one of them again would never return. A publish holds the lock only inside one call, which runs no
+ * user code meanwhile: it is not listed (a Set operation per message would cost more than the lock).
+ */
 const heldHere = new Set<number>();
+
+/** The lock stays held after this call returns (reserve()): list it. */
+export function holdAcrossCalls(site: LockSite, held: boolean): void {
+  if (held) heldHere.add(site.lock.addr);
+  else heldHere.delete(site.lock.addr);
+}
 
 /** What a waiter needs: the word, and what to do after taking over from a dead holder. */
 export interface LockSite {
@@ -28,17 +38,14 @@ export interface LockSite {
   repair(): void;
 }
 
-function tryTake(site: LockSite, i32: Int32Array): number {
-  const v = Atomics.compareExchange(i32, LOCK, 0, PID);
-  if (v === 0) heldHere.add(site.lock.addr);
-  return v;
+function tryTake(i32: Int32Array): number {
+  return Atomics.compareExchange(i32, LOCK, 0, PID);
 }
 
 /** Take over from a holder whose process is gone; whether we did. */
 function takeOver(site: LockSite, i32: Int32Array, holder: number): boolean {
   if (holder === PID || pidAlive(holder)) return false;
   if (Atomics.compareExchange(i32, LOCK, holder, PID) !== holder) return false;
-  heldHere.add(site.lock.addr);
   site.repair();
   return true;
 }
@@ -52,13 +59,13 @@ function checkNotHeld(site: LockSite): void {
 /** Take the lock (sync). false when the deadline (hrtime ns, -1n: none) passed first. */
 export function acquire(site: LockSite, deadline: bigint): boolean {
   const i32 = site.lock.array;
-  if (tryTake(site, i32) === 0) return true;
+  if (tryTake(i32) === 0) return true;
   checkNotHeld(site);
-  for (let i = 0; i < SPINS; i++) if (Atomics.load(i32, LOCK) === 0 && tryTake(site, i32) === 0) return true;
+  for (let i = 0; i < SPINS; i++) if (Atomics.load(i32, LOCK) === 0 && tryTake(i32) === 0) return true;
   for (;;) {
     const v = Atomics.load(i32, LOCK);
     if (v === 0) {
-      if (tryTake(site, i32) === 0) return true;
+      if (tryTake(i32) === 0) return true;
       continue;
     }
     if (takeOver(site, i32, v)) return true;
@@ -80,12 +87,12 @@ export function acquire(site: LockSite, deadline: bigint): boolean {
 /** Take the lock without blocking the event loop. */
 export async function acquireAsync(site: LockSite, deadline: bigint, signal: AbortSignal | undefined): Promise<boolean> {
   const i32 = site.lock.array;
-  if (tryTake(site, i32) === 0) return true;
+  if (tryTake(i32) === 0) return true;
   checkNotHeld(site);
   for (;;) {
     const v = Atomics.load(i32, LOCK);
     if (v === 0) {
-      if (tryTake(site, i32) === 0) return true;
+      if (tryTake(i32) === 0) return true;
       continue;
     }
     if (takeOver(site, i32, v)) return true;
@@ -107,9 +114,8 @@ export async function acquireAsync(site: LockSite, deadline: bigint, signal: Abo
 /** Let go of the lock and wake one waiter, if any. */
 export function release(site: LockSite): void {
   const i32 = site.lock.array;
-  heldHere.delete(site.lock.addr);
   // seq_cst store: after every store of the publish; then the waiter count (a waiter adds itself,
-  // then looks at LOCK again before sleeping).
-  if (Atomics.compareExchange(i32, LOCK, PID, 0) !== PID) return; // taken from us as dead: cannot be while we live
+  // then looks at LOCK again before sleeping). Only a live holder lets go: no one took it from us.
+  Atomics.store(i32, LOCK, 0);
   if (Atomics.load(i32, WAITERS) > 0) notifyWord(site.lock, 1);
 }

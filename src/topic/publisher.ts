@@ -13,6 +13,13 @@ const LENGTH = TOPIC.RECORD_LENGTH >>> 2;
 const SEQ = TOPIC.RECORD_SEQ >>> 2;
 const HEADER = TOPIC.RECORD_HEADER;
 const JOINS = TOPIC.JOINS >>> 2;
+const WRITER = TOPIC.WRITER >>> 2;
+/**
+ * 'overwrite': INTENT is raised ahead of what a run needs, by up to this many bytes (an eighth of
+ * the ring at most), so that runs of small messages store it once per slack instead of once per run.
+ * HEAD is walked up to it: the retained history is that much shorter.
+ */
+const MAX_SLACK = 64 * 1024;
 
 /**
  * Walk the records from `head` towards `tail` until `target`: the first record boundary at or after
@@ -44,6 +51,7 @@ export function walk(mem: TopicMemory, head: number, tail: number, target: numbe
  * (the dead holder may have written bytes up to it), HEAD is where it left it.
  */
 export function repairAfterTakeover(mem: TopicMemory): void {
+  Atomics.store(mem.i32, WRITER, 0); // publishers' cached positions are void
   const tail = mem.load64(TOPIC.TAIL);
   const head = mem.load64(TOPIC.HEAD);
   if (head > tail || tail - head > mem.g.capacity) return; // garbage: the next publish reports it
@@ -66,18 +74,30 @@ export class Publisher {
   /** The end of the run being planned (after its records and paddings). */
   end = 0;
 
+  /** What this handle stores in WRITER: its publisher entry + 1. */
+  private readonly token: number;
+
   constructor(
     readonly mem: TopicMemory,
     readonly entry: number,
   ) {
+    this.token = entry + 1;
     this.site = { lock: mem.lock, repair: () => repairAfterTakeover(mem) };
     this.block = mem.g.policy === 'block';
     this.limit = 1;
     this.limit = 0;
   }
 
-  /** With the lock: load the shared positions (ERR_MMAP_TOPIC_CORRUPT, after letting go, if they are garbage). */
+  /**
+   * With the lock: the shared positions. When WRITER still names this handle, nobody wrote them
+   * since its last run and its own copies are exact (no 64-bit loads); otherwise they are loaded and
+   * checked (ERR_MMAP_TOPIC_CORRUPT, after letting go, if they are garbage).
+   */
   begin(): void {
+    if (this.token !== 0 && this.mem.i32[WRITER] === this.token) {
+      this.end = this.tail;
+      return;
+    }
     const mem = this.mem;
     const cap = mem.g.capacity;
     const tail = mem.raw64(TOPIC.TAIL);
@@ -88,6 +108,7 @@ export class Publisher {
       // Start over after what was published: the history is dropped and every subscriber finds
       // itself lapped (INTENT a whole ring ahead), so it moves to HEAD; the stream goes on.
       const at = tail >= 0 && tail <= MAX_POSITION / 2 && tail % 8 === 0 ? tail : 0;
+      Atomics.store(mem.i32, WRITER, 0);
       mem.store64(TOPIC.HEAD, at);
       mem.store64(TOPIC.INTENT, at + cap);
       mem.store64(TOPIC.TAIL, at);
@@ -95,6 +116,8 @@ export class Publisher {
       release(this.site);
       throw topicCorrupt(`HEAD ${head}, TAIL ${tail}, INTENT ${intent} and NEXT_SEQ ${seq} do not describe a ring of ${cap} bytes; its history was dropped`);
     }
+    // Ours from now on: a holder after us (or one of ours that dies halfway) sees another WRITER.
+    if (this.token !== 0) Atomics.store(mem.i32, WRITER, this.token);
     this.tail = tail;
     this.head = head;
     this.intent = intent;
@@ -139,13 +162,24 @@ export class Publisher {
    */
   claim(): void {
     const mem = this.mem;
-    const target = this.end - mem.g.capacity;
-    if (this.head < target) {
-      this.head = walk(mem, this.head, this.tail, target).head;
-      mem.store64(TOPIC.HEAD, this.head);
+    if (this.intent < this.end) {
+      // 'overwrite': ahead by the slack, within the ring after TAIL. ('block' raises it to the end
+      // of the run only: subscribers stay within a ring of it, and HEAD stays where the doc says.)
+      const cap = mem.g.capacity;
+      let intent = this.end;
+      if (!this.block) {
+        intent += Math.min(cap >>> 3, MAX_SLACK);
+        if (intent > this.tail + cap) intent = this.tail + cap;
+        if (intent < this.end) intent = this.end;
+      }
+      const target = intent - cap;
+      if (this.head < target) {
+        this.head = walk(mem, this.head, this.tail, target).head;
+        mem.store64(TOPIC.HEAD, this.head);
+      }
+      // seq_cst store, before any byte of the run is written.
+      mem.store64(TOPIC.INTENT, (this.intent = intent));
     }
-    // seq_cst store, before any byte of the run is written.
-    if (this.intent < this.end) mem.store64(TOPIC.INTENT, (this.intent = this.end));
   }
 
   /** Write one record of the claimed run at the write position; returns the byte offset of its payload. */
@@ -171,6 +205,11 @@ export class Publisher {
     this.seq++;
     this.tail += size;
     return at * 4 + HEADER;
+  }
+
+  /** A run given up after begin() (a cancelled reservation, an error): the next run loads the positions again. */
+  abandon(): void {
+    Atomics.store(this.mem.i32, WRITER, 0);
   }
 
   /** A reservation of `reserved` bytes at payload offset `at` committed with `length`: shorten its record. */

@@ -9,10 +9,12 @@
  */
 import { copyOut } from '../copy.js';
 import { mmapkitError } from '../errors.js';
+import { TSO } from '../channel/ring.js';
 import { PAD, TOPIC, recordSize } from './layout.js';
 import { type TopicMemory, topicCorrupt } from './memory.js';
 
 const SEQ = TOPIC.RECORD_SEQ >>> 2;
+const WAITING = TOPIC.PUBLISHER_WAITING >>> 2;
 const HEADER = TOPIC.RECORD_HEADER;
 /** Laps in a row without a message before the subscriber gives up (a publisher rewriting the whole ring during every copy, or garbage). */
 const MAX_FRUITLESS_LAPS = 1000;
@@ -34,6 +36,19 @@ export class BufferSink implements Sink {
   }
   discard(): void {
     this.out.length = 0;
+  }
+}
+
+/** One copy into a new Buffer (receive). */
+export class OneSink implements Sink {
+  out: Buffer | undefined = undefined;
+  put(u8: Buffer, i32: Int32Array, at: number, length: number): boolean {
+    if (this.out !== undefined) return false;
+    this.out = copyOut(u8, i32, at, length);
+    return true;
+  }
+  discard(): void {
+    this.out = undefined;
   }
 }
 
@@ -84,6 +99,9 @@ export class TopicReader {
   deferred: Error | undefined;
   private readonly cursorWord: number;
   private readonly block: boolean;
+  /** The cursor as last stored, and a quarter of the ring. */
+  private published: number;
+  private readonly quarter: number;
 
   constructor(
     readonly mem: TopicMemory,
@@ -98,6 +116,8 @@ export class TopicReader {
     this.tail = cursor;
     this.cursorWord = mem.g.subscribersOffset + entry * TOPIC.SUBSCRIBER_ENTRY + TOPIC.SUBSCRIBER_CURSOR;
     this.block = mem.g.policy === 'block';
+    this.published = cursor;
+    this.quarter = mem.g.capacity >>> 2;
     this.deferred = new Error();
     this.deferred = undefined;
   }
@@ -171,10 +191,16 @@ export class TopicReader {
     }
     // seq_cst load, after the copies: a publisher stores INTENT before it writes a byte, so one that
     // may have written over [start, cursor) while we copied has raised it past start + capacity.
-    const intent = mem.raw64(TOPIC.INTENT);
-    if (intent > start + cap || intent < 0) {
-      sink.discard();
-      return this.lap();
+    // ('block': publishers never raise it past the slowest cursor + capacity, and ours was stored
+    // before we came here: nothing to check.)
+    if (!this.block) {
+      // Off x86 a load-acquire does not keep the plain loads of the copies before it: an atomic
+      // read-modify-write (add 0) does, since it completes as a release too (docs/topic-layout.md).
+      const intent = TSO ? mem.raw64(TOPIC.INTENT) : Number(Atomics.add(mem.b64, TOPIC.INTENT >>> 3, 0n));
+      if (intent > start + cap || intent < 0) {
+        sink.discard();
+        return this.lap();
+      }
     }
     if (bad !== undefined) {
       if (n === 0) return this.garbage(bad);
@@ -183,7 +209,10 @@ export class TopicReader {
     if (cursor !== start) {
       this.cursor = cursor;
       this.seq = seq;
-      this.publishCursor();
+      // The cursor is stored once a quarter of the ring was read since the last store, when a
+      // publisher waits for room, and before every wait (flushCursor): a store per message would cost
+      // more than the message. Publishers may see it late by less than a quarter ring.
+      if (cursor - this.published >= this.quarter || (this.block && (TSO ? mem.i32[WAITING]! : Atomics.load(mem.i32, WAITING)) !== 0)) this.publishCursor();
     }
     if (n > 0 || gap > 0) {
       this.resync = 0;
@@ -202,8 +231,15 @@ export class TopicReader {
 
   /** Store the cursor (seq_cst: after the copies) and, for 'block', wake publishers waiting for room. */
   publishCursor(): void {
+    this.published = this.cursor;
     this.mem.store64(this.cursorWord, this.cursor);
     if (this.block) this.mem.wakePublishers();
+  }
+
+  /** Before waiting: the cursor as it is now, and a wake-up for publishers that wait on it. */
+  flushCursor(): void {
+    if (this.cursor !== this.published) this.publishCursor();
+    else if (this.block) this.mem.wakePublishers();
   }
 
   /** Lapped: move to HEAD, the oldest record still intact. */

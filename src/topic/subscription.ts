@@ -14,7 +14,7 @@ import { validateInt32 } from '../validators.js';
 import { FLAG_PUBLISHER_DIED, TOPIC } from './layout.js';
 import type { TopicMemory } from './memory.js';
 import { TopicEndCheck, closeSubscriber } from './parties.js';
-import { BufferSink, IntoSink, TopicReader } from './reader.js';
+import { BufferSink, IntoSink, OneSink, TopicReader } from './reader.js';
 
 /** Why a subscription saw the end: every publisher closed, or one went away without closing. */
 export type TopicEndReason = 'closed' | 'publisher-died';
@@ -50,7 +50,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   readonly #site: SleepSite;
   readonly #end = new TopicEndCheck();
   readonly #onClose: (sub: Subscription) => void;
-  readonly #one = new BufferSink();
+  readonly #one = new OneSink();
   #closed = false;
   #ended = false;
   #endReason: TopicEndReason | undefined;
@@ -105,8 +105,8 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   #takeOne(): Buffer | undefined {
     const sink = this.#one;
     if (this.#reader.poll(1, sink) === 0) return undefined;
-    const out = sink.out[0]!;
-    sink.out.length = 0;
+    const out = sink.out;
+    sink.out = undefined;
     return out;
   }
 
@@ -126,6 +126,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   /** Wait until a message may be waiting (true) or the stream ended (false). */
   #wait(timeout: number, deadline: bigint): boolean {
     const reader = this.#reader;
+    reader.flushCursor();
     for (let i = 0; i < 64; i++) if (reader.ready()) return true;
     for (;;) {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_EMPTY >>> 2);
@@ -137,6 +138,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
 
   async #waitAsync(timeout: number, deadline: bigint, signal: AbortSignal | undefined, what: string): Promise<boolean> {
     const reader = this.#reader;
+    reader.flushCursor();
     for (;;) {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_EMPTY >>> 2);
       if (reader.ready()) return true;
@@ -151,7 +153,10 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   tryReceive(): Buffer | null | undefined {
     this.#check('tryReceive');
     const got = this.#takeOne();
-    if (got === undefined && this.#atEnd()) return this.#endNow();
+    if (got === undefined) {
+      this.#reader.flushCursor(); // caught up: publishers may count on all it read
+      if (this.#atEnd()) return this.#endNow();
+    }
     return got;
   }
 

@@ -15,7 +15,7 @@ import { type SharedTarget, ownershipOf, releaseOwned, resolveTarget } from '../
 import { validateInt32, validateOneOf, validateOptions } from '../validators.js';
 import { notifyWord } from '../wait.js';
 import { GEOMETRY_OPTIONS, TOPIC, type TopicGeometry, type TopicPolicy, parseExpectedPublishers, parseTopicGeometry, readTopicGeometry } from './layout.js';
-import { acquire, acquireAsync, release } from './lock.js';
+import { acquire, acquireAsync, holdAcrossCalls, release } from './lock.js';
 import { TopicMemory, topicCorrupt } from './memory.js';
 import { attachPublisher, attachSubscriber, closePublisher } from './parties.js';
 import { Publisher, repairAfterTakeover } from './publisher.js';
@@ -254,6 +254,7 @@ export class Topic implements Disposable {
         u8.set(bytes, pub.place(bytes.byteLength));
       }
     } catch (err) {
+      pub.abandon();
       release(pub.site);
       throw err;
     }
@@ -261,9 +262,12 @@ export class Topic implements Disposable {
     return n;
   }
 
-  /** Publish `bytes` if there is room now (always, for `'overwrite'`); false otherwise. Takes the lock (waits for it). */
-  #tryOne(pub: Publisher, bytes: Uint8Array, deadline: bigint): boolean {
-    if (!acquire(pub.site, deadline)) return false;
+  /**
+   * Publish `bytes` if there is room now (always, for `'overwrite'`); false otherwise. Takes the lock
+   * (waits for it until `deadline`, then ERR_MMAP_TOPIC_TIMEOUT: false means no room, never no lock).
+   */
+  #tryOne(pub: Publisher, bytes: Uint8Array, deadline: bigint, timeout = Infinity): boolean {
+    if (!acquire(pub.site, deadline)) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
     return this.#oneLocked(pub, bytes);
   }
 
@@ -278,6 +282,7 @@ export class Topic implements Disposable {
       pub.claim();
       this.#mem.u8.set(bytes, pub.place(bytes.byteLength));
     } catch (err) {
+      pub.abandon();
       release(pub.site);
       throw err;
     }
@@ -289,7 +294,10 @@ export class Topic implements Disposable {
   tryPublish(data: string | ArrayBufferView): boolean {
     const bytes = this.#bytes(data);
     const pub = this.#prepare('tryPublish');
-    return this.#tryOne(pub, bytes, -1n);
+    if (this.#tryOne(pub, bytes, -1n, Infinity)) return true;
+    // Subscribers store their cursors lazily: ask them to report at their next read.
+    Atomics.store(this.#mem.i32, TOPIC.PUBLISHER_WAITING >>> 2, 1);
+    return false;
   }
 
   /**
@@ -300,10 +308,11 @@ export class Topic implements Disposable {
     const bytes = this.#bytes(data);
     const timeout = parseTimeout(options);
     const pub = this.#prepare('publish');
-    if (this.#tryOne(pub, bytes, -1n)) return;
+    // The deadline covers the wait for the lock too (-1n, no clock read, without a timeout).
     const deadline = deadlineOf(timeout);
+    if (this.#tryOne(pub, bytes, deadline, timeout)) return;
     do this.#waitRoom(pub, bytes.byteLength, timeout, deadline);
-    while (!this.#tryOne(pub, bytes, deadline));
+    while (!this.#tryOne(pub, bytes, deadline, timeout));
   }
 
   /** Like {@link Topic.publish} without blocking the event loop. */
@@ -408,9 +417,11 @@ export class Topic implements Disposable {
       pub.claim();
       at = pub.place(max);
     } catch (err) {
+      pub.abandon();
       release(pub.site);
       throw err;
     }
+    holdAcrossCalls(pub.site, true);
     const mem = this.#mem;
     const buffer = mem.u8.subarray(at, at + max);
     let done = false;
@@ -418,6 +429,8 @@ export class Topic implements Disposable {
       if (done) return;
       done = true;
       this.#reserved = undefined;
+      holdAcrossCalls(pub.site, false);
+      pub.abandon();
       release(pub.site); // nothing published: TAIL stays; INTENT past it only makes subscribers careful
     };
     this.#reserved = cancel;
@@ -429,6 +442,7 @@ export class Topic implements Disposable {
         const len = n === undefined ? max : validateInt32(n, 'length', 0, max);
         done = true;
         this.#reserved = undefined;
+        holdAcrossCalls(pub.site, false);
         pub.shrinkLast(at, max, len);
         pub.publish();
       },
@@ -447,6 +461,8 @@ export class Topic implements Disposable {
   #waitRoom(pub: Publisher, length: number, timeout: number, deadline: bigint): void {
     const site = this.#roomSite!;
     this.#roomFor = length;
+    // Subscribers store their cursors lazily: the flag asks them to report at their next read.
+    Atomics.store(this.#mem.i32, TOPIC.PUBLISHER_WAITING >>> 2, 1);
     for (let i = 0; i < 64; i++) if (pub.roomNow(length, false)) return;
     for (;;) {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_FULL >>> 2);
@@ -457,6 +473,7 @@ export class Topic implements Disposable {
 
   async #waitRoomAsync(pub: Publisher, length: number, timeout: number, deadline: bigint, signal: AbortSignal | undefined): Promise<void> {
     const site = this.#roomSite!;
+    Atomics.store(this.#mem.i32, TOPIC.PUBLISHER_WAITING >>> 2, 1); // as in #waitRoom
     for (;;) {
       this.#roomFor = length;
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_FULL >>> 2);
