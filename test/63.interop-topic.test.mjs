@@ -46,7 +46,7 @@ const nextPow2 = (n) => 2 ** Math.ceil(Math.log2(n));
 const DOC_OFFSETS = Object.freeze({
   MAGIC: 0, VERSION: 4, HEADER_SIZE: 6, TOTAL_SIZE: 8, FLAGS: 12, CAPACITY: 16, MAX_MESSAGE: 20, POLICY: 24, MAX_PUBLISHERS: 28,
   MAX_SUBSCRIBERS: 32, PUBLISHERS_OFFSET: 36, SUBSCRIBERS_OFFSET: 40, RING_OFFSET: 44, EXPECTED_PUBLISHERS: 48, PUBLISHER_COUNT: 52,
-  CREATOR: 56, JOINS: 60, TAIL: 128, INTENT: 136, HEAD: 144, NEXT_SEQ: 152, LOCK: 160, LOCK_WAITERS: 164, NOT_EMPTY: 256,
+  CREATOR: 56, JOINS: 60, INSTANCE: 64, TAIL: 128, INTENT: 136, HEAD: 144, NEXT_SEQ: 152, LOCK: 160, LOCK_WAITERS: 164, WRITER: 168, NOT_EMPTY: 256,
   SUBSCRIBER_SLEEPERS: 260, NOT_FULL: 264, PUBLISHER_WAITING: 268, PUBLISHER_PID: 0, PUBLISHER_STATE: 4, PUBLISHER_ENTRY: 16,
   SUBSCRIBER_CURSOR: 0, SUBSCRIBER_PID: 8, SUBSCRIBER_ENTRY: 128, RECORD_LENGTH: 0, RECORD_RESERVED: 4, RECORD_SEQ: 8,
 });
@@ -344,6 +344,9 @@ describe('interop of Topic with a C subscriber', { skip: HAVE_CC ? false : 'cc n
 
   test('the header is where docs/topic-layout.md says, with the geometry of its formulas, for mmapkit and the C subscriber', { timeout: TEST_TIMEOUT_MS }, async (t) => {
     for (const [key, offset] of Object.entries(DOC_OFFSETS)) assert.equal(TOPIC[key], offset, `TOPIC.${key}`);
+    // and the doc names every offset mmapkit has (HEADER_END, CONTROL_END and the entry and header sizes aside)
+    const sizes = ['HEADER_END', 'CONTROL_END', 'PUBLISHER_ENTRY', 'SUBSCRIBER_ENTRY', 'RECORD_HEADER'];
+    assert.deepEqual(Object.keys(TOPIC).filter((k) => !(k in DOC_OFFSETS) && !sizes.includes(k)), [], 'offsets the doc table does not name');
     const sets = [
       { capacity: 8192, maxMessageSize: MAX_MESSAGE, maxPublishers: 3, maxSubscribers: 5 },
       { capacity: 4096, maxMessageSize: 2032, maxPublishers: 9, maxSubscribers: 1, policy: 'overwrite', publishers: 2 }, // two records of 2048: exactly 4096

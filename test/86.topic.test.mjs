@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Channel, SharedMemory, Subscription, TOPIC, Topic, mapAnonymous } from '../dist/index.js';
-import { shmName, tempDir, throwsCode } from './helpers.mjs';
+import { spawn } from 'node:child_process';
+import { distUrl, shmName, tempDir, throwsCode } from './helpers.mjs';
 
 function test(name, fn) {
   return nodeTest(name, { timeout: 60_000 }, fn);
@@ -374,4 +375,36 @@ test('bad input: options, targets, messages, subscriptions, receive arguments', 
   throwsCode(() => topic.publish('x'), 'ERR_MMAP_CLOSED', 'MmapkitError');
   throwsCode(() => topic.subscribe(), 'ERR_MMAP_CLOSED', 'MmapkitError');
   assert.equal(TOPIC.RECORD_HEADER, 16);
+});
+
+test('subscribe({ timeout }) bounds the wait for the publish lock; the same thread holding it (a reserve()) is refused at once', async (t) => {
+  const name = shmName(t, 'topic86lock');
+  const topic = Topic.create({ name }, { capacity: 4096, maxMessageSize: 64 });
+  t.after(() => topic.close());
+  const other = Topic.open({ name });
+  const r = other.reserve(8);
+  throwsCode(() => topic.subscribe({ timeout: 30 }), 'ERR_INVALID_STATE', 'Error');
+  throwsCode(() => topic.subscribe({ timeout: -1 }), 'ERR_INVALID_ARG_VALUE', 'TypeError');
+  r.cancel();
+  other.close();
+  // Another process holds the lock (an uncommitted reservation) until we close its stdin.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { Topic } from ${JSON.stringify(distUrl)};
+    const t = Topic.open({ name: ${JSON.stringify(name)} });
+    const r = t.reserve(8);
+    console.log('held');
+    process.stdin.on('end', () => { r.cancel(); t.close(); });
+    process.stdin.resume();
+  `], { stdio: ['pipe', 'pipe', 'inherit'], timeout: 30_000 });
+  t.after(() => child.kill('SIGKILL'));
+  await new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => String(d).includes('held') && resolve());
+    child.on('exit', () => reject(new Error('the child exited before it held the lock')));
+  });
+  throwsCode(() => topic.subscribe({ timeout: 50 }), 'ERR_MMAP_TOPIC_TIMEOUT', 'MmapkitError');
+  child.stdin.end();
+  await new Promise((resolve) => child.on('exit', resolve));
+  const sub = topic.subscribe({ timeout: 1000 });
+  topic.publish('after');
+  assert.equal(String(sub.receive(1000)), 'after');
 });

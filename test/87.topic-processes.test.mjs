@@ -367,7 +367,14 @@ for (const policy of ['overwrite', 'block']) {
     };
     const caughtUp = async (gen, what) => {
       Atomics.store(ctl, CTL.GEN, gen);
-      await until(() => subs.every((_, i) => Atomics.load(ctl, CTL.IDLE + i) >= gen), all, `${what}: every subscriber reads all there is`, 10_000);
+      try {
+        await until(() => subs.every((_, i) => Atomics.load(ctl, CTL.IDLE + i) >= gen), all, `${what}: every subscriber reads all there is`, 10_000);
+      } catch (err) {
+        const idle = subs.map((_, i) => Atomics.load(ctl, CTL.IDLE + i));
+        const intent = readFileSync(path).readBigUInt64LE(TOPIC.INTENT);
+        err.message += `; idle in rounds ${idle}; ${JSON.stringify(Topic.inspect(path).positions)}, INTENT ${intent}; ${subs.map((s) => s.stderr().slice(-600)).join('\n')}\n${hostile.stderr().slice(-1500)}`;
+        throw err;
+      }
     };
     const garbage = async (round, kind) => {
       Atomics.store(ctl, CTL.HOSTILE_KIND, KINDS.indexOf(kind));

@@ -38,6 +38,7 @@ export const TOPIC = Object.freeze({
   PUBLISHER_COUNT: 52, // i32: publisher attaches so far
   CREATOR: 56, // i32: pid of the process whose create() handle is open; 0 once closed
   JOINS: 60, // i32: bumped by every subscriber attach (publishers then look for the slowest cursor again)
+  INSTANCE: 64, // u32: a random number written by create(): tells one topic from another (not a secret)
   HEADER_END: 128,
   // ---- publisher line: written only by the holder of LOCK
   TAIL: 128, // u64 position: the end of the published records (seq_cst store, after the records)

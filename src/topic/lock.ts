@@ -24,17 +24,19 @@ const SPINS = 2000;
  * one of them again would never return. A publish holds the lock only inside one call, which runs no
  * user code meanwhile: it is not listed (a Set operation per message would cost more than the lock).
  */
-const heldHere = new Set<number>();
+const heldHere = new Set<number>(); // INSTANCE words
 
 /** The lock stays held after this call returns (reserve()): list it. */
 export function holdAcrossCalls(site: LockSite, held: boolean): void {
-  if (held) heldHere.add(site.lock.addr);
-  else heldHere.delete(site.lock.addr);
+  if (held) heldHere.add(site.instance);
+  else heldHere.delete(site.instance);
 }
 
-/** What a waiter needs: the word, and what to do after taking over from a dead holder. */
+/** What a waiter needs: the word, the topic's INSTANCE, and what to do after taking over from a dead holder. */
 export interface LockSite {
   readonly lock: Word;
+  /** Tells this topic from others, whatever address a handle mapped it at. */
+  readonly instance: number;
   repair(): void;
 }
 
@@ -50,8 +52,8 @@ function takeOver(site: LockSite, i32: Int32Array, holder: number): boolean {
   return true;
 }
 
-function checkNotHeld(site: LockSite): void {
-  if (heldHere.has(site.lock.addr)) {
+function checkNotHeld(site: LockSite, i32: Int32Array): void {
+  if (heldHere.has(site.instance) && Atomics.load(i32, LOCK) === PID) {
     throw invalidState("this thread already holds the topic's publish lock (a reserve() not yet committed or cancelled): commit it first");
   }
 }
@@ -60,7 +62,7 @@ function checkNotHeld(site: LockSite): void {
 export function acquire(site: LockSite, deadline: bigint): boolean {
   const i32 = site.lock.array;
   if (tryTake(i32) === 0) return true;
-  checkNotHeld(site);
+  checkNotHeld(site, i32);
   for (let i = 0; i < SPINS; i++) if (Atomics.load(i32, LOCK) === 0 && tryTake(i32) === 0) return true;
   for (;;) {
     const v = Atomics.load(i32, LOCK);
@@ -84,11 +86,11 @@ export function acquire(site: LockSite, deadline: bigint): boolean {
   }
 }
 
-/** Take the lock without blocking the event loop. */
+/** Take the lock without blocking the event loop (a reserve() of this thread can be committed meanwhile). */
 export async function acquireAsync(site: LockSite, deadline: bigint, signal: AbortSignal | undefined): Promise<boolean> {
   const i32 = site.lock.array;
+  // No check for a lock this thread holds: its holder can commit while this call awaits.
   if (tryTake(i32) === 0) return true;
-  checkNotHeld(site);
   for (;;) {
     const v = Atomics.load(i32, LOCK);
     if (v === 0) {

@@ -43,7 +43,11 @@ export class TopicMemory {
     this.notEmpty = word(TOPIC.NOT_EMPTY);
     this.notFull = word(TOPIC.NOT_FULL);
     this.lock = word(TOPIC.LOCK);
+    this.instance = this.u8.readUInt32LE(TOPIC.INSTANCE);
   }
+
+  /** The INSTANCE word: the same in every handle on this topic, in every process. */
+  readonly instance: number;
 
   /** A u64 word (seq_cst load) as a number; ERR_MMAP_TOPIC_CORRUPT past what a number holds exactly. */
   load64(offset: number): number {

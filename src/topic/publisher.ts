@@ -82,7 +82,7 @@ export class Publisher {
     readonly entry: number,
   ) {
     this.token = entry + 1;
-    this.site = { lock: mem.lock, repair: () => repairAfterTakeover(mem) };
+    this.site = { lock: mem.lock, instance: mem.instance, repair: () => repairAfterTakeover(mem) };
     this.block = mem.g.policy === 'block';
     this.limit = 1;
     this.limit = 0;

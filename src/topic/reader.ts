@@ -248,8 +248,16 @@ export class TopicReader {
       this.fruitless = 0;
       throw mmapkitError('ERR_MMAP_TOPIC_LAPPED', `Lapped ${MAX_FRUITLESS_LAPS} times in a row without reading a message: publishers overwrite the ring faster than one message can be copied (make the capacity larger)`);
     }
-    const head = this.mem.raw64(TOPIC.HEAD);
-    const tail = this.mem.raw64(TOPIC.TAIL);
+    // HEAD, then TAIL: a publisher may move both in between ('overwrite': TAIL then more than a ring
+    // past the HEAD we saw). A HEAD that did not move while TAIL was loaded makes a pair of one moment.
+    let head = this.mem.raw64(TOPIC.HEAD);
+    let tail = this.mem.raw64(TOPIC.TAIL);
+    for (let i = 0; i < 64; i++) {
+      const again = this.mem.raw64(TOPIC.HEAD);
+      if (again === head) break;
+      head = again;
+      tail = this.mem.raw64(TOPIC.TAIL);
+    }
     if (!(head >= 0 && head % 8 === 0 && head <= tail && tail - head <= this.mem.g.capacity)) return this.garbage(`HEAD ${head} is not within a ring before TAIL ${tail}`);
     if (this.resync === 0) this.resync = 1;
     this.cursor = head;

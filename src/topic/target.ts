@@ -3,6 +3,7 @@
  * time) and the read-only inspection behind `Topic.inspect()`.
  * @module
  */
+import { randomBytes } from 'node:crypto';
 import { mmapkitError } from '../errors.js';
 import { HEADER } from '../header.js';
 import { pidAlive } from '../liveness.js';
@@ -51,6 +52,7 @@ export function initTopic(mapping: Mapping, g: TopicGeometry, expectedPublishers
   view.fill(0, 0, TOPIC.CREATOR);
   view.fill(0, TOPIC.CREATOR + 4, g.ringOffset);
   writeTopicHeader(view, g, expectedPublishers);
+  view.writeUInt32LE(randomBytes(4).readUInt32LE(0), TOPIC.INSTANCE);
   Atomics.store(i32, TOPIC.MAGIC >>> 2, MAGIC | 0);
 }
 

@@ -80,8 +80,13 @@ export interface SubscribeOptions {
    * goes on with the oldest message still there; `'count'` goes on silently. Either way `missed` counts.
    */
   lapped?: 'error' | 'count';
+  /**
+   * Milliseconds to wait for the publish lock, which subscribe() takes for a moment (a publisher holds
+   * it for one copy, or from reserve() to commit()). Default: as long as it takes.
+   */
+  timeout?: number;
 }
-const SUBSCRIBE_OPTIONS = ['from', 'wait', 'spin', 'lapped'] as const;
+const SUBSCRIBE_OPTIONS = ['from', 'wait', 'spin', 'lapped', 'timeout'] as const;
 
 /** Space reserved for one message: write into `buffer`, then `commit(length)`, or `cancel()`. */
 export interface TopicReservation {
@@ -494,11 +499,12 @@ export class Topic implements Disposable {
     const from = o.from === undefined ? 'latest' : validateOneOf(o.from, 'options.from', ['latest', 'oldest'] as const);
     const lapped = o.lapped === undefined ? 'error' : validateOneOf(o.lapped, 'options.lapped', ['error', 'count'] as const);
     const strategy = parseStrategy(o);
+    const timeout = o.timeout === undefined ? Infinity : parseTimeout({ timeout: o.timeout as number });
     this.#check('subscribe');
     if (this.#reserved !== undefined) throw invalidState('a reserve() of this handle is not committed yet: commit or cancel it first');
     const mem = this.#mem;
-    const site = { lock: mem.lock, repair: () => repairAfterTakeover(mem) };
-    acquire(site, -1n);
+    const site = { lock: mem.lock, instance: mem.instance, repair: () => repairAfterTakeover(mem) };
+    if (!acquire(site, deadlineOf(timeout))) throw timedOut('waiting for the publish lock to subscribe', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
     let cursor: number;
     let seq: number;
     let entry: number;
