@@ -1096,3 +1096,31 @@ test('cli: runs from another working directory', (t) => {
   exits(r, 0);
   assert.match(r.stdout, /All 7 steps passed/);
 });
+
+// ---------------------------------------------------------------------------------------------
+// 07-topic.mjs
+
+test('07: three subscriber processes each see every tick of a topic, in order, with the same totals', () => {
+  for (const count of [undefined, 1, 5000]) {
+    const r = example('07-topic.mjs', count === undefined ? [] : [String(count)]);
+    exits(r, 0);
+    const n = count ?? 1000;
+    const ends = [...r.stdout.matchAll(/^\[sub (\d)\] end of the stream \(closed\): (\d+) ticks, total ([\d.]+), missed (\d+)$/gm)];
+    assert.deepEqual(ends.map((m) => m[1]).sort(), ['1', '2', '3'], r.stdout);
+    for (const m of ends) assert.deepEqual([Number(m[2]), Number(m[4])], [n, 0], r.stdout);
+    assert.equal(new Set(ends.map((m) => m[3])).size, 1, 'the same total everywhere');
+    assert.match(r.stdout, new RegExp(`^\\[parent\\] all 3 subscribers saw every tick: ${n} ticks, total ${ends[0][3].replace('.', '\\.')}, missed 0$`, 'm'));
+    const pids = [...r.stdout.matchAll(/pid (\d+)/g)].map((m) => m[1]);
+    assert.equal(new Set(pids).size, 4, 'four processes');
+    inOrder(r.stdout, '[sub 1] pid', '[parent] 3 subscribers; publishing', '[sub 1] end of the stream');
+  }
+});
+
+test('07: a subscriber that checks the order fails loudly when it does not get tick 0 first', (t) => {
+  // Tampered: the parent publishes a tick before its subscribers are counted... simulated by a worker that
+  // expects tick 1 first. The parent then reports that subscriber as wrong and exits 1.
+  const env = tamper(t, '07-topic.mjs', "if (process.argv[2] === '--child' && process.argv[3] === '2') { const orig = JSON.parse; JSON.parse = (s) => { const v = orig(s); if (v.i === 0) v.i = 1; return v; }; }");
+  const r = example('07-topic.mjs', ['50'], { env });
+  exits(r, 1);
+  assert.match(r.stdout, /^\[parent\] error: subscriber\(s\) 2 did not see 50 ticks, total [\d.]+, missed 0$/m);
+});
