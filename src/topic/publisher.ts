@@ -74,8 +74,9 @@ export class Publisher {
   /** The end of the run being planned (after its records and paddings). */
   end = 0;
 
-  /** What this handle stores in WRITER: its publisher entry + 1. */
+  /** What this handle stores in WRITER: its publisher entry + 1; and whether it has loaded the positions yet. */
   private readonly token: number;
+  private loaded = false;
 
   constructor(
     readonly mem: TopicMemory,
@@ -94,7 +95,8 @@ export class Publisher {
    * checked (ERR_MMAP_TOPIC_CORRUPT, after letting go, if they are garbage).
    */
   begin(): void {
-    if (this.token !== 0 && this.mem.i32[WRITER] === this.token) {
+    // (Loaded once at least: a handle that took over the entry of a dead one has the same token.)
+    if (this.loaded && this.mem.i32[WRITER] === this.token) {
       this.end = this.tail;
       return;
     }
@@ -117,7 +119,8 @@ export class Publisher {
       throw topicCorrupt(`HEAD ${head}, TAIL ${tail}, INTENT ${intent} and NEXT_SEQ ${seq} do not describe a ring of ${cap} bytes; its history was dropped`);
     }
     // Ours from now on: a holder after us (or one of ours that dies halfway) sees another WRITER.
-    if (this.token !== 0) Atomics.store(mem.i32, WRITER, this.token);
+    Atomics.store(mem.i32, WRITER, this.token);
+    this.loaded = true;
     this.tail = tail;
     this.head = head;
     this.intent = intent;
