@@ -64,7 +64,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
     this.#strategy = init.strategy;
     this.#onClose = init.onClose;
     const reader = this.#reader;
-    this.#site = { word: init.mem.notEmpty, sleepers: TOPIC.SUBSCRIBER_SLEEPERS >>> 2, counted: true, ready: () => reader.ready() };
+    this.#site = { word: init.mem.notEmpty, sleepers: TOPIC.SUBSCRIBER_SLEEPERS >>> 2, counted: false, ready: () => reader.ready() };
   }
 
   /** Messages this subscription missed because publishers overwrote them first (`'overwrite'` topics). */
