@@ -421,11 +421,11 @@ const TARGETS = [
   },
   {
     short: 'Batches',
-    text: `4 subscribers, batches: \`publishMany\` (${BATCH}) → \`receiveInto\` or \`drain\` ≥ 10× its own socket with ${BATCH} messages per \`write()\``,
+    text: `4 subscribers, batches: \`publishMany\` (${BATCH}) → \`receiveInto\` or \`drain\` against its own socket with ${BATCH} messages per \`write()\` (a comparison, not a target of the issue)`,
     rows: ['into', 'drain'],
     ref: 'socketBatch',
     n: 4,
-    limit: 10,
+    limit: null,
   },
 ];
 
@@ -453,7 +453,7 @@ export function summary(results, meta) {
   const ns = results.topicFanout.config.subscribers;
   const rows = TARGETS.map((t) => {
     const b = best(res, t, t.n);
-    const met = b === null ? 'not measured' : b.ratio >= t.limit ? 'met' : `**NOT met** (${fmtX(t.limit / b.ratio)} short)`;
+    const met = b === null ? 'not measured' : t.limit === null ? '–' : b.ratio >= t.limit ? 'met' : `**NOT met** (${fmtX(t.limit / b.ratio)} short)`;
     return [t.text, b ? b.name : '–', b ? fmtX(b.ratio) : '–', met, ...ns.filter((n) => n !== t.n).map((n) => fmtX(best(res, t, n)?.ratio))];
   });
   const table = markdownTable(
@@ -462,7 +462,7 @@ export function summary(results, meta) {
     ['l', 'l', 'r', 'l', ...ns.filter((n) => n !== 4).map(() => 'r')],
   );
   const notes = [
-    "Each ratio divides two medians of the same interleaved runs (table below): the slowest subscriber's messages/s with the Topic row over the same with the socket row, same number of subscribers. \"Short\" is the factor still missing. The first row is the issue's target as stated (the socket: one write per message, to each subscriber); the second holds the batch APIs to the same factor against the coalesced socket.",
+    "Each ratio divides two medians of the same interleaved runs (table below): the slowest subscriber's messages/s with the Topic row over the same with the socket row, same number of subscribers. \"Short\" is the factor still missing. The first row is the issue's target as stated (the socket: one write per message, to each subscriber); the second compares the batch APIs with the coalesced socket (both amortize their costs over 64 messages; what is left is mostly the subscribers' own copy and check of each message, and 5 processes sharing 2 cores).",
   ];
   for (const t of TARGETS) {
     const every = t.rows.map((key) => ({ key, ratio: rateOf(res, key, t.n) / rateOf(res, t.ref, t.n) })).filter((x) => Number.isFinite(x.ratio));

@@ -201,11 +201,17 @@ export class Publisher {
       off = 0;
     }
     const at = ring + (off >>> 2);
+    const seq = this.seq;
     i32[at + LENGTH] = length;
     i32[at + 1] = 0;
-    i32[at + SEQ] = this.seq % 2 ** 32;
-    i32[at + SEQ + 1] = Math.floor(this.seq / 2 ** 32);
-    this.seq++;
+    if (seq <= 0x7fffffff) {
+      i32[at + SEQ] = seq;
+      i32[at + SEQ + 1] = 0;
+    } else {
+      i32[at + SEQ] = seq % 2 ** 32;
+      i32[at + SEQ + 1] = Math.floor(seq / 2 ** 32);
+    }
+    this.seq = seq + 1;
     this.tail += size;
     return at * 4 + HEADER;
   }
