@@ -43,8 +43,9 @@ import { Worker } from 'node:worker_threads';
 import { Channel, SharedMemory } from '../dist/index.js';
 import { checkerFor, checkSmall, fillSmallAt, fillSmallI32, LARGE, largeChecker, SMALL, streamReceiver, WINDOW } from './channel/format.mjs';
 import { jsRingBytes, RingConsumer } from './channel/jsring.mjs';
-import { childDied, finishChild, killChild, runCFloor, runIpc, runShm, runStream, runWorker, startChild, summarize, timerOverheadNs } from './ipc-latency.mjs';
+import { childDied, finishChild, killChild, runCFloor, runIpc, runShm, runStream, runWorker, summarize, timerOverheadNs } from './ipc-latency.mjs';
 import { compileC, fmt, fmtRatio, markdownTable, round, runInterleaved, stats } from './lib.mjs';
+import { loadZmq, peerPool } from './peers.mjs';
 
 const PEER = fileURLToPath(new URL('./channel/peer.mjs', import.meta.url));
 
@@ -75,55 +76,13 @@ const median = (xs) => stats(xs).median;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Node options of the children (bench/channel/profile.mjs sets --cpu-prof here). */
-let childExecArgv = [];
+const peers = peerPool(PEER);
+const spawnPeer = peers.spawn;
+const withLimit = peers.withLimit;
+
+/** Node flags for the children from now on (a profile run adds --cpu-prof). */
 export function setChildExecArgv(argv) {
-  childExecArgv = [...argv];
-}
-
-/**
- * zeromq.js, a devDependency of the repository only (an installed mmapkit has no devDependencies):
- * the module, or null when it cannot be loaded (its rows are then skipped, and the notes say so).
- */
-let zmqModule;
-async function loadZmq() {
-  if (zmqModule === undefined) {
-    try {
-      zmqModule = await import('zeromq');
-    } catch {
-      zmqModule = null;
-    }
-  }
-  return zmqModule;
-}
-
-/** The children of this module's runs that have not exited yet (one at a time: runs are sequential). */
-const live = new Set();
-
-/** startChild() of bench/ipc-latency.mjs with this module's peer, the child registered in `live`. */
-function spawnPeer(config, options) {
-  const child = startChild(config, options, undefined, PEER, childExecArgv);
-  live.add(child);
-  child.done.then(() => live.delete(child));
-  return child;
-}
-
-/**
- * Run `fn()` with a hard limit: a run that has not settled after `ms` is failed and its children
- * killed, whatever it waits for (every wait has a timeout of its own: this is the last resort).
- */
-async function withLimit(ms, what, fn) {
-  let timer;
-  const limit = new Promise((_, reject) => {
-    timer = setTimeout(() => {
-      for (const child of live) killChild(child);
-      reject(new Error(`${what}: not done within the hard limit of ${ms / 1000} s`));
-    }, ms);
-  });
-  try {
-    return await Promise.race([fn(), limit]);
-  } finally {
-    clearTimeout(timer);
-  }
+  peers.setExecArgv(argv);
 }
 
 function makeChannelMemory(geometry, wait) {

@@ -51,8 +51,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SharedMemory, Topic } from '../dist/index.js';
 import { checkSmall, fillSmallI32, SMALL } from './channel/format.mjs';
-import { childDied, finishChild, killChild, startChild } from './ipc-latency.mjs';
+import { childDied, finishChild, killChild } from './ipc-latency.mjs';
 import { fmt, fmtRatio, markdownTable, round, runInterleaved, stats } from './lib.mjs';
+import { loadZmq, peerPool } from './peers.mjs';
 
 const PEER = fileURLToPath(new URL('./topic/peer.mjs', import.meta.url));
 
@@ -86,49 +87,14 @@ const VARIANTS = [
 
 const median = (xs) => stats(xs).median;
 
-/** Node options of the children (for a profile: --cpu-prof). */
-let childExecArgv = [];
+/** The peers of this module's runs (bench/peers.mjs). */
+const peers = peerPool(PEER);
+const spawnPeer = peers.spawn;
+const withLimit = peers.withLimit;
+
+/** Node flags for the children from now on (a profile run adds --cpu-prof). */
 export function setChildExecArgv(argv) {
-  childExecArgv = [...argv];
-}
-
-/** zeromq.js (a devDependency): the module, or null when it cannot be loaded (its rows are skipped). */
-let zmqModule;
-async function loadZmq() {
-  if (zmqModule === undefined) {
-    try {
-      zmqModule = await import('zeromq');
-    } catch {
-      zmqModule = null;
-    }
-  }
-  return zmqModule;
-}
-
-/** The children of the current run that have not exited yet. */
-const live = new Set();
-
-function spawnPeer(config, options) {
-  const child = startChild(config, options, undefined, PEER, childExecArgv);
-  live.add(child);
-  child.done.then(() => live.delete(child));
-  return child;
-}
-
-/** Run `fn()` with a hard limit: past `ms`, the run fails and its children are killed. */
-async function withLimit(ms, what, fn) {
-  let timer;
-  const limit = new Promise((_, reject) => {
-    timer = setTimeout(() => {
-      for (const child of live) killChild(child);
-      reject(new Error(`${what}: not done within the hard limit of ${ms / 1000} s`));
-    }, ms);
-  });
-  try {
-    return await Promise.race([fn(), limit]);
-  } finally {
-    clearTimeout(timer);
-  }
+  peers.setExecArgv(argv);
 }
 
 /** Resolves once the child printed its ready line; rejects if it exits first or takes too long. */

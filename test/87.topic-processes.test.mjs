@@ -321,165 +321,191 @@ test('block: a subscriber killed (SIGKILL) while the publisher waits for it: the
 // ERR_MMAP_TOPIC_CORRUPT, _LAPPED or _TIMEOUT in time, and the children must exit cleanly.
 // 'unread-length' rounds stop the subscribers first, so that the record the hostile damages (with a
 // length out of range, or one that runs past TAIL) is unread by all: each must then get
-// ERR_MMAP_TOPIC_CORRUPT before anything else. At the end the subscribers subscribe again and the publisher publishes final
-// messages, which every subscriber must receive, whole, in order and without a gap; nothing may be
-// written past the topic (a canary after it in the file).
+// ERR_MMAP_TOPIC_CORRUPT before anything else. Garbage may keep subscribers from catching up until
+// the publisher rewrites the word (see caughtUp): a bounded number of messages more is allowed.
+// At the end the publisher publishes until it has rewritten every position the garbage left, the
+// subscribers subscribe again, and the publisher publishes final messages, which every subscriber
+// must receive, whole, in order and without a gap; nothing may be written past the topic (a canary
+// after it in the file).
 // Fails on a crash, a hang (a call that overruns its timeout, a round that never finishes), a torn or
 // made-up message, a damaged length delivered as a message, or a topic that does not carry on.
+// (Random moves of TAIL can also hit the library issue that the last test of this file shows; with
+// these seeds they have not.)
+/** The fuzz run: ROUNDS rounds of garbage of the kinds in WEIGHTS (picked with these weights). */
+async function fuzz(t, policy, { ROUNDS, WEIGHTS }) {
+  const FINAL = 40;
+  const MAX = 512;
+  const CANARY = 4096;
+  // A publisher rewrites INTENT once what it publishes passes its own copy, which runs ahead by an
+  // eighth of the ring at most: that many bytes (and a record) of the smallest messages, and a few more.
+  const PUMP_MAX = Math.ceil((16384 / 8 + recordSize(MAX)) / recordSize(16)) + 8;
+  const opts = { capacity: 16384, maxMessageSize: MAX, policy, maxSubscribers: 8, maxPublishers: 2, publishers: 1 };
+  const size = Topic.byteLength(opts);
+  const path = join(tempDir(t), 'topic');
+  writeFileSync(path, Buffer.alloc(size + CANARY, 0xa5));
+  const creator = Topic.create(path, opts);
+  t.after(() => creator.close());
+  // Random bytes in the ring, as after a long life: a reader that garbage sends into stale bytes
+  // must find random words there (zeros read as a run of empty records).
+  {
+    const m = map(path, { access: 'write' });
+    const ring = m.buffer.readUInt32LE(TOPIC.RING_OFFSET);
+    randomFillSync(m.buffer, ring, opts.capacity);
+    m.unmap();
+  }
+  const canaryIntact = () => readFileSync(path).subarray(size).every((b) => b === 0xa5);
+  const { ctlName, ctl } = control(t);
+  const spec = `file:${path}`;
+  const common = { spec, seed: SEED + 5, minLen: 16, maxLen: MAX, ctl: ctlName, pub: 0 };
+  const publisher = start(t, 'fuzz-publish', { ...common, finalCount: FINAL }, { label: 'publisher' });
+  await publisher.line(/^attached$/);
+  const LAPPED = ['error', 'count', 'error'];
+  const subs = LAPPED.map((lapped, id) => start(t, 'fuzz-subscribe', { ...common, id, lapped }, { label: `subscriber ${id} (lapped: ${lapped})` }));
+  for (const s of subs) await s.line(/^subscribed$/);
+  const hostile = start(t, 'hostile', { path, ctl: ctlName, seed: SEED ^ 0xbad }, { label: 'hostile peer' });
+  await hostile.line(/^started$/);
+  const all = [publisher, ...subs, hostile];
+  const rng = xorshift(SEED + policy.length);
+  const rnd = (n) => (rng.next().value >>> 0) % n;
+  const kinds = Object.entries(WEIGHTS).flatMap(([k, w]) => Array(w).fill(k));
+  let target = 0;
+  const publish = async (n, what) => {
+    target += n;
+    Atomics.store(ctl, CTL.PUB_TARGET, target);
+    await until(() => Atomics.load(ctl, CTL.PUB_DONE) === target, all, `${what}: the publisher publishes`, 10_000);
+  };
+  // Wait until every subscriber has read all there is. Garbage in INTENT or HEAD stays until the
+  // publisher next writes that word (it keeps its own copies while it is the last writer: WRITER),
+  // and meanwhile a subscriber may find itself lapped at every look: while one has not caught up
+  // (300 ms, then 50 ms at a time), one more message goes, up to PUMP_MAX.
+  const pumped = [];
+  const caughtUp = async (gen, what) => {
+    Atomics.store(ctl, CTL.GEN, gen);
+    const idle = () => subs.every((_, i) => Atomics.load(ctl, CTL.IDLE + i) >= gen);
+    try {
+      let pumps = 0;
+      for (;;) {
+        try {
+          await until(idle, all, `${what}: every subscriber reads all there is`, pumps === 0 ? 300 : 50);
+          break;
+        } catch (err) {
+          if (!/still not the case/.test(err.message) || pumps === PUMP_MAX) throw err;
+        }
+        pumps++;
+        await publish(1, `${what}, caught up`);
+      }
+      if (pumps > 0) pumped.push(`${what}: ${pumps}`);
+    } catch (err) {
+      const idle = subs.map((_, i) => Atomics.load(ctl, CTL.IDLE + i));
+      const intent = readFileSync(path).readBigUInt64LE(TOPIC.INTENT);
+      err.message += `; idle in rounds ${idle}; ${JSON.stringify(Topic.inspect(path).positions)}, INTENT ${intent}; ${subs.map((s) => s.stderr().slice(-600)).join('\n')}\n${hostile.stderr().slice(-1500)}`;
+      throw err;
+    }
+  };
+  const garbage = async (round, kind) => {
+    Atomics.store(ctl, CTL.HOSTILE_KIND, KINDS.indexOf(kind));
+    Atomics.store(ctl, CTL.HOSTILE_CMD, round);
+    await until(() => Atomics.load(ctl, CTL.HOSTILE_DONE) === round, all, `round ${round}: the hostile peer writes ${kind}`, 10_000);
+  };
+  const t0 = performance.now();
+  const rounds = {};
+  for (let round = 1; round <= ROUNDS; round++) {
+    const kind = kinds[rnd(kinds.length)];
+    rounds[kind] = (rounds[kind] ?? 0) + 1;
+    const what = `round ${round} (${kind})`;
+    if (kind === 'unread-length') {
+      // Caught up after a message (or more, while garbage of the round before keeps them lapped),
+      // then stopped.
+      await publish(1, what);
+      await caughtUp(round, what);
+      for (let i = 0; i < subs.length; i++) Atomics.store(ctl, CTL.FIRST + i, 0);
+      Atomics.store(ctl, CTL.PAUSE, round);
+      await until(() => subs.every((_, i) => Atomics.load(ctl, CTL.PAUSED + i) === round), all, `${what}: the subscribers stop`, 10_000);
+      const pos = Topic.inspect(path).positions.tail;
+      Atomics.store(ctl, CTL.POS_LO, pos % 2 ** 32);
+      Atomics.store(ctl, CTL.POS_HI, Math.floor(pos / 2 ** 32));
+      await publish(rnd(2) === 0 ? 1 : 2 + rnd(5), what);
+      await garbage(round, kind);
+      Atomics.store(ctl, CTL.PAUSE, 0);
+      await until(() => subs.every((_, i) => Atomics.load(ctl, CTL.FIRST + i) !== 0), all, `${what}: the subscribers receive`, 10_000);
+      const first = subs.map((_, i) => ['', 'ERR_MMAP_TOPIC_CORRUPT', 'a message', 'ERR_MMAP_TOPIC_LAPPED', 'ERR_MMAP_TOPIC_TIMEOUT', 'fruitless laps', 'another error'][Atomics.load(ctl, CTL.FIRST + i)]);
+      assert.deepEqual(first, subs.map(() => 'ERR_MMAP_TOPIC_CORRUPT'), `${what}: what each subscriber got first from a record with a damaged length`);
+    } else {
+      await publish(1 + rnd(12), what);
+      await caughtUp(round, what);
+      await garbage(round, kind);
+    }
+    assert.ok(canaryIntact(), `${what}: a byte after the topic was written`);
+  }
+  const fuzzMs = performance.now() - t0;
+  Atomics.store(ctl, CTL.STOP, 1);
+  const { counts } = await hostile.report();
+  all.pop(); // the hostile peer has exited
+  // The garbage has stopped. Messages until the publisher has rewritten every position it left
+  // (within a ring of messages: HEAD is rewritten when the publisher next moves it past what it
+  // overwrites; until then subscribe() refuses the topic as corrupt) and every subscriber has caught
+  // up; then every subscriber subscribes again (its old table entry may hold garbage), and the
+  // final messages go.
+  const positionsClean = () => {
+    const b = readFileSync(path);
+    const [tail, intent, head, next] = [TOPIC.TAIL, TOPIC.INTENT, TOPIC.HEAD, TOPIC.NEXT_SEQ].map((o) => b.readBigUInt64LE(o));
+    const cap = BigInt(opts.capacity);
+    return tail % 8n === 0n && head % 8n === 0n && head <= tail && tail - head <= cap && intent >= tail && intent - tail <= cap && next < 2n ** 52n;
+  };
+  let settle = 1;
+  await publish(1, 'after the garbage');
+  for (; !positionsClean(); settle++) {
+    assert.ok(settle <= opts.capacity / recordSize(16), `the publisher has not rewritten the positions after ${settle} messages: ${JSON.stringify(Topic.inspect(path).positions)}`);
+    await publish(1, 'after the garbage');
+  }
+  await caughtUp(ROUNDS + 1, 'after the garbage');
+  Atomics.store(ctl, CTL.FINAL, 1);
+  await until(() => subs.every((_, i) => Atomics.load(ctl, CTL.RESUBSCRIBED + i) === 1), all, 'the subscribers subscribe again', 10_000);
+  Atomics.store(ctl, CTL.FINAL, 2);
+  const p = await publisher.report();
+  const results = [];
+  for (const s of subs) results.push(await s.report());
+  assert.ok(canaryIntact(), 'a byte after the topic was written');
+  const total = (key) => results.reduce((n, r) => n + (r.outcomes[key] ?? 0), 0);
+  t.diagnostic(`${ROUNDS} rounds in ${Math.round(fuzzMs)} ms: ${JSON.stringify(rounds)}; the hostile wrote ${JSON.stringify(counts)}; publisher ${JSON.stringify(p.outcomes)}`);
+  t.diagnostic(`rounds that needed more messages before every subscriber caught up: ${pumped.join(', ') || 'none'}; ${settle} messages after the garbage before the positions were clean`);
+  for (const [i, r] of results.entries()) {
+    t.diagnostic(`subscriber ${i} (lapped: ${LAPPED[i]}): ${JSON.stringify(r.outcomes)}, slowest call ${r.slowest} ms`);
+    assert.deepEqual(r.problems, [], `subscriber ${i}`);
+    // Every final message, once each, in order, numbered without a gap.
+    assert.equal(r.finals.length, 1, `subscriber ${i}: the final messages came as ${JSON.stringify(r.finals)}`);
+    assert.deepEqual([r.finals[0][0], r.finals[0][1], r.finals[0][3]], [0, p.finalFrom, FINAL], `subscriber ${i}: final messages ${JSON.stringify(r.finals)}`);
+    assert.equal(r.finalMissed, 0);
+    assert.equal(r.endReason, 'closed');
+  }
+  assert.equal(p.sent, p.finalFrom + FINAL);
+  assert.equal(p.outcomes.ok, p.sent);
+  assert.ok(total('messages') > ROUNDS, `only ${total('messages')} messages were delivered`);
+  assert.ok(total('ERR_MMAP_TOPIC_CORRUPT') >= subs.length * (rounds['unread-length'] ?? 1), 'the garbage was not reported as ERR_MMAP_TOPIC_CORRUPT');
+  return { rounds, counts };
+}
+
 for (const policy of ['overwrite', 'block']) {
   test(`${policy}: garbage from a hostile peer process in the ring, the positions, record lengths and the subscriber table: subscribers get ERR_MMAP_TOPIC_CORRUPT, lapped errors or whole messages, never hang, and the topic carries on`, async (t) => {
-    const ROUNDS = 100;
-    const FINAL = 40;
-    const MAX = 512;
-    const CANARY = 4096;
-    const WEIGHTS = { ring: 3, position: 4, length: 3, table: 3, 'unread-length': 2 };
-    // A publisher rewrites INTENT once what it publishes passes its own copy, which runs ahead by an
-    // eighth of the ring at most: that many bytes (and a record) of the smallest messages, and a few more.
-    const PUMP_MAX = Math.ceil((16384 / 8 + recordSize(MAX)) / recordSize(16)) + 8;
-    const opts = { capacity: 16384, maxMessageSize: MAX, policy, maxSubscribers: 8, maxPublishers: 2, publishers: 1 };
-    const size = Topic.byteLength(opts);
-    const path = join(tempDir(t), 'topic');
-    writeFileSync(path, Buffer.alloc(size + CANARY, 0xa5));
-    const creator = Topic.create(path, opts);
-    t.after(() => creator.close());
-    // Random bytes in the ring, as after a long life: a reader that garbage sends into stale bytes
-    // must find random words there (zeros read as a run of empty records).
-    {
-      const m = map(path, { access: 'write' });
-      const ring = m.buffer.readUInt32LE(TOPIC.RING_OFFSET);
-      randomFillSync(m.buffer, ring, opts.capacity);
-      m.unmap();
-    }
-    const canaryIntact = () => readFileSync(path).subarray(size).every((b) => b === 0xa5);
-    const { ctlName, ctl } = control(t);
-    const spec = `file:${path}`;
-    const common = { spec, seed: SEED + 5, minLen: 16, maxLen: MAX, ctl: ctlName, pub: 0 };
-    const publisher = start(t, 'fuzz-publish', { ...common, finalCount: FINAL }, { label: 'publisher' });
-    await publisher.line(/^attached$/);
-    const LAPPED = ['error', 'count', 'error'];
-    const subs = LAPPED.map((lapped, id) => start(t, 'fuzz-subscribe', { ...common, id, lapped }, { label: `subscriber ${id} (lapped: ${lapped})` }));
-    for (const s of subs) await s.line(/^subscribed$/);
-    const hostile = start(t, 'hostile', { path, ctl: ctlName, seed: SEED ^ 0xbad }, { label: 'hostile peer' });
-    await hostile.line(/^started$/);
-    const all = [publisher, ...subs, hostile];
-    const rng = xorshift(SEED + policy.length);
-    const rnd = (n) => (rng.next().value >>> 0) % n;
-    const kinds = Object.entries(WEIGHTS).flatMap(([k, w]) => Array(w).fill(k));
-    let target = 0;
-    const publish = async (n, what) => {
-      target += n;
-      Atomics.store(ctl, CTL.PUB_TARGET, target);
-      await until(() => Atomics.load(ctl, CTL.PUB_DONE) === target, all, `${what}: the publisher publishes`, 10_000);
-    };
-    // Wait until every subscriber has read all there is. Garbage in INTENT or HEAD stays until the
-    // publisher next writes that word (it keeps its own copies while it is the last writer: WRITER),
-    // and meanwhile a subscriber may find itself lapped at every look: while one has not caught up
-    // (300 ms, then 50 ms at a time), one more message goes, up to PUMP_MAX.
-    const pumped = [];
-    const caughtUp = async (gen, what) => {
-      Atomics.store(ctl, CTL.GEN, gen);
-      const idle = () => subs.every((_, i) => Atomics.load(ctl, CTL.IDLE + i) >= gen);
-      try {
-        let pumps = 0;
-        for (;;) {
-          try {
-            await until(idle, all, `${what}: every subscriber reads all there is`, pumps === 0 ? 300 : 50);
-            break;
-          } catch (err) {
-            if (!/still not the case/.test(err.message) || pumps === PUMP_MAX) throw err;
-          }
-          pumps++;
-          await publish(1, `${what}, caught up`);
-        }
-        if (pumps > 0) pumped.push(`${what}: ${pumps}`);
-      } catch (err) {
-        const idle = subs.map((_, i) => Atomics.load(ctl, CTL.IDLE + i));
-        const intent = readFileSync(path).readBigUInt64LE(TOPIC.INTENT);
-        err.message += `; idle in rounds ${idle}; ${JSON.stringify(Topic.inspect(path).positions)}, INTENT ${intent}; ${subs.map((s) => s.stderr().slice(-600)).join('\n')}\n${hostile.stderr().slice(-1500)}`;
-        throw err;
-      }
-    };
-    const garbage = async (round, kind) => {
-      Atomics.store(ctl, CTL.HOSTILE_KIND, KINDS.indexOf(kind));
-      Atomics.store(ctl, CTL.HOSTILE_CMD, round);
-      await until(() => Atomics.load(ctl, CTL.HOSTILE_DONE) === round, all, `round ${round}: the hostile peer writes ${kind}`, 10_000);
-    };
-    const t0 = performance.now();
-    const rounds = {};
-    for (let round = 1; round <= ROUNDS; round++) {
-      const kind = kinds[rnd(kinds.length)];
-      rounds[kind] = (rounds[kind] ?? 0) + 1;
-      const what = `round ${round} (${kind})`;
-      if (kind === 'unread-length') {
-        // Caught up after one message (which repairs positions that are garbage), then stopped.
-        await publish(1, what);
-        await caughtUp(round, what);
-        for (let i = 0; i < subs.length; i++) Atomics.store(ctl, CTL.FIRST + i, 0);
-        Atomics.store(ctl, CTL.PAUSE, round);
-        await until(() => subs.every((_, i) => Atomics.load(ctl, CTL.PAUSED + i) === round), all, `${what}: the subscribers stop`, 10_000);
-        const pos = Topic.inspect(path).positions.tail;
-        Atomics.store(ctl, CTL.POS_LO, pos % 2 ** 32);
-        Atomics.store(ctl, CTL.POS_HI, Math.floor(pos / 2 ** 32));
-        await publish(rnd(2) === 0 ? 1 : 2 + rnd(5), what);
-        await garbage(round, kind);
-        Atomics.store(ctl, CTL.PAUSE, 0);
-        await until(() => subs.every((_, i) => Atomics.load(ctl, CTL.FIRST + i) !== 0), all, `${what}: the subscribers receive`, 10_000);
-        const first = subs.map((_, i) => ['', 'ERR_MMAP_TOPIC_CORRUPT', 'a message', 'ERR_MMAP_TOPIC_LAPPED', 'ERR_MMAP_TOPIC_TIMEOUT', 'fruitless laps', 'another error'][Atomics.load(ctl, CTL.FIRST + i)]);
-        assert.deepEqual(first, subs.map(() => 'ERR_MMAP_TOPIC_CORRUPT'), `${what}: what each subscriber got first from a record with a damaged length`);
-      } else {
-        await publish(1 + rnd(12), what);
-        await caughtUp(round, what);
-        await garbage(round, kind);
-      }
-      assert.ok(canaryIntact(), `${what}: a byte after the topic was written`);
-    }
-    const fuzzMs = performance.now() - t0;
-    Atomics.store(ctl, CTL.STOP, 1);
-    const { counts } = await hostile.report();
-    all.pop(); // the hostile peer has exited
-    // The garbage has stopped. Messages until the publisher has rewritten every position it left
-    // (within a ring of messages: HEAD is rewritten when the publisher next moves it past what it
-    // overwrites; until then subscribe() refuses the topic as corrupt) and every subscriber has caught
-    // up; then every subscriber subscribes again (its old table entry may hold garbage), and the
-    // final messages go.
-    const positionsClean = () => {
-      const b = readFileSync(path);
-      const [tail, intent, head, next] = [TOPIC.TAIL, TOPIC.INTENT, TOPIC.HEAD, TOPIC.NEXT_SEQ].map((o) => b.readBigUInt64LE(o));
-      const cap = BigInt(opts.capacity);
-      return tail % 8n === 0n && head % 8n === 0n && head <= tail && tail - head <= cap && intent >= tail && intent - tail <= cap && next < 2n ** 52n;
-    };
-    let settle = 1;
-    await publish(1, 'after the garbage');
-    for (; !positionsClean(); settle++) {
-      assert.ok(settle <= opts.capacity / recordSize(16), `the publisher has not rewritten the positions after ${settle} messages: ${JSON.stringify(Topic.inspect(path).positions)}`);
-      await publish(1, 'after the garbage');
-    }
-    await caughtUp(ROUNDS + 1, 'after the garbage');
-    Atomics.store(ctl, CTL.FINAL, 1);
-    await until(() => subs.every((_, i) => Atomics.load(ctl, CTL.RESUBSCRIBED + i) === 1), all, 'the subscribers subscribe again', 10_000);
-    Atomics.store(ctl, CTL.FINAL, 2);
-    const p = await publisher.report();
-    const results = [];
-    for (const s of subs) results.push(await s.report());
-    assert.ok(canaryIntact(), 'a byte after the topic was written');
-    const total = (key) => results.reduce((n, r) => n + (r.outcomes[key] ?? 0), 0);
-    t.diagnostic(`${ROUNDS} rounds in ${Math.round(fuzzMs)} ms: ${JSON.stringify(rounds)}; the hostile wrote ${JSON.stringify(counts)}; publisher ${JSON.stringify(p.outcomes)}`);
-    t.diagnostic(`rounds that needed more messages before every subscriber caught up: ${pumped.join(', ') || 'none'}; ${settle} messages after the garbage before the positions were clean`);
-    for (const [i, r] of results.entries()) {
-      t.diagnostic(`subscriber ${i} (lapped: ${LAPPED[i]}): ${JSON.stringify(r.outcomes)}, slowest call ${r.slowest} ms`);
-      assert.deepEqual(r.problems, [], `subscriber ${i}`);
-      // Every final message, once each, in order, numbered without a gap.
-      assert.equal(r.finals.length, 1, `subscriber ${i}: the final messages came as ${JSON.stringify(r.finals)}`);
-      assert.deepEqual([r.finals[0][0], r.finals[0][1], r.finals[0][3]], [0, p.finalFrom, FINAL], `subscriber ${i}: final messages ${JSON.stringify(r.finals)}`);
-      assert.equal(r.finalMissed, 0);
-      assert.equal(r.endReason, 'closed');
-    }
-    assert.equal(p.sent, p.finalFrom + FINAL);
-    assert.equal(p.outcomes.ok, p.sent);
-    for (const kind of KINDS) assert.ok(rounds[kind] > 0, `no round of ${kind}`);
+    const { rounds, counts } = await fuzz(t, policy, { ROUNDS: 100, WEIGHTS: { ring: 3, position: 4, length: 3, table: 3, 'unread-length': 2 } });
+    for (const kind of ['ring', 'position', 'length', 'table', 'unread-length']) assert.ok(rounds[kind] > 0, `no round of ${kind}`);
     assert.ok(Object.keys(counts).some((k) => k.startsWith('table.live')), 'the hostile never wrote the entry of a live subscriber');
     assert.ok(counts['unread-length.pastTail'] > 0, 'no unread record got a length that runs past TAIL');
-    assert.ok(total('messages') > ROUNDS, `only ${total('messages')} messages were delivered`);
-    assert.ok(total('ERR_MMAP_TOPIC_CORRUPT') >= subs.length * rounds['unread-length'], 'the garbage was not reported as ERR_MMAP_TOPIC_CORRUPT');
   });
 }
+
+// TAIL moved back by a hostile peer onto a retained record, 8 bytes past its start (its sequence
+// number there reads as a length in range), while every subscriber has read everything. Subscribers
+// report ERR_MMAP_TOPIC_CORRUPT and move to that TAIL, taking the next record's number as it is
+// (docs/topic-layout.md, "Reading"). A publisher that reloads the positions writes its next record
+// there (or drops the history if they are not consistent), and what subscribers read next is whole.
+//
+// LIBRARY ISSUE (reported, not fixed here; this test fails until it is): a publisher that finds its
+// own value in WRITER does not load the positions again (src/topic/publisher.ts, begin()), so it
+// never sees this TAIL and writes at its own copy. TAIL then jumps forward past the subscribers, who
+// read from the bogus position: 8 bytes into an old record they take its sequence number as a
+// length, and hand out bytes no publisher sent as a message.
+test('block: TAIL moved back onto the middle of a retained record by a hostile peer process: subscribers never hand out bytes no publisher sent as a message', async (t) => {
+  const { counts } = await fuzz(t, 'block', { ROUNDS: 6, WEIGHTS: { 'tail-back': 1 } });
+  assert.ok(counts['tail-back'] > 0, 'the hostile never moved TAIL onto a record');
+});
