@@ -23,6 +23,9 @@ export type TopicEndReason = 'closed' | 'publisher-died';
 export type TopicDrainHandler = (buffer: Buffer, offset: number, length: number) => void;
 
 const DEFAULT_MANY = 1024;
+const one = (): number => 1;
+const count = (n: number): number => n;
+const noMessage = (timeout: number): Error => timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
 
 /** @internal What a Topic hands a new subscription. */
 export interface SubscriptionInit {
@@ -132,7 +135,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_EMPTY >>> 2);
       if (reader.ready()) return true;
       if (this.#atEnd()) return false;
-      if (!this.#strategy.sleep(this.#site, seen, deadline)) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      if (!this.#strategy.sleep(this.#site, seen, deadline)) throw noMessage(timeout);
     }
   }
 
@@ -143,7 +146,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_EMPTY >>> 2);
       if (reader.ready()) return true;
       if (this.#atEnd()) return false;
-      if (!(await this.#strategy.sleepAsync(this.#site, seen, deadline, signal))) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      if (!(await this.#strategy.sleepAsync(this.#site, seen, deadline, signal))) throw noMessage(timeout);
       this.#check(what);
       signal?.throwIfAborted();
     }
@@ -160,78 +163,82 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
     return got;
   }
 
-  /** The next message, waiting up to `timeout` ms (`ERR_MMAP_TOPIC_TIMEOUT`); `null` at the end of the stream. */
-  receive(options?: ChannelWaitOptions | number): Buffer | null {
-    const timeout = parseTimeout(options);
-    this.#check('receive');
-    const got = this.#takeOne();
+  /**
+   * What `take()` finds (undefined: nothing yet), waiting for it by this subscription's strategy up to
+   * `timeout` ms; null at the end of the stream. The loop of every blocking receive method.
+   */
+  #until<T>(take: () => T | undefined, timeout: number): T | null {
+    const got = take();
     if (got !== undefined) return got;
     const deadline = deadlineOf(timeout);
     for (;;) {
       if (!this.#wait(timeout, deadline)) return this.#endNow();
-      const next = this.#takeOne();
+      const next = take();
       if (next !== undefined) return next;
-      if (deadline !== -1n && process.hrtime.bigint() > deadline) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      // (A wait that found TAIL moved but nothing to take: a lap, or garbage. Time still counts.)
+      if (deadline !== -1n && process.hrtime.bigint() > deadline) throw noMessage(timeout);
     }
   }
 
+  /** #until without blocking the event loop; `messages(got)`: how many messages it took (for the yield). */
+  async #untilAsync<T>(take: () => T | undefined, messages: (got: T) => number, timeout: number, options: ChannelWaitOptions | number | undefined, what: string): Promise<T | null> {
+    let deadline: bigint | undefined;
+    for (;;) {
+      const got = take();
+      if (got !== undefined) {
+        if (yieldDue(messages(got))) await yieldToLoop();
+        return got;
+      }
+      if (deadline !== undefined && deadline !== -1n && process.hrtime.bigint() > deadline) throw noMessage(timeout);
+      if (!(await this.#waitAsync(timeout, (deadline ??= deadlineOf(timeout)), signalOf(options), what))) return this.#endNow();
+    }
+  }
+
+  /** The next message, waiting up to `timeout` ms (`ERR_MMAP_TOPIC_TIMEOUT`); `null` at the end of the stream. */
+  receive(options?: ChannelWaitOptions | number): Buffer | null {
+    const timeout = parseTimeout(options);
+    this.#check('receive');
+    return this.#takeOne() ?? this.#until(this.#take, timeout);
+  }
+
+  readonly #take = (): Buffer | undefined => this.#takeOne();
+
   /** Like {@link Subscription.receive} without blocking the event loop. */
   receiveAsync(options?: ChannelWaitOptions | number): Promise<Buffer | null> {
+    // Not an async function: a message that is waiting is returned in an already settled promise.
     try {
       const timeout = parseTimeout(options);
       this.#check('receiveAsync');
       const got = this.#takeOne();
-      if (got === undefined) return this.#receiveAsyncWaiting(timeout, options);
+      if (got === undefined) return this.#untilAsync(this.#take, one, timeout, options, 'receiveAsync');
       return yieldDue(1) ? yieldToLoop().then(() => got) : Promise.resolve(got);
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
-  async #receiveAsyncWaiting(timeout: number, options: ChannelWaitOptions | number | undefined): Promise<Buffer | null> {
-    const deadline = deadlineOf(timeout);
-    const signal = signalOf(options);
-    for (;;) {
-      if (!(await this.#waitAsync(timeout, deadline, signal, 'receiveAsync'))) return this.#endNow();
-      const got = this.#takeOne();
-      if (got !== undefined) return got;
-      if (deadline !== -1n && process.hrtime.bigint() > deadline) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
-    }
+  #manyArgs(max: unknown, options: ChannelWaitOptions | number | undefined, what: string): { take: () => Buffer[] | undefined; timeout: number } {
+    const most = max === undefined ? DEFAULT_MANY : validateInt32(max, 'max', 1);
+    const timeout = parseTimeout(options);
+    this.#check(what);
+    const sink = new BufferSink();
+    return { take: () => (this.#reader.poll(most, sink) > 0 ? sink.out : undefined), timeout };
   }
 
   /** Up to `max` (default 1024) waiting messages, waiting for the first; `null` at the end of the stream. */
   receiveMany(max?: number, options?: ChannelWaitOptions | number): Buffer[] | null {
-    const most = max === undefined ? DEFAULT_MANY : validateInt32(max, 'max', 1);
-    const timeout = parseTimeout(options);
-    this.#check('receiveMany');
-    const deadline = deadlineOf(timeout);
-    const sink = new BufferSink();
-    for (;;) {
-      if (this.#reader.poll(most, sink) > 0) return sink.out;
-      if (!this.#wait(timeout, deadline)) return this.#endNow();
-      if (this.#reader.poll(most, sink) > 0) return sink.out;
-      if (deadline !== -1n && process.hrtime.bigint() > deadline) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
-    }
+    const { take, timeout } = this.#manyArgs(max, options, 'receiveMany');
+    return this.#until(take, timeout);
   }
 
   /** Like {@link Subscription.receiveMany} without blocking the event loop. */
   async receiveManyAsync(max?: number, options?: ChannelWaitOptions | number): Promise<Buffer[] | null> {
-    const most = max === undefined ? DEFAULT_MANY : validateInt32(max, 'max', 1);
-    const timeout = parseTimeout(options);
-    this.#check('receiveManyAsync');
-    const sink = new BufferSink();
-    let deadline: bigint | undefined;
-    for (;;) {
-      if (this.#reader.poll(most, sink) > 0) {
-        if (yieldDue(sink.out.length)) await yieldToLoop();
-        return sink.out;
-      }
-      if (deadline !== undefined && deadline !== -1n && process.hrtime.bigint() > deadline) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
-      if (!(await this.#waitAsync(timeout, (deadline ??= deadlineOf(timeout)), signalOf(options), 'receiveManyAsync'))) return this.#endNow();
-    }
+    const { take, timeout } = this.#manyArgs(max, options, 'receiveManyAsync');
+    return this.#untilAsync(take, (got) => got.length, timeout, options, 'receiveManyAsync');
   }
 
-  #intoSink(target: unknown, lengths: unknown): IntoSink {
+  #intoArgs(target: unknown, lengths: unknown, options: ChannelWaitOptions | number | undefined, what: string): { take: () => number | undefined; timeout: number } {
+    const timeout = parseTimeout(options);
     if (!ArrayBuffer.isView(target) || isProxy(target)) throw invalidArgType('target', 'a Buffer, TypedArray or DataView', target);
     if (!(lengths instanceof Uint32Array || lengths instanceof Int32Array || lengths instanceof Float64Array) || isProxy(lengths)) {
       throw invalidArgType('lengths', 'a Uint32Array, Int32Array or Float64Array', lengths);
@@ -239,7 +246,16 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
     if (lengths.length === 0) throw outOfRange('lengths.length', '>= 1', 0);
     const bytes = target instanceof Uint8Array ? target : new Uint8Array(target.buffer, target.byteOffset, target.byteLength);
     if (bytes.byteLength < this.#mem.g.maxMessageSize) throw outOfRange('target.byteLength', `>= ${this.#mem.g.maxMessageSize} (the topic's maxMessageSize)`, bytes.byteLength);
-    return new IntoSink(bytes, lengths);
+    this.#check(what);
+    const sink = new IntoSink(bytes, lengths);
+    return {
+      take: () => {
+        sink.discard();
+        const n = this.#reader.poll(lengths.length, sink);
+        return n > 0 ? n : undefined;
+      },
+      timeout,
+    };
   }
 
   /**
@@ -247,43 +263,43 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
    * lengths into `lengths`, waiting for the first; how many, or `null` at the end of the stream.
    */
   receiveInto(target: ArrayBufferView, lengths: LengthsArray, options?: ChannelWaitOptions | number): number | null {
-    const timeout = parseTimeout(options);
-    const sink = this.#intoSink(target, lengths);
-    this.#check('receiveInto');
-    const deadline = deadlineOf(timeout);
-    for (;;) {
-      const n = this.#reader.poll(sink.lengths.length, sink);
-      if (n > 0) return n;
-      if (!this.#wait(timeout, deadline)) return this.#endNow();
-      if (deadline !== -1n && process.hrtime.bigint() > deadline) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
-    }
+    const { take, timeout } = this.#intoArgs(target, lengths, options, 'receiveInto');
+    return this.#until(take, timeout);
   }
 
   /** Like {@link Subscription.receiveInto} without blocking the event loop. */
   async receiveIntoAsync(target: ArrayBufferView, lengths: LengthsArray, options?: ChannelWaitOptions | number): Promise<number | null> {
-    const timeout = parseTimeout(options);
-    const sink = this.#intoSink(target, lengths);
-    this.#check('receiveIntoAsync');
-    let deadline: bigint | undefined;
-    for (;;) {
-      const n = this.#reader.poll(sink.lengths.length, sink);
-      if (n > 0) {
-        if (yieldDue(n)) await yieldToLoop();
-        return n;
-      }
-      if (deadline !== undefined && deadline !== -1n && process.hrtime.bigint() > deadline) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
-      if (!(await this.#waitAsync(timeout, (deadline ??= deadlineOf(timeout)), signalOf(options), 'receiveIntoAsync'))) return this.#endNow();
-    }
+    const { take, timeout } = this.#intoArgs(target, lengths, options, 'receiveIntoAsync');
+    return this.#untilAsync(take, count, timeout, options, 'receiveIntoAsync');
   }
 
-  #drainArgs(handler: unknown, max: unknown): number {
+  #drainArgs(handler: unknown, max: unknown, options: ChannelWaitOptions | number | undefined, what: string): { take: () => number | undefined; timeout: number } {
     if (typeof handler !== 'function') throw invalidArgType('handler', 'a function', handler);
-    return max === undefined ? Infinity : validateInt32(max, 'max', 1);
+    const limit = max === undefined ? Infinity : validateInt32(max, 'max', 1);
+    const timeout = parseTimeout(options);
+    this.#check(what);
+    return {
+      take: () => {
+        const n = this.#drainRun(handler as TopicDrainHandler, limit);
+        return n > 0 ? n : undefined;
+      },
+      timeout,
+    };
   }
 
   /** Copy each waiting message (up to `limit`) to a scratch buffer, validated, then hand it to `handler`. */
   #drainRun(handler: TopicDrainHandler, limit: number): number {
-    const scratch = (this.#drainScratch ??= Buffer.allocUnsafe(this.#mem.g.maxMessageSize));
+    // A handler that drains again (nested) gets a scratch of its own: the outer one still reads its copy.
+    const scratch = this.#drainScratch ?? Buffer.allocUnsafe(this.#mem.g.maxMessageSize);
+    this.#drainScratch = undefined;
+    try {
+      return this.#drainInto(scratch, handler, limit);
+    } finally {
+      this.#drainScratch = scratch;
+    }
+  }
+
+  #drainInto(scratch: Buffer, handler: TopicDrainHandler, limit: number): number {
     const lengths = new Uint32Array(1);
     const sink = new IntoSink(scratch, lengths);
     let n = 0;
@@ -302,33 +318,14 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
    * overwriting, valid during the call only. A message whose handler throws counts as read.
    */
   drain(handler: TopicDrainHandler, max?: number, options?: ChannelWaitOptions | number): number | null {
-    const limit = this.#drainArgs(handler, max);
-    const timeout = parseTimeout(options);
-    this.#check('drain');
-    const deadline = deadlineOf(timeout);
-    for (;;) {
-      const n = this.#drainRun(handler, limit);
-      if (n > 0) return n;
-      if (!this.#wait(timeout, deadline)) return this.#endNow();
-      if (deadline !== -1n && process.hrtime.bigint() > deadline) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
-    }
+    const { take, timeout } = this.#drainArgs(handler, max, options, 'drain');
+    return this.#until(take, timeout);
   }
 
   /** Like {@link Subscription.drain} without blocking the event loop. */
   async drainAsync(handler: TopicDrainHandler, max?: number, options?: ChannelWaitOptions | number): Promise<number | null> {
-    const limit = this.#drainArgs(handler, max);
-    const timeout = parseTimeout(options);
-    this.#check('drainAsync');
-    let deadline: bigint | undefined;
-    for (;;) {
-      const n = this.#drainRun(handler, limit);
-      if (n > 0) {
-        if (yieldDue(n)) await yieldToLoop();
-        return n;
-      }
-      if (deadline !== undefined && deadline !== -1n && process.hrtime.bigint() > deadline) throw timedOut('waiting for a message', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
-      if (!(await this.#waitAsync(timeout, (deadline ??= deadlineOf(timeout)), signalOf(options), 'drainAsync'))) return this.#endNow();
-    }
+    const { take, timeout } = this.#drainArgs(handler, max, options, 'drainAsync');
+    return this.#untilAsync(take, count, timeout, options, 'drainAsync');
   }
 
   /** A Node `Readable` in object mode, one Buffer per message; ends at the end of the stream. */

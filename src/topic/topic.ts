@@ -23,6 +23,7 @@ import { Subscription, type TopicDrainHandler, type TopicEndReason, kSubscribe }
 import { type TopicInspection, initTopic, inspectTopicMemory, refuseLiveTopicFile } from './target.js';
 
 const INT32_MAX = 0x7fffffff;
+const topicTimeout = (what: string, timeout: number): Error => timedOut(what, timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
 const RECORD_SEQ = TOPIC.RECORD_SEQ >>> 2;
 /** How often a publisher waiting for room looks whether the subscribers holding it back are alive. */
 const REAP_EVERY_MS = 50;
@@ -272,7 +273,7 @@ export class Topic implements Disposable {
    * (waits for it until `deadline`, then ERR_MMAP_TOPIC_TIMEOUT: false means no room, never no lock).
    */
   #tryOne(pub: Publisher, bytes: Uint8Array, deadline: bigint, timeout = Infinity): boolean {
-    if (!acquire(pub.site, deadline)) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+    if (!acquire(pub.site, deadline)) throw topicTimeout('waiting for the publish lock', timeout);
     return this.#oneLocked(pub, bytes);
   }
 
@@ -338,7 +339,7 @@ export class Topic implements Disposable {
   async #publishAsyncWaiting(pub: Publisher, bytes: Uint8Array, timeout: number, signal: AbortSignal | undefined): Promise<void> {
     const deadline = deadlineOf(timeout);
     for (;;) {
-      if (!(await acquireAsync(pub.site, deadline, signal))) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      if (!(await acquireAsync(pub.site, deadline, signal))) throw topicTimeout('waiting for the publish lock', timeout);
       if (this.#closed || this.#mem.mapping.closed) release(pub.site);
       this.#check('publishAsync');
       if (this.#oneLocked(pub, bytes)) return;
@@ -366,7 +367,7 @@ export class Topic implements Disposable {
     let deadline: bigint | undefined;
     try {
       while (sent < all.length) {
-        if (!acquire(pub.site, (deadline ??= deadlineOf(timeout)))) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+        if (!acquire(pub.site, (deadline ??= deadlineOf(timeout)))) throw topicTimeout('waiting for the publish lock', timeout);
         const n = this.#run(pub, all, sent);
         sent += n;
         if (n === 0) this.#waitRoom(pub, all[sent]!.byteLength, timeout, deadline);
@@ -386,7 +387,7 @@ export class Topic implements Disposable {
     const deadline = deadlineOf(timeout);
     try {
       while (sent < all.length) {
-        if (!(await acquireAsync(pub.site, deadline, signal))) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+        if (!(await acquireAsync(pub.site, deadline, signal))) throw topicTimeout('waiting for the publish lock', timeout);
         if (this.#closed || this.#mem.mapping.closed) release(pub.site);
         this.#check('publishManyAsync');
         const n = this.#run(pub, all, sent);
@@ -411,7 +412,7 @@ export class Topic implements Disposable {
     const pub = this.#prepare('reserve');
     let deadline: bigint | undefined;
     for (;;) {
-      if (!acquire(pub.site, (deadline ??= deadlineOf(timeout)))) throw timedOut('waiting for the publish lock', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      if (!acquire(pub.site, (deadline ??= deadlineOf(timeout)))) throw topicTimeout('waiting for the publish lock', timeout);
       pub.begin();
       if (pub.plan(max)) break;
       release(pub.site);
@@ -472,7 +473,7 @@ export class Topic implements Disposable {
     for (;;) {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_FULL >>> 2);
       if (pub.roomNow(length, this.#reap())) return;
-      if (!this.#strategy.sleep(site, seen, deadline)) throw timedOut('waiting for room (the slowest subscriber is a whole ring behind)', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      if (!this.#strategy.sleep(site, seen, deadline)) throw topicTimeout('waiting for room (the slowest subscriber is a whole ring behind)', timeout);
     }
   }
 
@@ -483,7 +484,7 @@ export class Topic implements Disposable {
       this.#roomFor = length;
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_FULL >>> 2);
       if (pub.roomNow(length, this.#reap())) return;
-      if (!(await this.#strategy.sleepAsync(site, seen, deadline, signal))) throw timedOut('waiting for room (the slowest subscriber is a whole ring behind)', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+      if (!(await this.#strategy.sleepAsync(site, seen, deadline, signal))) throw topicTimeout('waiting for room (the slowest subscriber is a whole ring behind)', timeout);
       this.#check('publish');
       signal?.throwIfAborted();
     }
@@ -504,7 +505,7 @@ export class Topic implements Disposable {
     if (this.#reserved !== undefined) throw invalidState('a reserve() of this handle is not committed yet: commit or cancel it first');
     const mem = this.#mem;
     const site = { lock: mem.lock, instance: mem.instance, repair: () => repairAfterTakeover(mem) };
-    if (!acquire(site, deadlineOf(timeout))) throw timedOut('waiting for the publish lock to subscribe', timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
+    if (!acquire(site, deadlineOf(timeout))) throw topicTimeout('waiting for the publish lock to subscribe', timeout);
     let cursor: number;
     let seq: number;
     let entry: number;
