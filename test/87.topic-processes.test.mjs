@@ -329,10 +329,11 @@ test('block: a subscriber killed (SIGKILL) while the publisher waits for it: the
 // after it in the file).
 // Fails on a crash, a hang (a call that overruns its timeout, a round that never finishes), a torn or
 // made-up message, a damaged length delivered as a message, or a topic that does not carry on.
-// (Random moves of TAIL can also hit the library issue that the last test of this file shows; with
-// these seeds they have not.)
+// TAIL gets random words, far positions and misaligned moves here, not positions within a ring of
+// the records (subscribers move there): those are the last test's, which shows a library issue with
+// them (with them here, this test fails now and then for that issue alone).
 /** The fuzz run: ROUNDS rounds of garbage of the kinds in WEIGHTS (picked with these weights). */
-async function fuzz(t, policy, { ROUNDS, WEIGHTS }) {
+async function fuzz(t, policy, { ROUNDS, WEIGHTS, tailInRing }) {
   const FINAL = 40;
   const MAX = 512;
   const CANARY = 4096;
@@ -362,7 +363,7 @@ async function fuzz(t, policy, { ROUNDS, WEIGHTS }) {
   const LAPPED = ['error', 'count', 'error'];
   const subs = LAPPED.map((lapped, id) => start(t, 'fuzz-subscribe', { ...common, id, lapped }, { label: `subscriber ${id} (lapped: ${lapped})` }));
   for (const s of subs) await s.line(/^subscribed$/);
-  const hostile = start(t, 'hostile', { path, ctl: ctlName, seed: SEED ^ 0xbad }, { label: 'hostile peer' });
+  const hostile = start(t, 'hostile', { path, ctl: ctlName, seed: SEED ^ 0xbad, tailInRing }, { label: 'hostile peer' });
   await hostile.line(/^started$/);
   const all = [publisher, ...subs, hostile];
   const rng = xorshift(SEED + policy.length);
@@ -487,7 +488,7 @@ async function fuzz(t, policy, { ROUNDS, WEIGHTS }) {
 
 for (const policy of ['overwrite', 'block']) {
   test(`${policy}: garbage from a hostile peer process in the ring, the positions, record lengths and the subscriber table: subscribers get ERR_MMAP_TOPIC_CORRUPT, lapped errors or whole messages, never hang, and the topic carries on`, async (t) => {
-    const { rounds, counts } = await fuzz(t, policy, { ROUNDS: 100, WEIGHTS: { ring: 3, position: 4, length: 3, table: 3, 'unread-length': 2 } });
+    const { rounds, counts } = await fuzz(t, policy, { ROUNDS: 100, WEIGHTS: { ring: 3, position: 4, length: 3, table: 3, 'unread-length': 2 }, tailInRing: true });
     for (const kind of ['ring', 'position', 'length', 'table', 'unread-length']) assert.ok(rounds[kind] > 0, `no round of ${kind}`);
     assert.ok(Object.keys(counts).some((k) => k.startsWith('table.live')), 'the hostile never wrote the entry of a live subscriber');
     assert.ok(counts['unread-length.pastTail'] > 0, 'no unread record got a length that runs past TAIL');
@@ -500,12 +501,12 @@ for (const policy of ['overwrite', 'block']) {
 // (docs/topic-layout.md, "Reading"). A publisher that reloads the positions writes its next record
 // there (or drops the history if they are not consistent), and what subscribers read next is whole.
 //
-// LIBRARY ISSUE (reported, not fixed here; this test fails until it is): a publisher that finds its
-// own value in WRITER does not load the positions again (src/topic/publisher.ts, begin()), so it
-// never sees this TAIL and writes at its own copy. TAIL then jumps forward past the subscribers, who
-// read from the bogus position: 8 bytes into an old record they take its sequence number as a
-// length, and hand out bytes no publisher sent as a message.
+// A publisher that finds its own value in WRITER keeps its own copies of the positions
+// (src/topic/publisher.ts, begin()); it compares TAIL with its copy, so a TAIL moved under it is
+// caught and the positions are checked again. Before that comparison this test failed: the publisher
+// wrote on at its own copy, TAIL jumped past the subscribers, who then read from the bogus position,
+// took a sequence number 8 bytes into an old record as a length, and handed out bytes no publisher sent.
 test('block: TAIL moved back onto the middle of a retained record by a hostile peer process: subscribers never hand out bytes no publisher sent as a message', async (t) => {
-  const { counts } = await fuzz(t, 'block', { ROUNDS: 6, WEIGHTS: { 'tail-back': 1 } });
+  const { counts } = await fuzz(t, 'block', { ROUNDS: 6, WEIGHTS: { 'tail-back': 1 }, tailInRing: true });
   assert.ok(counts['tail-back'] > 0, 'the hostile never moved TAIL onto a record');
 });

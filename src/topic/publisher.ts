@@ -96,7 +96,9 @@ export class Publisher {
    */
   begin(): void {
     // (Loaded once at least: a handle that took over the entry of a dead one has the same token.)
-    if (this.loaded && this.mem.i32[WRITER] === this.token) {
+    // TAIL is compared too (one 64-bit load): a peer that moved it under us (garbage) is caught here
+    // and dealt with below, instead of publishers writing on at a position subscribers left.
+    if (this.loaded && this.mem.i32[WRITER] === this.token && this.mem.raw64(TOPIC.TAIL) === this.tail) {
       this.end = this.tail;
       return;
     }
