@@ -23,9 +23,9 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SMOKE = join(ROOT, 'test', 'fixtures', 'smoke.mjs');
 const DIST = pathToFileURL(join(ROOT, 'dist', 'index.js')).href;
 const MINUTES = 60_000;
-/** Test files of the core API (mapping, use after unmap, faults, large mappings, posix, shared memory, waits, sync, channels). */
-const CORE = ['10.mapping', '11.bad-input', '12.unmapped', '20.sigbus', '21.large', '30.posix', '40.shm', '41.wait', '42.sync', '80.channel', '84.channel-receive-into-drain', '85.channel-inspect-lanes'].map((f) => `test/${f}.test.mjs`);
-const ARM64_FILES = ['10.mapping', '11.bad-input', '12.unmapped', '30.posix', '40.shm', '41.wait', '42.sync'].map((f) => `test/${f}.test.mjs`);
+/** Test files of the core API (mapping, use after unmap, faults, large mappings, posix, shared memory, waits, sync, channels, topics). */
+const CORE = ['10.mapping', '11.bad-input', '12.unmapped', '20.sigbus', '21.large', '30.posix', '40.shm', '41.wait', '42.sync', '80.channel', '84.channel-receive-into-drain', '85.channel-inspect-lanes', '86.topic'].map((f) => `test/${f}.test.mjs`);
+const ARM64_FILES = ['10.mapping', '11.bad-input', '12.unmapped', '30.posix', '40.shm', '41.wait', '42.sync', '86.topic'].map((f) => `test/${f}.test.mjs`);
 /**
  * The channel tests run on arm64 (by name: what the protocol guarantees across processes). Left out:
  * the tests that time wake-ups or spin loops, which an emulated CPU (10-30x slower) cannot meet.
