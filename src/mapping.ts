@@ -9,6 +9,7 @@
  * garbage collector releases them (see Region), so nothing can touch freed memory or a newer mapping.
  * @module
  */
+import { checkConstruct, kConstruct, kHold, kOwner, kProtect, kRange } from './internal/symbols.js';
 import { closeSync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, rmSync, constants as fsConstants } from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
 import { constants as osConstants } from 'node:os';
@@ -301,17 +302,8 @@ function retire(region: Region, path: string | undefined): void {
   }
 }
 
-/** Hidden back-reference from each ArrayBuffer to its Mapping: keeps the mapping alive while a view is. */
-const kOwner = Symbol('mmapkit.owner');
 /** Address of byte 0 of each ArrayBuffer handed out, for the low-level functions. */
 const viewAddress = new WeakMap<ArrayBuffer, { mapping: Mapping; addr: bigint }>();
-const kCreate = Symbol('mmapkit.create');
-/** @internal */
-export const kRange = Symbol('mmapkit.range');
-/** @internal */
-export const kProtect = Symbol('mmapkit.protect');
-/** @internal */
-export const kHold = Symbol('mmapkit.hold');
 
 /** Parameters of the private constructor. */
 interface MappingInit {
@@ -358,7 +350,7 @@ export class Mapping implements Disposable {
 
   /** @internal Use {@link map}, {@link mapAnonymous} or `mmap`. */
   constructor(token: symbol, init: MappingInit) {
-    if (token !== kCreate) throw new TypeError('Illegal constructor: use map(), mapAnonymous() or mmap()');
+    checkConstruct(token, 'use map(), mapAnonymous() or mmap()');
     this.#region = { addr: init.addr, length: init.mapLength, closed: false, released: false, pending: 0 };
     this.#delta = init.delta;
     this.#prot = init.prot;
@@ -743,7 +735,7 @@ export function viewLocation(view: ArrayBufferView): { mapping: Mapping; addr: b
 
 /** @internal Build a Mapping (for posix.ts). */
 export function createMapping(init: MappingInit): Mapping {
-  return new Mapping(kCreate, init);
+  return new Mapping(kConstruct, init);
 }
 
 /**

@@ -9,7 +9,8 @@
 import { native } from './binding.js';
 import { constants } from './constants.js';
 import { invalidArgType, invalidArgValue, systemError } from './errors.js';
-import { Mapping, createMapping, kProtect, mmapChecked, resolveAddress } from './mapping.js';
+import { kProtect } from './internal/symbols.js';
+import { Mapping, createMapping, mmapChecked, resolveAddress } from './mapping.js';
 import { type Int64Like, validateInt32, validateInt64 } from './validators.js';
 
 /** Where C takes `void *addr`: a Mapping (its first byte) or a view over one (the view's first byte). */

@@ -3,6 +3,7 @@
  * anonymous shared memory (`memfd_create`) handed to child processes as a file descriptor.
  * @module
  */
+import { checkConstruct, kConstruct } from './internal/symbols.js';
 import type { IOType, StdioOptions } from 'node:child_process';
 import { closeSync, fstatSync, ftruncateSync, readFileSync, readlinkSync, constants as fsConstants } from 'node:fs';
 import { native } from './binding.js';
@@ -78,7 +79,6 @@ export function validateShmName(name: unknown, argName = 'name'): string {
   return `/${bare}`;
 }
 
-const kCreate = Symbol('mmapkit.shm.create');
 
 /** Inherited descriptors already taken by `inherited()` (each can be owned once). */
 const adopted = new Set<number>();
@@ -148,7 +148,7 @@ export class SharedMemory implements Disposable {
 
   /** @internal Use the static methods. */
   constructor(token: symbol, fd: number, name: string | undefined, access: 'read' | 'write') {
-    if (token !== kCreate) throw new TypeError('Illegal constructor: use SharedMemory.create(), open(), anonymous() or fromFd()');
+    checkConstruct(token, 'use SharedMemory.create(), open(), anonymous() or fromFd()');
     this.#fd = fd;
     this.name = name;
     this.access = access;
@@ -203,7 +203,7 @@ export class SharedMemory implements Disposable {
         closeSync(fd);
         throw err;
       }
-      return new SharedMemory(kCreate, fd, canonical, 'write'); // closes fd itself if it cannot map
+      return new SharedMemory(kConstruct, fd, canonical, 'write'); // closes fd itself if it cannot map
     } catch (err) {
       // Whatever step failed (ftruncate, or mmap: ENOMEM for a huge size), leave no name behind.
       if (created) native.shmUnlink(canonical);
@@ -226,7 +226,7 @@ export class SharedMemory implements Disposable {
     const fd = native.shmOpen(canonical, access === 'write' ? fsConstants.O_RDWR : fsConstants.O_RDONLY, 0);
     if (fd < 0) throw openError(fd, 'shm_open', canonical);
     openedChecked(fd, canonical, policy);
-    return new SharedMemory(kCreate, fd, canonical, access);
+    return new SharedMemory(kConstruct, fd, canonical, access);
   }
 
   /** Remove a name (`shm_unlink`). Processes that have it open or mapped keep it; `ENOENT` if missing. */
@@ -252,7 +252,7 @@ export class SharedMemory implements Disposable {
       closeSync(fd);
       throw err;
     }
-    return new SharedMemory(kCreate, fd, undefined, 'write');
+    return new SharedMemory(kConstruct, fd, undefined, 'write');
   }
 
   /**
@@ -265,7 +265,7 @@ export class SharedMemory implements Disposable {
     const access = parseAccess(options);
     const dup = native.dupCloexec(fd);
     if (dup < 0) throw openError(dup, 'fcntl');
-    return new SharedMemory(kCreate, dup, undefined, access);
+    return new SharedMemory(kConstruct, dup, undefined, access);
   }
 
   /**
@@ -301,7 +301,7 @@ export class SharedMemory implements Disposable {
     }
     const rc = native.setCloexec(fd, true);
     if (rc < 0) throw systemError(rc, 'fcntl');
-    const shm = new SharedMemory(kCreate, fd, undefined, access);
+    const shm = new SharedMemory(kConstruct, fd, undefined, access);
     adopted.add(fd);
     return shm;
   }

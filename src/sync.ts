@@ -5,6 +5,7 @@
  * are in docs/layout.md.
  * @module
  */
+import { checkConstruct, kConstruct } from './internal/symbols.js';
 import { native } from './binding.js';
 import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
 import { Mapping, viewLocation } from './mapping.js';
@@ -158,7 +159,9 @@ export class Mutex {
   /** This thread holds the lock after 'owner-died' and has not called markConsistent() yet. */
   #repairing = false;
 
-  private constructor(r: Region) {
+  /** @internal Use {@link Mutex.create} or {@link Mutex.attach}. */
+  constructor(token: symbol, r: Region) {
+    checkConstruct(token, 'use Mutex.create() or Mutex.attach()');
     this.#r = r;
     this.#mutex = r.addr + BigInt(MUTEX_OFFSET);
     const off = native.mutexLayout.lockWordOffset;
@@ -171,12 +174,12 @@ export class Mutex {
       const rc = native.mutexInit(r.addr + BigInt(MUTEX_OFFSET));
       if (rc < 0) throw systemError(rc, 'pthread_mutex_init');
     });
-    return new Mutex(r);
+    return new Mutex(kConstruct, r);
   }
 
   /** Use a mutex that `create` initialized at `offset` of `target` (checks its header). */
   static attach(target: SyncTarget, offset?: number): Mutex {
-    return new Mutex(attachRegion(target, offset, MUTEX_KIND));
+    return new Mutex(kConstruct, attachRegion(target, offset, MUTEX_KIND));
   }
 
   /**
@@ -398,19 +401,21 @@ export class Semaphore extends FutexObject {
   /** Bytes a Semaphore occupies. */
   static readonly byteLength = 32;
 
-  private constructor(r: Region) {
+  /** @internal Use {@link Semaphore.create} or {@link Semaphore.attach}. */
+  constructor(token: symbol, r: Region) {
+    checkConstruct(token, 'use Semaphore.create() or Semaphore.attach()');
     super(r, 'Semaphore', SEM_VALUE, SEM_WAITERS);
   }
 
   /** Initialize a semaphore with count `initial` (default 0) at `offset` of `target`. */
   static create(target: SyncTarget, offset?: number, initial = 0): Semaphore {
     const init = validateInt32(initial, 'initial', 0);
-    return new Semaphore(createRegion(target, offset, SEM_KIND, (r) => Atomics.store(r.i32, SEM_VALUE / 4, init)));
+    return new Semaphore(kConstruct, createRegion(target, offset, SEM_KIND, (r) => Atomics.store(r.i32, SEM_VALUE / 4, init)));
   }
 
   /** Use a semaphore that `create` initialized (checks its header). */
   static attach(target: SyncTarget, offset?: number): Semaphore {
-    return new Semaphore(attachRegion(target, offset, SEM_KIND));
+    return new Semaphore(kConstruct, attachRegion(target, offset, SEM_KIND));
   }
 
   /** The current count. */
@@ -466,18 +471,20 @@ export class Event extends FutexObject {
   /** Bytes an Event occupies. */
   static readonly byteLength = 32;
 
-  private constructor(r: Region) {
+  /** @internal Use {@link Event.create} or {@link Event.attach}. */
+  constructor(token: symbol, r: Region) {
+    checkConstruct(token, 'use Event.create() or Event.attach()');
     super(r, 'Event', EVENT_STATE, EVENT_WAITERS);
   }
 
   /** Initialize an event (not set) at `offset` of `target`. */
   static create(target: SyncTarget, offset?: number): Event {
-    return new Event(createRegion(target, offset, EVENT_KIND));
+    return new Event(kConstruct, createRegion(target, offset, EVENT_KIND));
   }
 
   /** Use an event that `create` initialized (checks its header). */
   static attach(target: SyncTarget, offset?: number): Event {
-    return new Event(attachRegion(target, offset, EVENT_KIND));
+    return new Event(kConstruct, attachRegion(target, offset, EVENT_KIND));
   }
 
   /** Whether the event is set. */

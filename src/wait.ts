@@ -5,7 +5,8 @@
  */
 import { native, type WaitAsyncContext } from './binding.js';
 import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
-import { type Mapping, kHold, viewLocation } from './mapping.js';
+import { kHold } from './internal/symbols.js';
+import { type Mapping, viewLocation } from './mapping.js';
 import { validateBoolean, validateInt32, validateOptions, validateSignal } from './validators.js';
 
 const EAGAIN = -11;

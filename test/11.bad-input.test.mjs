@@ -176,3 +176,12 @@ test('low-level functions: bad input', (t) => {
   throwsCode(() => munmap(m.buffer), ...TYPE);
   munmap(m);
 });
+
+test('no public class can be constructed with new: a TypeError says which factory to use (issue 13: one idiom, one token)', async () => {
+  const lib = await import('../dist/index.js');
+  const classes = { Mapping: /map\(\)/, SharedMemory: /SharedMemory\.create\(\)/, Mutex: /Mutex\.create\(\)/, Semaphore: /Semaphore\.create\(\)/, Event: /Event\.create\(\)/, Channel: /Channel\.create\(\)/, Topic: /Topic\.create\(\)/, Subscription: /topic\.subscribe\(\)/ };
+  for (const [name, hint] of Object.entries(classes)) {
+    assert.throws(() => new lib[name](), (err) => err instanceof TypeError && /^Illegal constructor: /.test(err.message) && hint.test(err.message), name);
+    assert.throws(() => new lib[name](Symbol('mmapkit.construct'), {}), TypeError, `${name} with a look-alike token`);
+  }
+});

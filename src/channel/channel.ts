@@ -8,6 +8,7 @@
  */
 import type { Readable, Writable } from 'node:stream';
 import { invalidArgValue } from '../errors.js';
+import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
 import { validateOneOf, validateOptions } from '../validators.js';
@@ -90,7 +91,6 @@ export interface ChannelOpenOptions {
 const OPEN_OPTIONS = ['wait', 'spin', ...OWNERSHIP_OPTIONS] as const;
 const INSPECT_OPTIONS = [...OWNERSHIP_OPTIONS] as const;
 
-const kCreate = Symbol('mmapkit.channel');
 
 /**
  * One handle on a channel. A handle becomes a producer on its first send and a consumer on its first
@@ -102,7 +102,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
 
   /** @internal Use {@link Channel.create} or {@link Channel.open}. */
   constructor(token: symbol, mapping: Mapping, owned: Mapping | import('../shm.js').SharedMemory | undefined, g: Geometry, strategy: Strategy, creator = false) {
-    if (token !== kCreate) throw new TypeError('Illegal constructor: use Channel.create() or Channel.open()');
+    checkConstruct(token, 'use Channel.create() or Channel.open()');
     this.#core = new ChannelCore(mapping, owned, g, strategy, creator);
   }
 
@@ -129,7 +129,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const { mapping, owned } = resolveTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS, call: 'create' });
     try {
       initChannel(mapping, g, expected);
-      return new Channel(kCreate, mapping, owned, g, strategy, true);
+      return new Channel(kConstruct, mapping, owned, g, strategy, true);
     } catch (err) {
       releaseOwned(owned);
       throw err;
@@ -148,7 +148,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const ownership = ownershipOf(o, target);
     const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: OPEN_OPTIONS, call: 'open' });
     try {
-      return new Channel(kCreate, mapping, owned, readGeometry(mapping), strategy);
+      return new Channel(kConstruct, mapping, owned, readGeometry(mapping), strategy);
     } catch (err) {
       releaseOwned(owned);
       throw err;

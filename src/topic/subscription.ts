@@ -10,6 +10,7 @@ import { isProxy } from 'node:util/types';
 import type { LengthsArray } from '../channel/batch.js';
 import { messageIterator, parseReadableOptions, readableOf } from '../channel/streams.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, deadlineOf, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
+import { checkConstruct } from '../internal/symbols.js';
 import { validateInt32 } from '../validators.js';
 import { FLAG_PUBLISHER_DIED, TOPIC } from './layout.js';
 import type { TopicMemory } from './memory.js';
@@ -39,8 +40,6 @@ export interface SubscriptionInit {
   onClose(sub: Subscription): void;
 }
 
-const kSubscribe = Symbol('mmapkit.subscription');
-export { kSubscribe };
 
 /**
  * One subscriber's view of a topic: its own cursor, so it sees every message published after it
@@ -61,7 +60,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
 
   /** @internal Use `Topic#subscribe()`. */
   constructor(token: symbol, init: SubscriptionInit) {
-    if (token !== kSubscribe) throw new TypeError('Illegal constructor: use topic.subscribe()');
+    checkConstruct(token, 'use topic.subscribe()');
     this.#mem = init.mem;
     this.#reader = new TopicReader(init.mem, init.entry, init.cursor, init.seq, init.errorOnGap);
     this.#strategy = init.strategy;

@@ -8,6 +8,7 @@
 import { toBytes } from '../channel/core.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
 import { invalidArgType, invalidState, mmapkitError, outOfRange } from '../errors.js';
+import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
 import type { SharedMemory } from '../shm.js';
@@ -19,7 +20,7 @@ import { acquire, acquireAsync, holdAcrossCalls, release } from './lock.js';
 import { TopicMemory, topicCorrupt } from './memory.js';
 import { attachPublisher, attachSubscriber, closePublisher } from './parties.js';
 import { Publisher, repairAfterTakeover } from './publisher.js';
-import { Subscription, type TopicDrainHandler, type TopicEndReason, kSubscribe } from './subscription.js';
+import { Subscription, type TopicDrainHandler, type TopicEndReason } from './subscription.js';
 import { type TopicInspection, initTopic, inspectTopicMemory, refuseLiveTopicFile } from './target.js';
 
 const INT32_MAX = 0x7fffffff;
@@ -99,7 +100,6 @@ export interface TopicReservation {
   cancel(): void;
 }
 
-const kCreate = Symbol('mmapkit.topic');
 
 /**
  * A handle on a topic. It publishes (attaching as a publisher on its first publish) and makes
@@ -120,7 +120,7 @@ export class Topic implements Disposable {
 
   /** @internal Use {@link Topic.create} or {@link Topic.open}. */
   constructor(token: symbol, mapping: Mapping, owned: Mapping | SharedMemory | undefined, g: TopicGeometry, strategy: Strategy, creator = false) {
-    if (token !== kCreate) throw new TypeError('Illegal constructor: use Topic.create() or Topic.open()');
+    checkConstruct(token, 'use Topic.create() or Topic.open()');
     this.#mem = new TopicMemory(mapping, owned, g);
     this.#strategy = strategy;
     this.#creator = creator;
@@ -147,7 +147,7 @@ export class Topic implements Disposable {
     const { mapping, owned } = resolveTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS, call: 'create', kind: 'Topic' });
     try {
       initTopic(mapping, g, expected);
-      return new Topic(kCreate, mapping, owned, g, strategy, true);
+      return new Topic(kConstruct, mapping, owned, g, strategy, true);
     } catch (err) {
       releaseOwned(owned);
       throw err;
@@ -161,7 +161,7 @@ export class Topic implements Disposable {
     const ownership = ownershipOf(o, target);
     const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: OPEN_OPTIONS, call: 'open', kind: 'Topic' });
     try {
-      return new Topic(kCreate, mapping, owned, readTopicGeometry(mapping), strategy);
+      return new Topic(kConstruct, mapping, owned, readTopicGeometry(mapping), strategy);
     } catch (err) {
       releaseOwned(owned);
       throw err;
@@ -527,7 +527,7 @@ export class Topic implements Disposable {
     } finally {
       release(site);
     }
-    const sub = new Subscription(kSubscribe, { mem, entry, cursor, seq, strategy, errorOnGap: lapped === 'error', onClose: (s) => this.#subscriptions.delete(s) });
+    const sub = new Subscription(kConstruct, { mem, entry, cursor, seq, strategy, errorOnGap: lapped === 'error', onClose: (s) => this.#subscriptions.delete(s) });
     this.#subscriptions.add(sub);
     return sub;
   }
