@@ -1,6 +1,13 @@
 /*
- * The export table. Each export wraps one system call (see mapping.c and guard.c); src/binding.ts is
- * the only file that loads this addon, and it describes the contract of every export in TypeScript.
+ * The export table, and the cleanup hooks that run when a Node environment goes away. Most exports
+ * wrap one system call or pthread call (mapping.c, shm.c, mutex.c; futexWait and futexWake in
+ * futex.c), the mapping calls with the SIGBUS guard's bookkeeping around them. The others do more or
+ * something else: msyncAsync runs msync on a libuv pool thread; waitAsync* hand waits to waiter
+ * threads (futex.c) and uring* queue them in an io_uring whose completions the event loop polls
+ * (uring.c); view and detach make and detach ArrayBuffers over mapped memory; externalMemory and
+ * mutexHeldIn read bookkeeping; guardInstall, guardInstalled, faulted, faultCounter and mappingCount
+ * belong to the SIGBUS guard (guard.c); constants, mutexLayout and pageSize are values. src/binding.ts
+ * is the only file that loads this addon, and it describes the contract of every export in TypeScript.
  */
 #include <unistd.h>
 

@@ -12,10 +12,17 @@
  * one futex wait (plus a linked timeout) with one io_uring_enter, uringCancel queues one cancellation,
  * uringRef refs or unrefs the poll handle. Results go to the JavaScript dispatch(id, result) given to
  * uringInit: 0 woken (or the word had changed: -EAGAIN), -ECANCELED cancelled or timed out (TypeScript
- * knows which), another -errno an error.
+ * knows which), another -errno an error. Where uringInit returns null, or uringWait refuses a wait,
+ * src/wait.ts hands the wait to a waiter thread (futex.c) instead.
+ *
+ * Ring memory: this thread and the kernel share the rings' mapping. The indexes this thread moves
+ * (sq.tail, cq.head) are stored with release and those the kernel moves (sq.head, cq.tail) are loaded
+ * with acquire, each paired with the kernel's access to the same index (see the note on barriers at
+ * the top of the kernel's io_uring/io_uring.c). This thread is the only writer of sq.tail and
+ * cq.head, so it reads those two plainly.
  *
  * Teardown: an async cleanup hook closes the ring (the kernel drops the queued waits) and the poll
- * handle; Node waits for the handle's close callback before it closes the loop.
+ * handle; Node waits until the handle's close callback has removed the hook before it closes the loop.
  */
 #include "uring.h"
 
@@ -122,6 +129,8 @@ fail:
 
 /* The next free submission entry, zeroed; NULL when the queue is full (it never is: we submit at once). */
 static struct io_uring_sqe* next_sqe(uring_t* u, unsigned* tail) {
+  /* acquire: pairs with the kernel's smp_store_release of sq.head (io_commit_sqring), so it has done
+   * reading the entries below head before they are reused here */
   unsigned head = atomic_load_explicit((_Atomic unsigned*)u->sq_head, memory_order_acquire);
   if (*tail - head >= u->sq_entries) return NULL;
   unsigned idx = *tail & *u->sq_mask;
@@ -134,6 +143,8 @@ static struct io_uring_sqe* next_sqe(uring_t* u, unsigned* tail) {
 
 /* Publish the entries up to tail and submit them: 0 | -errno. */
 static int submit(uring_t* u, unsigned tail, unsigned count) {
+  /* release: pairs with the kernel's smp_load_acquire of sq.tail (io_sqring_entries), so it reads the
+   * entries and their sq_array slots as written above */
   atomic_store_explicit((_Atomic unsigned*)u->sq_tail, tail, memory_order_release);
   int rc = sys_enter(u->ring_fd, count, 0);
   if (rc < 0) return -errno;
@@ -154,12 +165,17 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
   napi_value fn, recv;
   if (napi_get_reference_value(env, u->dispatch, &fn) == napi_ok && fn != NULL && napi_get_global(env, &recv) == napi_ok) {
     for (;;) {
+      /* plain: only this thread writes cq.head */
       unsigned head = *u->cq_head;
+      /* acquire: pairs with the kernel's smp_store_release of cq.tail (io_commit_cqring), so the
+       * entries below tail are read as the kernel wrote them */
       while (head != atomic_load_explicit((_Atomic unsigned*)u->cq_tail, memory_order_acquire)) {
         struct io_uring_cqe* cqe = &u->cqes[head & *u->cq_mask];
         uint64_t id = cqe->user_data;
         int res = cqe->res;
         head++;
+        /* release: pairs with the kernel's READ_ONCE of cq.head before it fills a slot (a control
+         * dependency, io_get_cqe), so user_data and res are read before the slot is reused */
         atomic_store_explicit((_Atomic unsigned*)u->cq_head, head, memory_order_release);
         if (id & (TAG_TIMEOUT | TAG_CANCEL)) continue;
         napi_value argv[2];
@@ -172,7 +188,10 @@ static void on_poll(uv_poll_t* handle, int status, int events) {
         if (u->ring_fd < 0) goto done; /* the environment is going away */
       }
       /* Completions that did not fit wait on the kernel's overflow list, and signal nothing more: ask
-       * for them now that there is room (io_uring_enter with GETEVENTS moves them into the ring). */
+       * for them now that there is room (io_uring_enter with GETEVENTS moves them into the ring).
+       * acquire, though nothing in the kernel pairs with it: it sets and clears IORING_SQ_CQ_OVERFLOW
+       * with unordered atomic_or / atomic_andnot. The flag only says whether to call io_uring_enter;
+       * the completions it moves are read through the acquire of cq.tail above. */
       if (!(atomic_load_explicit((_Atomic unsigned*)u->sq_flags, memory_order_acquire) & IORING_SQ_CQ_OVERFLOW)) break;
       if (sys_enter(u->ring_fd, 0, IORING_ENTER_GETEVENTS) < 0 && errno != EINTR && errno != EBUSY) break;
     }
@@ -239,6 +258,7 @@ napi_value js_uring_wait(napi_env env, napi_callback_info info) {
     return NULL;
   if (u->ring_fd < 0) return make_i32(env, -EBADF);
   if (((uintptr_t)addr & 3) != 0 || !(id >= 1 && id < (double)TAG_CANCEL)) return make_i32(env, -EINVAL);
+  /* plain: only this thread writes sq.tail */
   unsigned tail = *u->sq_tail;
   struct io_uring_sqe* sqe = next_sqe(u, &tail);
   if (sqe == NULL) return make_i32(env, -EBUSY);
@@ -275,6 +295,7 @@ napi_value js_uring_cancel(napi_env env, napi_callback_info info) {
   uring_t* u = get_ctx(env, argv[0]);
   if (u == NULL || napi_get_value_double(env, argv[1], &id) != napi_ok) return NULL;
   if (u->ring_fd < 0) return make_i32(env, -EBADF);
+  /* plain: only this thread writes sq.tail */
   unsigned tail = *u->sq_tail;
   struct io_uring_sqe* sqe = next_sqe(u, &tail);
   if (sqe == NULL) return make_i32(env, -EBUSY);

@@ -5,6 +5,7 @@
  * are in docs/layout.md.
  * @module
  */
+import { deadlineAfterNs, nsLeft } from './internal/time.js';
 import { checkConstruct, kConstruct } from './internal/symbols.js';
 import { native } from './binding.js';
 import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
@@ -121,15 +122,6 @@ function checkOpen(r: Region, what: string): void {
 }
 
 
-function deadlineOf(timeoutNs: number): bigint {
-  return timeoutNs < 0 ? -1n : process.hrtime.bigint() + BigInt(timeoutNs);
-}
-
-function left(deadline: bigint): number {
-  if (deadline === -1n) return -1;
-  const ns = Number(deadline - process.hrtime.bigint());
-  return ns > 0 ? ns : 0;
-}
 
 // ---------------------------------------------------------------- Mutex
 
@@ -211,7 +203,7 @@ export class Mutex {
     // Arguments first: an option getter may unmap the memory (the loop checks the state).
     const ns = validateTimeout(timeout);
     const opts = parseWaitAsyncOptions(options);
-    const deadline = deadlineOf(ns);
+    const deadline = deadlineAfterNs(ns);
     let waited = false;
     for (;;) {
       // The memory may have been unmapped or made read-only while we slept: never touch it then.
@@ -225,7 +217,7 @@ export class Mutex {
         if (waited && this.#word !== undefined) Atomics.or(this.#word.array, this.#word.index, FUTEX_WAITERS);
         return result;
       }
-      const remaining = left(deadline);
+      const remaining = nsLeft(deadline);
       if (remaining === 0) throw lockTimeout(timeout);
       if (this.#word === undefined) {
         // Unknown layout (not glibc): poll.
@@ -249,7 +241,7 @@ export class Mutex {
         if (this.#r.i32.length !== 0) notifyWord(this.#word, 1);
         throw err;
       }
-      if (r === 'timed-out' && left(deadline) === 0) throw lockTimeout(timeout);
+      if (r === 'timed-out' && nsLeft(deadline) === 0) throw lockTimeout(timeout);
     }
   }
 
@@ -345,11 +337,11 @@ export abstract class FutexObject {
 
   /** Block the thread until ready, up to `timeout` ms (default forever); false on timeout. */
   wait(timeout?: number): boolean {
-    const deadline = deadlineOf(validateTimeout(timeout));
+    const deadline = deadlineAfterNs(validateTimeout(timeout));
     this.check();
     for (;;) {
       if (this.ready()) return true;
-      const ns = left(deadline);
+      const ns = nsLeft(deadline);
       if (ns === 0) return false;
       Atomics.add(this.region.i32, this.#sleepers, 1);
       try {
@@ -363,12 +355,12 @@ export abstract class FutexObject {
   /** Like `wait` without blocking the event loop (a waiter thread sleeps); resolves false on timeout. */
   async waitAsync(timeout?: number, options?: WaitAsyncOptions): Promise<boolean> {
     // Arguments first: an option getter may unmap the memory.
-    const deadline = deadlineOf(validateTimeout(timeout));
+    const deadline = deadlineAfterNs(validateTimeout(timeout));
     const opts = parseWaitAsyncOptions(options);
     this.check();
     for (;;) {
       if (this.ready()) return true;
-      const ns = left(deadline);
+      const ns = nsLeft(deadline);
       if (ns === 0) return false;
       Atomics.add(this.region.i32, this.#sleepers, 1);
       try {

@@ -113,3 +113,22 @@ export function validateArrayBufferView(value: unknown, name: string): ArrayBuff
   if (!ArrayBuffer.isView(value)) throw invalidArgType(name, 'an instance of Buffer, TypedArray, or DataView', value);
   return value;
 }
+
+/**
+ * A timeout in milliseconds: a number >= 0 (`Infinity`: none). `undefined` is `Infinity`. Returns
+ * the milliseconds (see internal/time.ts for deadlines).
+ */
+export function validateTimeoutMs(value: unknown, name: string): number {
+  if (value === undefined) return Infinity;
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!(value >= 0)) throw invalidArgValue(name, value, 'must be a number of milliseconds >= 0');
+  return value;
+}
+
+/** A spin time in microseconds, 0 to 1,000,000 (`undefined`: `fallback`). Returns the microseconds. */
+export function validateMicros(value: unknown, name: string, fallback = 0): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
+  if (!(value >= 0 && value <= 1e6)) throw invalidArgValue(name, value, 'must be microseconds from 0 to 1000000');
+  return value;
+}

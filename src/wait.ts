@@ -1,13 +1,15 @@
 /**
  * Waiting across processes: `wait` / `waitAsync` / `notify` on a 32-bit word in shared memory, with
- * the futex system call (Atomics.wait only works inside one process and refuses non-shared buffers).
+ * futexes (Atomics.wait only works inside one process and refuses non-shared buffers). `wait` and
+ * `notify` are the futex system call; `waitAsync` queues its wait in the kernel through io_uring
+ * (IORING_OP_FUTEX_WAIT) where it can, and hands it to a waiter thread otherwise (see {@link Backend}).
  * @module
  */
 import { native, type WaitAsyncContext } from './binding.js';
 import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
 import { kHold } from './internal/symbols.js';
 import { type Mapping, viewLocation } from './mapping.js';
-import { validateBoolean, validateInt32, validateOptions, validateSignal } from './validators.js';
+import { validateBoolean, validateInt32, validateMicros, validateOptions, validateSignal, validateTimeoutMs } from './validators.js';
 
 const EAGAIN = -11;
 const EINTR = -4;
@@ -28,15 +30,17 @@ export interface WaitAsyncOptions {
    */
   ref?: boolean;
   /**
-   * Microseconds to spin on the calling thread, re-reading the word, before handing the wait to a
-   * waiter thread (a "hybrid" wait). A change seen while spinning settles the promise without any
-   * thread hand-off, which is what makes a fast ping-pong fast; but the event loop is blocked for up
-   * to that long. Default 0: never blocks.
+   * Microseconds to spin on the calling thread, re-reading the word, before handing the wait to the
+   * kernel (io_uring) or a waiter thread (a "hybrid" wait). A change seen while spinning settles the
+   * promise without any hand-off, which is what makes a fast ping-pong fast; but the event loop is
+   * blocked for up to that long. Default 0: never blocks.
    */
   spin?: number;
   /**
    * Microseconds the waiter thread spins on the word before it sleeps in the kernel: saves one thread
-   * wake-up when the notify comes soon, at the cost of a busy core meanwhile. Default 0.
+   * wake-up when the notify comes soon, at the cost of a busy core meanwhile. Above 0, the wait always
+   * goes to a waiter thread, even where it would otherwise be queued with io_uring (the kernel does not
+   * spin). Default 0.
    */
   threadSpin?: number;
 }
@@ -118,10 +122,8 @@ function validateValue(value: unknown, name: string): number {
 
 /** Milliseconds (undefined or Infinity: forever) to nanoseconds for the addon (-1: forever). */
 function validateTimeout(timeout: unknown, name = 'timeout'): number {
-  if (timeout === undefined || timeout === Infinity) return -1;
-  if (typeof timeout !== 'number') throw invalidArgType(name, 'of type number', timeout);
-  if (Number.isNaN(timeout) || timeout < 0) throw invalidArgValue(name, timeout, 'must be a number of milliseconds >= 0');
-  return Math.round(timeout * 1e6);
+  const ms = validateTimeoutMs(timeout, name);
+  return ms === Infinity ? -1 : Math.round(ms * 1e6);
 }
 
 /** @internal Blocking futex wait on a checked word, retrying on EINTR with the time left. */
@@ -183,14 +185,16 @@ interface Pending {
 }
 
 /**
- * Where async waits sleep. `threads`: waiter threads (native/futex.c), everywhere. `uring`: queued in
- * the kernel with io_uring (native/uring.c), where Linux has IORING_OP_FUTEX_WAIT (6.7+): one thread
- * wake-up per wait instead of two. Each keeps its own pending waits (ids are per backend) and refs.
+ * Where async waits sleep. `uring`: queued in the kernel with io_uring (native/uring.c), where Linux
+ * has IORING_OP_FUTEX_WAIT (6.7+), outside Bun and Deno: one thread wake-up per wait instead of two.
+ * `threads`: waiter threads (native/futex.c), everywhere; used where `uring` is missing or turned off
+ * (MMAPKIT_ASYNC_WAIT=threads), for a wait with `threadSpin`, and for a wait the ring refuses. Each
+ * keeps its own pending waits (ids are per backend) and refs.
  */
 interface Backend {
   readonly pending: Map<number, Pending>;
   refs: number;
-  /** Queue a wait: its id (> 0), or -errno and the system call to blame. */
+  /** Queue a wait: its id (> 0), or -errno (blamed on `syscall`). */
   start(addr: number, expected: number, timeoutNs: number, threadSpinNs: number): number;
   readonly syscall: string;
   cancel(id: number): void;
@@ -222,7 +226,10 @@ function threadBackend(): Backend {
   return threads;
 }
 
-/** The io_uring backend, or null where the kernel lacks it (or MMAPKIT_ASYNC_WAIT=threads). */
+/**
+ * The io_uring backend, or null where the kernel lacks it, under Bun or Deno, or with
+ * MMAPKIT_ASYNC_WAIT=threads.
+ */
 function uringBackend(): Backend | null {
   if (uring === undefined) {
     // The ring's eventfd is polled through libuv's uv_poll, which only Node has: Bun 1.4 aborts the
@@ -281,7 +288,10 @@ function abortError(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
 }
 
-/** @internal Async futex wait on a checked word, on a waiter thread. */
+/**
+ * @internal Async futex wait on a checked word: queued with io_uring where it can be, on a waiter
+ * thread otherwise (see {@link Backend}).
+ */
 export function waitWordAsync(word: Word, expected: number, timeoutNs: number, options: AsyncWaitSettings): Promise<WaitResult> {
   const { signal } = options;
   if (signal?.aborted) return Promise.reject(abortError(signal));
@@ -310,7 +320,8 @@ export function waitWordAsync(word: Word, expected: number, timeoutNs: number, o
       if (entry.reason === undefined) entry.reason = reason;
       backend.cancel(id);
     };
-    // A waiter thread reads this memory: unmap() must wait for it, and asks it to stop.
+    // A waiter thread reads this memory, and the kernel holds a queued io_uring wait on its address:
+    // unmap() defers the munmap until the wait has settled, and cancels it.
     entry.release = word.mapping[kHold](() =>
       cancel(mmapkitError('ERR_MMAP_CLOSED', 'The mapping was unmapped while waitAsync was pending')),
     );
@@ -336,8 +347,9 @@ export function waitWordAsync(word: Word, expected: number, timeoutNs: number, o
 }
 
 /**
- * Like {@link wait}, without blocking: a dedicated waiter thread sleeps (never the libuv threadpool,
- * so pending waits cannot starve `fs`), and the promise settles on the event loop.
+ * Like {@link wait}, without blocking: the wait is queued in the kernel with io_uring where Linux has
+ * IORING_OP_FUTEX_WAIT (6.7+), or else a dedicated waiter thread sleeps (never the libuv threadpool,
+ * so pending waits cannot starve `fs`); either way the promise settles on the event loop.
  */
 export function waitAsync(
   array: Int32Array,
@@ -362,17 +374,11 @@ export function parseWaitAsyncOptions(options: unknown): AsyncWaitSettings {
   const o = validateOptions(options, 'options', WAIT_ASYNC_OPTIONS);
   const signal = validateSignal(o.signal, 'options.signal');
   const ref = o.ref === undefined ? true : validateBoolean(o.ref, 'options.ref');
-  const spinNs = validateMicros(o.spin, 'options.spin');
-  const threadSpinNs = validateMicros(o.threadSpin, 'options.threadSpin');
+  const spinNs = Math.round(validateMicros(o.spin, 'options.spin') * 1000);
+  const threadSpinNs = Math.round(validateMicros(o.threadSpin, 'options.threadSpin') * 1000);
   return signal === undefined ? { ref, spinNs, threadSpinNs } : { signal, ref, spinNs, threadSpinNs };
 }
 
-function validateMicros(value: unknown, name: string): number {
-  if (value === undefined) return 0;
-  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
-  if (!(value >= 0 && value <= 1e6)) throw invalidArgValue(name, value, 'must be microseconds from 0 to 1000000');
-  return Math.round(value * 1000);
-}
 
 /** @internal Timeout validation shared with the synchronization objects. */
 export { validateTimeout };

@@ -11,8 +11,9 @@
  * @module
  */
 import { setImmediate } from 'node:timers';
-import { invalidArgType, invalidArgValue, mmapkitError } from '../errors.js';
-import { validateOneOf, validateOptions, validateSignal } from '../validators.js';
+import { invalidArgValue, mmapkitError } from '../errors.js';
+import { deadlineOf, nsLeft } from '../internal/time.js';
+import { validateMicros, validateOneOf, validateOptions, validateSignal, validateTimeoutMs } from '../validators.js';
 import { type AsyncWaitSettings, type Word, waitWord, waitWordAsync } from '../wait.js';
 
 /** How an end of the channel waits when its lane is full (sending) or the channel is empty (receiving). */
@@ -57,11 +58,6 @@ export interface Strategy {
   sleepAsync(site: SleepSite, seen: number, deadline: bigint, signal: AbortSignal | undefined): Promise<boolean>;
 }
 
-function nsLeft(deadline: bigint): number {
-  if (deadline === -1n) return -1;
-  const ns = Number(deadline - process.hrtime.bigint());
-  return ns > 0 ? ns : 0;
-}
 
 /** Spin on `ready()` until it holds or `ns` pass (capped by the deadline): whether it held. */
 function spinFor(site: SleepSite, ns: number, deadline: bigint): boolean {
@@ -169,12 +165,7 @@ export function parseStrategy(o: Partial<Record<string, unknown>>): Strategy {
     if (spinOption !== undefined) throw invalidArgValue('options.spin', spinOption, `has no effect with wait: '${name}' (it never spins); use wait: 'hybrid' or 'spin'`);
     return new Block(name);
   }
-  let spin = DEFAULT_SPIN[name];
-  if (spinOption !== undefined) {
-    if (typeof spinOption !== 'number') throw invalidArgType('options.spin', 'of type number', spinOption);
-    if (!(spinOption >= 0 && spinOption <= 1e6)) throw invalidArgValue('options.spin', spinOption, 'must be microseconds from 0 to 1000000');
-    spin = spinOption;
-  }
+  const spin = validateMicros(spinOption, 'options.spin', DEFAULT_SPIN[name]);
   return name === 'spin' ? new Spin(spin) : new Hybrid(spin);
 }
 
@@ -187,17 +178,12 @@ export function parseStrategy(o: Partial<Record<string, unknown>>): Strategy {
  */
 export function parseTimeout(options: ChannelWaitOptions | number | undefined): number {
   if (options === undefined) return Infinity; // the common case, on every message
-  if (typeof options === 'number') return checkTimeout(options);
+  if (typeof options === 'number') return validateTimeoutMs(options, 'options.timeout');
   const o = validateOptions(options, 'options', ['timeout', 'signal'] as const);
   validateSignal(o.signal, 'options.signal');
-  return o.timeout === undefined ? Infinity : checkTimeout(o.timeout);
+  return validateTimeoutMs(o.timeout, 'options.timeout');
 }
 
-function checkTimeout(t: unknown): number {
-  if (typeof t !== 'number') throw invalidArgType('options.timeout', 'of type number', t);
-  if (!(t >= 0)) throw invalidArgValue('options.timeout', t, 'must be a number of milliseconds >= 0');
-  return t;
-}
 
 /** The AbortSignal of an async call's options (validated by {@link parseTimeout}). */
 export function signalOf(options: ChannelWaitOptions | number | undefined): AbortSignal | undefined {
@@ -206,10 +192,7 @@ export function signalOf(options: ChannelWaitOptions | number | undefined): Abor
   return validateSignal((options as { signal?: unknown }).signal, 'options.signal');
 }
 
-/** When a wait of `timeout` ms that starts now ends (process.hrtime.bigint() ns); -1n: never. */
-export function deadlineOf(timeout: number): bigint {
-  return timeout === Infinity || timeout > Number.MAX_SAFE_INTEGER / 1e6 ? -1n : process.hrtime.bigint() + BigInt(Math.round(timeout * 1e6));
-}
+export { deadlineOf };
 
 export function timedOut(what: string, timeout: number, code: 'ERR_MMAP_CHANNEL_TIMEOUT' | 'ERR_MMAP_TOPIC_TIMEOUT' = 'ERR_MMAP_CHANNEL_TIMEOUT'): Error {
   return mmapkitError(code, `Timed out after ${timeout} ms ${what}`);

@@ -1,11 +1,14 @@
 /**
  * The `mmapkit` command line, without the process around it (src/cli/main.ts is the executable).
- * Global options come before the command (`mmapkit --debug demo`); each command is a {@link Command}
- * in its own module, registered in {@link COMMANDS}.
+ * Global options come before the command (`mmapkit --help`, `mmapkit --version`,
+ * `mmapkit --debug demo`); `--debug` is also taken after it, as an option of every command. Each
+ * command is a {@link Command} in its own module, registered in {@link COMMANDS}.
  *
  * Exit codes: 0 success, 1 failure, 2 usage error (unknown command or option, wrong arguments), 141
- * standard output closed by its reader (as for SIGPIPE).
- * Errors go to stderr as one line; `--debug` adds the stack trace.
+ * standard output closed by its reader (as for SIGPIPE: `EXIT_CLOSED_OUTPUT` of src/cli/messages.ts,
+ * returned by a command such as recv, or the exit of src/cli/main.ts when stdout fails with EPIPE).
+ * Errors go to stderr as one line (a usage error adds a second that points to `--help`); `--debug`
+ * adds the stack trace.
  * @module
  */
 import { benchCommand } from './bench.js';
@@ -20,10 +23,10 @@ import { sendCommand } from './send.js';
 /** The program name in messages. */
 const PROGRAM = 'mmapkit';
 
-/** Every command, in the order `--help` lists them. Add new commands (send, recv, bench, ...) here. */
+/** Every command, in the order `--help` lists them. A new command is added here. */
 export const COMMANDS: readonly Command[] = [cpCommand, dumpCommand, sendCommand, recvCommand, demoCommand, benchCommand];
 
-/** Exit codes of the CLI. */
+/** Exit codes that {@link main} gives itself; a command may also return `EXIT_CLOSED_OUTPUT` (141). */
 export const ExitCode = { ok: 0, failure: 1, usage: 2 } as const;
 
 function mainHelp(): string {

@@ -1,6 +1,8 @@
 /**
- * The shape every `mmapkit` subcommand has, argument parsing, and the CLI's error classes. A command
- * is a {@link Command} object in its own module (src/cli/demo.ts, ...) listed in src/cli/main.ts.
+ * The shape every `mmapkit` subcommand has, argument parsing, help text, and {@link UsageError} (the
+ * error of a mistake on the command line; an ordinary failure is a `Failure`, src/cli/messages.ts). A
+ * command is a {@link Command} object in its own module (src/cli/demo.ts, ...) listed in `COMMANDS`
+ * in src/cli/cli.ts.
  * @module
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';

@@ -1,21 +1,23 @@
 /**
- * Wording shared by the file commands (cp, dump): file names quoted the way GNU coreutils quotes them,
- * system errors worded like `strerror`, byte counts on the command line, and the error a command
- * throws for an ordinary failure (exit code 1, printed as one line without an error code).
+ * Wording shared by the commands (cp, dump, send, recv, bench) and src/cli/pipe-channel.ts: file names
+ * quoted the way GNU coreutils quotes them, system errors worded like `strerror`, byte counts read from
+ * the command line and written for people, the error a command throws for an ordinary failure
+ * ({@link Failure}: exit code 1, printed as one line without an error code), and the exit code of a
+ * command whose standard output was closed ({@link EXIT_CLOSED_OUTPUT}).
  * @module
  */
 import { UsageError } from './command.js';
 
-/**
- * A failure that the message fully explains (`cannot stat 'x': No such file or directory`): exit
- * code 1, printed after `mmapkit COMMAND: ` as it is.
- */
 /**
  * Exit code of a command whose standard output was closed by its reader (`mmapkit dump x | head`):
  * 141, what a shell reports for a process killed by SIGPIPE, as `hexdump` or `cat` would be there.
  */
 export const EXIT_CLOSED_OUTPUT = 141;
 
+/**
+ * A failure that the message fully explains (`cannot stat 'x': No such file or directory`): exit
+ * code 1, printed after `mmapkit COMMAND: ` as it is.
+ */
 export class Failure extends Error {
   override get name(): string {
     return 'Failure';
@@ -62,7 +64,7 @@ function quotePrintable(name: string): string {
   return `'${name.replaceAll("'", "'\\''")}'`;
 }
 
-/** glibc's `strerror` text for the errors a file command meets; libuv's wording differs in places. */
+/** glibc's `strerror` text for the errors the commands meet; libuv's wording differs in places. */
 const STRERROR: Readonly<Record<string, string>> = {
   E2BIG: 'Argument list too long',
   EACCES: 'Permission denied',

@@ -111,9 +111,11 @@ async function runRecv(ctx: CommandContext): Promise<number> {
 }
 
 /**
- * Wait for the sender's first message (until the deadline) and check that it is the HELLO: true.
- * False when the channel has lost its name before any sender attached (no sender can find it: meet
- * again), which is looked at every {@link ORPHAN_CHECK_MS} ms meanwhile.
+ * Wait for the sender's first message and check that it is the HELLO: true. The wait lasts until the
+ * deadline, and up to {@link SENDER_GRACE_MS} past it while a sender is there (attached, or the end
+ * that created the channel); then a {@link Failure}. False when the channel has lost its name before
+ * any sender attached (no sender can find it: meet again), which is looked at after every slice of
+ * the wait (at most {@link ORPHAN_CHECK_MS} ms).
  */
 function receiveHello(end: PipeEnd, options: PipeOptions, deadline: number | undefined): boolean {
   const name = quote(options.name);
@@ -146,7 +148,7 @@ function receiveHello(end: PipeEnd, options: PipeOptions, deadline: number | und
 
 /**
  * Put standard output back in blocking mode when Node has put it in non-blocking mode (a pipe or a
- * socket: libuv's `uv_pipe_open` sets O_NONBLOCK), so that `write()` waits for the reader instead of
+ * socket: libuv's `uv_pipe_open` or `uv_tcp_open` sets O_NONBLOCK), so that `write()` waits for the reader instead of
  * failing with EAGAIN: `setBlocking(true)` of `process.stdout`'s libuv handle clears O_NONBLOCK
  * (`uv_stream_set_blocking`). The handle is not public API: when it is missing (a file, where writes
  * block anyway) or refuses, the EAGAIN path of {@link writeOut} does the job, more slowly.
@@ -185,7 +187,8 @@ async function copyOut(end: PipeEnd, options: PipeOptions, cleanUp: () => void):
 /**
  * Write `data` to standard output. Returns undefined when it is written, or a promise when standard
  * output (in non-blocking mode) could not take all of it at once: the rest goes through
- * `process.stdout`, and the promise settles once it is written.
+ * `process.stdout`, and the promise settles once it is written. Throws {@link OutputClosed} on EPIPE,
+ * a {@link Failure} on any other write error.
  */
 function writeOut(data: Buffer, cleanUp: () => void): Promise<void> | undefined {
   let done = 0;
@@ -205,7 +208,8 @@ function writeOut(data: Buffer, cleanUp: () => void): Promise<void> | undefined 
 
 /**
  * Write through `process.stdout`, which waits for a non-blocking descriptor to take more (libuv).
- * Its queue is empty whenever this is called: every write is awaited before the next message.
+ * Its queue is empty whenever this is called: every write is awaited before the next message. The
+ * promise never rejects: a failed write cleans up and exits the process (141 on EPIPE, else 1).
  */
 function writeStream(rest: Buffer, cleanUp: () => void): Promise<void> {
   return new Promise((resolve) => {

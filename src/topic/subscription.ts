@@ -5,8 +5,9 @@
  * @module
  */
 import type { Readable } from 'node:stream';
-import { invalidArgType, mmapkitError, outOfRange } from '../errors.js';
 import { isProxy } from 'node:util/types';
+import { invalidArgType, mmapkitError, outOfRange } from '../errors.js';
+import { passed } from '../internal/time.js';
 import type { LengthsArray } from '../channel/batch.js';
 import { messageIterator, parseReadableOptions, readableOf } from '../channel/streams.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, deadlineOf, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
@@ -175,7 +176,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
       const next = take();
       if (next !== undefined) return next;
       // (A wait that found TAIL moved but nothing to take: a lap, or garbage. Time still counts.)
-      if (deadline !== -1n && process.hrtime.bigint() > deadline) throw noMessage(timeout);
+      if (passed(deadline)) throw noMessage(timeout);
     }
   }
 
@@ -188,7 +189,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
         if (yieldDue(messages(got))) await yieldToLoop();
         return got;
       }
-      if (deadline !== undefined && deadline !== -1n && process.hrtime.bigint() > deadline) throw noMessage(timeout);
+      if (deadline !== undefined && passed(deadline)) throw noMessage(timeout);
       if (!(await this.#waitAsync(timeout, (deadline ??= deadlineOf(timeout)), signalOf(options), what))) return this.#endNow();
     }
   }

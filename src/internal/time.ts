@@ -1,0 +1,38 @@
+/**
+ * Deadlines: one type in one unit for every wait of mmapkit (futex waits, locks, semaphores, events,
+ * channels, topics). A deadline is a `process.hrtime.bigint()` reading in nanoseconds, or
+ * {@link NEVER}. Timeouts arrive in milliseconds (the public API) or nanoseconds (the addon's unit).
+ * @module
+ */
+
+/** A point in `process.hrtime.bigint()` nanoseconds, or {@link NEVER}. */
+export type Deadline = bigint;
+
+/** No deadline: wait as long as it takes. */
+export const NEVER: Deadline = -1n;
+
+/** The deadline of a wait of `ns` nanoseconds that starts now (a negative `ns`: {@link NEVER}). */
+export function deadlineAfterNs(ns: number): Deadline {
+  return ns < 0 ? NEVER : process.hrtime.bigint() + BigInt(ns);
+}
+
+/**
+ * The deadline of a wait of `ms` milliseconds that starts now (validated: >= 0; Infinity, or more
+ * nanoseconds than a number holds exactly: {@link NEVER}). Only a call that has to wait reads the
+ * clock: reading it on every message would cost more than the message.
+ */
+export function deadlineOf(ms: number): Deadline {
+  return ms === Infinity || ms > Number.MAX_SAFE_INTEGER / 1e6 ? NEVER : process.hrtime.bigint() + BigInt(Math.round(ms * 1e6));
+}
+
+/** Nanoseconds left before `deadline`: 0 once it passed, -1 for {@link NEVER}. */
+export function nsLeft(deadline: Deadline): number {
+  if (deadline === NEVER) return -1;
+  const ns = Number(deadline - process.hrtime.bigint());
+  return ns > 0 ? ns : 0;
+}
+
+/** Whether `deadline` has passed ({@link NEVER} never does). */
+export function passed(deadline: Deadline): boolean {
+  return deadline !== NEVER && process.hrtime.bigint() > deadline;
+}
