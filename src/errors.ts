@@ -151,3 +151,24 @@ export function invalidState(message: string): CodedError<Error> {
 export function mmapkitError(code: MmapkitErrorCode, message: string): MmapkitError {
   return new MmapkitError(code, message);
 }
+
+/** What a call found closed, for {@link closedError}. */
+export type ClosedThing = 'Mapping' | 'SharedMemory' | 'Channel' | 'Topic' | 'Subscription' | 'memory';
+
+const CLOSED_STATE: Readonly<Record<ClosedThing, string>> = {
+  Mapping: 'the Mapping has been unmapped',
+  SharedMemory: 'the SharedMemory has been closed',
+  Channel: 'the Channel handle has been closed',
+  Topic: 'the Topic handle has been closed',
+  Subscription: 'the Subscription has been closed',
+  memory: 'its memory has been unmapped',
+};
+
+/**
+ * `ERR_MMAP_CLOSED`, worded one way everywhere: "Cannot CALL: the THING has been closed/unmapped"
+ * (`call`: the method or operation, e.g. `'view()'`, `'receive()'`, `'wait()'`; `'memory'`: the
+ * object is open but the memory under it was unmapped).
+ */
+export function closedError(call: string, thing: ClosedThing, more = ''): MmapkitError {
+  return mmapkitError('ERR_MMAP_CLOSED', `Cannot ${call}: ${CLOSED_STATE[thing]}${more}`);
+}

@@ -16,7 +16,7 @@ import { constants as osConstants } from 'node:os';
 import { native } from './binding.js';
 import './guard.js'; // installs the SIGBUS guard before the first mapping exists
 import { constants, pageSize } from './constants.js';
-import { type MmapkitError, invalidArgType, invalidArgValue, mmapkitError, outOfRange, systemError } from './errors.js';
+import { closedError, invalidArgType, invalidArgValue, mmapkitError, outOfRange, systemError, type MmapkitError } from './errors.js';
 import {
   type Int64Like,
   validateBoolean,
@@ -640,7 +640,7 @@ export class Mapping implements Disposable {
 
   #check(method: string): void {
     if (this.#region.closed) {
-      throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${method} of a Mapping that has been unmapped`);
+      throw closedError(`use ${method}`, 'Mapping');
     }
     if (this.faulted) {
       throw mmapkitError(
@@ -724,7 +724,7 @@ export function viewLocation(view: ArrayBufferView): { mapping: Mapping; addr: b
   // A detached view reports byteOffset 0: its address would be the start of the buffer, not where
   // the view was. Never turn it into an address (madvise(DONTNEED) there would zero other bytes).
   if (ab.byteLength === 0) {
-    if (info.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', 'This view belongs to a Mapping that has been unmapped');
+    if (info.mapping.closed) throw closedError('use this view', 'Mapping');
     throw mmapkitError(
       'ERR_MMAP_NOT_ACCESSIBLE',
       'This view was detached when its mapping lost write access (protect()); take a new view (and attach again) after protect(\'write\')',

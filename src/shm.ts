@@ -8,7 +8,7 @@ import type { IOType, StdioOptions } from 'node:child_process';
 import { closeSync, fstatSync, ftruncateSync, readFileSync, readlinkSync, constants as fsConstants } from 'node:fs';
 import { native } from './binding.js';
 import { constants } from './constants.js';
-import { type SystemError, invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError } from './errors.js';
+import { closedError, invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError, type SystemError } from './errors.js';
 import { type Mapping, map } from './mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions, type OwnershipPolicy, checkOwnership, parseOwnership, policyForMode } from './ownership.js';
 import { type Int64Like, validateInt32, validateInt64, validateOneOf, validateOptions } from './validators.js';
@@ -430,7 +430,7 @@ export class SharedMemory implements Disposable {
 
   #check(what: string): void {
     if (this.#mapping === undefined) {
-      throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what} of a SharedMemory that has been closed`);
+      throw closedError(`use ${what}`, 'SharedMemory');
     }
   }
 }

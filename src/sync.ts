@@ -8,7 +8,7 @@
 import { deadlineAfterNs, nsLeft } from './internal/time.js';
 import { checkConstruct, kConstruct } from './internal/symbols.js';
 import { native } from './binding.js';
-import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
+import { closedError, invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
 import { Mapping, viewLocation } from './mapping.js';
 import { SharedMemory } from './shm.js';
 import { validateInt32 } from './validators.js';
@@ -111,7 +111,7 @@ function word(r: Region, byteOffset: number): Word {
 }
 
 function checkOpen(r: Region, what: string): void {
-  if (r.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use a ${what} whose memory has been unmapped`);
+  if (r.mapping.closed) throw closedError(`use the ${what}`, 'memory');
   // protect() detaches views when the pages lose write access: writing now would be SIGSEGV.
   if (r.i32.length === 0) {
     throw mmapkitError(

@@ -6,7 +6,7 @@
  * @module
  */
 import { native, type WaitAsyncContext } from './binding.js';
-import { invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
+import { closedError, invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
 import { kHold } from './internal/symbols.js';
 import { type Mapping, viewLocation } from './mapping.js';
 import { validateBoolean, validateInt32, validateMicros, validateOptions, validateSignal, validateTimeoutMs } from './validators.js';
@@ -104,7 +104,7 @@ function locate(array: Int32Array, syscall: string): { mapping: Mapping; base: n
       `${syscall} needs memory shared between processes, but this mapping is private (MAP_PRIVATE: access 'read' or 'copy', or private anonymous memory).`,
     );
   }
-  if (where.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${syscall} on a Mapping that has been unmapped`);
+  if (where.mapping.closed) throw closedError(syscall, 'Mapping');
   if (where.addr % 4n !== 0n) {
     throw invalidArgValue('array', array, 'must be 4-byte aligned in memory (the mapping starts at an unaligned file offset)');
   }
@@ -280,7 +280,7 @@ function settle(backend: Backend, id: number, result: number): void {
 
 /** Why a checked word can no longer be read: its mapping was unmapped, or lost access (protect()). */
 function goneError(word: Word, syscall: string): Error {
-  if (word.mapping.closed) return mmapkitError('ERR_MMAP_CLOSED', `Cannot ${syscall} on a Mapping that has been unmapped`);
+  if (word.mapping.closed) return closedError(syscall, 'Mapping');
   return mmapkitError('ERR_MMAP_NOT_ACCESSIBLE', `Cannot ${syscall}: the memory of this word was made inaccessible (protect())`);
 }
 
@@ -323,7 +323,7 @@ export function waitWordAsync(word: Word, expected: number, timeoutNs: number, o
     // A waiter thread reads this memory, and the kernel holds a queued io_uring wait on its address:
     // unmap() defers the munmap until the wait has settled, and cancels it.
     entry.release = word.mapping[kHold](() =>
-      cancel(mmapkitError('ERR_MMAP_CLOSED', 'The mapping was unmapped while waitAsync was pending')),
+      cancel(closedError('go on waiting (waitAsync)', 'Mapping')),
     );
     id = backend.start(word.addr, expected, timeoutNs, options.threadSpinNs);
     if (id < 0 && backend !== threads) {

@@ -86,7 +86,7 @@ test('bench: usage errors exit 2 with one message and create nothing', async (t)
     [['bench', '--out='], "mmapkit: --out needs a directory, got ''\n"],
     [['bench', '--data-dir='], "mmapkit: --data-dir needs a directory, got ''\n"],
     // Known only to bench/run.mjs (the child), which words it like the CLI and lists the names.
-    [['bench', '--quick', '--only=cp,nosuchbench'], /^mmapkit: --only: unknown 'nosuchbench' \(sections: core, ipc, channel, cli; benchmarks: .*\bcp\b.*\)\n/],
+    [['bench', '--quick', '--only=cp,nosuchbench'], /^mmapkit: --only: unknown 'nosuchbench' \(sections: core, ipc, channel, topic, cli; benchmarks: .*\bcp\b.*\)\n/],
   ]) {
     const r = await cli(args, { cwd });
     exits(r, 2);

@@ -5,7 +5,7 @@
  * per-message paths here stay small and monomorphic.
  * @module
  */
-import { invalidArgType, invalidState, mmapkitError, outOfRange } from '../errors.js';
+import { closedError, invalidArgType, invalidState, outOfRange } from '../errors.js';
 import type { Mapping, } from '../mapping.js';
 import type { SharedMemory } from '../shm.js';
 import { type Word, notifyWord } from '../wait.js';
@@ -148,8 +148,8 @@ export class ChannelCore {
   // ------------------------------------------------------------ state
 
   check(what: string): void {
-    if (this.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what} of a closed Channel`);
-    if (this.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot use ${what}: the channel's memory has been unmapped`);
+    if (this.closed) throw closedError(what, 'Channel');
+    if (this.mapping.closed) throw closedError(what, 'memory');
   }
 
   noOutstanding(pending: (() => void) | undefined, what: 'reserve' | 'receiveInPlace'): void {

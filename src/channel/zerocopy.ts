@@ -5,7 +5,7 @@
  * handle's hold on its lane until released.
  * @module
  */
-import { invalidState, mmapkitError } from '../errors.js';
+import { closedError, invalidState } from '../errors.js';
 import { validateInt32 } from '../validators.js';
 import type { ChannelCore } from './core.js';
 import { CHANNEL } from './layout.js';
@@ -52,9 +52,9 @@ export function reserve(core: ChannelCore, options: ChannelWaitOptions | number 
   return {
     buffer,
     commit: (length?: number) => {
-      if (core.closed) throw mmapkitError('ERR_MMAP_CLOSED', 'Cannot commit: the channel handle was closed (the reservation was given up)');
+      if (core.closed) throw closedError('commit', 'Channel', ' (the reservation was given up)');
       if (done) throw invalidState('this reservation was already committed');
-      if (core.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', "Cannot commit: the channel's memory has been unmapped");
+      if (core.mapping.closed) throw closedError('commit', 'memory');
       const n = length === undefined ? max : validateInt32(length, 'length', 0, max);
       done = true;
       core.outstandingReserve = undefined;

@@ -42,8 +42,8 @@ and writes into DIR (default ./${DEFAULT_BENCH_DIR}, created if needed):
 Progress and the tables are printed as the run goes. The package's docs/benchmarks.md explains what
 each benchmark measures and holds the figures of the machine the package was developed on.
 
-Sections: core (mapping), ipc (waiting across processes), channel (message channels), cli (this
-command-line tool: cp, send | recv). --only takes sections or single benchmarks (cp, sendRecv, mapUnmap, ...;
+Sections: core (mapping), ipc (waiting across processes), channel (message channels), topic
+(broadcast to several processes), cli (this command-line tool: cp, send | recv). --only takes sections or single benchmarks (cp, sendRecv, mapUnmap, ...;
 an unknown name is answered with the list). A full run takes about ten minutes and needs 1 GiB of
 disk and of free memory (the file is read from the page cache); --quick takes about a minute and
 measures too little to be more than a smoke test.

@@ -1,9 +1,10 @@
 /**
- * Wording shared by the commands (cp, dump, send, recv, bench) and src/cli/pipe-channel.ts: file names
- * quoted the way GNU coreutils quotes them, system errors worded like `strerror`, byte counts read from
- * the command line and written for people, the error a command throws for an ordinary failure
- * ({@link Failure}: exit code 1, printed as one line without an error code), and the exit code of a
- * command whose standard output was closed ({@link EXIT_CLOSED_OUTPUT}).
+ * Wording shared by the commands (cp, dump, send, recv, bench) and the modules around them
+ * (pipe-channel.ts, progress.ts, main.ts): file names quoted the way GNU coreutils quotes them, system
+ * errors worded like `strerror`, byte counts read from the command line and written for people, the
+ * error a command throws for an ordinary failure ({@link Failure}: exit code 1, printed as one line
+ * without an error code), and the exit code of a command whose standard output was closed
+ * ({@link EXIT_CLOSED_OUTPUT}).
  * @module
  */
 import { UsageError } from './command.js';

@@ -6,7 +6,7 @@
  */
 import type { Readable } from 'node:stream';
 import { isProxy } from 'node:util/types';
-import { invalidArgType, mmapkitError, outOfRange } from '../errors.js';
+import { closedError, invalidArgType, outOfRange } from '../errors.js';
 import { passed } from '../internal/time.js';
 import type { LengthsArray } from '../channel/batch.js';
 import { messageIterator, parseReadableOptions, readableOf } from '../channel/streams.js';
@@ -100,8 +100,8 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   }
 
   #check(what: string): void {
-    if (this.#closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${what}: the subscription is closed`);
-    if (this.#mem.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${what}: the topic handle is closed`);
+    if (this.#closed) throw closedError(what, 'Subscription');
+    if (this.#mem.closed) throw closedError(what, 'Topic');
   }
 
   /** Take one message now; undefined when none is waiting. */

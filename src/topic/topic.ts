@@ -7,7 +7,7 @@
  */
 import { toBytes } from '../channel/core.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
-import { invalidArgType, invalidState, mmapkitError, outOfRange } from '../errors.js';
+import { closedError, invalidArgType, invalidState, outOfRange } from '../errors.js';
 import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
@@ -208,8 +208,8 @@ export class Topic implements Disposable {
   }
 
   #check(what: string): void {
-    if (this.#closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${what}: the topic handle is closed`);
-    if (this.#mem.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', `Cannot ${what}: the topic's memory has been unmapped`);
+    if (this.#closed) throw closedError(what, 'Topic');
+    if (this.#mem.mapping.closed) throw closedError(what, 'memory');
   }
 
   /** Attach as a publisher now (the first publish does it otherwise): subscribers then wait for this handle's end. */
@@ -443,7 +443,7 @@ export class Topic implements Disposable {
     return {
       buffer,
       commit: (n?: number) => {
-        if (this.#closed || mem.mapping.closed) throw mmapkitError('ERR_MMAP_CLOSED', 'Cannot commit: the topic handle was closed (the reservation was given up)');
+        if (this.#closed || mem.mapping.closed) throw closedError('commit', 'Topic', ' (the reservation was given up)');
         if (done) throw invalidState('this reservation was already committed or cancelled');
         const len = n === undefined ? max : validateInt32(n, 'length', 0, max);
         done = true;
