@@ -172,3 +172,13 @@ const CLOSED_STATE: Readonly<Record<ClosedThing, string>> = {
 export function closedError(call: string, thing: ClosedThing, more = ''): MmapkitError {
   return mmapkitError('ERR_MMAP_CLOSED', `Cannot ${call}: ${CLOSED_STATE[thing]}${more}`);
 }
+
+/**
+ * The error of a batch that stopped partway (a timeout, a handle closed during a yield, a corrupt
+ * lane): `sent` says how many of its messages went before it. Channel's and Topic's batch sends
+ * (`sendMany`, `publishMany` and their async forms) throw every error through this.
+ */
+export function withSent(err: unknown, sent: number): unknown {
+  if (err !== null && typeof err === 'object') (err as { sent?: number }).sent = sent;
+  return err;
+}

@@ -11,7 +11,7 @@ import { constants } from './constants.js';
 import { closedError, invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError, type SystemError } from './errors.js';
 import { type Mapping, map } from './mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions, type OwnershipPolicy, checkOwnership, parseOwnership, policyForMode } from './ownership.js';
-import { type Int64Like, validateInt32, validateInt64, validateOneOf, validateOptions } from './validators.js';
+import { type Int64Like, validateBoolean, validateInt32, validateInt64, validateOneOf, validateOptions } from './validators.js';
 
 /** The longest name a shared memory object can have, in bytes (NAME_MAX: a file in /dev/shm). */
 export const SHM_NAME_MAX = 255;
@@ -178,11 +178,7 @@ export class SharedMemory implements Disposable {
     const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
     const o = validateOptions(options, 'options', CREATE_OPTIONS);
     const mode = o.mode === undefined ? 0o600 : validateInt32(o.mode, 'options.mode', 0, 0o777);
-    let exclusive = true;
-    if (o.exclusive !== undefined) {
-      if (typeof o.exclusive !== 'boolean') throw invalidArgType('options.exclusive', 'of type boolean', o.exclusive);
-      exclusive = o.exclusive;
-    }
+    const exclusive = o.exclusive === undefined ? true : validateBoolean(o.exclusive, 'options.exclusive');
     // Know whether this call made the object: only then may a failure below remove it. Without
     // `exclusive`, an existing object is opened instead (retrying if it is unlinked in between).
     let fd = -1;

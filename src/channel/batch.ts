@@ -6,7 +6,7 @@
  * @module
  */
 import { types } from 'node:util';
-import { invalidArgType, outOfRange } from '../errors.js';
+import { invalidArgType, outOfRange, withSent } from '../errors.js';
 
 const { isProxy } = types;
 import { validateInt32 } from '../validators.js';
@@ -16,11 +16,6 @@ import { type ChannelWaitOptions, deadlineOf, parseTimeout, signalOf, yieldDue, 
 const INT32_MAX = 0x7fffffff;
 const DEFAULT_MAX = 1024;
 
-/** Attach a `sent` count to an error of a batch send: how many messages went before it. */
-function withSent(err: unknown, sent: number): unknown {
-  if (err !== null && typeof err === 'object') (err as { sent?: number }).sent = sent;
-  return err;
-}
 
 /**
  * Check every message of a batch before the first is sent (a bad one sends nothing). A batch of

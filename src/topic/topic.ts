@@ -7,7 +7,7 @@
  */
 import { toBytes } from '../channel/core.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
-import { closedError, invalidArgType, invalidState, outOfRange } from '../errors.js';
+import { closedError, invalidArgType, invalidState, outOfRange, withSent } from '../errors.js';
 import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
@@ -373,7 +373,7 @@ export class Topic implements Disposable {
         if (n === 0) this.#waitRoom(pub, all[sent]!.byteLength, timeout, deadline);
       }
     } catch (err) {
-      throw Object.assign(err as Error, { sent });
+      throw withSent(err, sent);
     }
   }
 
@@ -397,7 +397,7 @@ export class Topic implements Disposable {
         this.#check('publishManyAsync');
       }
     } catch (err) {
-      throw Object.assign(err as Error, { sent });
+      throw withSent(err, sent);
     }
   }
 
