@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mmapkitError } from './errors.js';
+import { mmapkitError } from './internal/errors.js';
 
 /** Result of a wrapper that returns nothing on success: 0, or -errno. */
 export type Status = number;

@@ -5,7 +5,7 @@
  */
 import { isMainThread } from 'node:worker_threads';
 import { native } from './binding.js';
-import { systemError } from './errors.js';
+import { systemError } from './internal/errors.js';
 
 const enabled = process.env['MMAPKIT_SIGBUS_GUARD'] !== '0';
 /**

@@ -4,7 +4,7 @@
  * writes, publishes and checks it, so every structure refuses foreign or stale memory the same way.
  * @module
  */
-import { mmapkitError } from './errors.js';
+import { mmapkitError } from './internal/errors.js';
 
 /** Header layout common to every structure (byte offsets; little-endian on this platform). */
 export const HEADER = Object.freeze({

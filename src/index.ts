@@ -18,8 +18,8 @@ export {
 } from './mapping.js';
 export { mmap, munmap, msync, mprotect, madvise, mincore, mlock, munlock, lseek, type Address } from './posix.js';
 export { constants, pageSize, type Constants } from './constants.js';
-export { MmapkitError, type MmapkitErrorCode, type SystemError } from './errors.js';
-export { type Int64Like } from './validators.js';
+export { MmapkitError, type MmapkitErrorCode, type SystemError } from './internal/errors.js';
+export { type Int64Like } from './internal/validators.js';
 export { guardInstalled } from './guard.js';
 export { wait, waitAsync, notify, type WaitResult, type WaitAsyncOptions } from './wait.js';
 export {

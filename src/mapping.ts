@@ -16,7 +16,7 @@ import { constants as osConstants } from 'node:os';
 import { native } from './binding.js';
 import './guard.js'; // installs the SIGBUS guard before the first mapping exists
 import { constants, pageSize } from './constants.js';
-import { closedError, invalidArgType, invalidArgValue, mmapkitError, outOfRange, systemError, type MmapkitError } from './errors.js';
+import { closedError, invalidArgType, invalidArgValue, mmapkitError, outOfRange, systemError, type MmapkitError } from './internal/errors.js';
 import {
   type Int64Like,
   validateBoolean,
@@ -24,7 +24,7 @@ import {
   validateInt64,
   validateOneOf,
   validateOptions,
-} from './validators.js';
+} from './internal/validators.js';
 
 const { PROT_NONE, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS } = constants;
 const PROT_RW = PROT_READ | PROT_WRITE;

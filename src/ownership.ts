@@ -6,8 +6,8 @@
  * @module
  */
 import { fstatSync, readFileSync } from 'node:fs';
-import { invalidArgType, invalidArgValue, mmapkitError, type MmapkitError } from './errors.js';
-import { validateInt64, validateOneOf } from './validators.js';
+import { invalidArgType, invalidArgValue, mmapkitError, type MmapkitError } from './internal/errors.js';
+import { validateInt64, validateOneOf } from './internal/validators.js';
 
 /**
  * Whose object {@link SharedMemory.open} (and `Channel.open({ name })`) accepts: `'self'` (the

@@ -8,10 +8,10 @@
  */
 import { native } from './binding.js';
 import { constants } from './constants.js';
-import { invalidArgType, invalidArgValue, systemError } from './errors.js';
+import { invalidArgType, invalidArgValue, systemError } from './internal/errors.js';
 import { kProtect } from './internal/symbols.js';
 import { Mapping, createMapping, mmapChecked, resolveAddress } from './mapping.js';
-import { type Int64Like, validateInt32, validateInt64 } from './validators.js';
+import { type Int64Like, validateInt32, validateInt64 } from './internal/validators.js';
 
 /** Where C takes `void *addr`: a Mapping (its first byte) or a view over one (the view's first byte). */
 export type Address = Mapping | ArrayBufferView;

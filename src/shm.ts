@@ -8,10 +8,10 @@ import type { IOType, StdioOptions } from 'node:child_process';
 import { closeSync, fstatSync, ftruncateSync, readFileSync, readlinkSync, constants as fsConstants } from 'node:fs';
 import { native } from './binding.js';
 import { constants } from './constants.js';
-import { closedError, invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError, type SystemError } from './errors.js';
+import { closedError, invalidArgType, invalidArgValue, invalidState, mmapkitError, systemError, type SystemError } from './internal/errors.js';
 import { type Mapping, map } from './mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions, type OwnershipPolicy, checkOwnership, parseOwnership, policyForMode } from './ownership.js';
-import { type Int64Like, validateBoolean, validateInt32, validateInt64, validateOneOf, validateOptions } from './validators.js';
+import { type Int64Like, validateBoolean, validateInt32, validateInt64, validateOneOf, validateOptions } from './internal/validators.js';
 
 /** The longest name a shared memory object can have, in bytes (NAME_MAX: a file in /dev/shm). */
 export const SHM_NAME_MAX = 255;

@@ -8,10 +8,10 @@
 import { deadlineAfterNs, nsLeft } from './internal/time.js';
 import { checkConstruct, kConstruct } from './internal/symbols.js';
 import { native } from './binding.js';
-import { closedError, invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
+import { closedError, invalidArgType, invalidArgValue, mmapkitError, systemError } from './internal/errors.js';
 import { Mapping, viewLocation } from './mapping.js';
 import { SharedMemory } from './shm.js';
-import { validateInt32 } from './validators.js';
+import { validateInt32 } from './internal/validators.js';
 import { HEADER, publishHeader, readHeader, writeHeader } from './header.js';
 import {
   type Word,

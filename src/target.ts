@@ -5,8 +5,8 @@
  * @module
  */
 import { statSync } from 'node:fs';
-import { invalidArgType, invalidArgValue, mmapkitError } from './errors.js';
-import { pidAlive } from './liveness.js';
+import { invalidArgType, invalidArgValue, mmapkitError } from './internal/errors.js';
+import { pidAlive } from './internal/liveness.js';
 import { Mapping, map, viewLocation } from './mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from './ownership.js';
 import { SharedMemory } from './shm.js';

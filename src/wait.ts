@@ -6,10 +6,10 @@
  * @module
  */
 import { native, type WaitAsyncContext } from './binding.js';
-import { closedError, invalidArgType, invalidArgValue, mmapkitError, systemError } from './errors.js';
+import { closedError, invalidArgType, invalidArgValue, mmapkitError, systemError } from './internal/errors.js';
 import { kHold } from './internal/symbols.js';
 import { type Mapping, viewLocation } from './mapping.js';
-import { validateBoolean, validateInt32, validateMicros, validateOptions, validateSignal, validateTimeoutMs } from './validators.js';
+import { validateBoolean, validateInt32, validateMicros, validateOptions, validateSignal, validateTimeoutMs } from './internal/validators.js';
 
 const EAGAIN = -11;
 const EINTR = -4;

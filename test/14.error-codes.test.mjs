@@ -1,7 +1,7 @@
 // Every error code is documented, and every documented code exists (issue 13; Node's own check of
 // doc/api/errors.md does the same): each `ERR_MMAP_*` code the sources can throw has a row in
 // docs/errors.md, each row names a code the sources throw, and the union type of the codes in
-// src/errors.ts lists exactly those.
+// src/internal/errors.ts lists exactly those.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
@@ -15,7 +15,7 @@ function sources(dir = join(ROOT, 'src')) {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []));
 }
 
-const ERRORS_TS = join(ROOT, 'src', 'errors.ts');
+const ERRORS_TS = join(ROOT, 'src', 'internal', 'errors.ts');
 const unionText = /export type MmapkitErrorCode =([^;]*);/.exec(readFileSync(ERRORS_TS, 'utf8'))?.[1] ?? '';
 const union = new Set(unionText.match(/ERR_MMAP_[A-Z_]+/g) ?? []);
 const used = new Set();

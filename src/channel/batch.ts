@@ -6,10 +6,10 @@
  * @module
  */
 import { types } from 'node:util';
-import { invalidArgType, outOfRange, withSent } from '../errors.js';
+import { invalidArgType, outOfRange, withSent } from '../internal/errors.js';
 
 const { isProxy } = types;
-import { validateInt32 } from '../validators.js';
+import { validateInt32 } from '../internal/validators.js';
 import { type ChannelCore, toBytes } from './core.js';
 import { type ChannelWaitOptions, deadlineOf, parseTimeout, signalOf, yieldDue, yieldToLoop } from './waiting.js';
 

@@ -7,11 +7,11 @@
  * @module
  */
 import type { Readable, Writable } from 'node:stream';
-import { invalidArgValue } from '../errors.js';
+import { invalidArgValue } from '../internal/errors.js';
 import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
-import { validateOneOf, validateOptions } from '../validators.js';
+import { validateOneOf, validateOptions } from '../internal/validators.js';
 import {
   type DrainHandler,
   type LengthsArray,

@@ -5,7 +5,7 @@
  * per-message paths here stay small and monomorphic.
  * @module
  */
-import { closedError, invalidArgType, invalidState, outOfRange } from '../errors.js';
+import { closedError, invalidArgType, invalidState, outOfRange } from '../internal/errors.js';
 import type { Mapping, } from '../mapping.js';
 import type { SharedMemory } from '../shm.js';
 import { type Word, notifyWord } from '../wait.js';

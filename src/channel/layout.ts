@@ -12,10 +12,10 @@
  * ```
  * @module
  */
-import { invalidArgValue, mmapkitError, outOfRange } from '../errors.js';
+import { invalidArgValue, mmapkitError, outOfRange } from '../internal/errors.js';
 import { HEADER, readHeader, writeHeader } from '../header.js';
 import type { Mapping } from '../mapping.js';
-import { validateInt32 } from '../validators.js';
+import { validateInt32 } from '../internal/validators.js';
 
 /** Byte offsets of the channel's header, control lines, lane blocks, table entries and records. */
 export const CHANNEL = Object.freeze({

@@ -5,8 +5,8 @@
  * of `Channel.inspect()` (docs/channel-layout.md, "Producers", "Consumers", "End of stream").
  * @module
  */
-import { mmapkitError } from '../errors.js';
-import { pidAlive } from '../liveness.js';
+import { mmapkitError } from '../internal/errors.js';
+import { pidAlive } from '../internal/liveness.js';
 import {
   ATTACHED,
   CHANNEL,

@@ -15,7 +15,7 @@
  * never make it touch memory outside the lane or loop without bound.
  * @module
  */
-import { mmapkitError, type MmapkitError } from '../errors.js';
+import { mmapkitError, type MmapkitError } from '../internal/errors.js';
 import { CHANNEL, type Geometry, PAD, laneControl, laneRing } from './layout.js';
 
 const WRITE = CHANNEL.LANE_WRITE >>> 2;

@@ -4,7 +4,7 @@
  * @module
  */
 import { Readable, Writable } from 'node:stream';
-import { validateBoolean, validateOptions } from '../validators.js';
+import { validateBoolean, validateOptions } from '../internal/validators.js';
 
 /** What a readable stream and an async iterator need: a handle that receives (a Channel, a Subscription). */
 export interface MessageSource {

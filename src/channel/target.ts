@@ -4,9 +4,9 @@
  * creator at a time), and the read-only inspection behind `Channel.inspect()`.
  * @module
  */
-import { mmapkitError } from '../errors.js';
+import { mmapkitError } from '../internal/errors.js';
 import { HEADER } from '../header.js';
-import { pidAlive } from '../liveness.js';
+import { pidAlive } from '../internal/liveness.js';
 import type { Mapping } from '../mapping.js';
 import { type SharedTarget, alignedBase, claimCreator as claimCreatorWord, refuseLiveFile as refuseLiveStructure, words } from '../target.js';
 import { CHANNEL, FLAG_HAD_PRODUCER, FLAG_PRODUCER_DIED, type Geometry, MAGIC, VERSION, laneCapacity, readGeometry, writeChannelHeader } from './layout.js';

@@ -11,9 +11,9 @@
  * @module
  */
 import { setImmediate } from 'node:timers';
-import { invalidArgValue, mmapkitError } from '../errors.js';
+import { invalidArgValue, mmapkitError } from '../internal/errors.js';
 import { deadlineOf, nsLeft } from '../internal/time.js';
-import { validateMicros, validateOneOf, validateOptions, validateSignal, validateTimeoutMs } from '../validators.js';
+import { validateMicros, validateOneOf, validateOptions, validateSignal, validateTimeoutMs } from '../internal/validators.js';
 import { type AsyncWaitSettings, type Word, waitWord, waitWordAsync } from '../wait.js';
 
 /** How an end of the channel waits when its lane is full (sending) or the channel is empty (receiving). */

@@ -5,8 +5,8 @@
  * handle's hold on its lane until released.
  * @module
  */
-import { closedError, invalidState } from '../errors.js';
-import { validateInt32 } from '../validators.js';
+import { closedError, invalidState } from '../internal/errors.js';
+import { validateInt32 } from '../internal/validators.js';
 import type { ChannelCore } from './core.js';
 import { CHANNEL } from './layout.js';
 import { type ChannelWaitOptions, deadlineOf, parseTimeout } from './waiting.js';

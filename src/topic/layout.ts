@@ -13,10 +13,10 @@
  * ```
  * @module
  */
-import { invalidArgValue, mmapkitError, outOfRange } from '../errors.js';
+import { invalidArgValue, mmapkitError, outOfRange } from '../internal/errors.js';
 import { HEADER, readHeader, writeHeader } from '../header.js';
 import type { Mapping } from '../mapping.js';
-import { validateInt32, validateOneOf } from '../validators.js';
+import { validateInt32, validateOneOf } from '../internal/validators.js';
 
 /** Byte offsets of the topic's header, control lines, tables and records. */
 export const TOPIC = Object.freeze({

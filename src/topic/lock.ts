@@ -6,8 +6,8 @@
  * holder may have left half done (see `repair` in publisher.ts).
  * @module
  */
-import { invalidState } from '../errors.js';
-import { pidAlive } from '../liveness.js';
+import { invalidState } from '../internal/errors.js';
+import { pidAlive } from '../internal/liveness.js';
 import { type Word, notifyWord, waitWord, waitWordAsync } from '../wait.js';
 import { TOPIC } from './layout.js';
 

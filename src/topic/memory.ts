@@ -4,7 +4,7 @@
  * @module
  */
 import { TSO } from '../channel/ring.js';
-import { mmapkitError } from '../errors.js';
+import { mmapkitError } from '../internal/errors.js';
 import type { Mapping } from '../mapping.js';
 import type { SharedMemory } from '../shm.js';
 import { alignedBase, releaseOwned, words } from '../target.js';

@@ -6,8 +6,8 @@
  * (docs/topic-layout.md, "Publishers", "Subscribers", "End of stream").
  * @module
  */
-import { mmapkitError } from '../errors.js';
-import { pidAlive } from '../liveness.js';
+import { mmapkitError } from '../internal/errors.js';
+import { pidAlive } from '../internal/liveness.js';
 import { ATTACHED, CLAIMING, CLOSED, FLAG_HAD_PUBLISHER, FLAG_PUBLISHER_DIED, TOPIC, type TopicGeometry, publisherEntry, subscriberEntry } from './layout.js';
 import type { TopicMemory } from './memory.js';
 

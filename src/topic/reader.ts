@@ -8,7 +8,7 @@
  * @module
  */
 import { copyOut } from '../copy.js';
-import { mmapkitError } from '../errors.js';
+import { mmapkitError } from '../internal/errors.js';
 import { TSO } from '../channel/ring.js';
 import { PAD, TOPIC, recordSize } from './layout.js';
 import { type TopicMemory, topicCorrupt } from './memory.js';

@@ -6,13 +6,13 @@
  */
 import type { Readable } from 'node:stream';
 import { isProxy } from 'node:util/types';
-import { closedError, invalidArgType, outOfRange } from '../errors.js';
+import { closedError, invalidArgType, outOfRange } from '../internal/errors.js';
 import { passed } from '../internal/time.js';
 import type { LengthsArray } from '../channel/batch.js';
 import { messageIterator, parseReadableOptions, readableOf } from '../channel/streams.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, deadlineOf, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
 import { checkConstruct } from '../internal/symbols.js';
-import { validateInt32 } from '../validators.js';
+import { validateInt32 } from '../internal/validators.js';
 import { FLAG_PUBLISHER_DIED, TOPIC } from './layout.js';
 import type { TopicMemory } from './memory.js';
 import { TopicEndCheck, closeSubscriber } from './parties.js';

@@ -4,9 +4,9 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { mmapkitError } from '../errors.js';
+import { mmapkitError } from '../internal/errors.js';
 import { HEADER } from '../header.js';
-import { pidAlive } from '../liveness.js';
+import { pidAlive } from '../internal/liveness.js';
 import type { Mapping } from '../mapping.js';
 import { alignedBase, claimCreator, refuseLiveFile, words } from '../target.js';
 import { FLAG_HAD_PUBLISHER, FLAG_PUBLISHER_DIED, MAGIC, TOPIC, type TopicGeometry, type TopicPolicy, VERSION, readTopicGeometry, writeTopicHeader } from './layout.js';

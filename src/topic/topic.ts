@@ -7,13 +7,13 @@
  */
 import { toBytes } from '../channel/core.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
-import { closedError, invalidArgType, invalidState, outOfRange, withSent } from '../errors.js';
+import { closedError, invalidArgType, invalidState, outOfRange, withSent } from '../internal/errors.js';
 import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
 import type { SharedMemory } from '../shm.js';
 import { type SharedTarget, ownershipOf, releaseOwned, resolveTarget } from '../target.js';
-import { validateInt32, validateOneOf, validateOptions } from '../validators.js';
+import { validateInt32, validateOneOf, validateOptions } from '../internal/validators.js';
 import { notifyWord } from '../wait.js';
 import { GEOMETRY_OPTIONS, TOPIC, type TopicGeometry, type TopicPolicy, parseExpectedPublishers, parseTopicGeometry, readTopicGeometry } from './layout.js';
 import { acquire, acquireAsync, holdAcrossCalls, release } from './lock.js';
