@@ -187,13 +187,18 @@ test('receiveAsync waits without blocking the event loop and is woken by a publi
   const topic = topicIn(t, { capacity: 4096, maxMessageSize: 64 });
   const sub = topic.subscribe({ wait: 'async' });
   const pending = sub.receiveAsync({ timeout: 5000 });
+  let settled = false;
+  pending.then(() => (settled = true));
   let ticks = 0;
   const timer = setInterval(() => ticks++, 1);
+  // The timers run while it waits (a blocked event loop would never get to the publish below: the
+  // test would time out), and it is still waiting: nothing was published yet.
   await new Promise((r) => setTimeout(r, 30));
+  clearInterval(timer);
+  assert.ok(ticks >= 1, `the event loop ran (${ticks} ticks)`);
+  assert.equal(settled, false, 'nothing was published: still waiting');
   topic.publish('wake');
   assert.equal(String(await pending), 'wake');
-  clearInterval(timer);
-  assert.ok(ticks > 3, `the event loop ran (${ticks} ticks)`);
   const ac = new AbortController();
   const aborted = sub.receiveAsync({ signal: ac.signal });
   ac.abort();

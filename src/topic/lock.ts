@@ -8,6 +8,7 @@
  */
 import { invalidState } from '../internal/errors.js';
 import { pidAlive } from '../internal/liveness.js';
+import { type Deadline, nsLeft } from '../internal/time.js';
 import { type Word, notifyWord, waitWord, waitWordAsync } from '../wait.js';
 import { TOPIC } from './layout.js';
 
@@ -58,28 +59,32 @@ function checkNotHeld(site: LockSite, i32: Int32Array): void {
   }
 }
 
-/** Take the lock (sync). false when the deadline (hrtime ns, -1n: none) passed first. */
-export function acquire(site: LockSite, deadline: bigint): boolean {
+/**
+ * One look at a lock someone holds: `true` once we took it (free now, or its holder is dead),
+ * `false` when the deadline passed, or the holder's value to sleep on and for how long (0: look again).
+ */
+function step(site: LockSite, i32: Int32Array, deadline: Deadline): boolean | { seen: number; ns: number } {
+  const seen = Atomics.load(i32, LOCK);
+  if (seen === 0) return tryTake(i32) === 0 ? true : { seen, ns: 0 };
+  if (takeOver(site, i32, seen)) return true;
+  const left = nsLeft(deadline);
+  if (left === 0) return false;
+  return { seen, ns: left < 0 || left > SLEEP_NS ? SLEEP_NS : left };
+}
+
+/** Take the lock (sync). false when the deadline ({@link NEVER}: none) passed first. */
+export function acquire(site: LockSite, deadline: Deadline): boolean {
   const i32 = site.lock.array;
   if (tryTake(i32) === 0) return true;
   checkNotHeld(site, i32);
   for (let i = 0; i < SPINS; i++) if (Atomics.load(i32, LOCK) === 0 && tryTake(i32) === 0) return true;
   for (;;) {
-    const v = Atomics.load(i32, LOCK);
-    if (v === 0) {
-      if (tryTake(i32) === 0) return true;
-      continue;
-    }
-    if (takeOver(site, i32, v)) return true;
-    let ns = SLEEP_NS;
-    if (deadline !== -1n) {
-      const left = Number(deadline - process.hrtime.bigint());
-      if (left <= 0) return false;
-      if (left < ns) ns = left;
-    }
-    Atomics.add(i32, WAITERS, 1);
+    const s = step(site, i32, deadline);
+    if (typeof s === 'boolean') return s;
+    if (s.ns === 0) continue;
+    Atomics.add(i32, WAITERS, 1); // then the futex wait looks at LOCK again (it expects s.seen)
     try {
-      waitWord(site.lock, v, ns);
+      waitWord(site.lock, s.seen, s.ns);
     } finally {
       Atomics.sub(i32, WAITERS, 1);
     }
@@ -87,26 +92,17 @@ export function acquire(site: LockSite, deadline: bigint): boolean {
 }
 
 /** Take the lock without blocking the event loop (a reserve() of this thread can be committed meanwhile). */
-export async function acquireAsync(site: LockSite, deadline: bigint, signal: AbortSignal | undefined): Promise<boolean> {
+export async function acquireAsync(site: LockSite, deadline: Deadline, signal: AbortSignal | undefined): Promise<boolean> {
   const i32 = site.lock.array;
   // No check for a lock this thread holds: its holder can commit while this call awaits.
   if (tryTake(i32) === 0) return true;
   for (;;) {
-    const v = Atomics.load(i32, LOCK);
-    if (v === 0) {
-      if (tryTake(i32) === 0) return true;
-      continue;
-    }
-    if (takeOver(site, i32, v)) return true;
-    let ns = SLEEP_NS;
-    if (deadline !== -1n) {
-      const left = Number(deadline - process.hrtime.bigint());
-      if (left <= 0) return false;
-      if (left < ns) ns = left;
-    }
+    const s = step(site, i32, deadline);
+    if (typeof s === 'boolean') return s;
+    if (s.ns === 0) continue;
     Atomics.add(i32, WAITERS, 1);
     try {
-      await waitWordAsync(site.lock, v, ns, { ref: true, spinNs: 0, threadSpinNs: 0, ...(signal === undefined ? {} : { signal }) });
+      await waitWordAsync(site.lock, s.seen, s.ns, { ref: true, spinNs: 0, threadSpinNs: 0, ...(signal === undefined ? {} : { signal }) });
     } finally {
       if (!site.lock.mapping.closed) Atomics.sub(i32, WAITERS, 1);
     }
