@@ -24,7 +24,9 @@ const SMOKE = join(ROOT, 'test', 'fixtures', 'smoke.mjs');
 const DIST = pathToFileURL(join(ROOT, 'dist', 'index.js')).href;
 const MINUTES = 60_000;
 /** Test files of the core API (mapping, use after unmap, faults, large mappings, posix, shared memory, waits, sync, channels, topics). */
-const CORE = ['10.mapping', '11.bad-input', '12.unmapped', '20.sigbus', '21.large', '30.posix', '40.shm', '41.wait', '42.sync', '80.channel', '84.channel-receive-into-drain', '85.channel-inspect-lanes', '86.topic'].map((f) => `test/${f}.test.mjs`);
+const CORE = ['10.mapping', '11.bad-input', '12.unmapped', '20.sigbus', '21.large', '30.posix', '40.shm', '41.wait', '42.sync',
+  '80.channel-basics', '80.channel-batch', '80.channel-create-in-use', '80.channel-end-of-stream', '80.channel-errors', '80.channel-header', '80.channel-streams', '80.channel-waiting', '80.channel-zero-copy',
+  '84.channel-receive-into-drain', '85.channel-inspect-lanes', '86.topic'].map((f) => `test/${f}.test.mjs`);
 const ARM64_FILES = ['10.mapping', '11.bad-input', '12.unmapped', '30.posix', '40.shm', '41.wait', '42.sync', '86.topic'].map((f) => `test/${f}.test.mjs`);
 /**
  * The channel tests run on arm64 (by name: what the protocol guarantees across processes). Left out:
@@ -36,7 +38,9 @@ const ARM64_CHANNEL = [
   'receiveInto: the waiting messages', 'drain: handler', 'across processes: 2 producer children',
 ];
 /** The files those names are in. */
-const ARM64_CHANNEL_FILES = ['test/80.channel.test.mjs', 'test/84.channel-receive-into-drain.test.mjs'];
+const ARM64_CHANNEL_FILES = [
+  '80.channel-basics', '80.channel-batch', '80.channel-end-of-stream', '80.channel-errors', '80.channel-header', '80.channel-streams', '80.channel-zero-copy', '84.channel-receive-into-drain',
+].map((f) => `test/${f}.test.mjs`);
 
 const cache = cacheDir();
 const isRoot = process.getuid?.() === 0;
