@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { map, pageSize } from '../dist/index.js';
+import { xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const PEER_C = join(FIXTURES, 'peer.c');
@@ -43,12 +44,6 @@ const HAVE_PYTHON = have('python3');
 // ---------------------------------------------------------------------------------------------
 // The pattern, the record and a checksum: the same algorithms as peer.c and peer.py.
 
-function xorshift32(x) {
-  x ^= x << 13;
-  x ^= x >>> 17;
-  x ^= x << 5;
-  return x >>> 0;
-}
 
 /** Fill `buf` with xorshift32(seed) words, little-endian, the last one truncated. */
 function fillPattern(buf, seed) {

@@ -2,7 +2,6 @@
 // that come out (sha256 of hundreds of MiB of seeded pseudo-random data, binary data, an empty input),
 // either end starting first, the end of the stream, a closed stdout, killed parties, names left behind
 // by crashed runs, timeouts, usage errors. Needs `npx tsc -p .` (dist/cli/). Every wait has a deadline.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
@@ -11,7 +10,7 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, utimes
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Channel } from '../dist/index.js';
-import { distUrl, runNode, tempDir } from './helpers.mjs';
+import { distUrl, runNode, tempDir, timedTests } from './helpers.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -19,10 +18,7 @@ const MiB = 1024 * 1024;
 /** How long one process may run before it is killed (the test then fails). */
 const PROCESS_TIMEOUT = 60_000;
 
-/** Every test has a time limit of its own. */
-function test(name, fn) {
-  return nodeTest(name, { timeout: 120_000 }, fn);
-}
+const test = timedTests(120_000);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

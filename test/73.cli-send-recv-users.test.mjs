@@ -5,7 +5,6 @@
 // with a group, and nothing more. The cases with other users start children under uid 65534 and
 // OTHER_UID (root only; skipped with a message otherwise), running a readable copy of the package.
 // Every process has a timeout and is killed when its test ends.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -13,7 +12,7 @@ import { chmodSync, existsSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Channel } from '../dist/index.js';
-import { LONE_GID, NOBODY, OTHER_UID, SHARED_GID, asUser, isRoot, killIfRunning, publicPackage, startProc, userName } from './helpers.mjs';
+import { asUser, isRoot, killIfRunning, LONE_GID, NOBODY, OTHER_UID, publicPackage, SHARED_GID, startProc, timedTests, userName } from './helpers.mjs';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
 /** How long one process may run before it is killed (the test then fails). */
@@ -21,9 +20,7 @@ const PROCESS_TIMEOUT = 30_000;
 const ME = process.geteuid();
 const twoUsers = isRoot ? false : 'needs root to run children under other uids (the suite runs as root in CI)';
 
-function test(name, options, fn) {
-  return nodeTest(name, { timeout: 90_000, ...options }, fn);
-}
+const test = timedTests(90_000);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

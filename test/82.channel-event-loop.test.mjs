@@ -3,10 +3,10 @@
 // methods of this process must give its event loop regular turns. A 5 ms interval measures the lag;
 // before the fix it never ticked at all (every call found a message or room at once and settled in a
 // microtask).
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { Channel, SharedMemory } from '../dist/index.js';
+import { timedTests } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/channel-child.mjs', import.meta.url).pathname;
 const MESSAGES = 100_000;
@@ -25,9 +25,8 @@ const MAX_LAG_MS = 250;
  */
 const OPTIONS = { capacity: 131072, maxMessageSize: SIZE, maxProducers: 1 };
 
-function test(name, fn) {
-  return nodeTest(name, { timeout: 120_000 }, fn);
-}
+/** Every test has a time limit (awaiting a child or a stream has none of its own). */
+const test = timedTests(120_000);
 
 /** Anonymous shared memory with a channel in it, closed when the test ends. */
 function channelMemory(t) {

@@ -6,7 +6,6 @@
 // Messages are made by test/fixtures/channel-robust-child.mjs: sequence numbers, seeded payloads and
 // a tag keyed by a secret made for this run (SECRET below), which the hostile peer never sees: a
 // delivered message verifies only if a producer of this run sent it.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
@@ -14,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Channel, CHANNEL, SharedMemory } from '../dist/index.js';
-import { throwsCode } from './helpers.mjs';
+import { throwsCode, timedTests } from './helpers.mjs';
 import { FUZZ, Format, HDR, batchSizes, ctlWords, geometryOf, laneWord, ringOf, wordsOf, xorshift } from './fixtures/channel-robust-child.mjs';
 
 const CHILD = new URL('./fixtures/channel-robust-child.mjs', import.meta.url).pathname;
@@ -27,10 +26,8 @@ const CANARY = 4096;
 const INT32_MAX = 0x7fffffff;
 const INT32_MIN = -0x80000000;
 
-/** Every test has a time limit (async waits such as child results have none of their own). */
-function test(name, fn) {
-  return nodeTest(name, { timeout: 120_000 }, fn);
-}
+/** Every test has a time limit (awaiting a child or a stream has none of its own). */
+const test = timedTests(120_000);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const elapsed = (t0) => performance.now() - t0;
 const fmt = (maxPayload = SMALL, fixed, fixedFrom) => new Format(SECRET, ORIGIN, maxPayload, fixed, fixedFrom);

@@ -6,17 +6,14 @@
 // processes (producers and consumers as children, checksums and sequence numbers), the handler's
 // contract (a throwing handler, a receive from inside the handler, close() inside it), timeouts,
 // every wait strategy, and bad input.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Channel, CHANNEL, SharedMemory } from '../dist/index.js';
-import { tempDir, throwsCode } from './helpers.mjs';
+import { tempDir, throwsCode, timedTests } from './helpers.mjs';
 import { encode, startChild, takeBackToBack, verify, xorshift } from './fixtures/channel-child.mjs';
 
-/** Every test has a time limit (async waits have none of their own). */
-function test(name, fn) {
-  return nodeTest(name, { timeout: 120_000 }, fn);
-}
+/** Every test has a time limit (awaiting a child or a stream has none of its own). */
+const test = timedTests(120_000);
 const STRATEGIES = ['spin', 'block', 'async', 'hybrid'];
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const elapsed = (t0) => performance.now() - t0;

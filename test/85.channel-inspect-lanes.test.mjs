@@ -3,18 +3,15 @@
 // of layout version 1 or 2, a corrupt header, a foreign file, a create() under way, a { name }
 // target, a file this user may only read), the `lane` of a producer handle, the lane options
 // (laneSize or capacity; maxProducers, one lane each), `size` over all lanes, and bad input.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Channel, CHANNEL, SharedMemory, map, mapAnonymous } from '../dist/index.js';
-import { shmName, tempDir, throwsCode } from './helpers.mjs';
+import { shmName, tempDir, throwsCode, timedTests } from './helpers.mjs';
 import { startChild } from './fixtures/channel-child.mjs';
 
-/** Every test has a time limit (async waits have none of their own). */
-function test(name, fn) {
-  return nodeTest(name, { timeout: 120_000 }, fn);
-}
+/** Every test has a time limit (awaiting a child or a stream has none of its own). */
+const test = timedTests(120_000);
 const uniq = (tag) => `mmapkit-test-ch85-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 
 /** Anonymous shared memory sized for a channel, closed when the test ends. */

@@ -4,17 +4,15 @@
 // error, and never hands out an overwritten message); every way to receive; reserve/commit/cancel;
 // end of stream; inspect(); create() over a topic in use; and bad input of every public function.
 // Several processes, dead parties and garbage: test/87; a C subscriber: test/63.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Channel, SharedMemory, Subscription, TOPIC, Topic, mapAnonymous } from '../dist/index.js';
 import { spawn } from 'node:child_process';
-import { distUrl, shmName, tempDir, throwsCode } from './helpers.mjs';
+import { distUrl, shmName, tempDir, throwsCode, timedTests } from './helpers.mjs';
 
-function test(name, fn) {
-  return nodeTest(name, { timeout: 60_000 }, fn);
-}
+/** Every test has a time limit (awaiting a child or a stream has none of its own). */
+const test = timedTests(60_000);
 
 /** The memory of each topic made by topicIn(), to open more handles on it. */
 const shmOf = new WeakMap();

@@ -6,23 +6,20 @@
 // Messages carry their publisher's sequence number and a checksum, have seeded sizes, and are checked
 // byte for byte by the receiving child (see the fixture). Every receive in a child has a timeout and
 // every wait here has one, so a bug fails the test instead of hanging it.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomFillSync } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SharedMemory, Topic, TOPIC, map } from '../dist/index.js';
-import { assertKilled, assertOk, killIfRunning, shmName, startProc, tempDir, until, xorshift } from './helpers.mjs';
+import { assertKilled, assertOk, killIfRunning, shmName, startProc, tempDir, timedTests, until, xorshift } from './helpers.mjs';
 import { CTL, KINDS, Messages, recordSize } from './fixtures/topic-child.mjs';
 
 const CHILD = new URL('./fixtures/topic-child.mjs', import.meta.url).pathname;
 const SEED = 0x7091c;
 
-/** Every test has a time limit (awaiting a child's result has none of its own). */
-function test(name, fn) {
-  return nodeTest(name, { timeout: 120_000 }, fn);
-}
+/** Every test has a time limit (awaiting a child or a stream has none of its own). */
+const test = timedTests(120_000);
 
 /**
  * Start topic-child.mjs MODE with options `o` (JSON): killed after `timeout` ms and when the test

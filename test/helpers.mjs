@@ -7,12 +7,22 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { spawn, spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
+import { test as nodeTest } from 'node:test';
 
 /** A fresh temp dir, removed when the test ends. */
 export function tempDir(t) {
   const dir = mkdtempSync(join(tmpdir(), 'mmapkit-test-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/**
+ * node:test's test() with a time limit on every test (async waits such as awaiting a child or
+ * `for await` have none of their own): `const test = timedTests(120_000)`, then `test(name, fn)` or
+ * `test(name, options, fn)`; options may set another `timeout`.
+ */
+export function timedTests(ms) {
+  return (name, options, fn) => (typeof options === 'function' ? nodeTest(name, { timeout: ms }, options) : nodeTest(name, { timeout: ms, ...options }, fn));
 }
 
 /** Run `node --input-type=module -e code` as a real child process, with a timeout. */
