@@ -295,7 +295,7 @@ function notRecoverable(): Error {
 const MUTEX_KIND: Kind = { name: 'Mutex', magic: MUTEX_MAGIC, version: MUTEX_VERSION, byteLength: Mutex.byteLength };
 
 function lockTimeout(timeout: number | undefined): Error {
-  return mmapkitError('ERR_MMAP_LOCK_TIMEOUT', `Timed out after ${timeout} ms waiting for the lock`);
+  return mmapkitError('ERR_MMAP_LOCK_TIMEOUT', timeout);
 }
 
 // ---------------------------------------------------------------- Semaphore and Event

@@ -35,7 +35,7 @@ const TSO = process.arch === 'x64' || process.arch === 'ia32';
 const CONSUMER_SLEEPERS = CHANNEL.CONSUMER_SLEEPERS >>> 2;
 
 export function corrupt(what: string): MmapkitError {
-  return mmapkitError('ERR_MMAP_CHANNEL_CORRUPT', `Channel memory is corrupt: ${what}`);
+  return mmapkitError('ERR_MMAP_CHANNEL_CORRUPT', what);
 }
 
 /** The producer's side of its lane. One per producer handle; only it writes the ring and LANE_WRITE. */

@@ -195,7 +195,7 @@ export function signalOf(options: ChannelWaitOptions | number | undefined): Abor
 export { deadlineOf };
 
 export function timedOut(what: string, timeout: number, code: 'ERR_MMAP_CHANNEL_TIMEOUT' | 'ERR_MMAP_TOPIC_TIMEOUT' = 'ERR_MMAP_CHANNEL_TIMEOUT'): Error {
-  return mmapkitError(code, `Timed out after ${timeout} ms ${what}`);
+  return mmapkitError(code, timeout, what);
 }
 
 // ---------------------------------------------------------------- yielding to the event loop

@@ -17,37 +17,62 @@ export interface SystemError extends Error {
   path?: string;
 }
 
+/** What a call found closed, for {@link closedError}. */
+export type ClosedThing = 'Mapping' | 'SharedMemory' | 'Channel' | 'Topic' | 'Subscription' | 'memory';
+
+const CLOSED_STATE: Readonly<Record<ClosedThing, string>> = {
+  Mapping: 'the Mapping has been unmapped',
+  SharedMemory: 'the SharedMemory has been closed',
+  Channel: 'the Channel handle has been closed',
+  Topic: 'the Topic handle has been closed',
+  Subscription: 'the Subscription has been closed',
+  memory: 'its memory has been unmapped',
+};
+
+/** A code whose message is written at its throw site (it says what was found, in words of its own). */
+const text = (message: string): string => message;
+
+/**
+ * Every code an mmapkit error can carry besides system error codes, with the template of its message
+ * (Node's `E()` in lib/internal/errors.js): the codes whose message has one shape everywhere take its
+ * parts; the others take the message. docs/errors.md documents each code (test/14 checks that the two
+ * agree).
+ */
+const REGISTRY = {
+  /** Cannot CALL: the THING has been closed (or unmapped); see {@link closedError}. */
+  ERR_MMAP_CLOSED: (call: string, thing: ClosedThing, more = ''): string => `Cannot ${call}: ${CLOSED_STATE[thing]}${more}`,
+  ERR_MMAP_EMPTY_FILE: text,
+  ERR_MMAP_FAULTED: text,
+  ERR_MMAP_NOT_ACCESSIBLE: text,
+  ERR_MMAP_VIEW_TOO_LARGE: text,
+  ERR_MMAP_EXTERNAL_BUFFERS_NOT_ALLOWED: text,
+  ERR_MMAP_BINDING_NOT_FOUND: text,
+  ERR_MMAP_BINDING_LOAD_FAILED: text,
+  ERR_MMAP_UNSUPPORTED_PLATFORM: text,
+  ERR_MMAP_UNSUPPORTED_RUNTIME: text,
+  ERR_MMAP_NOT_SHARED: text,
+  ERR_MMAP_BAD_HEADER: text,
+  ERR_MMAP_LOCK_TIMEOUT: (ms: number | undefined): string => `Timed out after ${ms} ms waiting for the lock`,
+  ERR_MMAP_LOCK_NOT_OWNER: text,
+  ERR_MMAP_LOCK_NOT_RECOVERABLE: text,
+  ERR_MMAP_LOCK_DEADLOCK: text,
+  ERR_MMAP_BUSY: text,
+  ERR_MMAP_NOT_OWNER: text,
+  ERR_MMAP_UNSAFE_PERMISSIONS: text,
+  ERR_MMAP_CHANNEL_CORRUPT: (what: string): string => `Channel memory is corrupt: ${what}`,
+  ERR_MMAP_CHANNEL_TIMEOUT: (ms: number, waitingFor: string): string => `Timed out after ${ms} ms ${waitingFor}`,
+  ERR_MMAP_CHANNEL_FULL: text,
+  ERR_MMAP_TOO_MANY_MAPPINGS: text,
+  ERR_MMAP_CHANNEL_IN_USE: text,
+  ERR_MMAP_TOPIC_CORRUPT: (what: string): string => `Topic memory is corrupt: ${what}`,
+  ERR_MMAP_TOPIC_TIMEOUT: (ms: number, waitingFor: string): string => `Timed out after ${ms} ms ${waitingFor}`,
+  ERR_MMAP_TOPIC_FULL: text,
+  ERR_MMAP_TOPIC_IN_USE: text,
+  ERR_MMAP_TOPIC_LAPPED: text,
+} as const;
+
 /** Every code an mmapkit error can carry besides system error codes. See docs/errors.md. */
-export type MmapkitErrorCode =
-  | 'ERR_MMAP_CLOSED'
-  | 'ERR_MMAP_EMPTY_FILE'
-  | 'ERR_MMAP_FAULTED'
-  | 'ERR_MMAP_NOT_ACCESSIBLE'
-  | 'ERR_MMAP_VIEW_TOO_LARGE'
-  | 'ERR_MMAP_EXTERNAL_BUFFERS_NOT_ALLOWED'
-  | 'ERR_MMAP_BINDING_NOT_FOUND'
-  | 'ERR_MMAP_BINDING_LOAD_FAILED'
-  | 'ERR_MMAP_UNSUPPORTED_PLATFORM'
-  | 'ERR_MMAP_UNSUPPORTED_RUNTIME'
-  | 'ERR_MMAP_NOT_SHARED'
-  | 'ERR_MMAP_BAD_HEADER'
-  | 'ERR_MMAP_LOCK_TIMEOUT'
-  | 'ERR_MMAP_LOCK_NOT_OWNER'
-  | 'ERR_MMAP_LOCK_NOT_RECOVERABLE'
-  | 'ERR_MMAP_LOCK_DEADLOCK'
-  | 'ERR_MMAP_BUSY'
-  | 'ERR_MMAP_NOT_OWNER'
-  | 'ERR_MMAP_UNSAFE_PERMISSIONS'
-  | 'ERR_MMAP_CHANNEL_CORRUPT'
-  | 'ERR_MMAP_CHANNEL_TIMEOUT'
-  | 'ERR_MMAP_CHANNEL_FULL'
-  | 'ERR_MMAP_TOO_MANY_MAPPINGS'
-  | 'ERR_MMAP_CHANNEL_IN_USE'
-  | 'ERR_MMAP_TOPIC_CORRUPT'
-  | 'ERR_MMAP_TOPIC_TIMEOUT'
-  | 'ERR_MMAP_TOPIC_FULL'
-  | 'ERR_MMAP_TOPIC_IN_USE'
-  | 'ERR_MMAP_TOPIC_LAPPED';
+export type MmapkitErrorCode = keyof typeof REGISTRY;
 
 /** An error raised by mmapkit itself (not by the kernel, not an argument error). */
 export class MmapkitError extends Error {
@@ -147,30 +172,14 @@ export function invalidState(message: string): CodedError<Error> {
   return coded(new Error(`Invalid state: ${message}`), 'ERR_INVALID_STATE');
 }
 
-/** Library error with a stable code. */
-export function mmapkitError(code: MmapkitErrorCode, message: string): MmapkitError {
-  return new MmapkitError(code, message);
+/** Library error with a stable code; its message from the code's template and `args`. */
+export function mmapkitError<C extends MmapkitErrorCode>(code: C, ...args: Parameters<(typeof REGISTRY)[C]>): MmapkitError {
+  const template = REGISTRY[code] as (...a: Parameters<(typeof REGISTRY)[C]>) => string;
+  return new MmapkitError(code, template(...args));
 }
 
-/** What a call found closed, for {@link closedError}. */
-export type ClosedThing = 'Mapping' | 'SharedMemory' | 'Channel' | 'Topic' | 'Subscription' | 'memory';
-
-const CLOSED_STATE: Readonly<Record<ClosedThing, string>> = {
-  Mapping: 'the Mapping has been unmapped',
-  SharedMemory: 'the SharedMemory has been closed',
-  Channel: 'the Channel handle has been closed',
-  Topic: 'the Topic handle has been closed',
-  Subscription: 'the Subscription has been closed',
-  memory: 'its memory has been unmapped',
-};
-
-/**
- * `ERR_MMAP_CLOSED`, worded one way everywhere: "Cannot CALL: the THING has been closed/unmapped"
- * (`call`: the method or operation, e.g. `'view()'`, `'receive()'`, `'wait()'`; `'memory'`: the
- * object is open but the memory under it was unmapped).
- */
 export function closedError(call: string, thing: ClosedThing, more = ''): MmapkitError {
-  return mmapkitError('ERR_MMAP_CLOSED', `Cannot ${call}: ${CLOSED_STATE[thing]}${more}`);
+  return mmapkitError('ERR_MMAP_CLOSED', call, thing, more);
 }
 
 /**

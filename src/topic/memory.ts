@@ -15,7 +15,7 @@ const INT32_MAX = 0x7fffffff;
 const SLEEPERS = TOPIC.SUBSCRIBER_SLEEPERS >>> 2;
 
 export function topicCorrupt(what: string): Error {
-  return mmapkitError('ERR_MMAP_TOPIC_CORRUPT', `Topic memory is corrupt: ${what}`);
+  return mmapkitError('ERR_MMAP_TOPIC_CORRUPT', what);
 }
 
 export class TopicMemory {
