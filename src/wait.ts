@@ -8,6 +8,7 @@
 import { native, type WaitAsyncContext } from './binding.js';
 import { closedError, invalidArgType, invalidArgValue, mmapkitError, systemError } from './internal/errors.js';
 import { kHold } from './internal/symbols.js';
+import { spinUntil } from './internal/time.js';
 import { type Mapping, viewLocation } from './mapping.js';
 import { validateBoolean, validateInt32, validateMicros, validateOptions, validateSignal, validateTimeoutMs } from './internal/validators.js';
 
@@ -301,11 +302,9 @@ export function waitWordAsync(word: Word, expected: number, timeoutNs: number, o
   if (timeoutNs === 0) return Promise.resolve('timed-out');
   if (options.spinNs > 0) {
     // Hybrid: re-read the word for a short while on this thread before paying for a hand-off.
-    const until = process.hrtime.bigint() + BigInt(Math.min(options.spinNs, timeoutNs < 0 ? Infinity : timeoutNs));
-    do {
-      // seq_cst load: what the notifier wrote before changing the word is visible after
-      if (Atomics.load(word.array, word.index) !== expected) return Promise.resolve('ok');
-    } while (process.hrtime.bigint() < until);
+    // seq_cst loads: what the notifier wrote before changing the word is visible after
+    const changed = (): boolean => Atomics.load(word.array, word.index) !== expected;
+    if (spinUntil(changed, Math.min(options.spinNs, timeoutNs < 0 ? Infinity : timeoutNs))) return Promise.resolve('ok');
     if (timeoutNs >= 0) {
       timeoutNs -= options.spinNs;
       if (timeoutNs <= 0) return Promise.resolve('timed-out');

@@ -12,7 +12,7 @@
  */
 import { setImmediate } from 'node:timers';
 import { invalidArgValue, mmapkitError } from '../internal/errors.js';
-import { deadlineOf, nsLeft } from '../internal/time.js';
+import { deadlineOf, nsLeft, spinUntil } from '../internal/time.js';
 import { validateMicros, validateOneOf, validateOptions, validateSignal, validateTimeoutMs } from '../internal/validators.js';
 import { type AsyncWaitSettings, type Word, waitWord, waitWordAsync } from '../wait.js';
 
@@ -61,13 +61,7 @@ export interface Strategy {
 
 /** Spin on `ready()` until it holds or `ns` pass (capped by the deadline): whether it held. */
 function spinFor(site: SleepSite, ns: number, deadline: bigint): boolean {
-  let until = process.hrtime.bigint() + BigInt(ns);
-  if (deadline !== -1n && deadline < until) until = deadline;
-  do {
-    // Several looks per clock read: reading the clock costs more than a look.
-    for (let i = 0; i < 16; i++) if (site.ready()) return true;
-  } while (process.hrtime.bigint() < until);
-  return false;
+  return spinUntil(() => site.ready(), ns, deadline);
 }
 
 /** Sleep in the kernel (futex) after counting ourselves as a sleeper. */

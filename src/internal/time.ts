@@ -36,3 +36,17 @@ export function nsLeft(deadline: Deadline): number {
 export function passed(deadline: Deadline): boolean {
   return deadline !== NEVER && process.hrtime.bigint() > deadline;
 }
+
+/**
+ * Spin on `ready()` until it holds or `ns` nanoseconds pass (or `deadline`, if sooner): whether it
+ * held. The one spin loop of mmapkit's JavaScript (wait strategies, the hybrid `waitAsync`); several
+ * looks per clock read, since reading the clock costs more than a look.
+ */
+export function spinUntil(ready: () => boolean, ns: number, deadline: Deadline = NEVER): boolean {
+  let until = process.hrtime.bigint() + BigInt(Math.max(0, Math.round(ns)));
+  if (deadline !== NEVER && deadline < until) until = deadline;
+  do {
+    for (let i = 0; i < 16; i++) if (ready()) return true;
+  } while (process.hrtime.bigint() < until);
+  return false;
+}
