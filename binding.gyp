@@ -4,6 +4,8 @@
       "target_name": "mmapkit",
       "sources": [
         "native/addon.c",
+        "native/constants.c",
+        "native/fd.c",
         "native/mapping.c",
         "native/guard.c",
         "native/futex.c",

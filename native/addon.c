@@ -1,16 +1,18 @@
 /*
  * The export table, and the cleanup hooks that run when a Node environment goes away. Most exports
- * wrap one system call or pthread call (mapping.c, shm.c, mutex.c; futexWait and futexWake in
+ * wrap one system call or pthread call (mapping.c, shm.c, fd.c, mutex.c; futexWait and futexWake in
  * futex.c), the mapping calls with the SIGBUS guard's bookkeeping around them. The others do more or
  * something else: msyncAsync runs msync on a libuv pool thread; waitAsync* hand waits to waiter
  * threads (futex.c) and uring* queue them in an io_uring whose completions the event loop polls
  * (uring.c); view and detach make and detach ArrayBuffers over mapped memory; externalMemory and
  * mutexHeldIn read bookkeeping; guardInstall, guardInstalled, faulted, faultCounter and mappingCount
- * belong to the SIGBUS guard (guard.c); constants, mutexLayout and pageSize are values. src/binding.ts
+ * belong to the SIGBUS guard (guard.c); constants (constants.c), mutexLayout and pageSize are values. src/binding.ts
  * is the only file that loads this addon, and it describes the contract of every export in TypeScript.
  */
 #include <unistd.h>
 
+#include "constants.h"
+#include "fd.h"
 #include "futex.h"
 #include "guard.h"
 #include "mapping.h"
@@ -33,6 +35,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (napi_add_env_cleanup_hook(env, mutex_env_teardown, env) != napi_ok) return NULL;
 
   napi_property_descriptor props[] = {
+      /* Mapping (mapping.c) */
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reserve", NULL, js_reserve, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -47,27 +50,31 @@ static napi_value init(napi_env env, napi_value exports) {
       {"munlock", NULL, js_munlock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"view", NULL, js_view, NULL, NULL, NULL, napi_enumerable, NULL},
       {"detach", NULL, js_detach, NULL, NULL, NULL, napi_enumerable, NULL},
+      /* The SIGBUS guard (guard.c) */
       {"faultCounter", NULL, js_fault_counter, NULL, NULL, NULL, napi_enumerable, NULL},
       {"faulted", NULL, js_faulted, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mappingCount", NULL, js_mapping_count, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstall", NULL, js_guard_install, NULL, NULL, NULL, napi_enumerable, NULL},
       {"guardInstalled", NULL, js_guard_installed, NULL, NULL, NULL, napi_enumerable, NULL},
+      /* Shared memory objects (shm.c) and file descriptors (fd.c) */
       {"shmOpen", NULL, js_shm_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"shmUnlink", NULL, js_shm_unlink, NULL, NULL, NULL, napi_enumerable, NULL},
       {"memfdCreate", NULL, js_memfd_create, NULL, NULL, NULL, napi_enumerable, NULL},
       {"dupCloexec", NULL, js_dup_cloexec, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setCloexec", NULL, js_set_cloexec, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lseek", NULL, js_lseek, NULL, NULL, NULL, napi_enumerable, NULL},
+      /* Waiting: futex (futex.c), waiter threads (futex.c), io_uring (uring.c) */
       {"futexWait", NULL, js_futex_wait, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexWake", NULL, js_futex_wake, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitAsyncInit", NULL, js_wait_async_init, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitAsync", NULL, js_wait_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"waitAsyncCancel", NULL, js_wait_async_cancel, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"waitAsyncRef", NULL, js_wait_async_ref, NULL, NULL, NULL, napi_enumerable, NULL},
       {"uringInit", NULL, js_uring_init, NULL, NULL, NULL, napi_enumerable, NULL},
       {"uringWait", NULL, js_uring_wait, NULL, NULL, NULL, napi_enumerable, NULL},
       {"uringCancel", NULL, js_uring_cancel, NULL, NULL, NULL, napi_enumerable, NULL},
       {"uringRef", NULL, js_uring_ref, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"waitAsyncRef", NULL, js_wait_async_ref, NULL, NULL, NULL, napi_enumerable, NULL},
+      /* Process-shared mutexes (mutex.c) */
       {"mutexInit", NULL, js_mutex_init, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mutexLock", NULL, js_mutex_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mutexTryLock", NULL, js_mutex_trylock, NULL, NULL, NULL, napi_enumerable, NULL},

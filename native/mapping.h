@@ -16,6 +16,5 @@ napi_value js_mlock2(napi_env env, napi_callback_info info);
 napi_value js_munlock(napi_env env, napi_callback_info info);
 napi_value js_view(napi_env env, napi_callback_info info);
 napi_value js_detach(napi_env env, napi_callback_info info);
-napi_value js_constants(napi_env env);
 
 #endif

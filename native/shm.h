@@ -5,8 +5,5 @@
 napi_value js_shm_open(napi_env env, napi_callback_info info);
 napi_value js_shm_unlink(napi_env env, napi_callback_info info);
 napi_value js_memfd_create(napi_env env, napi_callback_info info);
-napi_value js_dup_cloexec(napi_env env, napi_callback_info info);
-napi_value js_set_cloexec(napi_env env, napi_callback_info info);
-napi_value js_lseek(napi_env env, napi_callback_info info);
 
 #endif
