@@ -548,8 +548,11 @@ describe('interop of Topic with a C subscriber', { skip: HAVE_CC ? false : 'cc n
     // One slow between polls (lapped: step 1 finds TAIL a ring ahead), one slow while it copies a poll's
     // records (lapped under its feet: step 3 finds INTENT past start + CAPACITY and throws the copies away).
     const slow = [
-      s.sub([`--expect=${N}`, `--seed=${SEED}`, '--slow-us=300', '--batch=4'], 'C subscriber (slow reader)'),
-      s.sub([`--expect=${N}`, `--seed=${SEED}`, '--slow-copy-us=400', '--batch=32'], 'C subscriber (slow copier)'),
+      // 3 ms a message (between polls, or per record copied): a third or less of what the paced publisher
+      // does even on a loaded machine, so each falls a ring behind within a second (at 0.3-0.4 ms, a
+      // publisher slowed down by load let them keep up, and they were never lapped).
+      s.sub([`--expect=${N}`, `--seed=${SEED}`, '--slow-us=3000', '--batch=4'], 'C subscriber (slow reader)'),
+      s.sub([`--expect=${N}`, `--seed=${SEED}`, '--slow-copy-us=3000', '--batch=32'], 'C subscriber (slow copier)'),
     ];
     const fast = s.node('subscribe', '{}');
     for (const p of [...slow, fast]) await line(p, /^attached .*$/m);
