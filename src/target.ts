@@ -57,6 +57,25 @@ export function resolveTarget(
   throw invalidArgType('target', 'a file path, { name }, a SharedMemory or a Mapping', target);
 }
 
+type ResolveHow = Parameters<typeof resolveTarget>[1];
+
+/**
+ * Resolve `target` and hand its memory to `use` (create, open or inspect of a Channel or Topic).
+ * What the call mapped itself is released if `use` throws; with `release: 'always'` (a look that
+ * keeps nothing), also when it returns.
+ */
+export function useTarget<T>(target: unknown, how: ResolveHow, use: (r: Resolved) => T, release: 'on-error' | 'always' = 'on-error'): T {
+  const r = resolveTarget(target, how);
+  let ok = false;
+  try {
+    const result = use(r);
+    ok = true;
+    return result;
+  } finally {
+    if (!ok || release === 'always') releaseOwned(r.owned);
+  }
+}
+
 /** Close or unmap what a handle opened itself. */
 export function releaseOwned(owned: SharedMemory | Mapping | undefined): void {
   if (owned instanceof SharedMemory) owned.close();
@@ -81,6 +100,15 @@ export function alignedBase(view: Buffer, what = 'channel'): bigint {
 /** An Int32Array over the first `length` bytes of a view. */
 export function words(view: Buffer, length = view.length): Int32Array {
   return new Int32Array(view.buffer, view.byteOffset, length >>> 2);
+}
+
+/** A create() refused over a structure in use: the parties using it, and what to do instead. */
+export function inUseError(kind: 'Channel' | 'Topic', live: readonly string[]): Error {
+  return mmapkitError(
+    kind === 'Channel' ? 'ERR_MMAP_CHANNEL_IN_USE' : 'ERR_MMAP_TOPIC_IN_USE',
+    `A ${kind.toLowerCase()} is already there, in use by ${live.join(', ')}: creating one would reset it under its users. ` +
+      `Use ${kind}.open() to join it, or create the new one once every handle on the old one is closed`,
+  );
 }
 
 /** create() of a path: refuse a live structure in an existing file before map() grows or changes it. */

@@ -30,7 +30,7 @@ import { type ChannelEndReason, ChannelCore } from './core.js';
 import { CHANNEL, GEOMETRY_OPTIONS, type Geometry, laneCapacity, parseExpectedProducers, parseGeometry, readGeometry } from './layout.js';
 import { queuedMessages } from './ring.js';
 import { messageIterator, parseReadableOptions, parseWritableOptions, readableOf, writableOf } from './streams.js';
-import { ownershipOf, releaseOwned, resolveTarget } from '../target.js';
+import { ownershipOf, useTarget } from '../target.js';
 import { type ChannelInspection, type ChannelTarget, initChannel, inspectMemory, refuseLiveFile } from './target.js';
 import { type ChannelWaitOptions, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, yieldDue, yieldToLoop } from './waiting.js';
 import { type InPlaceMessage, type Reservation, receiveInPlace, reserve } from './zerocopy.js';
@@ -126,14 +126,10 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const expected = parseExpectedProducers(o);
     const strategy = parseStrategy(o);
     if (typeof target === 'string') refuseLiveFile(target); // before map() grows the file
-    const { mapping, owned } = resolveTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS, call: 'create' });
-    try {
+    return useTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS, call: 'create' }, ({ mapping, owned }) => {
       initChannel(mapping, g, expected);
       return new Channel(kConstruct, mapping, owned, g, strategy, true);
-    } catch (err) {
-      releaseOwned(owned);
-      throw err;
-    }
+    });
   }
 
   /**
@@ -146,13 +142,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const o = validateOptions(options, 'options', OPEN_OPTIONS);
     const strategy = parseStrategy(o);
     const ownership = ownershipOf(o, target);
-    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: OPEN_OPTIONS, call: 'open' });
-    try {
-      return new Channel(kConstruct, mapping, owned, readGeometry(mapping), strategy);
-    } catch (err) {
-      releaseOwned(owned);
-      throw err;
-    }
+    return useTarget(target, { creating: false, ownership, options: OPEN_OPTIONS, call: 'open' }, ({ mapping, owned }) => new Channel(kConstruct, mapping, owned, readGeometry(mapping), strategy));
   }
 
   /**
@@ -164,12 +154,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   static inspect(target: ChannelTarget, options?: OwnershipOptions): ChannelInspection {
     const o = validateOptions(options, 'options', INSPECT_OPTIONS);
     const ownership = ownershipOf(o, target);
-    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect' });
-    try {
-      return inspectMemory(mapping);
-    } finally {
-      releaseOwned(owned);
-    }
+    return useTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect' }, ({ mapping }) => inspectMemory(mapping), 'always');
   }
 
   /** Messages of `maxMessageSize` one producer can have queued at least (smaller ones take less room). */

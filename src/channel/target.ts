@@ -8,7 +8,7 @@ import { mmapkitError } from '../internal/errors.js';
 import { HEADER } from '../header.js';
 import { pidAlive } from '../internal/liveness.js';
 import type { Mapping } from '../mapping.js';
-import { type SharedTarget, alignedBase, claimCreator as claimCreatorWord, refuseLiveFile as refuseLiveStructure, words } from '../target.js';
+import { alignedBase, claimCreator as claimCreatorWord, inUseError, refuseLiveFile as refuseLiveStructure, type SharedTarget, words } from '../target.js';
 import { CHANNEL, FLAG_HAD_PRODUCER, FLAG_PRODUCER_DIED, type Geometry, MAGIC, VERSION, laneCapacity, readGeometry, writeChannelHeader } from './layout.js';
 import { type ConsumerReport, type ProducerReport, inspectParties, liveParties } from './parties.js';
 
@@ -28,13 +28,7 @@ function holders(m: Mapping): string[] {
   return liveParties(words(m.view(0, g.ringsOffset)), g);
 }
 
-function inUse(live: string[]): Error {
-  return mmapkitError(
-    'ERR_MMAP_CHANNEL_IN_USE',
-    `A channel is already there, in use by ${live.join(', ')}: creating one would reset it under its users. ` +
-      'Use Channel.open() to join it, or create the new one once every handle on the old one is closed',
-  );
-}
+const inUse = (live: string[]): Error => inUseError('Channel', live);
 
 /** create() of a path: refuse a live channel in an existing file before map() grows or changes it. */
 export function refuseLiveFile(path: string): void {

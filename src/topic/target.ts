@@ -4,11 +4,10 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { mmapkitError } from '../internal/errors.js';
 import { HEADER } from '../header.js';
 import { pidAlive } from '../internal/liveness.js';
 import type { Mapping } from '../mapping.js';
-import { alignedBase, claimCreator, refuseLiveFile, words } from '../target.js';
+import { alignedBase, claimCreator, inUseError, refuseLiveFile, words } from '../target.js';
 import { FLAG_HAD_PUBLISHER, FLAG_PUBLISHER_DIED, MAGIC, TOPIC, type TopicGeometry, type TopicPolicy, VERSION, readTopicGeometry, writeTopicHeader } from './layout.js';
 import { type PublisherReport, type SubscriberReport, inspectTopicParties, liveTopicParties } from './parties.js';
 
@@ -27,13 +26,7 @@ function holders(m: Mapping): string[] {
   return liveTopicParties(viewsOf(m, g));
 }
 
-function inUse(live: string[]): Error {
-  return mmapkitError(
-    'ERR_MMAP_TOPIC_IN_USE',
-    `A topic is already there, in use by ${live.join(', ')}: creating one would reset it under its users. ` +
-      'Use Topic.open() to join it, or create the new one once every handle on the old one is closed',
-  );
-}
+const inUse = (live: string[]): Error => inUseError('Topic', live);
 
 /** create() of a path: refuse a live topic in an existing file before map() grows or changes it. */
 export function refuseLiveTopicFile(path: string): void {

@@ -12,7 +12,7 @@ import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
 import type { SharedMemory } from '../shm.js';
-import { type SharedTarget, ownershipOf, releaseOwned, resolveTarget } from '../target.js';
+import { type SharedTarget, ownershipOf, useTarget } from '../target.js';
 import { validateInt32, validateOneOf, validateOptions } from '../internal/validators.js';
 import { notifyWord } from '../wait.js';
 import { GEOMETRY_OPTIONS, TOPIC, type TopicGeometry, type TopicPolicy, parseExpectedPublishers, parseTopicGeometry, readTopicGeometry } from './layout.js';
@@ -144,14 +144,10 @@ export class Topic implements Disposable {
     const expected = parseExpectedPublishers(o);
     const strategy = parseStrategy(o);
     if (typeof target === 'string') refuseLiveTopicFile(target);
-    const { mapping, owned } = resolveTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS, call: 'create', kind: 'Topic' });
-    try {
+    return useTarget(target, { size: g.totalSize, creating: true, options: CREATE_OPTIONS, call: 'create', kind: 'Topic' }, ({ mapping, owned }) => {
       initTopic(mapping, g, expected);
       return new Topic(kConstruct, mapping, owned, g, strategy, true);
-    } catch (err) {
-      releaseOwned(owned);
-      throw err;
-    }
+    });
   }
 
   /** Open a topic that `create` made (a wrong or corrupt header is `ERR_MMAP_BAD_HEADER`). */
@@ -159,25 +155,14 @@ export class Topic implements Disposable {
     const o = validateOptions(options, 'options', OPEN_OPTIONS);
     const strategy = parseStrategy(o);
     const ownership = ownershipOf(o, target);
-    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: OPEN_OPTIONS, call: 'open', kind: 'Topic' });
-    try {
-      return new Topic(kConstruct, mapping, owned, readTopicGeometry(mapping), strategy);
-    } catch (err) {
-      releaseOwned(owned);
-      throw err;
-    }
+    return useTarget(target, { creating: false, ownership, options: OPEN_OPTIONS, call: 'open', kind: 'Topic' }, ({ mapping, owned }) => new Topic(kConstruct, mapping, owned, readTopicGeometry(mapping), strategy));
   }
 
   /** Look at what `target` holds without joining or changing it: limits, positions, publishers, subscribers. */
   static inspect(target: SharedTarget, options?: OwnershipOptions): TopicInspection {
     const o = validateOptions(options, 'options', INSPECT_OPTIONS);
     const ownership = ownershipOf(o, target);
-    const { mapping, owned } = resolveTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect', kind: 'Topic' });
-    try {
-      return inspectTopicMemory(mapping);
-    } finally {
-      releaseOwned(owned);
-    }
+    return useTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect', kind: 'Topic' }, ({ mapping }) => inspectTopicMemory(mapping), 'always');
   }
 
   /** Bytes of the ring. */
