@@ -7,7 +7,6 @@
  * @module
  */
 import type { Readable, Writable } from 'node:stream';
-import { invalidArgValue } from '../internal/errors.js';
 import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
