@@ -6,7 +6,7 @@
  * @module
  */
 import { types } from 'node:util';
-import { invalidArgType, outOfRange, withSent } from '../internal/errors.js';
+import { invalidArgType, outOfRange, batchStopped } from '../internal/errors.js';
 
 const { isProxy } = types;
 import { validateInt32 } from '../internal/validators.js';
@@ -66,7 +66,7 @@ export function sendMany(core: ChannelCore, messages: unknown, options: ChannelW
       core.waitRoom(all[sent]!.byteLength, timeout, (deadline ??= deadlineOf(timeout)));
     }
   } catch (err) {
-    throw withSent(err, sent);
+    throw batchStopped(err, sent);
   } finally {
     flush(core, unpublished);
   }
@@ -101,7 +101,7 @@ export async function sendManyAsync(core: ChannelCore, messages: unknown, option
       await core.waitRoomAsync(all[sent]!.byteLength, timeout, (deadline ??= deadlineOf(timeout)), signalOf(options), 'sendManyAsync');
     }
   } catch (err) {
-    throw withSent(err, sent);
+    throw batchStopped(err, sent);
   } finally {
     flush(core, unpublished);
   }

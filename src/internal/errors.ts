@@ -78,6 +78,12 @@ export type MmapkitErrorCode = keyof typeof REGISTRY;
 export class MmapkitError extends Error {
   /** Stable code; the message may change between versions, the code does not. */
   readonly code: MmapkitErrorCode;
+  /**
+   * Set on the error of a batch send that stopped partway (`sendMany`, `publishMany` and their async
+   * forms: a timeout, a handle closed during a yield, corrupt memory): how many of its messages went,
+   * the first `sent` of the array. Send `messages.slice(err.sent)` to go on.
+   */
+  sent?: number;
   constructor(code: MmapkitErrorCode, message: string) {
     super(message);
     this.code = code;
@@ -183,11 +189,14 @@ export function closedError(call: string, thing: ClosedThing, more = ''): Mmapki
 }
 
 /**
- * The error of a batch that stopped partway (a timeout, a handle closed during a yield, a corrupt
- * lane): `sent` says how many of its messages went before it. Channel's and Topic's batch sends
- * (`sendMany`, `publishMany` and their async forms) throw every error through this.
+ * The error of a batch send that stopped partway, told how many of its messages went: an mmapkit error
+ * carries it in its typed {@link MmapkitError.sent} field. The other errors that can stop a batch are an
+ * AbortSignal's reason (an AbortError, or whatever object the caller aborted with) and a system error;
+ * docs/api.md promises `sent` on those too, so an object gets the property. Channel's and Topic's batch
+ * sends (`sendMany`, `publishMany` and their async forms) throw every error through this.
  */
-export function withSent(err: unknown, sent: number): unknown {
-  if (err !== null && typeof err === 'object') (err as { sent?: number }).sent = sent;
+export function batchStopped(err: unknown, sent: number): unknown {
+  if (err instanceof MmapkitError) err.sent = sent;
+  else if (err !== null && typeof err === 'object') (err as { sent?: number }).sent = sent;
   return err;
 }

@@ -7,7 +7,7 @@
  */
 import { toBytes } from '../channel/core.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
-import { closedError, invalidArgType, invalidState, outOfRange, withSent } from '../internal/errors.js';
+import { closedError, invalidArgType, invalidState, outOfRange, batchStopped } from '../internal/errors.js';
 import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
@@ -358,7 +358,7 @@ export class Topic implements Disposable {
         if (n === 0) this.#waitRoom(pub, all[sent]!.byteLength, timeout, deadline);
       }
     } catch (err) {
-      throw withSent(err, sent);
+      throw batchStopped(err, sent);
     }
   }
 
@@ -382,7 +382,7 @@ export class Topic implements Disposable {
         this.#check('publishManyAsync');
       }
     } catch (err) {
-      throw withSent(err, sent);
+      throw batchStopped(err, sent);
     }
   }
 
