@@ -1,11 +1,11 @@
 // Shared memory objects: named (shm_open) and anonymous (memfd) handed to children; no leaks.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync, spawn } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { SharedMemory, SHM_NAME_MAX, INHERIT_ENV } from '../dist/index.js';
-import { distUrl, throwsCode } from './helpers.mjs';
+import { assertOk, distUrl, startNode, throwsCode } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
 const uniq = (tag) => `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -190,13 +190,9 @@ test('two objects handed to one child under two keys, with fork-style stdio', ()
   b.close();
 });
 
-test('an async child process: the parent sees the write', async () => {
+test('an async child process: the parent sees the write', async (t) => {
   const a = SharedMemory.anonymous(4096);
-  const child = spawn(process.execPath, [CHILD, 'write-greeting'], a.childOptions({ stdio: ['ignore', 'ignore', 'inherit'] }));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  const [code] = await new Promise((resolve) => child.on('exit', (...x) => resolve(x)));
-  clearTimeout(timer);
-  assert.equal(code, 0);
+  assertOk(await startNode([CHILD, 'write-greeting'], 'write-greeting', { t, timeout: 20_000, spawnOptions: a.childOptions() }).done, /.*/);
   assert.match(a.buffer.toString('latin1', 0, 16), /^hello from child/);
   a.close();
 });

@@ -1,12 +1,11 @@
 // wait / waitAsync / notify across processes and threads (futex).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SharedMemory, map, mapAnonymous, notify, wait, waitAsync } from '../dist/index.js';
-import { cannotEmulate, distUrl, runNode, tempDir, throwsCode, xorshift } from './helpers.mjs';
+import { assertOk, cannotEmulate, distUrl, runNode, startNode, tempDir, throwsCode, xorshift } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
 
@@ -17,17 +16,12 @@ function words(shm, n = 16) {
 
 for (const childMode of ['sync', 'async']) {
   for (const parentMode of ['sync', 'async']) {
-    test(`ping-pong with a child process: parent ${parentMode}, child ${childMode}, every value checked`, async () => {
+    test(`ping-pong with a child process: parent ${parentMode}, child ${childMode}, every value checked`, async (t) => {
       const shm = SharedMemory.anonymous(4096);
       const turn = words(shm);
       const data = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset + 64, 1);
       const rounds = 2000;
-      const child = spawn(process.execPath, [CHILD, 'pingpong', String(rounds), childMode], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
-      let out = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (out += d));
-      const exited = new Promise((resolve) => child.on('exit', resolve));
-      const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      const child = startNode([CHILD, 'pingpong', rounds, childMode], `pingpong ${childMode}`, { t, spawnOptions: shm.childOptions() });
       const seq = xorshift(42);
       for (let r = 0; r < rounds; r++) {
         const value = seq.next().value;
@@ -39,20 +33,17 @@ for (const childMode of ['sync', 'async']) {
           const seen = Atomics.load(turn, 0); // read once: comparing and waiting on two reads loses wakes
           if (seen === want) break;
           const res = parentMode === 'async' ? await waitAsync(turn, 0, seen, 10_000) : wait(turn, 0, seen, 10_000);
-          assert.notEqual(res, 'timed-out', `round ${r}: ${out}`);
+          assert.notEqual(res, 'timed-out', `round ${r}: ${child.output()}`);
         }
         assert.equal(data[0], ~value, `round ${r}`);
       }
-      const code = await exited;
-      clearTimeout(killer);
-      assert.equal(code, 0, out);
-      assert.match(out, /pingpong ok/);
+      assertOk(await child.done, /pingpong ok/);
       shm.close();
     });
   }
 }
 
-test('wait: not-equal, timed-out (with a real delay), ok after a notify from another process', () => {
+test('wait: not-equal, timed-out (with a real delay), ok after a notify from another process', (t) => {
   const shm = SharedMemory.anonymous(4096);
   const w = words(shm);
   assert.equal(wait(w, 0, 1, 1000), 'not-equal');
@@ -61,12 +52,12 @@ test('wait: not-equal, timed-out (with a real delay), ok after a notify from ano
   assert.ok(performance.now() - t0 >= 45, 'waited about 50 ms');
   assert.equal(wait(w, 0, 0, 0), 'timed-out');
   // A separate process stores and notifies after 100 ms: we block until then.
-  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+  const child = startNode(['--input-type=module', '-e', `
     import { SharedMemory, notify } from ${JSON.stringify(distUrl)};
     const shm = SharedMemory.inherited();
     const w = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 4);
     setTimeout(() => { Atomics.store(w, 1, 7); notify(w, 1); }, 100);
-  `], shm.childOptions({ stdio: 'ignore' }));
+  `], 'a notifier', { t, spawnOptions: shm.childOptions() });
   t0 = performance.now();
   assert.equal(wait(w, 1, 0, 10_000), 'ok');
   assert.ok(performance.now() - t0 >= 50);
@@ -339,7 +330,7 @@ test('waitAsync spin options: a hybrid wait sees a change made while it spins; t
   // A child, once started and told that we spin (word 3), changes word 0 5 ms later; we spin for up to
   // 1 s on the calling thread. The child starts first so that a slow start on a loaded machine does
   // not eat the spin.
-  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+  const child = startNode(['--input-type=module', '-e', `
     import { SharedMemory, wait, notify } from ${JSON.stringify(distUrl)};
     const shm = SharedMemory.inherited();
     const w = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 4);
@@ -347,15 +338,13 @@ test('waitAsync spin options: a hybrid wait sees a change made while it spins; t
     while (Atomics.load(w, 3) !== 2) wait(w, 3, 1, 30_000);
     setTimeout(() => Atomics.store(w, 0, 1), 5); // no notify: only a spinning reader can see it
     setTimeout(() => {}, 3000);
-  `], shm.childOptions({ stdio: 'ignore' }));
-  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  `], 'a writer that does not notify', { t, spawnOptions: shm.childOptions() });
   while (Atomics.load(w, 3) !== 1) assert.notEqual(await waitAsync(w, 3, 0, 30_000), 'timed-out', 'the child started');
   Atomics.store(w, 3, 2);
   notify(w, 3);
   const t0 = performance.now();
   assert.equal(await waitAsync(w, 0, 0, 10_000, { spin: 1_000_000 }), 'ok');
   assert.ok(performance.now() - t0 < 2000, 'resolved by the spin, before any sleep');
-  clearTimeout(killer);
   child.kill();
   assert.equal(await waitAsync(w, 1, 0, 5, { spin: 50_000 }), 'timed-out', 'a spin longer than the timeout times out');
   const p = waitAsync(w, 2, 0, 5000, { threadSpin: 100 });

@@ -2,13 +2,13 @@
 // each process printed, what ended up in the files, exit codes. Needs `npx tsc -p .` (dist/cli/).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { SharedMemory, Event, map } from '../dist/index.js';
-import { distUrl, tempDir } from './helpers.mjs';
+import { distUrl, shmName as sharedName, startNode, tempDir, until } from './helpers.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const EXAMPLES = join(ROOT, 'examples');
@@ -30,63 +30,20 @@ function node(file, args = [], { env, cwd } = {}) {
 const example = (name, args, options) => node(join(EXAMPLES, name), args, options);
 
 /**
- * Start `node examples/NAME args...` without waiting: for two processes that run at the same time.
- * Killed after TIMEOUT (and when the test ends). `waitFor(pattern)` resolves when a stdout line
- * matches, and fails the test if the process ends first; `exited` resolves to a spawnSync-like result.
+ * Start `node examples/NAME args...` without waiting (the tests' child harness, startProc): for two
+ * processes that run at the same time. Killed after TIMEOUT (and when the test ends). `waitFor(pattern)`
+ * resolves when stdout matches, and fails the test if the process ends first; `exited` resolves to a
+ * spawnSync-like result with the process's pid.
  */
 function startExample(t, name, args = [], { env } = {}) {
-  const proc = spawn(process.execPath, [join(EXAMPLES, name), ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-    cwd: ROOT,
-  });
-  let stdout = '';
-  let stderr = '';
-  const watchers = new Set();
-  proc.stdout.setEncoding('utf8').on('data', (d) => {
-    stdout += d;
-    for (const w of watchers) w();
-  });
-  proc.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
-  const killer = setTimeout(() => proc.kill('SIGKILL'), TIMEOUT);
-  const exited = new Promise((resolve, reject) => {
-    proc.once('error', reject);
-    proc.once('close', (status, signal) => {
-      clearTimeout(killer);
-      for (const w of watchers) w();
-      resolve({ status, signal, stdout, stderr, pid: proc.pid });
-    });
-  });
-  t.after(() => proc.kill('SIGKILL'));
-  const waitFor = (pattern) =>
-    new Promise((resolve, reject) => {
-      const check = () => {
-        if (pattern.test(stdout)) {
-          watchers.delete(check);
-          resolve();
-        } else if (proc.exitCode !== null || proc.signalCode !== null) {
-          watchers.delete(check);
-          reject(new Error(`${name} ended without printing ${pattern}\nstdout:\n${stdout}\nstderr:\n${stderr}`));
-        }
-      };
-      watchers.add(check);
-      check();
-    });
-  return { proc, exited, waitFor, output: () => stdout };
+  const p = startNode([join(EXAMPLES, name), ...args], name, { t, timeout: TIMEOUT, spawnOptions: { env: { ...process.env, ...env }, cwd: ROOT } });
+  p.waitFor = (pattern) => until(() => pattern.test(p.stdout()), [p], `${name} prints ${pattern}`, TIMEOUT);
+  p.exited = p.done.then((r) => ({ ...r, pid: p.child.pid }));
+  return p;
 }
 
-/** A fresh shared memory name, removed (if it still exists) when the test ends, pass or fail. */
-function shmName(t, tag) {
-  const name = `mmapkit-test-ex-${tag}-${process.pid}-${randomBytes(4).toString('hex')}`;
-  t.after(() => {
-    try {
-      SharedMemory.unlink(name);
-    } catch (err) {
-      if (err.code !== 'ENOENT') throw err;
-    }
-  });
-  return name;
-}
+/** A fresh shared memory name (helpers' shmName), also unlinked under its POSIX name ('/NAME'): removed when the test ends. */
+const shmName = (t, tag) => sharedName(t, `ex-${tag}`);
 const shmExists = (name) => existsSync(`/dev/shm/${name.replace(/^\//, '')}`);
 
 /** Whether process `pid` is gone (or a zombie nobody reaped), waiting up to 2 s for it to go. */
@@ -533,7 +490,7 @@ test('02-wait: a name left by a killed writer is reported at once, not after the
   const name = shmName(t, 'stale');
   const writer = startExample(t, '02-unrelated-wait-writer.mjs', ['--delay', '30000', name, 'never']);
   await writer.waitFor(/taking 30000 ms to prepare the message/);
-  writer.proc.kill('SIGKILL');
+  writer.kill();
   const w = await writer.exited;
   assert.equal(w.signal, 'SIGKILL');
   assert.ok(shmExists(name), 'a killed writer cannot remove its name');

@@ -8,14 +8,12 @@
 // The writer stores the flag last, so a reader that sees flag != 0 sees the whole record.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { map, pageSize } from '../dist/index.js';
-import { xorshift32 } from './helpers.mjs';
+import { assertOk, compileC, have, startProc, until, xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const PEER_C = join(FIXTURES, 'peer.c');
@@ -34,10 +32,6 @@ const SMALL_FILE = 3 * pageSize + 123;
 const LARGE_FILE = 3 * 1024 * 1024 + 1001;
 const UNALIGNED_OFFSET = 12345;
 
-function have(cmd) {
-  const r = spawnSync(cmd, ['--version'], { stdio: 'ignore', timeout: 10_000 });
-  return r.error === undefined && r.status === 0;
-}
 const HAVE_CC = have('cc');
 const HAVE_PYTHON = have('python3');
 
@@ -130,50 +124,16 @@ const ackOffset = (n) => (HEADER + n + 15) & ~15;
 // ---------------------------------------------------------------------------------------------
 // Child processes: every spawn has a timeout (and is killed with SIGKILL when it runs out).
 
-function startPeer(cmd, args) {
-  const child = spawn(cmd[0], [...cmd.slice(1), ...args.map(String)], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    timeout: PEER_TIMEOUT_MS,
-    killSignal: 'SIGKILL',
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
-  const done = new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr, label: `${cmd.join(' ')} ${args.join(' ')}` }));
-  });
-  return { child, done };
-}
+const startPeer = (cmd, args) => startProc([...cmd, ...args], `${cmd.join(' ')} ${args.join(' ')}`, { timeout: PEER_TIMEOUT_MS });
 
 const runPeer = (cmd, args) => startPeer(cmd, args).done;
 
 function assertPeerOk(res, n, crc) {
-  assert.equal(res.signal, null, `${res.label} was killed by ${res.signal} (timed out?); stderr: ${res.stderr}`);
-  assert.equal(res.status, 0, `${res.label} exited with ${res.status}; stderr: ${res.stderr}`);
-  assert.equal(res.stdout.trim(), `ok length=${n} crc32=${hex(crc)}`, `${res.label} stdout`);
+  assertOk(res, new RegExp(`^ok length=${n} crc32=${hex(crc)}$`));
 }
 
-/** Poll a flag word with Atomics.load until it holds `value`; fail on timeout or if the peer exits. */
-async function waitForFlag(flag, value, peer, what) {
-  const deadline = Date.now() + LIVE_DEADLINE_MS;
-  let exit;
-  peer.done.then((r) => (exit = r), (e) => (exit = { status: String(e), stderr: '' }));
-  while (Atomics.load(flag.i32, flag.index) !== value) {
-    if (exit !== undefined) {
-      assert.fail(`${what}: the peer exited (status ${exit.status}, signal ${exit.signal}) before setting the flag to ${value}; stderr: ${exit.stderr}`);
-    }
-    if (Date.now() > deadline) {
-      assert.fail(`${what}: flag is ${Atomics.load(flag.i32, flag.index)}, not ${value}, after ${LIVE_DEADLINE_MS} ms`);
-    }
-    await sleep(1);
-  }
-}
-
-function killIfRunning(peer) {
-  if (peer && peer.child.exitCode === null && peer.child.signalCode === null) peer.child.kill('SIGKILL');
-}
+/** Poll a flag word with Atomics.load until it holds `value`; fail on timeout or if the peer exits first. */
+const waitForFlag = (flag, value, peer, what) => until(() => Atomics.load(flag.i32, flag.index) === value, [peer], `${what}: flag ${value}`, LIVE_DEADLINE_MS);
 
 // ---------------------------------------------------------------------------------------------
 
@@ -206,11 +166,7 @@ for (const peer of peers) {
     before(() => {
       dir = mkdtempSync(join(tmpdir(), `mmapkit-interop-${peer.name.toLowerCase()}-`));
       if (peer.name === 'C') {
-        const bin = join(dir, 'peer');
-        const r = spawnSync('cc', ['-O2', '-o', bin, PEER_C], { encoding: 'utf8', timeout: 120_000 });
-        assert.equal(r.error, undefined, `cc: ${r.error}`);
-        assert.equal(r.status, 0, `cc -O2 -o ${bin} ${PEER_C} failed:\n${r.stderr}`);
-        peer.cmd = [bin];
+        peer.cmd = [compileC(PEER_C, join(dir, 'peer'))];
       }
     });
     after(() => {
@@ -316,7 +272,7 @@ for (const peer of peers) {
         Atomics.store(flag.i32, flag.index, FLAG_ACK);
         assertPeerOk(await running.done, n, crc32(pattern(n, ackSeed)));
       } finally {
-        killIfRunning(running);
+        running?.kill();
         m.unmap();
       }
     });
@@ -339,7 +295,7 @@ for (const peer of peers) {
         const res = await running.done;
         assert.equal(res.status, 0, `${res.label} exited with ${res.status} (signal ${res.signal}); stderr: ${res.stderr}`);
       } finally {
-        killIfRunning(running);
+        running?.kill();
         m.unmap();
       }
     });

@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Event, HEADER, Mutex, Semaphore, SharedMemory, notify, wait, waitAsync } from '../dist/index.js';
-import { assertKilled, assertOk, asleepInFutex, compileC, exitedFirst, have, killIfRunning, startProc, until, xorshift32 } from './helpers.mjs';
+import { assertKilled, assertOk, asleepInFutex, compileC, exitedFirst, have, startProc, until, xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const PEER_C = join(FIXTURES, 'sync-peer.c');
@@ -139,7 +139,7 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
     const shm = SharedMemory.create(name, SHM_SIZE);
     const procs = [];
     t.after(async () => {
-      for (const p of procs) killIfRunning(p);
+      for (const p of procs) p.kill();
       await Promise.all(procs.map((p) => p.done.catch(() => {})));
       // A failed test may have left the mutex locked by this thread. Unlock before unmapping: glibc keeps
       // a locked robust mutex on the thread's robust list, and the next lock of any robust mutex would

@@ -22,7 +22,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { CHANNEL, Channel, SharedMemory } from '../dist/index.js';
-import { assertKilled, assertOk as assertStdout, asleepInFutex, compileC, exitedFirst, have, killIfRunning, startProc, throwsCode, until, xorshift32 } from './helpers.mjs';
+import { assertKilled, assertOk as assertStdout, asleepInFutex, compileC, exitedFirst, have, startProc, throwsCode, until, xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const PEER_C = process.env.MMAPKIT_CHANNEL_PEER_C ?? join(FIXTURES, 'channel-peer.c');
@@ -339,7 +339,7 @@ describe('interop of Channel with a C producer and consumer', { skip: HAVE_CC ? 
     const procs = [];
     const handles = [];
     t.after(async () => {
-      for (const p of procs) killIfRunning(p);
+      for (const p of procs) p.kill();
       await Promise.all(procs.map((p) => p.done.catch(() => {})));
       for (const h of handles) h.close();
       shm.close();

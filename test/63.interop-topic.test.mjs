@@ -19,7 +19,7 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { SharedMemory, TOPIC, Topic } from '../dist/index.js';
-import { assertKilled, assertOk as assertStdout, compileC, have, killIfRunning, startProc, throwsCode, until, xorshift32 } from './helpers.mjs';
+import { assertKilled, assertOk as assertStdout, compileC, have, startProc, throwsCode, until, xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const SUBSCRIBER_C = process.env.MMAPKIT_TOPIC_SUBSCRIBER_C ?? join(FIXTURES, 'topic-subscriber.c');
@@ -277,7 +277,7 @@ async function exited(p, ms) {
   const r = await Promise.race([p.done, late]);
   clearTimeout(timer);
   if (r === 'late') {
-    killIfRunning(p);
+    p.kill();
     assert.fail(`${p.label} still running after ${ms} ms; stdout: ${p.stdout().slice(-500)} stderr: ${p.stderr()}`);
   }
   return r;
@@ -315,7 +315,7 @@ describe('interop of Topic with a C subscriber', { skip: HAVE_CC ? false : 'cc n
     const procs = [];
     const handles = [];
     t.after(async () => {
-      for (const p of procs) killIfRunning(p);
+      for (const p of procs) p.kill();
       await Promise.all(procs.map((p) => p.done.catch(() => {})));
       for (const h of handles) h.close();
     });

@@ -3,14 +3,14 @@
 // either end starting first, the end of the stream, a closed stdout, killed parties, names left behind
 // by crashed runs, timeouts, usage errors. Needs `npx tsc -p .` (dist/cli/). Every wait has a deadline.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Channel } from '../dist/index.js';
-import { distUrl, runNode, tempDir, timedTests } from './helpers.mjs';
+import { distUrl, runNode, startNode, startProc, tempDir, timedTests, until } from './helpers.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -30,33 +30,12 @@ function channelName(t, tag) {
 }
 
 /**
- * Start `node dist/cli/main.js args...`. stdin/stdout as for spawn ('pipe', 'ignore', a descriptor).
- * Collects stderr; killed (SIGKILL) after `timeout` ms and when the test ends. `done` resolves with
- * { code, signal, stderr, timedOut } once it has exited and its streams are closed.
+ * Start `node dist/cli/main.js args...` with the tests' child harness (startProc): stdin/stdout as for
+ * spawn ('pipe', 'ignore', a descriptor; stdout is read as a stream by the test), stderr collected,
+ * killed (SIGKILL) after `timeout` ms and when the test ends.
  */
-function start(t, args, { stdin = 'pipe', stdout = 'pipe', timeout = PROCESS_TIMEOUT } = {}) {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: [stdin, stdout, 'pipe'] });
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
-  let timedOut = false;
-  const kill = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  const timer = setTimeout(() => {
-    timedOut = true;
-    kill();
-  }, timeout);
-  t.after(kill);
-  const done = new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stderr, timedOut });
-    });
-  });
-  done.catch(() => {});
-  return { child, done };
-}
+const start = (t, args, { stdin = 'pipe', stdout = 'pipe', timeout = PROCESS_TIMEOUT } = {}) =>
+  startNode([CLI, ...args], `mmapkit ${args.join(' ')}`, { t, timeout, stdin, stdout });
 
 /** Run the CLI to its end (for commands that do not wait for another process). */
 function cli(args, { input, timeout = 30_000 } = {}) {
@@ -68,16 +47,7 @@ function cli(args, { input, timeout = 30_000 } = {}) {
 /** Assert how a started process ended, showing its stderr when it is not as expected. */
 function ended(result, code, what) {
   assert.equal(result.timedOut, false, `${what} was killed after ${PROCESS_TIMEOUT} ms\nstderr:\n${result.stderr}`);
-  assert.equal(result.code, code, `${what}: exit ${result.code} (signal ${result.signal}), expected ${code}\nstderr:\n${result.stderr}`);
-}
-
-/** Poll `check` until true, for at most `ms` (then fail with `what`). */
-async function until(check, ms, what) {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(5);
-  }
+  assert.equal(result.status, code, `${what}: exit ${result.status} (signal ${result.signal}), expected ${code}\nstderr:\n${result.stderr}`);
 }
 
 /**
@@ -159,7 +129,7 @@ test('256 MiB of seeded random bytes, receiver started first: identical at the o
   const recv = start(t, ['recv', name], { stdin: 'ignore' });
   const out = digest(recv.child.stdout);
   // The receiver has created the channel and waits for a sender.
-  await until(() => existsSync(`/dev/shm/${name}`), 10_000, 'the receiver to create the channel');
+  await until(() => existsSync(`/dev/shm/${name}`), [], 'the receiver to create the channel', 10_000);
   await sleep(100);
   const send = start(t, ['send', name]);
   const inSha = await feed(send.child.stdin, 1, size);
@@ -182,7 +152,7 @@ test('256 MiB from a file, sender started first (fills the channel and waits): i
   const fd = openSync(file, 'r');
   t.after(() => closeSync(fd));
   const send = start(t, ['send', name], { stdin: fd });
-  await until(() => existsSync(`/dev/shm/${name}`), 10_000, 'the sender to create the channel');
+  await until(() => existsSync(`/dev/shm/${name}`), [], 'the sender to create the channel', 10_000);
   // Let it fill the channel (64 messages of 64 KiB) and wait for room: nothing may be lost meanwhile.
   await sleep(300);
   assert.equal(send.child.exitCode, null, 'the sender waits for a receiver');
@@ -210,7 +180,7 @@ test('binary bytes (all 256 values, runs of zeros) written in pieces with pauses
   const recv = start(t, ['recv', '--capacity', '2', '--message-size', '1000', name], { stdin: 'ignore' });
   const out = collect(recv.child.stdout);
   // Created, sized (shm_open, then ftruncate), then initialized: wait for the channel.
-  await until(() => inspectName(name)?.state === 'channel', 10_000, 'the receiver to create the channel');
+  await until(() => inspectName(name)?.state === 'channel', [], 'the receiver to create the channel', 10_000);
   // The channel has the limits these options give: each lane holds at least 2 messages of 1000 bytes
   // (a lane of 4096 bytes, the smallest, holds 3).
   const { limits } = inspectName(name);
@@ -240,11 +210,11 @@ test('an empty input: the receiver writes nothing and exits 0, whichever end sta
     let send;
     if (receiverFirst) {
       recv = start(t, ['recv', name], { stdin: 'ignore' });
-      await until(() => existsSync(`/dev/shm/${name}`), 10_000, 'the receiver to create the channel');
+      await until(() => existsSync(`/dev/shm/${name}`), [], 'the receiver to create the channel', 10_000);
       send = start(t, ['send', name], { stdin: 'ignore' }); // /dev/null
     } else {
       send = start(t, ['send', name], { stdin: 'ignore' });
-      await until(() => existsSync(`/dev/shm/${name}`), 10_000, 'the sender to create the channel');
+      await until(() => existsSync(`/dev/shm/${name}`), [], 'the sender to create the channel', 10_000);
       await sleep(100);
       // The input has ended, but the sender waits for a receiver to have the stream.
       assert.equal(send.child.exitCode, null, 'the sender waits for its receiver');
@@ -280,7 +250,7 @@ test('a second sender waits its turn: two senders, then two receivers, each rece
   const b = Buffer.concat([Buffer.from('second input\n'), ...seededChunks(6, 6 * MiB)]);
   const sendA = start(t, ['send', name]);
   sendA.child.stdin.end(a);
-  await until(() => existsSync(`/dev/shm/${name}`), 10_000, 'the first sender to create the channel');
+  await until(() => existsSync(`/dev/shm/${name}`), [], 'the first sender to create the channel', 10_000);
   const sendB = start(t, ['send', name]);
   sendB.child.stdin.end(b);
   await sleep(300);
@@ -349,7 +319,7 @@ test('a sender killed in the middle: the receiver fails (exit 1) after writing w
   const recv = start(t, ['recv', name], { stdin: 'ignore' });
   let bytes = 0;
   recv.child.stdout.on('data', (chunk) => (bytes += chunk.length));
-  await until(() => bytes > 8 * MiB, 20_000, 'some data to arrive');
+  await until(() => bytes > 8 * MiB, [], 'some data to arrive', 20_000);
   send.child.kill('SIGKILL');
   const r = await recv.done;
   ended(r, 1, 'recv');
@@ -362,7 +332,7 @@ test('a receiver that attached and died before reading: the sender fails and rem
   const zero = openSync('/dev/zero', 'r');
   t.after(() => closeSync(zero));
   const send = start(t, ['send', name], { stdin: zero, stdout: 'ignore' });
-  await until(() => (statSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.size ?? 0) > 0, 10_000, 'the sender to create the channel');
+  await until(() => (statSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.size ?? 0) > 0, [], 'the sender to create the channel', 10_000);
   await sleep(100); // and to fill it
   // A consumer that attaches and exits without closing: its entry keeps the pid of a dead process.
   const code = `import { Channel } from ${JSON.stringify(distUrl)};
@@ -382,7 +352,7 @@ test('a consumer that attaches but never takes the first message is no receiver:
   const name = channelName(t, 'idle');
   const send = start(t, ['send', '--timeout', '1500', name]);
   send.child.stdin.end('for a real receiver\n');
-  await until(() => inspectName(name)?.producers?.length === 1, 10_000, 'the sender to attach');
+  await until(() => inspectName(name)?.producers?.length === 1, [], 'the sender to attach', 10_000);
   // A process that attaches as a consumer and then does nothing (as an end that is about to step
   // back looks): the sender must not exit 0 as if its input had been received.
   const code = `import { Channel } from ${JSON.stringify(distUrl)};
@@ -390,14 +360,12 @@ test('a consumer that attaches but never takes the first message is no receiver:
     c.attach('consumer');
     process.stdout.write('attached\\n');
     setTimeout(() => {}, 30_000);`;
-  const idle = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.after(() => idle.kill('SIGKILL'));
-  const attached = collect(idle.stdout);
+  const idle = startNode(['--input-type=module', '-e', code], 'an idle consumer', { t });
   const s = await send.done;
   ended(s, 1, 'send');
   assert.equal(s.stderr, `mmapkit send: no receiver for '${name}' within 1500 ms\n`);
-  idle.kill('SIGKILL');
-  assert.equal((await attached).toString(), 'attached\n', 'the consumer had attached');
+  idle.kill();
+  assert.equal((await idle.done).stdout, 'attached\n', 'the consumer had attached');
   assert.equal(existsSync(`/dev/shm/${name}`), false);
 });
 
@@ -417,7 +385,7 @@ test('--timeout: a receiver with no sender and a sender with no receiver give up
   assert.ok(Date.now() - t0 < 20_000);
   // --timeout 0 with the other end already there: no wait needed, it works.
   const recv = start(t, ['recv', name], { stdin: 'ignore' });
-  await until(() => existsSync(`/dev/shm/${name}`), 10_000, 'the receiver to create the channel');
+  await until(() => existsSync(`/dev/shm/${name}`), [], 'the receiver to create the channel', 10_000);
   const send = start(t, ['send', '--timeout=0', name]);
   send.child.stdin.end('quick\n');
   const [sr, rr, got] = await Promise.all([send.done, recv.done, collect(recv.child.stdout)]);
@@ -454,7 +422,7 @@ test('names left by killed runs are taken over: a receiver killed waiting, a sen
   // A receiver killed while it waits for a sender.
   const name1 = channelName(t, 'stale-recv');
   const recv = start(t, ['recv', name1], { stdin: 'ignore' });
-  await until(() => existsSync(`/dev/shm/${name1}`), 10_000, 'the receiver to create the channel');
+  await until(() => existsSync(`/dev/shm/${name1}`), [], 'the receiver to create the channel', 10_000);
   recv.child.kill('SIGKILL');
   await recv.done;
   assert.equal(existsSync(`/dev/shm/${name1}`), true, 'left behind');
@@ -465,7 +433,7 @@ test('names left by killed runs are taken over: a receiver killed waiting, a sen
   const zero = openSync('/dev/zero', 'r');
   t.after(() => closeSync(zero));
   const send = start(t, ['send', name2], { stdin: zero, stdout: 'ignore' });
-  await until(() => existsSync(`/dev/shm/${name2}`), 10_000, 'the sender to create the channel');
+  await until(() => existsSync(`/dev/shm/${name2}`), [], 'the sender to create the channel', 10_000);
   await sleep(200);
   send.child.kill('SIGKILL');
   await send.done;
@@ -478,10 +446,10 @@ test('a name removed while an end waits: a receiver meets its sender under the n
   // any sender came: no sender can find it, so the receiver starts again and meets the next sender.
   const name = channelName(t, 'lost-recv');
   const recv = start(t, ['recv', '--timeout', '20000', name], { stdin: 'ignore' });
-  await until(() => inspectName(name)?.consumers?.length === 1, 10_000, 'the receiver to attach');
+  await until(() => inspectName(name)?.consumers?.length === 1, [], 'the receiver to attach', 10_000);
   const first = statSync(`/dev/shm/${name}`).ino;
   rmSync(`/dev/shm/${name}`);
-  await until(() => (statSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.ino ?? first) !== first, 10_000, 'the receiver to make a new channel');
+  await until(() => (statSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.ino ?? first) !== first, [], 'the receiver to make a new channel', 10_000);
   const send = start(t, ['send', '--timeout', '20000', name]);
   send.child.stdin.end('found again\n');
   const [s, r, got] = await Promise.all([send.done, recv.done, collect(recv.child.stdout)]);
@@ -494,7 +462,7 @@ test('a name removed while an end waits: a receiver meets its sender under the n
   const name2 = channelName(t, 'lost-send');
   const lone = start(t, ['send', name2]);
   lone.child.stdin.end('for nobody\n');
-  await until(() => inspectName(name2)?.producers?.length === 1, 10_000, 'the sender to attach');
+  await until(() => inspectName(name2)?.producers?.length === 1, [], 'the sender to attach', 10_000);
   rmSync(`/dev/shm/${name2}`);
   const l = await lone.done;
   ended(l, 1, 'send');
@@ -576,16 +544,11 @@ test('a name whose creator seems to be still making it: --timeout holds, without
       const t0 = Date.now();
       // bash's `times` prints the processor time of its children: the CLI's user and system time.
       // Started, not run: the timer above must go on meanwhile (spawnSync would block it).
-      const child = spawn('bash', ['-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', process.execPath, CLI, command, '--timeout', '1500', name], {
-        stdio: ['ignore', 'ignore', 'pipe'],
+      const r = await startProc(['bash', '-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', process.execPath, CLI, command, '--timeout', '1500', name], `${command} (${tag})`, {
+        t,
         timeout: 30_000,
-        killSignal: 'SIGKILL',
-      });
-      t.after(() => child.exitCode === null && child.signalCode === null && child.kill('SIGKILL'));
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
-      const [status, signal] = await once(child, 'close');
-      const r = { status, signal, stderr };
+        stdout: 'ignore',
+      }).done;
       const took = Date.now() - t0;
       assert.equal(r.status, 1, `${command} (${tag}): exit ${r.status} (signal ${r.signal})\n${r.stderr}`);
       const [message, , children] = r.stderr.split('\n');
@@ -661,7 +624,7 @@ test('--capacity and --message-size at their limits make a channel: each lane ho
   for (const [capacity, size] of [[4194304, 64], [2, 134217728], [64, 65536], [1000, 100]]) {
     const name = channelName(t, `limits${capacity}`);
     const recv = start(t, ['recv', '--timeout', '20000', '-c', String(capacity), '-m', String(size), name], { stdin: 'ignore' });
-    await until(() => inspectName(name)?.state === 'channel', 10_000, 'the receiver to create the channel');
+    await until(() => inspectName(name)?.state === 'channel', [], 'the receiver to create the channel', 10_000);
     const { limits } = inspectName(name);
     assert.equal(limits.maxMessageSize, size);
     assert.ok(limits.capacity >= capacity, `${capacity} x ${size}: a lane holds ${limits.capacity}`);

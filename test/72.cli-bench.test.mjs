@@ -4,11 +4,10 @@
 // The benchmark runner is a grandchild: each run is its own process group, killed whole on timeout.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { tempDir } from './helpers.mjs';
+import { startNode, tempDir } from './helpers.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -17,34 +16,14 @@ const QUICK_MS = 20_000;
 const RUN_MS = 60_000;
 
 /**
- * Run `node dist/cli/main.js args...` in `cwd`; resolves { status, signal, stdout, stderr }. After
- * `timeout` ms the whole process group (the CLI and the benchmark runner it started) is killed and
- * the promise rejects.
+ * Run `node dist/cli/main.js args...` in `cwd` (the tests' child harness, startProc, in a process group
+ * of its own); resolves { status, signal, stdout, stderr, timedOut }. After `timeout` ms the whole
+ * group (the CLI and the benchmark runner it started) is killed and the promise rejects.
  */
-function cli(args, { cwd, timeout = QUICK_MS } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s) => (stderr += s));
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-      reject(new Error(`mmapkit ${args.join(' ')} did not finish within ${timeout} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
-    }, timeout);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (status, signal) => {
-      clearTimeout(timer);
-      resolve({ status, signal, stdout, stderr });
-    });
-  });
+async function cli(args, { cwd, timeout = QUICK_MS } = {}) {
+  const r = await startNode([CLI, ...args], `mmapkit ${args.join(' ')}`, { timeout, detached: true, spawnOptions: { cwd } }).done;
+  if (r.timedOut) throw new Error(`${r.label} did not finish within ${timeout} ms\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+  return r;
 }
 
 function exits(r, code) {

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Channel } from '../dist/index.js';
-import { asUser, isRoot, killIfRunning, LONE_GID, NOBODY, OTHER_UID, publicPackage, SHARED_GID, startProc, timedTests, userName } from './helpers.mjs';
+import { asUser, isRoot, LONE_GID, NOBODY, OTHER_UID, publicPackage, SHARED_GID, startProc, timedTests, userName } from './helpers.mjs';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
 /** How long one process may run before it is killed (the test then fails). */
@@ -40,9 +40,7 @@ function cliAs(ids, args) {
 /** Start the CLI (killed after PROCESS_TIMEOUT and when the test ends). */
 function start(t, ids, args, label) {
   const { cmd, options } = cliAs(ids, args);
-  const p = startProc(cmd, label, { timeout: PROCESS_TIMEOUT, stdin: 'pipe', spawnOptions: options });
-  t.after(() => killIfRunning(p));
-  return p;
+  return startProc(cmd, label, { t, timeout: PROCESS_TIMEOUT, stdin: 'pipe', spawnOptions: options });
 }
 
 /** Run the CLI to its end with `input` on standard input: { status, signal, stdout, stderr }. */
@@ -119,7 +117,7 @@ test('our own name that others may read or write (0666, 0640) is refused by send
     refused(rr, 'recv', name, ME, mode, `its mode lets ${whom} read or write it, so they could read what goes through it or send data of their own`);
     const after = statSync(`/dev/shm/${name}`);
     assert.deepEqual([after.ino, after.mode], [before.ino, (before.mode & ~0o777) | mode], 'the name is neither removed nor changed');
-    killIfRunning(recv);
+    recv.kill();
     await recv.done;
     assert.equal(recv.result.stdout, '', 'the first receiver got nothing');
   }
@@ -136,7 +134,7 @@ test('send refuses a channel that another user (nobody) made first with mode 066
   assert.match(r.stderr, /Choose another NAME, or ask its owner to remove it; to share a channel with your group, run both ends with --shared-with-group\.\n$/);
   const after = statSync(`/dev/shm/${name}`);
   assert.deepEqual([after.ino, after.uid, after.mode & 0o777], [before.ino, NOBODY, 0o666], 'not removed, not taken over');
-  killIfRunning(thief);
+  thief.kill();
   const got = await thief.done;
   assert.equal(got.stdout.includes('victim secret'), false, 'the other user received nothing');
   assert.equal(got.stdout, '');
@@ -151,7 +149,7 @@ test('recv refuses a channel that another user made first with data waiting: not
   const r = run(undefined, ['recv', '--timeout', '5000', name]);
   refused(r, 'recv', name, NOBODY, 0o666, 'it is not yours \\(and its mode lets every user read or write it\\), and its owner could read what goes through it or send data of its own');
   assert.equal(statSync(`/dev/shm/${name}`).ino, before.ino);
-  killIfRunning(injector);
+  injector.kill();
   await injector.done;
 });
 
@@ -163,7 +161,7 @@ test('two unprivileged users: OTHER_UID\'s send and recv refuse nobody\'s 0666 c
   chmodAs(NOBODY, 0o666, name);
   refused(run(other, ['send', '--timeout', '5000', name], 'secret of OTHER_UID'), 'send', name, NOBODY, 0o666, 'it is not yours .*');
   refused(run(other, ['recv', '--timeout', '5000', name]), 'recv', name, NOBODY, 0o666, 'it is not yours .*');
-  killIfRunning(thief);
+  thief.kill();
   assert.equal((await thief.done).stdout, '');
   // A name nobody keeps private (0600) cannot even be opened by OTHER_UID: the kernel says no, we say whose.
   const priv = channelName(t, 'private');
@@ -172,7 +170,7 @@ test('two unprivileged users: OTHER_UID\'s send and recv refuse nobody\'s 0666 c
   const r = run(other, ['send', '--timeout', '5000', priv], 'x');
   assert.equal(r.status, 1, r.stderr);
   assert.match(r.stderr, new RegExp(`^mmapkit send: cannot open channel '${priv}': Permission denied \\('/dev/shm/${priv}' belongs to ${who(NOBODY)}, group gid ${NOBODY}( \\([^)]*\\))?, mode 0600\\)\\n$`));
-  killIfRunning(recv);
+  recv.kill();
   await recv.done;
 });
 
@@ -218,7 +216,7 @@ test('--shared-with-group refuses a name open to everyone, and one not shared wi
     const r = run(by, ['send', '--shared-with-group', '--timeout', '5000', name], 'x');
     refused(r, 'send', name, NOBODY, mode, why, { you: by === owner });
     assert.equal(existsSync(`/dev/shm/${name}`), true);
-    killIfRunning(recv);
+    recv.kill();
     await recv.done;
   }
 });
@@ -228,7 +226,7 @@ test('--shared-with-group: a name a group member left behind, which we may not r
   const recv = start(t, { uid: NOBODY, gid: SHARED_GID }, ['recv', '--shared-with-group', name], 'recv as nobody');
   const left = await nameMade(name);
   await consumerAttached(name);
-  killIfRunning(recv); // a receiver that died: its entry stays, the channel is abandoned
+  recv.kill(); // a receiver that died: its entry stays, the channel is abandoned
   await recv.done;
   const t0 = Date.now();
   const r = run({ uid: OTHER_UID, gid: SHARED_GID }, ['send', '--shared-with-group', '--timeout', '20000', name], 'x');
@@ -285,8 +283,7 @@ test('--shared-with-group: a name another member is still making is waited for u
   const t0 = Date.now();
   // bash's `times` prints the processor time of its children: the CLI's user and system time.
   // Started, not run: the timer above must go on meanwhile (spawnSync would block it).
-  const p = startProc(['bash', '-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', ...cmd], 'recv as OTHER_UID', { timeout: PROCESS_TIMEOUT, spawnOptions: options });
-  t.after(() => killIfRunning(p));
+  const p = startProc(['bash', '-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', ...cmd], 'recv as OTHER_UID', { t, timeout: PROCESS_TIMEOUT, spawnOptions: options });
   const r = await p.done;
   const took = Date.now() - t0;
   clearInterval(fresh);

@@ -5,8 +5,8 @@
 // receiveMany in one, receiveInto, receive and drain in the other.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { Channel, SharedMemory } from '../dist/index.js';
+import { startNode } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/channel-child.mjs', import.meta.url).pathname;
 
@@ -25,33 +25,8 @@ const CHILD_TIMEOUT = 240_000;
 
 const running = new Set();
 
-/** Start a child; if any child fails, the others are killed at once (so a failure is quick). */
-function start(t, args, options) {
-  const child = spawn(process.execPath, [CHILD, ...args], options);
-  running.add(child);
-  let out = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => (out += d));
-  child.stderr.setEncoding('utf8').on('data', (d) => (out += d));
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const killer = setTimeout(() => child.kill('SIGKILL'), CHILD_TIMEOUT);
-  void exited.then(({ code }) => {
-    clearTimeout(killer);
-    running.delete(child);
-    if (code !== 0) for (const other of running) other.kill('SIGKILL');
-  });
-  t.after(() => {
-    clearTimeout(killer);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  return {
-    async result(what) {
-      const { code, signal } = await exited;
-      assert.equal(signal, null, `${what} killed by ${signal}: ${out}`);
-      assert.equal(code, 0, `${what} failed: ${out}`);
-      return JSON.parse(out.trim().split('\n').pop());
-    },
-  };
-}
+/** Start a child (the tests' harness, startProc); if any child fails, the others are killed at once (so a failure is quick). */
+const start = (t, args, spawnOptions) => startNode([CHILD, ...args], `${args[0]} ${args[3]}`, { t, timeout: CHILD_TIMEOUT, spawnOptions, group: running });
 
 const popcount8 = new Uint8Array(256).map((_, i) => (i.toString(2).match(/1/g) ?? []).length);
 
@@ -76,10 +51,10 @@ test(`stress: ${PRODUCERS} producer and ${CONSUMERS} consumer processes move ${P
   const producers = Array.from({ length: PRODUCERS }, (_, p) =>
     start(t, ['produce', 'inherit:ch', WAIT, String(p), String(PER_PRODUCER), String(SEED), String(MAX_PAYLOAD), SEND[p]], spawnOptions()));
   const sent = [];
-  for (const [p, k] of producers.entries()) sent.push(await k.result(`producer ${p}`));
+  for (const k of producers) sent.push(await k.report());
   holder.close();
   const received = [];
-  for (const [i, k] of consumers.entries()) received.push(await k.result(`consumer ${i}`));
+  for (const k of consumers) received.push(await k.report());
   const seconds = (performance.now() - t0) / 1000;
   for (const s of sent) assert.equal(s.sent, PER_PRODUCER);
   assert.equal(received.reduce((n, r) => n + r.sentinels, 0), 1, 'the sentinel arrived once');

@@ -4,9 +4,8 @@
 // before the fix it never ticked at all (every call found a message or room at once and settled in a
 // microtask).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { Channel, SharedMemory } from '../dist/index.js';
-import { timedTests } from './helpers.mjs';
+import { startNode, timedTests } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/channel-child.mjs', import.meta.url).pathname;
 const MESSAGES = 100_000;
@@ -36,25 +35,8 @@ function channelMemory(t) {
   return shm;
 }
 
-/** Start channel-child.mjs MODE; resolves with its last stdout line as JSON once it exits cleanly. */
-function child(t, shm, args) {
-  const proc = spawn(process.execPath, [CHILD, ...args], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }, 'ch'));
-  let out = '';
-  proc.stdout.setEncoding('utf8').on('data', (d) => (out += d));
-  proc.stderr.setEncoding('utf8').on('data', (d) => (out += d));
-  const killer = setTimeout(() => proc.kill('SIGKILL'), 60_000);
-  t.after(() => {
-    clearTimeout(killer);
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  });
-  return new Promise((resolve, reject) => {
-    proc.on('exit', (code, signal) => {
-      clearTimeout(killer);
-      if (code !== 0) reject(new Error(`child ${args[0]} exited with ${code ?? signal}: ${out}`));
-      else resolve(JSON.parse(out.trim().split('\n').pop()));
-    });
-  });
-}
+/** Start channel-child.mjs MODE (the tests' child harness); resolves with its last stdout line as JSON once it exits cleanly. */
+const child = (t, shm, args) => startNode([CHILD, ...args], args[0], { t, spawnOptions: shm.childOptions({}, 'ch') }).report();
 
 /** A 5 ms interval: how often it ticked, and the longest time between ticks (or since the last one). */
 function lagMeter() {

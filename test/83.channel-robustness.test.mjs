@@ -7,13 +7,12 @@
 // a tag keyed by a secret made for this run (SECRET below), which the hostile peer never sees: a
 // delivered message verifies only if a producer of this run sent it.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Channel, CHANNEL, SharedMemory } from '../dist/index.js';
-import { throwsCode, timedTests } from './helpers.mjs';
+import { assertKilled, exitedFirst, killed, startNode, throwsCode, timedTests, until } from './helpers.mjs';
 import { FUZZ, Format, HDR, batchSizes, ctlWords, geometryOf, laneWord, ringOf, wordsOf, xorshift } from './fixtures/channel-robust-child.mjs';
 
 const CHILD = new URL('./fixtures/channel-robust-child.mjs', import.meta.url).pathname;
@@ -49,65 +48,14 @@ function childOptions(shms, env = ENV) {
 }
 
 /**
- * Start channel-robust-child.mjs: collects its output, kills it after `timeout` ms and when the test
- * ends, and resolves stdout lines on demand.
+ * Start channel-robust-child.mjs with the tests' child harness (startProc): output collected, killed
+ * after `timeout` ms and when the test ends; line(re), tell(), report() as there.
  */
-function start(t, args, options, { timeout = 60_000 } = {}) {
-  const child = spawn(process.execPath, [CHILD, ...args.map(String)], options);
-  let out = '';
-  let err = '';
-  let waiters = [];
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  const check = () => {
-    waiters = waiters.filter((w) => {
-      const line = out.split('\n').find((l) => w.re.test(l));
-      if (line === undefined) return true;
-      w.resolve(line);
-      return false;
-    });
-  };
-  child.stdout.setEncoding('utf8').on('data', (d) => {
-    out += d;
-    check();
-  });
-  child.stderr.setEncoding('utf8').on('data', (d) => (err += d));
-  child.stdin.on('error', () => {});
-  const killer = setTimeout(() => child.kill('SIGKILL'), timeout);
-  const handle = { child, exited, done: false, output: () => out + err };
-  void exited.then(() => {
-    handle.done = true;
-    clearTimeout(killer);
-    for (const w of waiters) w.reject(new Error(`${args[0]} exited before printing ${w.re}: ${out}${err}`));
-    waiters = [];
-  });
-  t.after(() => {
-    clearTimeout(killer);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  /** The first stdout line matching re (within ms). */
-  handle.line = (re, ms = 30_000) =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${args[0]}: no line ${re} within ${ms} ms: ${out}${err}`)), ms);
-      waiters.push({ re, resolve: (l) => { clearTimeout(timer); resolve(l); }, reject: (e) => { clearTimeout(timer); reject(e); } });
-      check();
-    });
-  handle.tell = (line) => child.stdin.write(`${line}\n`);
-  /** Wait for a clean exit and parse the last stdout line as JSON. */
-  handle.result = async () => {
-    const { code, signal } = await exited;
-    assert.equal(signal, null, `${args[0]} killed by ${signal}: ${out}${err}`);
-    assert.equal(code, 0, `${args[0]} failed: ${out}${err}`);
-    return JSON.parse(out.trim().split('\n').pop());
-  };
-  handle.kill = async () => {
-    child.kill('SIGKILL');
-    const r = await exited;
-    assert.deepEqual(r, { code: null, signal: 'SIGKILL' }, `${args[0]} exited on its own: ${out}${err}`);
-  };
-  return handle;
-}
+const start = (t, args, spawnOptions, { timeout = 60_000 } = {}) => startNode([CHILD, ...args], String(args[0]), { t, timeout, stdin: 'pipe', spawnOptions });
 
-/** Busy-wait (the event loop does not run) until cond() holds; fail after ms. */
+/** Whether a child has exited (the harness's result is set once it has). */
+const exited = (c) => c.result !== undefined;
+
 /**
  * Wait until `child` holds a producer lane of the channel in `shm`. Without `producers`, a consumer
  * sees the end of the stream once every producer that attached is gone: a producer whose start-up is
@@ -121,19 +69,10 @@ async function attached(shm, child, what) {
   }
 }
 
+/** Busy-wait (the event loop does not run) until cond() holds; fail after ms. */
 function spinUntil(cond, ms, what) {
   const end = performance.now() + ms;
   while (!cond()) if (performance.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-}
-
-/** Poll (the event loop runs) until cond() holds; fail after ms, or when a child exited first. */
-async function until(cond, ms, what, children = []) {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    for (const c of children) if (c.done) assert.fail(`${what}: a child exited first: ${c.output()}`);
-    if (performance.now() > end) assert.fail(`${what}: not within ${ms} ms`);
-    await sleep(2);
-  }
 }
 
 /** Whether a process is a zombie (dead, not reaped). */
@@ -159,7 +98,7 @@ async function asleepInFutex(c, ms) {
     await sleep(300); // wchan names nothing here: give the child time to get into its wait
     return;
   }
-  await until(() => /futex/.test(wchan()), ms, 'the consumer sleeps in receive()', [c]);
+  await until(() => /futex/.test(wchan()), [c], 'the consumer sleeps in receive()', ms);
 }
 
 /** Assert that `runs` ([first, last] runs of consecutive sequence numbers) are exactly 0, 1, ..., n - 1. */
@@ -214,19 +153,19 @@ test('garbage from a hostile peer process in every part of a live channel while 
     const report = Channel.inspect(shm);
     assert.equal(typeof report.state, 'string');
     inspections++;
-    for (const c of [...victims, hostile]) if (c.done) assert.fail(`a child exited during the garbage: ${c.output()}`);
+    exitedFirst([...victims, hostile], 'the garbage');
     await sleep(50);
   }
   Atomics.store(ctl, FUZZ.PHASE, 1);
-  const { counts } = await hostile.result();
+  const { counts } = await hostile.report();
   // The garbage has stopped: every handle closes and attaches again, the lanes are drained, then each
   // producer sends FUZZ.finalCount messages that must all arrive intact.
   for (const phase of [2, 3]) {
     Atomics.store(ctl, FUZZ.PHASE, phase);
-    await until(() => [0, 1].every((v) => Atomics.load(ctl, FUZZ.ACK + v) >= phase), 30_000, `victims finish phase ${phase}`, victims);
+    await until(() => [0, 1].every((v) => Atomics.load(ctl, FUZZ.ACK + v) >= phase), victims, `victims finish phase ${phase}`, 30_000);
   }
   Atomics.store(ctl, FUZZ.PHASE, 4);
-  const results = await Promise.all(victims.map((v) => v.result()));
+  const results = await Promise.all(victims.map((v) => v.report()));
   creator.close();
   assert.ok(canaryIntact(), 'a byte after the channel was written');
 
@@ -404,10 +343,10 @@ test('producers killed (SIGKILL) in the middle of 1 MiB messages, at random mome
     const victim = start(t, ['big', r + 1, base, SIZE, SMALL], childOptions({ ch: shm, marks: marksShm }));
     // Kill it once it has started message `at`, after a random spin: while it copies, mostly.
     const at = 1 + (rng.next().value % 6);
-    spinUntil(() => Atomics.load(marks, base) >= at || victim.done, 30_000, `victim ${r} starts message ${at}`);
+    spinUntil(() => Atomics.load(marks, base) >= at || exited(victim), 30_000, `victim ${r} starts message ${at}`);
     const spinUntilNs = process.hrtime.bigint() + BigInt(rng.next().value % 400_000);
     while (process.hrtime.bigint() < spinUntilNs);
-    await victim.kill();
+    await killed(victim);
     const started = Atomics.load(marks, base);
     const done = Atomics.load(marks, base + 1);
     const lane = Atomics.load(marks, base + 2) - 1;
@@ -430,8 +369,8 @@ test('producers killed (SIGKILL) in the middle of 1 MiB messages, at random mome
     }
   }
   steady.tell('close');
-  const { sent } = await steady.result();
-  const { runs, endReason } = await consumer.result();
+  const { sent } = await steady.report();
+  const { runs, endReason } = await consumer.report();
   assertRuns(runs[0], sent, 'the other producer');
   for (let r = 0; r < ROUNDS; r++) assertRuns(runs[r + 1], expected[r + 1], `killed producer ${r}: exactly its published messages, whole`);
   assert.equal(endReason, 'producer-died');
@@ -467,14 +406,14 @@ test('producers killed (SIGKILL) in the middle of sendMany batches of small mess
     const sizes = batchSizes(id, BATCHES);
     const upTo = (b) => sizes.slice(0, b).reduce((s, n) => s + n, 0);
     // The lanes of earlier victims are drained first (one may be taken over by this one).
-    await until(() => Channel.inspect(shm).producers.every((p) => p.lane === 0 || p.queuedBytes === 0), 30_000, 'the consumer drains the killed producers\' lanes', [consumer]);
+    await until(() => Channel.inspect(shm).producers.every((p) => p.lane === 0 || p.queuedBytes === 0), [consumer], 'the consumer drains the killed producers\' lanes', 30_000);
     const t0 = performance.now();
     const victim = start(t, ['batches', id, base, BATCHES, PAYLOAD], childOptions({ ch: shm, marks: marksShm }));
     const at = 1 + (rng.next().value % 100);
-    spinUntil(() => Atomics.load(marks, base) >= at || victim.done, 30_000, `victim ${r} starts batch ${at}`);
+    spinUntil(() => Atomics.load(marks, base) >= at || exited(victim), 30_000, `victim ${r} starts batch ${at}`);
     const spinUntilNs = process.hrtime.bigint() + BigInt(rng.next().value % 50_000);
     while (process.hrtime.bigint() < spinUntilNs);
-    await victim.kill();
+    await killed(victim);
     const started = Atomics.load(marks, base);
     const done = Atomics.load(marks, base + 1);
     const lane = Atomics.load(marks, base + 2) - 1;
@@ -502,8 +441,8 @@ test('producers killed (SIGKILL) in the middle of sendMany batches of small mess
     }
   }
   steady.tell('close');
-  const { sent } = await steady.result();
-  const { runs, endReason } = await consumer.result();
+  const { sent } = await steady.report();
+  const { runs, endReason } = await consumer.report();
   assertRuns(runs[0], sent, 'the other producer');
   for (let r = 0; r < ROUNDS; r++) assertRuns(runs[r + 1], expected[r + 1], `killed producer ${r}: exactly its published batches`);
   assert.equal(endReason, 'producer-died');
@@ -522,7 +461,7 @@ test('a consumer killed while holding a message in place (never released): the p
   const f = fmt(SMALL);
   const N = 400; // far more than a lane holds: the producer has to wait for the lane
   const producer = start(t, ['produce', 0, N, SMALL], childOptions({ ch: shm }));
-  await until(() => rx.size > 0, 10_000, 'the producer sends', [producer]);
+  await until(() => rx.size > 0, [producer], 'the producer sends', 10_000);
   // It kills itself (SIGKILL) 400 ms after it took the message: meanwhile this process blocks.
   const holder = start(t, ['hold-inplace', SMALL, 400], childOptions({ ch: shm }));
   assert.deepEqual(JSON.parse(await holder.line(/held/)).held, [0, 0]);
@@ -532,14 +471,14 @@ test('a consumer killed while holding a message in place (never released): the p
   const first = rx.receive(10_000);
   const ms = elapsed(t0);
   assert.deepEqual(f.check(first), { ok: true, producer: 0, seq: 0, time: first.readUInt32LE(20), why: '' }, 'the unreleased message comes again');
-  assert.deepEqual(await holder.exited, { code: null, signal: 'SIGKILL' });
+  assertKilled(await holder.done);
   const seqs = [0];
   for (let m; (m = rx.receive(10_000)) !== null;) {
     const c = f.check(m);
     assert.ok(c.ok, c.why);
     seqs.push(c.seq);
   }
-  assert.deepEqual(await producer.result(), { sent: N }, 'the producer finished');
+  assert.deepEqual(await producer.report(), { sent: N }, 'the producer finished');
   assertSequence(seqs, N, 'after the holder died');
   t.diagnostic(`lane back ${Math.round(ms - 400)} ms after the holder's death (it held it ${Math.round(ms)} ms)`);
   assert.ok(ms < 400 + 3000, `the lane came back ${Math.round(ms)} ms after the receive started`);
@@ -555,7 +494,7 @@ test('a consumer killed inside a drain() handler: other lanes flow meanwhile, an
   const N = 400;
   const M = 300;
   const p0 = start(t, ['produce', 0, N, SMALL], childOptions({ ch: shm }));
-  await until(() => rx.size >= 5, 10_000, 'the producer sends', [p0]);
+  await until(() => rx.size >= 5, [p0], 'the producer sends', 10_000);
   const holder = start(t, ['hold-drain', SMALL, 3, 16], childOptions({ ch: shm }));
   assert.deepEqual(JSON.parse(await holder.line(/handled/)).handled, [[0, 0], [0, 1], [0, 2]]);
   // Another producer's lane flows while the holder blocks in its handler.
@@ -568,13 +507,13 @@ test('a consumer killed inside a drain() handler: other lanes flow meanwhile, an
   };
   while (seqs[1].length < M) take(await rx.receiveAsync({ timeout: 10_000 }));
   assert.deepEqual(seqs[0], [], 'a lane held by a live consumer was taken');
-  assert.deepEqual(await p1.result(), { sent: M });
+  assert.deepEqual(await p1.report(), { sent: M });
   const t0 = performance.now();
-  await holder.kill();
+  await killed(holder);
   take(await rx.receiveAsync({ timeout: 10_000 }));
   const ms = elapsed(t0);
   for (let m; (m = await rx.receiveAsync({ timeout: 10_000 })) !== null;) take(m);
-  assert.deepEqual(await p0.result(), { sent: N }, 'the producer was not wedged');
+  assert.deepEqual(await p0.report(), { sent: N }, 'the producer was not wedged');
   assertSequence(seqs[0], N, 'the held lane, from the first message the dead consumer was given');
   assertSequence(seqs[1], M, 'the other lane');
   assert.equal(rx.endReason, 'closed');
@@ -606,8 +545,8 @@ test('consumers killed between receives (idle, and asleep in receive()) do not w
   await asleepInFutex(sleeper, 10_000);
   const entries = () => Channel.inspect(shm).consumers.map((c) => [c.entry, c.pid, c.alive]);
   assert.deepEqual(entries(), [[0, process.pid, true], [1, idle.child.pid, true], [2, sleeper.child.pid, true]]);
-  await idle.kill();
-  await sleeper.kill();
+  await killed(idle);
+  await killed(sleeper);
   // The others carry on: every message to the live consumer, promptly.
   const seqs = [];
   const take = (m) => {
@@ -635,7 +574,7 @@ test('consumers killed between receives (idle, and asleep in receive()) do not w
   producer.tell('close');
   await producer.line(/^closed$/);
   for (let m; (m = await rx.receiveAsync({ timeout: 10_000 })) !== null;) take(m);
-  const lateGot = await Promise.all(late.map((c) => c.result()));
+  const lateGot = await Promise.all(late.map((c) => c.report()));
   for (const r of lateGot) assert.equal(r.endReason, 'closed');
   const all = [...idleGot, ...seqs, ...lateGot.flatMap((r) => r.got.map(([, s]) => s))].sort((a, b) => a - b);
   assertSequence(all, 1605, 'every message exactly once, over the dead and the new consumers');
@@ -668,7 +607,7 @@ test('a producer that died is seen dead while its parent blocks in receive() (it
   }
   const ms = elapsed(t0);
   assert.ok(zombie(victim.child.pid), 'the child was reaped during the receive');
-  await victim.exited;
+  await victim.done;
   assert.equal(result, null, 'the half-written message is not delivered and the stream ends');
   assert.equal(rx.endReason, 'producer-died');
   assert.ok(ms < 2000, `the end took ${Math.round(ms)} ms`);

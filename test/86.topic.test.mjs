@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Channel, SharedMemory, Subscription, TOPIC, Topic, mapAnonymous } from '../dist/index.js';
-import { spawn } from 'node:child_process';
-import { distUrl, shmName, tempDir, throwsCode, timedTests } from './helpers.mjs';
+import { assertOk, distUrl, shmName, startNode, tempDir, throwsCode, timedTests } from './helpers.mjs';
 
 /** Every test has a time limit (awaiting a child or a stream has none of its own). */
 const test = timedTests(60_000);
@@ -391,22 +390,18 @@ test('subscribe({ timeout }) bounds the wait for the publish lock; the same thre
   r.cancel();
   other.close();
   // Another process holds the lock (an uncommitted reservation) until we close its stdin.
-  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+  const child = startNode(['--input-type=module', '-e', `
     import { Topic } from ${JSON.stringify(distUrl)};
     const t = Topic.open({ name: ${JSON.stringify(name)} });
     const r = t.reserve(8);
     console.log('held');
     process.stdin.on('end', () => { r.cancel(); t.close(); });
     process.stdin.resume();
-  `], { stdio: ['pipe', 'pipe', 'inherit'], timeout: 30_000 });
-  t.after(() => child.kill('SIGKILL'));
-  await new Promise((resolve, reject) => {
-    child.stdout.on('data', (d) => String(d).includes('held') && resolve());
-    child.on('exit', () => reject(new Error('the child exited before it held the lock')));
-  });
+  `], 'a reservation held in another process', { t, timeout: 30_000, stdin: 'pipe' });
+  await child.line(/^held$/);
   throwsCode(() => topic.subscribe({ timeout: 50 }), 'ERR_MMAP_TOPIC_TIMEOUT', 'MmapkitError');
-  child.stdin.end();
-  await new Promise((resolve) => child.on('exit', resolve));
+  child.child.stdin.end();
+  assertOk(await child.done, /^held$/);
   const sub = topic.subscribe({ timeout: 1000 });
   topic.publish('after');
   assert.equal(String(sub.receive(1000)), 'after');

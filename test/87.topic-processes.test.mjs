@@ -12,7 +12,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SharedMemory, Topic, TOPIC, map } from '../dist/index.js';
-import { assertKilled, assertOk, killIfRunning, shmName, startProc, tempDir, timedTests, until, xorshift } from './helpers.mjs';
+import { killed, shmName, startNode, tempDir, timedTests, until, xorshift } from './helpers.mjs';
 import { CTL, KINDS, Messages, recordSize } from './fixtures/topic-child.mjs';
 
 const CHILD = new URL('./fixtures/topic-child.mjs', import.meta.url).pathname;
@@ -22,31 +22,10 @@ const SEED = 0x7091c;
 const test = timedTests(120_000);
 
 /**
- * Start topic-child.mjs MODE with options `o` (JSON): killed after `timeout` ms and when the test
- * ends. line(re) waits for a line of its stdout, tell() writes a line to its stdin, report() waits for
- * a clean exit and parses its last line, kill() SIGKILLs it.
+ * Start topic-child.mjs MODE with options `o` (JSON), with the tests' child harness (startProc): killed
+ * after `timeout` ms and when the test ends; line(re), tell(), report() as there.
  */
-function start(t, mode, o, { label = mode, timeout = 90_000 } = {}) {
-  const p = startProc([process.execPath, CHILD, mode, JSON.stringify(o)], label, { timeout, stdin: 'pipe' });
-  p.child.stdin.on('error', () => {});
-  t.after(() => killIfRunning(p));
-  p.line = async (re, ms = 30_000) => {
-    const find = () => p.stdout().split('\n').find((l) => re.test(l));
-    await until(() => find() !== undefined, [p], `${label} prints ${re}`, ms);
-    return find();
-  };
-  p.tell = (line) => p.child.stdin.write(`${line}\n`);
-  p.report = async () => {
-    const res = await p.done;
-    assertOk(res, /^\{.*\}$/, { lastLine: true });
-    return JSON.parse(res.stdout.trim().split('\n').at(-1));
-  };
-  p.kill = async () => {
-    p.child.kill('SIGKILL');
-    assertKilled(await p.done);
-  };
-  return p;
-}
+const start = (t, mode, o, { label = mode, timeout = 90_000 } = {}) => startNode([CHILD, mode, JSON.stringify(o)], label, { t, timeout, stdin: 'pipe' });
 
 /** Control words shared with the children (CTL in the fixture): named shared memory. */
 function control(t) {
@@ -241,7 +220,7 @@ test('a publisher killed (SIGKILL) holding the publish lock in the middle of a m
   assert.ok(!/first|subscribed/.test(b.stdout() + c.stdout()), 'B published or C subscribed while A held the lock');
   assert.equal(Topic.inspect({ name }).positions.tail, tail);
   const t0 = performance.now();
-  await a.kill();
+  await killed(a);
   await b.line(/^first$/, 10_000);
   const tookOver = performance.now() - t0;
   assert.ok(tookOver < 3000, `B published its first message ${Math.round(tookOver)} ms after A's death`);
@@ -293,7 +272,7 @@ test('block: a subscriber killed (SIGKILL) while the publisher waits for it: the
   assert.equal(Topic.inspect(path).positions.tail, tail, 'the publisher went on past a live subscriber a ring behind');
   assert.ok(Topic.inspect(path).positions.tail - cursorOf(Topic.inspect(path), victim.child.pid) <= opts.capacity);
   const t0 = performance.now();
-  await victim.kill();
+  await killed(victim);
   await until(() => Topic.inspect(path).positions.tail > tail, [pub, ...others], 'the publisher carries on after the subscriber died', 10_000);
   const ms = performance.now() - t0;
   assert.ok(ms < 3000, `the publisher carried on ${Math.round(ms)} ms after the subscriber died`);

@@ -96,45 +96,97 @@ export function compileC(src, out, { cflags = [], libs = [] } = {}) {
 }
 
 /**
- * Start a peer process, cmd[0] with the rest of cmd (as strings) for arguments, killed (SIGKILL) after
- * `timeout` ms; `label` names it in failure messages. Returns { child, label, stdout(), stderr(), done,
- * result }: stdout() and stderr() give what it wrote so far, and done resolves to result = { status,
- * signal, stdout, stderr, label } once it has exited (result is undefined until then). spawnOptions
- * go to spawn as they are (uid, gid, cwd: see asUser).
+ * The one child-process harness of the tests. Start cmd[0] with the rest of cmd (as strings) for
+ * arguments; `label` names it in failure messages. Options:
+ * - `timeout` (ms): SIGKILLed after it (result.timedOut then says so); `t`: also killed when test `t`
+ *   ends (its timer cleared);
+ * - `stdin`: 'ignore' (default), 'pipe' (write with tell(line)) or a descriptor; `stdout`: 'collect'
+ *   (default: kept as text for stdout(), line() and the result), or anything spawn takes ('pipe' to
+ *   read child.stdout as a stream yourself, 'ignore', a descriptor); stderr is always collected;
+ * - `spawnOptions` go to spawn as they are (uid, gid, cwd, env: see asUser), and a stdio array there
+ *   (from SharedMemory's childOptions) keeps its descriptors past the first three;
+ * - `group`: a Set shared by several children: when one exits other than with status 0, the others
+ *   are killed at once (a failure ends a many-process test quickly instead of at its timeouts);
+ * - `detached`: the child leads a process group, and kill() kills the group (children it starts too).
+ * Returns { child, label, stdout(), stderr(), output(), done, result, kill(), line(re, ms), tell(line),
+ * report() }: done resolves to result = { status, signal, stdout, stderr, label, timedOut } once it has
+ * exited and its streams closed (result is undefined until then); line(re) waits (polling, failing
+ * after ms or if it exits first) for a line of stdout matching re; report() asserts a clean exit
+ * and parses the last stdout line as JSON.
  */
-export function startProc(cmd, label, { timeout, stdin = 'ignore', spawnOptions = {} }) {
+export function startProc(cmd, label, { t, timeout = 60_000, stdin = 'ignore', stdout: stdoutMode = 'collect', spawnOptions = {}, group, detached = false } = {}) {
+  const given = Array.isArray(spawnOptions.stdio) ? spawnOptions.stdio.slice(3) : [];
+  const collect = stdoutMode === 'collect';
   const child = spawn(cmd[0], cmd.slice(1).map(String), {
     ...spawnOptions,
-    stdio: [stdin, 'pipe', 'pipe'],
-    timeout,
-    killSignal: 'SIGKILL',
+    detached,
+    stdio: [stdin, collect ? 'pipe' : stdoutMode, 'pipe', ...given],
   });
   const p = { child, label, result: undefined };
   let stdout = '';
   let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+  let timedOut = false;
+  if (collect) child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+  child.stdin?.on('error', () => {}); // a child that exits before reading all we wrote
   p.stdout = () => stdout;
   p.stderr = () => stderr;
+  p.output = () => stdout + stderr;
+  p.kill = () => {
+    try {
+      // A group outlives its leader (the processes it started): kill it even after the leader exited.
+      if (detached) process.kill(-child.pid, 'SIGKILL');
+      else if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    p.kill();
+  }, timeout);
+  group?.add(p);
   p.done = new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (status, signal) => resolve((p.result = { status, signal, stdout, stderr, label })));
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      group?.delete(p);
+      if (group !== undefined && status !== 0) for (const other of group) other.kill();
+      resolve((p.result = { status, signal, stdout, stderr, label, timedOut }));
+    });
   });
   p.done.catch(() => {});
+  t?.after(() => {
+    clearTimeout(timer);
+    p.kill();
+  });
+  p.line = async (re, ms = 30_000) => {
+    const find = () => stdout.split('\n').find((l) => re.test(l));
+    await until(() => find() !== undefined, [p], `${label} prints ${re}`, ms);
+    return find();
+  };
+  p.tell = (line) => child.stdin.write(`${line}\n`);
+  p.report = async () => {
+    const res = await p.done;
+    assertOk(res, /^[[{].*[\]}]$/, { lastLine: true });
+    return JSON.parse(res.stdout.trim().split('\n').at(-1));
+  };
   return p;
 }
 
-/** SIGKILL a startProc process unless it has exited. */
-export function killIfRunning(p) {
-  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
-}
+/** Start `node args...` with {@link startProc} (same options). */
+export const startNode = (args, label, options) => startProc([process.execPath, ...args], label, options);
 
 /**
  * Assert that a startProc result exited with status 0 and that its trimmed stdout (with lastLine, only
  * its last line) matches pattern; returns the match.
  */
 export function assertOk(res, pattern, { lastLine = false } = {}) {
-  assert.equal(res.signal, null, `${res.label} was killed by ${res.signal} (timed out?); stderr: ${res.stderr}`);
+  assert.ok(!res.timedOut, `${res.label} was killed at its timeout; stdout: ${res.stdout.slice(-500)} stderr: ${res.stderr}`);
+  assert.equal(res.signal, null, `${res.label} was killed by ${res.signal}; stderr: ${res.stderr}`);
   assert.equal(res.status, 0, `${res.label} exited with ${res.status}; stderr: ${res.stderr}`);
   const out = res.stdout.trim();
   const m = (lastLine ? out.split('\n').at(-1) : out).match(pattern);
@@ -145,6 +197,12 @@ export function assertOk(res, pattern, { lastLine = false } = {}) {
 /** Assert that a startProc result was killed by SIGKILL. */
 export function assertKilled(res) {
   assert.equal(res.signal, 'SIGKILL', `${res.label} should have been killed; status ${res.status}, stderr: ${res.stderr}`);
+}
+
+/** SIGKILL a startProc process and assert that it died of it (it had not exited on its own). */
+export async function killed(p) {
+  p.kill();
+  assertKilled(await p.done);
 }
 
 /** Fail if one of the startProc processes has exited, saying what we were waiting for. */
