@@ -14,15 +14,13 @@
 // gets. Every child process has a timeout, every wait here has one, and every wait in the C peer too (exit 3).
 // MMAPKIT_CHANNEL_PEER_C=path runs the tests against another copy of the C peer (to check that a broken peer
 // fails them).
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { CHANNEL, Channel, SharedMemory } from '../dist/index.js';
-import { assertKilled, assertOk as assertStdout, asleepInFutex, compileC, exitedFirst, have, startProc, throwsCode, until, xorshift32 } from './helpers.mjs';
+import { assertKilled, buildPeer, shmName as sharedName, assertOk as assertStdout, asleepInFutex, exitedFirst, have, startProc, throwsCode, until, xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const PEER_C = process.env.MMAPKIT_CHANNEL_PEER_C ?? join(FIXTURES, 'channel-peer.c');
@@ -305,29 +303,15 @@ async function line(p, pattern) {
 // ---------------------------------------------------------------------------------------------
 
 describe('interop of Channel with a C producer and consumer', { skip: HAVE_CC ? false : 'cc not found' }, () => {
-  let dir;
   let peerBin;
-  let shmNo = 0;
 
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'mmapkit-interop-channel-'));
     // -I: a copy of the peer elsewhere (MMAPKIT_CHANNEL_PEER_C) finds peer-common.h here too.
-    peerBin = compileC(PEER_C, join(dir, 'channel-peer'), { cflags: ['-I', FIXTURES], libs: ['-lrt'] });
-  });
-  after(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    peerBin = buildPeer(PEER_C, 'channel-peer', { cflags: ['-I', FIXTURES], libs: ['-lrt'] });
   });
 
-  /** A fresh shared memory name (unlinked when the test ends). */
-  function shmName(t) {
-    const name = `/mmapkit-62-${process.pid}-${++shmNo}-${Math.random().toString(36).slice(2, 8)}`;
-    t.after(() => {
-      try {
-        SharedMemory.unlink(name);
-      } catch {}
-    });
-    return name;
-  }
+  /** A fresh shared memory name, POSIX style (unlinked when the test ends). */
+  const shmName = (t) => `/${sharedName(t, '62')}`;
 
   /**
    * A fresh channel in named shared memory (`extra` bytes more than it needs); its handles, children and

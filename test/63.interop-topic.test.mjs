@@ -11,15 +11,13 @@
 // subscriber checks every message it gets, byte for byte. Every child process has a timeout (SIGKILL), every
 // wait here has one, and every wait in the C subscriber too (exit 3).
 // MMAPKIT_TOPIC_SUBSCRIBER_C=path runs the tests against another copy of the C subscriber.
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { SharedMemory, TOPIC, Topic } from '../dist/index.js';
-import { assertKilled, assertOk as assertStdout, compileC, have, startProc, throwsCode, until, xorshift32 } from './helpers.mjs';
+import { assertKilled, buildPeer, shmName as sharedName, assertOk as assertStdout, have, startProc, throwsCode, until, xorshift32 } from './helpers.mjs';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const SUBSCRIBER_C = process.env.MMAPKIT_TOPIC_SUBSCRIBER_C ?? join(FIXTURES, 'topic-subscriber.c');
@@ -286,28 +284,14 @@ async function exited(p, ms) {
 // ---------------------------------------------------------------------------------------------
 
 describe('interop of Topic with a C subscriber', { skip: HAVE_CC ? false : 'cc not found' }, () => {
-  let dir;
   let subBin;
-  let shmNo = 0;
 
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'mmapkit-interop-topic-'));
-    subBin = compileC(SUBSCRIBER_C, join(dir, 'topic-subscriber'), { cflags: ['-I', FIXTURES], libs: ['-lrt'] });
-  });
-  after(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    subBin = buildPeer(SUBSCRIBER_C, 'topic-subscriber', { cflags: ['-I', FIXTURES], libs: ['-lrt'] });
   });
 
-  /** A fresh shared memory name (unlinked when the test ends). */
-  function shmName(t) {
-    const name = `/mmapkit-63-${process.pid}-${++shmNo}-${Math.random().toString(36).slice(2, 8)}`;
-    t.after(() => {
-      try {
-        SharedMemory.unlink(name);
-      } catch {}
-    });
-    return name;
-  }
+  /** A fresh shared memory name, POSIX style (unlinked when the test ends). */
+  const shmName = (t) => `/${sharedName(t, '63')}`;
 
   /** A topic in fresh named shared memory; its handles and children go when the test ends. */
   function setup(t, options) {

@@ -96,6 +96,16 @@ export function compileC(src, out, { cflags = [], libs = [] } = {}) {
 }
 
 /**
+ * Compile the C peer `src` (compileC's options) into a temp dir of its own, removed when this process
+ * exits; returns the program's path. For a test file's before() hook.
+ */
+export function buildPeer(src, name, options) {
+  const dir = mkdtempSync(join(tmpdir(), `mmapkit-${name}-`));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return compileC(src, join(dir, name), options);
+}
+
+/**
  * The one child-process harness of the tests. Start cmd[0] with the rest of cmd (as strings) for
  * arguments; `label` names it in failure messages. Options:
  * - `timeout` (ms): SIGKILLed after it (result.timedOut then says so); `t`: also killed when test `t`
