@@ -5,10 +5,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { SharedMemory, SHM_NAME_MAX, INHERIT_ENV } from '../dist/index.js';
-import { assertOk, distUrl, startNode, throwsCode } from './helpers.mjs';
+import { assertOk, distUrl, startNode, throwsCode, uniqueName } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
-const uniq = (tag) => `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+const uniq = uniqueName;
 
 function runChild(args, options = {}) {
   const r = spawnSync(process.execPath, [CHILD, ...args], { encoding: 'utf8', timeout: 20_000, ...options });

@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, fchownSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { Channel, SharedMemory, map } from '../dist/index.js';
-import { LONE_GID, NOBODY, OTHER_UID, SHARED_GID, asUser, isRoot, publicPackage, tempDir, throwsCode, userName } from './helpers.mjs';
+import { LONE_GID, NOBODY, OTHER_UID, SHARED_GID, asUser, isRoot, publicPackage, tempDir, throwsCode, userName, uniqueName } from './helpers.mjs';
 
-const uniq = (tag) => `mmapkit-test-own-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+const uniq = (tag) => uniqueName(`own-${tag}`);
 const ME = process.geteuid();
 const GEOMETRY = { capacity: 8, maxMessageSize: 256, maxProducers: 4, maxConsumers: 4 };
 /** Every child runs at most this long. */

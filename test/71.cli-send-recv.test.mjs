@@ -10,7 +10,7 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, utimes
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Channel } from '../dist/index.js';
-import { distUrl, runNode, startNode, startProc, tempDir, timedTests, until } from './helpers.mjs';
+import { distUrl, runNode, startNode, startProc, tempDir, timedTests, until, shmName } from './helpers.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist', 'cli', 'main.js');
@@ -22,12 +22,8 @@ const test = timedTests(120_000);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A fresh shared memory name for this test (with our pid), removed from /dev/shm when it ends. */
-function channelName(t, tag) {
-  const name = `mmapkit-test-sr-${process.pid}-${tag}-${Math.random().toString(36).slice(2, 8)}`;
-  t.after(() => rmSync(`/dev/shm/${name}`, { force: true }));
-  return name;
-}
+/** A fresh shared memory name for this test, removed from /dev/shm when it ends. */
+const channelName = (t, tag) => shmName(t, `sr-${tag}`);
 
 /**
  * Start `node dist/cli/main.js args...` with the tests' child harness (startProc): stdin/stdout as for

@@ -12,7 +12,7 @@ import { chmodSync, existsSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Channel } from '../dist/index.js';
-import { asUser, isRoot, LONE_GID, NOBODY, OTHER_UID, publicPackage, SHARED_GID, startProc, timedTests, userName } from './helpers.mjs';
+import { asUser, isRoot, LONE_GID, NOBODY, OTHER_UID, publicPackage, SHARED_GID, startProc, timedTests, userName, shmName } from './helpers.mjs';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
 /** How long one process may run before it is killed (the test then fails). */
@@ -24,12 +24,8 @@ const test = timedTests(90_000);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A fresh name, removed from /dev/shm when the test ends (whoever made it). */
-function channelName(t, tag) {
-  const name = `mmapkit-test-users-${process.pid}-${tag}-${Math.random().toString(36).slice(2, 8)}`;
-  t.after(() => rmSync(`/dev/shm/${name}`, { force: true }));
-  return name;
-}
+/** A fresh shared memory name for this test, removed from /dev/shm when it ends. */
+const channelName = (t, tag) => shmName(t, `users-${tag}`);
 
 /** The CLI as `ids` ({ uid, gid, groups }), or as this process when ids is undefined: { cmd, options }. */
 function cliAs(ids, args) {

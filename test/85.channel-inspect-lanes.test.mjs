@@ -7,12 +7,12 @@ import assert from 'node:assert/strict';
 import { chmodSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Channel, CHANNEL, SharedMemory, map, mapAnonymous } from '../dist/index.js';
-import { shmName, tempDir, throwsCode, timedTests } from './helpers.mjs';
+import { shmName, tempDir, throwsCode, timedTests, uniqueName } from './helpers.mjs';
 import { startChild } from './fixtures/channel-child.mjs';
 
 /** Every test has a time limit (awaiting a child or a stream has none of its own). */
 const test = timedTests(120_000);
-const uniq = (tag) => `mmapkit-test-ch85-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+const uniq = (tag) => uniqueName(`ch85-${tag}`);
 
 /** Anonymous shared memory sized for a channel, closed when the test ends. */
 function anon(t, options) {

@@ -357,12 +357,15 @@ export function userName(uid) {
   return line?.split(':')[0];
 }
 
+/** A fresh name for named shared memory, `mmapkit-test-TAG-PID-RANDOM` (a test that removes it itself). */
+export const uniqueName = (tag) => `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+
 /**
- * A fresh name for named shared memory (`mmapkit-test-TAG-PID-RANDOM`), removed when test `t` ends
- * (on Linux, shm_unlink(name) removes /dev/shm/name: no need to load the library here).
+ * A fresh name for named shared memory ({@link uniqueName}), removed when test `t` ends (on Linux,
+ * shm_unlink(name) removes /dev/shm/name: no need to load the library here).
  */
 export function shmName(t, tag) {
-  const name = `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const name = uniqueName(tag);
   t.after(() => rmSync(`/dev/shm/${name}`, { force: true }));
   return name;
 }
