@@ -3,10 +3,16 @@
  *
  * A mapping of a file that another process truncates is still valid, but touching a page past the new
  * end of the file raises SIGBUS, whose default action kills the process. The handler below looks the
- * faulting address up in the registry of mappings this addon made; when it lies in one, it maps an
- * anonymous zero page over the faulting page (MAP_FIXED) and marks the mapping faulted, then returns:
- * the faulting instruction runs again and reads zeros. Any other SIGBUS goes to the handler that was
+ * faulting address up in the registry of mappings this addon made; when it lies in one, it maps
+ * anonymous zero pages over what was lost (MAP_FIXED) and marks the mapping faulted, then returns: the
+ * faulting instruction runs again and reads zeros. Any other SIGBUS goes to the handler that was
  * installed before ours, or gets the default action.
+ *
+ * What was lost: a page past the end of the file takes every later page of the mapping with it, so
+ * the first such fault repairs from the faulting page to the end of the mapping, in one mapping. One
+ * repair per page made one kernel mapping (VMA) per page, two where the neighbours stayed file pages:
+ * a strided reader of a truncated 512 MiB file reached vm.max_map_count (65,530) after about 32,000
+ * pages, the next repair failed with ENOMEM and the process died of SIGBUS after all (issue 17).
  *
  * The registry is read from a signal handler, so it uses no locks and no allocation on the read side:
  * fixed-size chunks of slots, appended and never freed, each slot published with atomics.
@@ -20,7 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14; older C headers lack the name */
+#endif
 
 /* SLOT_RESERVED: unmapped by the user but its addresses are held by a PROT_NONE placeholder until the
  * garbage collector releases them (see js_reserve); the handler ignores it, teardown unmaps it. */
@@ -33,6 +44,9 @@ typedef struct slot {
   _Atomic size_t len;
   _Atomic int prot;
   _Atomic int faulted;
+  /* Start of the repaired tail [lost_from, end of the mapping): zero pages up to the end; the end of
+   * the mapping while nothing was repaired. Only ever lowered, and only after the zero pages are in. */
+  _Atomic uintptr_t lost_from;
   void* _Atomic owner;
   size_t external;          /* bytes reported to V8 for this mapping while it is live; g_reg_mu */
   struct slot* bucket_next; /* hash chain of the address index; g_reg_mu */
@@ -51,6 +65,12 @@ static struct sigaction g_previous;
  * to know when a mapping's faulted flag is worth looking up. */
 static _Atomic int32_t g_fault_count = 0;
 static uintptr_t g_page_mask;
+static size_t g_page_size;
+
+/* How the handler asks the kernel whether a page has anything behind it without touching it (a
+ * kernel access that fails returns an error instead of raising a signal). Chosen by guard_install. */
+enum { PROBE_NONE = 0, PROBE_POPULATE = 1, PROBE_VM_READV = 2 };
+static int g_probe = PROBE_NONE;
 
 static void chain_to_previous(int sig, siginfo_t* info, void* uctx) {
   if (g_previous.sa_flags & SA_SIGINFO) {
@@ -70,6 +90,103 @@ static void chain_to_previous(int sig, siginfo_t* info, void* uctx) {
   raise(sig);
 }
 
+/* Whether reading the page at `page` would raise SIGBUS now: the kernel fails its own read of it with
+ * EFAULT (MADV_POPULATE_READ, or process_vm_readv before Linux 5.14). Any other answer is "no": the
+ * page can be read, or it could not be allocated (ENOSPC from a full tmpfs), or it is poisoned
+ * (EHWPOISON), or we cannot tell. "No" only makes a repair smaller. One system call; the caller saves
+ * errno. (MADV_POPULATE_READ also reads the page in when it can be read.) */
+static bool page_is_lost(uintptr_t page) {
+  if (g_probe == PROBE_POPULATE) return madvise((void*)page, g_page_size, MADV_POPULATE_READ) != 0 && errno == EFAULT;
+  if (g_probe == PROBE_VM_READV) {
+    char byte;
+    struct iovec local = {&byte, 1}, remote = {(void*)page, 1};
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) < 0 && errno == EFAULT;
+  }
+  return false;
+}
+
+/* The first page in [from, to) that is in memory (mincore), or `to`; `from` when mincore fails. A page
+ * past the end of a file never is: when a file shrinks, the kernel drops those pages from the page
+ * cache and from every mapping, private copies included. A page in memory is data that still exists
+ * (a page of a sparse tmpfs file that was written, past a hole that could not be allocated).
+ * Measured: the first fault of a truncated 8 GiB mapping took 24 ms. The vector lives on the (signal)
+ * stack: 1 KiB. */
+static uintptr_t first_resident(uintptr_t from, uintptr_t to) {
+  unsigned char vec[1024];
+  while (from < to) {
+    size_t pages = (to - from) / g_page_size;
+    if (pages > sizeof vec) pages = sizeof vec;
+    if (mincore((void*)from, pages * g_page_size, vec) != 0) return from;
+    for (size_t i = 0; i < pages; i++)
+      if (vec[i] & 1) return from + i * g_page_size;
+    from += pages * g_page_size;
+  }
+  return to;
+}
+
+/*
+ * Repair a bus error at `page` inside the mapping of slot s: map zero pages over [page, to), where `to`
+ * is the end of what is lost. Returns whether the zero pages are in (then the access can run again).
+ *
+ * A page past the end of the file (si_code BUS_ADRERR) means every later page is past it too, so the
+ * repair goes to the end of the mapping, or down to the tail repaired before (lost_from), when the
+ * kernel agrees: the last page before lost_from is lost too, and no page between is in memory. That
+ * fails when the bus error was not about the end of the file, or when the file grew back meanwhile: a
+ * full tmpfs that could not allocate a hole (the probe says ENOSPC, not EFAULT), a poisoned page
+ * (BUS_MCEERR_*, not BUS_ADRERR); then only the faulting page is repaired, as before. Pages before the
+ * faulting one are never repaired in advance: without a descriptor of the file (mmapkit closes it once
+ * mapped) the handler cannot fstat it, and looking for its end by probing backwards would take pages
+ * that mprotect made inaccessible (their probe also fails with EFAULT) for lost ones. A reader that
+ * goes on below the repaired tail faults again, and each of those repairs reaches up to the tail and
+ * merges with it: still one mapping. Whatever the cause, [lost_from, end) holds zero pages only.
+ *
+ * Everything here is a plain system call (mmap, madvise, mincore, process_vm_readv, getpid) or a
+ * lock-free atomic: async-signal-safe on Linux.
+ */
+static bool repair(slot_t* s, uintptr_t page, int si_code) {
+  uintptr_t start = atomic_load_explicit(&s->start, memory_order_relaxed);
+  size_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
+  uintptr_t end = start + ((len + g_page_size - 1) & g_page_mask);
+  /* acquire: pairs with the release below, so the zero pages of the tail are in */
+  uintptr_t lost_from = atomic_load_explicit(&s->lost_from, memory_order_acquire);
+  uintptr_t to = page + g_page_size;
+  bool tail = false;
+  if (si_code == BUS_ADRERR && page < lost_from && lost_from <= end) {
+    if (lost_from == to) {
+      tail = true; /* the page right below the repaired tail (or the last page) */
+    } else if (page_is_lost(lost_from - g_page_size)) {
+      to = first_resident(to, lost_from);
+      tail = to == lost_from;
+      if (!tail) to = page + g_page_size;
+    }
+  }
+  /* (A page at or above lost_from was repaired by another thread while this one faulted: repair the
+   * page again, which cannot fail for want of a mapping, rather than count on it.) */
+  int prot = atomic_load_explicit(&s->prot, memory_order_relaxed);
+  int patch_prot = (prot & PROT_WRITE) ? (PROT_READ | PROT_WRITE) : PROT_READ;
+  /* MAP_FIXED replaces the file pages that have no backing any more with private zero pages, so the
+   * access can complete. MAP_NORESERVE: a lost range of many GiB is not charged as committed memory
+   * (it reads zeros, which cost nothing); every repair uses the same flags, so that adjacent repairs
+   * merge into one mapping. */
+  int flags = MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  if (mmap((void*)page, to - page, patch_prot, flags, -1, 0) == MAP_FAILED) {
+    if (to - page == g_page_size) return false;
+    tail = false; /* the range was refused (ENOMEM under strict overcommit, say): this page alone */
+    if (mmap((void*)page, g_page_size, patch_prot, flags, -1, 0) == MAP_FAILED) return false;
+  }
+  if (tail) {
+    /* release: a handler that sees the lower lost_from also sees the zero pages in place */
+    uintptr_t cur = lost_from;
+    while (page < cur && !atomic_compare_exchange_weak_explicit(&s->lost_from, &cur, page, memory_order_release,
+                                                                memory_order_relaxed)) {
+    }
+  }
+  atomic_store_explicit(&s->faulted, 1, memory_order_release);
+  /* release: a reader that sees the new count also sees the faulted flag set above */
+  atomic_fetch_add_explicit(&g_fault_count, 1, memory_order_release);
+  return true;
+}
+
 static void on_sigbus(int sig, siginfo_t* info, void* uctx) {
   int saved_errno = errno;
   /* si_code > 0 means the kernel raised it for a memory access; a SIGBUS sent with kill() is not ours. */
@@ -83,16 +200,7 @@ static void on_sigbus(int sig, siginfo_t* info, void* uctx) {
         uintptr_t start = atomic_load_explicit(&s->start, memory_order_relaxed);
         size_t len = atomic_load_explicit(&s->len, memory_order_relaxed);
         if (a < start || a - start >= len) continue;
-        int prot = atomic_load_explicit(&s->prot, memory_order_relaxed);
-        int patch_prot = (prot & PROT_WRITE) ? (PROT_READ | PROT_WRITE) : PROT_READ;
-        void* page = (void*)(a & g_page_mask);
-        /* mmap is async-signal-safe on Linux (a plain system call). MAP_FIXED replaces the file page
-         * that has no backing any more with a private zero page, so the access can complete. */
-        if (mmap(page, ~g_page_mask + 1, patch_prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) !=
-            MAP_FAILED) {
-          atomic_store_explicit(&s->faulted, 1, memory_order_release);
-          /* release: a reader that sees the new count also sees the faulted flag set above */
-          atomic_fetch_add_explicit(&g_fault_count, 1, memory_order_release);
+        if (repair(s, a & g_page_mask, info->si_code)) {
           errno = saved_errno;
           return;
         }
@@ -101,6 +209,23 @@ static void on_sigbus(int sig, siginfo_t* info, void* uctx) {
   }
   errno = saved_errno;
   chain_to_previous(sig, info, uctx);
+}
+
+/* Which probe page_is_lost can use here (once, before the handler is installed): MADV_POPULATE_READ
+ * (Linux 5.14), else process_vm_readv on ourselves (a seccomp filter may forbid it), else none (every
+ * repair is then one page, as before issue 17). */
+static int choose_probe(void) {
+  int chosen = PROBE_NONE;
+  void* p = mmap(NULL, g_page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return chosen;
+  char byte;
+  struct iovec local = {&byte, 1}, remote = {p, 1};
+  if (madvise(p, g_page_size, MADV_POPULATE_READ) == 0)
+    chosen = PROBE_POPULATE;
+  else if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == 1)
+    chosen = PROBE_VM_READV;
+  munmap(p, g_page_size);
+  return chosen;
 }
 
 int guard_install(bool again) {
@@ -118,7 +243,9 @@ int guard_install(bool again) {
     if (!((old.sa_flags & SA_SIGINFO) && old.sa_sigaction == on_sigbus)) g_previous = old;
     return 0;
   }
-  g_page_mask = ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
+  g_page_size = (size_t)sysconf(_SC_PAGESIZE);
+  g_page_mask = ~((uintptr_t)g_page_size - 1);
+  g_probe = choose_probe();
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_sigaction = on_sigbus;
@@ -235,6 +362,10 @@ int guard_register(void* addr, size_t len, int prot, void* owner, size_t externa
   atomic_store_explicit(&s->len, len, memory_order_relaxed);
   atomic_store_explicit(&s->prot, prot, memory_order_relaxed);
   atomic_store_explicit(&s->faulted, 0, memory_order_relaxed);
+  /* (not g_page_size: a mapping can be registered before the guard is installed, by a thread that runs
+   * with MMAPKIT_SIGBUS_GUARD=0 while a later one installs it) */
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  atomic_store_explicit(&s->lost_from, (uintptr_t)addr + ((len + page - 1) & ~(page - 1)), memory_order_relaxed);
   atomic_store_explicit(&s->owner, owner, memory_order_relaxed);
   s->external = external;
   size_t b = bucket_of((uintptr_t)addr, g_nbuckets);

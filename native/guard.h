@@ -1,7 +1,8 @@
 /*
  * SIGBUS guard: a registry of the mappings this addon made, and a signal handler that repairs a bus
- * error inside one of them (a page past the end of a truncated file) instead of letting it kill the
- * process. See docs/safety.md for what the user sees.
+ * error inside one of them (a page past the end of a truncated file: zero pages from there to the end
+ * of the mapping, in one kernel mapping) instead of letting it kill the process. See docs/safety.md
+ * for what the user sees.
  */
 #ifndef MMAPKIT_GUARD_H
 #define MMAPKIT_GUARD_H

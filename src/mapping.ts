@@ -17,6 +17,7 @@ import { native } from './binding.js';
 import './guard.js'; // installs the SIGBUS guard before the first mapping exists
 import { constants, pageSize } from './constants.js';
 import { closedError, invalidArgType, invalidArgValue, mmapkitError, outOfRange, systemError, type MmapkitError } from './internal/errors.js';
+import { OWNERSHIP_OPTIONS, type OwnerOption, type SharedWithOption, fileRefusal, filePolicy } from './ownership.js';
 import {
   type Int64Like,
   validateBoolean,
@@ -79,8 +80,22 @@ export interface MapOptions {
   mode?: number;
   /** Fault every page in now (`MAP_POPULATE`), so that first accesses do not wait for I/O. Default false. */
   populate?: boolean;
+  /**
+   * With `size` only: whose existing file to accept, as for `SharedMemory.open()`: `'self'` (the
+   * effective uid of this process, default), a uid, or `'any'`. With `size` the path is opened
+   * `O_NOFOLLOW` (a symbolic link there is `ELOOP`) and a file this call did not create is checked
+   * with `fstat` before it is grown or mapped: another owner is `ERR_MMAP_NOT_OWNER`.
+   */
+  owner?: OwnerOption;
+  /**
+   * With `size` only: whom besides its owner an existing file's mode may let write: `'nobody'`,
+   * `'group'` (a group of this process), `'anyone'`. Default: whom `mode` lets write (`'nobody'` for
+   * the default 0o600). Group or other write bits beyond that are `ERR_MMAP_UNSAFE_PERMISSIONS`; read
+   * bits are not looked at.
+   */
+  sharedWith?: SharedWithOption;
 }
-const MAP_OPTIONS = ['access', 'offset', 'length', 'size', 'mode', 'populate'] as const;
+const MAP_OPTIONS = ['access', 'offset', 'length', 'size', 'mode', 'populate', ...OWNERSHIP_OPTIONS] as const;
 
 /** Options of {@link mapAnonymous}. */
 export interface AnonymousOptions {
@@ -375,8 +390,15 @@ export class Mapping implements Disposable {
 
   /**
    * Whether a page of this mapping could not be read because the file under it was truncated (a bus
-   * error that the SIGBUS guard repaired with a zero page). A faulted mapping's methods throw
-   * `ERR_MMAP_FAULTED`; its views read zeros where the file is gone. Unmap it and map again.
+   * error that the SIGBUS guard repaired with zero pages, from that page to the end of the mapping).
+   * A faulted mapping's methods throw `ERR_MMAP_FAULTED`; its views read zeros where the file is gone.
+   * Unmap it and map again.
+   *
+   * It says that a lost page was touched, not that every byte read was in the file: the bytes past
+   * the new end of the file in the page that holds that end read zeros without a bus error, and do
+   * not make the mapping faulted. To know whether a range is still in the file, compare its end with
+   * the file's size (`fstatSync(fd).size`) after copying it out. (This getter does not: it costs one
+   * atomic load, and mmapkit keeps no descriptor of a mapped file.) See docs/safety.md.
    */
   get faulted(): boolean {
     if (this.#faulted || this.#region.closed) return this.#faulted;
@@ -785,9 +807,19 @@ function validateTarget(target: unknown): { path?: PathLike; fd?: number } {
  * @param pathOrFd A path (string, Buffer or file: URL), or an open file descriptor (not closed by
  *   mmapkit; the mapping stays valid after you close it).
  * @throws `ERR_MMAP_EMPTY_FILE` for an empty file without `size`; `ERR_OUT_OF_RANGE` for a zero
- *   length or a range past the end of the file; system errors (`ENOENT`, `EACCES`, ...) shaped like fs.
+ *   length or a range past the end of the file; with `size`, `ELOOP` for a symbolic link at the path,
+ *   `ERR_MMAP_NOT_OWNER` / `ERR_MMAP_UNSAFE_PERMISSIONS` for an existing file of another user or that
+ *   others may write (see `owner`, `sharedWith`); system errors (`ENOENT`, `EACCES`, ...) shaped like fs.
  */
 export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping {
+  return mapWithFix(pathOrFd, options, (accept) => `to map it all the same, pass { ${accept} }`);
+}
+
+/**
+ * @internal {@link map}, with the end of the message that refuses an existing file for its owner or
+ * mode written by the caller: `fix` gets the options that would accept it (`owner: 1001`).
+ */
+export function mapWithFix(pathOrFd: PathLike | number, options: MapOptions | undefined, fix: (accept: string) => string): Mapping {
   const target = validateTarget(pathOrFd);
   const o = validateOptions(options, 'options', MAP_OPTIONS);
   const access = o.access === undefined ? 'read' : validateOneOf(o.access, 'options.access', ACCESS);
@@ -802,6 +834,12 @@ export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping 
   if (o.mode !== undefined && (size === undefined || target.fd !== undefined)) {
     throw invalidArgValue('options.mode', o.mode, 'only applies to a file that options.size creates from a path');
   }
+  const policy = filePolicy(o, mode);
+  for (const key of OWNERSHIP_OPTIONS) {
+    if (o[key] !== undefined && (size === undefined || target.fd !== undefined)) {
+      throw invalidArgValue(`options.${key}`, o[key], 'only applies with options.size, to a file that map() may create or grow from a path (an existing file opened without size is not checked)');
+    }
+  }
 
   const path = target.path === undefined ? undefined : pathToString(target.path);
   let fd: number;
@@ -810,14 +848,10 @@ export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping 
     fd = target.fd;
   } else if (access !== 'write') {
     fd = openSync(target.path!, fsConstants.O_RDONLY); // libuv opens with O_CLOEXEC
+  } else if (size === undefined) {
+    fd = openSync(target.path!, fsConstants.O_RDWR);
   } else {
-    try {
-      fd = openSync(target.path!, fsConstants.O_RDWR);
-    } catch (err) {
-      if (size === undefined || (err as { code?: string }).code !== 'ENOENT') throw err;
-      fd = openSync(target.path!, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
-      created = true;
-    }
+    ({ fd, created } = openToGrow(target.path!, mode));
   }
   try {
     const st = fstatSync(fd, { bigint: true });
@@ -825,6 +859,12 @@ export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping 
     const regular = st.isFile();
     if (size !== undefined && !regular) {
       throw invalidArgValue('options.size', o.size, 'only applies to a regular file (a device cannot be grown)');
+    }
+    // A file this call did not create may be anyone's (another user can make the path first in a
+    // shared directory): check the file opened, by its descriptor, before it is grown or mapped.
+    if (size !== undefined && !created && target.path !== undefined) {
+      const refused = fileRefusal({ uid: Number(st.uid), gid: Number(st.gid), mode: Number(st.mode) }, policy, path!, fix);
+      if (refused !== undefined) throw refused;
     }
     // Check the whole request against the size the file will have before changing the file.
     const grow = size !== undefined && st.size < size;
@@ -885,6 +925,29 @@ export function map(pathOrFd: PathLike | number, options?: MapOptions): Mapping 
     throw err;
   } finally {
     if (target.fd === undefined) closeSync(fd);
+  }
+}
+
+/**
+ * Open a path that `map()` with `size` may create or grow: `O_RDWR | O_NOFOLLOW`, so a symbolic link at
+ * the last component is `ELOOP` (anyone can plant one in a shared directory such as /tmp), and when
+ * it is missing `O_CREAT | O_EXCL | O_NOFOLLOW` with `mode`. `created`: this call made the file, so it
+ * is ours with at most `mode`'s bits. A name that appears between the two opens is looked at again.
+ * O_NOFOLLOW covers the last component only: links in the directories of the path are followed.
+ */
+function openToGrow(path: PathLike, mode: number): { fd: number; created: boolean } {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return { fd: openSync(path, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW), created: false };
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ENOENT') throw err;
+    }
+    try {
+      return { fd: openSync(path, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, mode), created: true };
+    } catch (err) {
+      // EEXIST: something was made there since the first open (a dangling link included): look again.
+      if ((err as { code?: string }).code !== 'EEXIST' || attempt === 99) throw err;
+    }
   }
 }
 

@@ -3,6 +3,9 @@
  * it. Every user can create names in /dev/shm, so a name is no proof of who made it: another user can
  * create it first (mode 0666) and then read or forge everything that goes through it. The check runs
  * on the opened descriptor (`fstat`), never on the name, so the object checked is the object mapped.
+ * The same rules, looking at write bits only, guard a file that `map()` with `size` (and so
+ * `Channel.create(path)`, `Topic.create(path)`) may create or grow: in a sticky shared directory such
+ * as /tmp another user can create the path first.
  * @module
  */
 import { fstatSync, readFileSync } from 'node:fs';
@@ -10,8 +13,9 @@ import { invalidArgType, invalidArgValue, mmapkitError, type MmapkitError } from
 import { validateInt64, validateOneOf } from './internal/validators.js';
 
 /**
- * Whose object {@link SharedMemory.open} (and `Channel.open({ name })`) accepts: `'self'` (the
- * effective uid of this process, the default), `'any'` (any owner, on purpose), or one uid.
+ * Whose object {@link SharedMemory.open} (and `Channel.open({ name })`), or whose existing file
+ * `map()` with `size`, accepts: `'self'` (the effective uid of this process, the default), `'any'`
+ * (any owner, on purpose), or one uid.
  */
 export type OwnerOption = 'self' | 'any' | number;
 
@@ -45,17 +49,25 @@ export const OWNERSHIP_OPTIONS = ['owner', 'sharedWith'] as const;
 export interface OwnershipPolicy {
   readonly owner: number | 'any';
   readonly sharedWith: SharedWithOption;
+  /**
+   * Which group and other bits `sharedWith` is about: `'read-write'` (shared memory, the default) or
+   * `'write'` (files: a file's read bits come from its owner's umask, 0644 by default, and only its
+   * owner can set them; its write bits are what would let others forge what goes through it).
+   */
+  readonly bits?: 'read-write' | 'write';
 }
 
 /** The largest uid (Linux uids are 32 bits; 2^32 - 1 is the "no uid" value of chown). */
 const UID_MAX = 0xfffffffe;
 const GROUP_RW = 0o060;
 const OTHER_RW = 0o006;
+const GROUP_W = 0o020;
+const OTHER_W = 0o002;
 
 /** What an ownership refusal carries besides its code and message. */
 export interface OwnershipError extends MmapkitError {
   readonly code: 'ERR_MMAP_NOT_OWNER' | 'ERR_MMAP_UNSAFE_PERMISSIONS';
-  /** The shared memory name (`/name`). */
+  /** The shared memory name (`/name`), or the path of the file. */
   readonly path: string;
   /** The object's owner. */
   readonly uid: number;
@@ -97,6 +109,17 @@ export function policyForMode(mode: number): OwnershipPolicy {
   return { owner: effectiveUid(), sharedWith };
 }
 
+/**
+ * The policy of a file that `map()` with `size` may create or grow: `owner` and `sharedWith` as given
+ * (checked under `prefix`), by default this user, and whom the write bits of `mode` (the mode a new file
+ * gets) let write. Only group and other write bits are looked at (see {@link OwnershipPolicy.bits}).
+ */
+export function filePolicy(o: Partial<Record<(typeof OWNERSHIP_OPTIONS)[number], unknown>>, mode: number, prefix = 'options'): OwnershipPolicy {
+  const given = parseOwnership(o, prefix);
+  const fromMode: SharedWithOption = (mode & OTHER_W) !== 0 ? 'anyone' : (mode & GROUP_W) !== 0 ? 'group' : 'nobody';
+  return { owner: given.owner, sharedWith: o.sharedWith === undefined ? fromMode : given.sharedWith, bits: 'write' };
+}
+
 /** This process's groups: the effective gid and the supplementary groups. */
 export function ownGroups(): Set<number> {
   const groups = new Set<number>(process.getgroups?.() ?? []);
@@ -112,47 +135,108 @@ export interface ObjectIdentity {
   readonly mode: number;
 }
 
-/**
- * Why `policy` refuses an object of this identity, or undefined if it accepts it. `code` says which
- * check failed; `why` is a sentence about the object (its owner or its mode), `fix` says which option
- * accepts it.
- */
-export function ownershipVerdict(id: ObjectIdentity, policy: OwnershipPolicy): { code: OwnershipError['code']; why: string; fix: string } | undefined {
+/** Why a policy refuses an object: which check failed, what was found, and the option that accepts it. */
+export interface OwnershipVerdict {
+  readonly code: OwnershipError['code'];
+  /** A sentence about the object (its owner or its mode), following its name. */
+  readonly why: string;
+  /** The option that accepts it: `{ owner: 1001 } (or { owner: 'any' })`, `{ sharedWith: 'group' }`. */
+  readonly accept: string;
+  /** That option, as a change of the policy. */
+  readonly accepts: { readonly owner: number } | { readonly sharedWith: SharedWithOption };
+}
+
+/** Why `policy` refuses an object of this identity, or undefined if it accepts it. */
+export function ownershipVerdict(id: ObjectIdentity, policy: OwnershipPolicy): OwnershipVerdict | undefined {
   const mode = id.mode & 0o777;
   if (policy.owner !== 'any' && id.uid !== policy.owner) {
     const self = policy.owner === effectiveUid();
     return {
       code: 'ERR_MMAP_NOT_OWNER',
       why: `belongs to ${describeUser(id.uid)}, mode ${octal(mode)}, not to ${self ? "this process's user, " : ''}${describeUser(policy.owner)}: its owner can read and write everything in it`,
-      fix: `to open it all the same, pass { owner: ${id.uid} } (or { owner: 'any' })`,
+      accept: `{ owner: ${id.uid} } (or { owner: 'any' })`,
+      accepts: { owner: id.uid },
     };
   }
   if (policy.sharedWith === 'anyone') return undefined;
+  // The bits that refuse (a file's write bits, or shared memory's read and write bits); the message
+  // names every read and write bit that is set.
+  const looked = policy.bits === 'write' ? { group: GROUP_W, other: OTHER_W } : { group: GROUP_RW, other: OTHER_RW };
   const others = mode & OTHER_RW;
-  if (others !== 0) {
+  if ((mode & looked.other) !== 0) {
     return {
       code: 'ERR_MMAP_UNSAFE_PERMISSIONS',
       why: `has mode ${octal(mode)} (owner ${describeUser(id.uid)}): every user of this machine may ${rw(others, 0o004, 0o002)} it`,
-      fix: "pass { sharedWith: 'anyone' } to accept that",
+      accept: "{ sharedWith: 'anyone' }",
+      accepts: { sharedWith: 'anyone' },
     };
   }
   const group = mode & GROUP_RW;
-  if (group === 0) return undefined;
+  if ((mode & looked.group) === 0) return undefined;
   if (policy.sharedWith === 'nobody') {
     return {
       code: 'ERR_MMAP_UNSAFE_PERMISSIONS',
       why: `has mode ${octal(mode)} (owner ${describeUser(id.uid)}): the members of group ${describeGroup(id.gid)} may ${rw(group, 0o040, 0o020)} it`,
-      fix: "pass { sharedWith: 'group' } to accept that",
+      accept: "{ sharedWith: 'group' }",
+      accepts: { sharedWith: 'group' },
     };
   }
   if (!ownGroups().has(id.gid)) {
     return {
       code: 'ERR_MMAP_UNSAFE_PERMISSIONS',
       why: `has mode ${octal(mode)} (owner ${describeUser(id.uid)}): it is shared with group ${describeGroup(id.gid)}, which is not one of this process's groups`,
-      fix: "pass { sharedWith: 'anyone' } to accept that",
+      accept: "{ sharedWith: 'anyone' }",
+      accepts: { sharedWith: 'anyone' },
     };
   }
   return undefined;
+}
+
+/**
+ * The error of a refusal: `subject` names the object (`Shared memory '/jobs'`, `File '/tmp/x'`),
+ * `path` is what the error's `path` says, and `fix` turns the accepting option into the end of the
+ * message (default: "to open it all the same, pass ..." / "pass ... to accept that").
+ */
+export function ownershipError(verdict: OwnershipVerdict, subject: string, path: string, id: ObjectIdentity, fix = defaultFix('open')): OwnershipError {
+  const err = mmapkitError(verdict.code, `${subject} ${verdict.why}; ${fix(verdict)}.`);
+  Object.assign(err, { path, uid: id.uid, gid: id.gid, mode: id.mode & 0o777 });
+  return err as OwnershipError;
+}
+
+/** "to VERB it all the same, pass { owner: ... }" for an owner, "pass { sharedWith: ... } to accept that" for a mode. */
+function defaultFix(verb: string): (v: OwnershipVerdict) => string {
+  return (v) => (v.code === 'ERR_MMAP_NOT_OWNER' ? `to ${verb} it all the same, pass ${v.accept}` : `pass ${v.accept} to accept that`);
+}
+
+/**
+ * Everything `policy` would need to accept an object of this identity, as option text
+ * (`owner: 1001, sharedWith: 'anyone'`), or undefined if it accepts it already.
+ */
+export function optionsToAccept(id: ObjectIdentity, policy: OwnershipPolicy): string | undefined {
+  const parts: string[] = [];
+  let p = policy;
+  // At most one owner and one sharedWith step (group, then anyone): bounded, whatever the mode.
+  for (let v = ownershipVerdict(id, p); v !== undefined && parts.length < 3; v = ownershipVerdict(id, p)) {
+    p = { ...p, ...v.accepts };
+    if ('owner' in v.accepts) parts.push(`owner: ${v.accepts.owner}`);
+    else parts.push(`sharedWith: '${v.accepts.sharedWith}'`);
+  }
+  // 'group' then 'anyone': only the last sharedWith counts.
+  const owner = parts.filter((x) => x.startsWith('owner'));
+  const shared = parts.filter((x) => x.startsWith('sharedWith')).slice(-1);
+  return parts.length === 0 ? undefined : [...owner, ...shared].join(', ');
+}
+
+/**
+ * The refusal of a file that `map()` with `size` opened (it did not create it), or undefined if
+ * `policy` accepts it. `fix` turns the options that would accept it (`owner: 1001, sharedWith:
+ * 'anyone'`) into the end of the message.
+ */
+export function fileRefusal(id: ObjectIdentity, policy: OwnershipPolicy, path: string, fix: (options: string) => string): OwnershipError | undefined {
+  const verdict = ownershipVerdict(id, policy);
+  if (verdict === undefined) return undefined;
+  const options = optionsToAccept(id, policy) ?? verdict.accept;
+  return ownershipError(verdict, `File '${path}'`, path, id, () => fix(options));
 }
 
 /**
@@ -163,10 +247,7 @@ export function checkOwnership(fd: number, name: string, policy: OwnershipPolicy
   if (policy.owner === 'any' && policy.sharedWith === 'anyone') return;
   const st = fstatSync(fd);
   const verdict = ownershipVerdict(st, policy);
-  if (verdict === undefined) return;
-  const err = mmapkitError(verdict.code, `Shared memory '${name}' ${verdict.why}; ${verdict.fix}.`);
-  Object.assign(err, { path: name, uid: st.uid, gid: st.gid, mode: st.mode & 0o777 });
-  throw err;
+  if (verdict !== undefined) throw ownershipError(verdict, `Shared memory '${name}'`, name, st);
 }
 
 /** A mode as an octal number with a leading 0, as `ls` users read it: `0666`. */

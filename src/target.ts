@@ -4,11 +4,11 @@
  * the right to (re)initialize it, one creator at a time, never over a structure in use.
  * @module
  */
-import { statSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, constants as fsConstants } from 'node:fs';
 import { invalidArgType, invalidArgValue, mmapkitError } from './internal/errors.js';
 import { pidAlive } from './internal/liveness.js';
-import { Mapping, map, viewLocation } from './mapping.js';
-import { OWNERSHIP_OPTIONS, type OwnershipOptions } from './ownership.js';
+import { Mapping, map, mapWithFix, viewLocation } from './mapping.js';
+import { OWNERSHIP_OPTIONS, type OwnershipOptions, filePolicy, ownershipVerdict } from './ownership.js';
 import { SharedMemory } from './shm.js';
 
 const PID = process.pid;
@@ -40,7 +40,12 @@ export function resolveTarget(
   if (target instanceof SharedMemory) return { mapping: how.read ? target.mapping : checkShared(target.mapping, how.size, kind), owned: undefined };
   if (target instanceof Mapping) return { mapping: how.read ? target : checkShared(target, how.size, kind), owned: undefined };
   if (typeof target === 'string') {
-    const mapping = how.creating ? map(target, { access: 'write', size: how.size!, mode: 0o600 }) : map(target, { access: how.read ? 'read' : 'write' });
+    // Creating: map() opens the path O_NOFOLLOW and refuses a file of another user or that others may
+    // write (the same check as map() with size); a refusal says how to accept such a file on purpose.
+    const fix = (accept: string): string =>
+      `to create a ${kind.toLowerCase()} in it all the same, map it yourself and pass the Mapping: ` +
+      `${kind}.create(map(path, { access: 'write', size: ${kind}.byteLength(options), ${accept} }), options)`;
+    const mapping = how.creating ? mapWithFix(target, { access: 'write', size: how.size!, mode: 0o600 }, fix) : map(target, { access: how.read ? 'read' : 'write' });
     return { mapping, owned: mapping };
   }
   if (isNameTarget(target)) {
@@ -111,16 +116,35 @@ export function inUseError(kind: 'Channel' | 'Topic', live: readonly string[]): 
   );
 }
 
-/** create() of a path: refuse a live structure in an existing file before map() grows or changes it. */
+/**
+ * create() of a path: refuse a live structure in an existing file before map() grows or changes it.
+ * Only a file that create() would accept is looked at: a symbolic link, a file of another user or one
+ * that others may write is left to map(), which refuses it (ELOOP, ERR_MMAP_NOT_OWNER,
+ * ERR_MMAP_UNSAFE_PERMISSIONS). The look maps the file read-only, through the descriptor checked.
+ */
 export function refuseLiveFile(path: string, minSize: number, holders: (m: Mapping) => string[], inUse: (live: string[]) => Error): void {
   let st;
   try {
-    st = statSync(path);
+    st = lstatSync(path);
   } catch {
-    return; // missing (map() creates it) or unreadable (map() reports why)
+    return; // missing (map() creates it) or unreachable (map() reports why)
   }
-  if (!st.isFile() || st.size < minSize) return;
-  const m = map(path, { access: 'write' });
+  if (!st.isFile() || st.size < minSize) return; // a link or not a file (map() refuses it), or too small
+  let fd: number;
+  try {
+    // O_NONBLOCK: a FIFO swapped in since lstat must not block the open.
+    fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch {
+    return; // gone, swapped for a link, or unreadable: map() creates it or reports why
+  }
+  let m: Mapping;
+  try {
+    const now = fstatSync(fd);
+    if (!now.isFile() || now.size < minSize || ownershipVerdict(now, filePolicy({}, 0o600)) !== undefined) return;
+    m = map(fd, { access: 'read' });
+  } finally {
+    closeSync(fd);
+  }
   try {
     const live = holders(m);
     if (live.length > 0) throw inUse(live);
