@@ -18,6 +18,15 @@
  * reads as zeros there (a new file, the part of an existing one past its old end, or an existing
  * part that is zero already), so sparse files stay sparse. Everywhere else zeros are written, so the
  * result is always exactly the source's bytes.
+ *
+ * A source that another process changes during the copy: the copy has the size of the first look
+ * (fstat) and reads through mappings, so a source cut short would read as zeros past its new end (the
+ * SIGBUS guard) or as one long hole (`SEEK_DATA` fails with ENXIO past the end of a file as it does
+ * past its last data). So whenever a window faults, `SEEK_DATA` finds nothing, or a read error comes,
+ * the source is looked at again (fstat), and once more after the last window: a size or modification
+ * time that differs from the first look fails the copy. A destination left by a failed copy never looks
+ * complete: one that the copy created is removed, an existing one is truncated to 0 bytes (its old
+ * content is partly overwritten already) and the message says so.
  * @module
  */
 import {
@@ -71,8 +80,13 @@ files of any size copy (also larger than 4 GiB, the most one Buffer can hold). B
   - A progress bar is drawn on stderr when it is a terminal and the copy takes longer than a second.
 
 Only regular files can be mapped: a directory is refused as by cp without -r, and devices, pipes
-and sockets as sources are refused. If the copy fails, a DST that the copy created is removed; an
-existing DST may be left partly overwritten.
+and sockets as sources are refused. A SRC whose size or modification time changes during the copy
+(another process truncates or writes it) fails the copy: the copy would not be SRC's bytes.
+
+If the copy fails, a DST that the copy created is removed; an existing regular DST that was partly
+overwritten is truncated to 0 bytes, and the message says so: a failed copy never leaves a file that
+looks complete. (An interrupted one does: DST has the size of SRC from the start. Only exit status 0
+says that a copy is complete.)
 
 Exit codes: 0 copied, 1 failed (the reason on stderr, worded like cp's), 2 usage error.`,
   options: {
@@ -201,6 +215,8 @@ function copyFile(lib: Library, plan: Plan, options: CopyOptions): void {
 
     const out = openDestination(dest, Number(src.mode & 0o777n));
     let closed = false;
+    /** An existing regular DST whose size or content this copy has begun to change. */
+    let touched: BigIntStats | undefined;
     try {
       const dst = fstatSync(out.fd, { bigint: true });
       // Checked again on the open files: DST may have changed since it was looked at by name.
@@ -214,6 +230,8 @@ function copyFile(lib: Library, plan: Plan, options: CopyOptions): void {
           throw new Failure(`cannot set the size of ${quote(dest)} to ${size} bytes: ${reason(error)}`);
         }
       }
+      // From here on an existing DST is no longer what it was, nor a copy yet.
+      if (regular && !out.created) touched = dst;
       if (size > 0) {
         const progress = new Progress(options.progressStream, size, 'copying');
         try {
@@ -237,6 +255,7 @@ function copyFile(lib: Library, plan: Plan, options: CopyOptions): void {
           progress.finish();
         }
       }
+      checkUnchanged(sfd, src, source);
       if (options.flush && (regular || dst.isBlockDevice())) {
         try {
           fsyncSync(out.fd);
@@ -251,6 +270,8 @@ function copyFile(lib: Library, plan: Plan, options: CopyOptions): void {
         throw new Failure(`failed to close ${quote(dest)}: ${reason(error)}`);
       }
     } catch (error) {
+      // Never leave a DST that looks complete: a new one is removed, an existing one emptied.
+      const emptied = touched === undefined ? undefined : emptyDestination(closed ? undefined : out.fd, dest, touched);
       if (!closed) closeQuietly(out.fd);
       if (out.created) {
         try {
@@ -259,11 +280,53 @@ function copyFile(lib: Library, plan: Plan, options: CopyOptions): void {
           // already gone, or not ours to remove any more
         }
       }
+      if (emptied !== undefined && error instanceof Failure) throw new Failure(`${error.message}; ${emptied}`);
       throw error;
     }
   } finally {
     closeQuietly(sfd);
   }
+}
+
+/**
+ * Look at the source again after the copy: a size or modification time other than at the start means
+ * that another process changed it meanwhile (cut it short and maybe grew it back, or wrote into it),
+ * and the copy is not the source's bytes. (File times advance in clock ticks of a few milliseconds:
+ * a change within the tick of the first look, which leaves the size as it was, goes unseen.)
+ */
+function checkUnchanged(fd: number, first: BigIntStats, source: string): void {
+  let now: BigIntStats;
+  try {
+    now = fstatSync(fd, { bigint: true });
+  } catch (error) {
+    throw new Failure(`cannot stat ${quote(source)}: ${reason(error)}`);
+  }
+  if (now.size < first.size) throw new Failure(shrankMessage(source));
+  if (now.size !== first.size || now.mtimeNs !== first.mtimeNs) {
+    throw new Failure(`error reading ${quote(source)}: the file changed while it was being copied`);
+  }
+}
+
+/**
+ * Truncate an existing DST (`was`: its fstat when opened) that a failed copy has partly written to 0
+ * bytes, through `fd` while it is open, else by name if the name still leads to that file: the words
+ * to add to the error message.
+ */
+function emptyDestination(fd: number | undefined, dest: string, was: BigIntStats): string {
+  let opened: number | undefined;
+  try {
+    let target = fd;
+    if (target === undefined) {
+      target = opened = openSync(dest, fsConstants.O_WRONLY);
+      if (!sameFile(fstatSync(opened, { bigint: true }), was)) return `${quote(dest)} was only partly written (its name now leads to another file)`;
+    }
+    ftruncateSync(target, 0);
+  } catch (error) {
+    return `${quote(dest)} was only partly written, and could not be truncated: ${reason(error)}`;
+  } finally {
+    if (opened !== undefined) closeQuietly(opened);
+  }
+  return `${quote(dest)} was only partly written, and is now empty (truncated to 0 bytes)`;
 }
 
 /**
@@ -358,7 +421,7 @@ function copyContents(lib: Library, job: CopyJob): void {
     const length = Math.min(window, size - base);
     // A window that is all hole in the source, where the destination already reads zeros: nothing
     // to map, read or write (a 10 GiB sparse file would otherwise be read page by page).
-    if (job.holes && base >= job.oldSize && holeUntil(lib, sfd, base, size) >= base + length) {
+    if (job.holes && base >= job.oldSize && holeUntil(lib, job, base) >= base + length) {
       progress.update(base + length);
       continue;
     }
@@ -389,7 +452,7 @@ function copyContents(lib: Library, job: CopyJob): void {
       if (run !== -1) writeRange(job, view, base, run, length);
       // A page that could not be read (the file shrank under the mapping) reads as zeros: the copy
       // would be wrong. The SIGBUS guard tells.
-      if (mapping.faulted) throw new Failure(shrankMessage(job));
+      if (mapping.faulted) throw new Failure(shrankMessage(job.source));
     } catch (error) {
       throw translateReadError(error, job);
     } finally {
@@ -399,16 +462,34 @@ function copyContents(lib: Library, job: CopyJob): void {
 }
 
 /**
- * Where the hole of the source at `pos` ends: the next byte of data (`size` when no data follows),
+ * Where the hole of the source at `pos` ends: the next byte of data (the size when no data follows),
  * or `pos` itself when there is data at pos or the file system cannot tell (SEEK_DATA unsupported).
+ *
+ * ENXIO says "no data at or after pos": in a hole that runs to the end of the file, or past the end
+ * of a file that another process has cut short. The two look alike; the source's size tells them
+ * apart, and a source shorter than at the start fails the copy (taking the rest for a hole would make
+ * a wrong copy that looks complete).
  */
-function holeUntil(lib: Library, fd: number, pos: number, size: number): number {
+function holeUntil(lib: Library, job: CopyJob, pos: number): number {
   const { SEEK_DATA } = lib.constants;
   if (SEEK_DATA === undefined) return pos;
   try {
-    return Math.min(lib.lseek(fd, pos, SEEK_DATA), size);
+    return Math.min(lib.lseek(job.sfd, pos, SEEK_DATA), job.size);
   } catch (error) {
-    return errorCode(error) === 'ENXIO' ? size : pos; // ENXIO: no data at or after pos
+    if (errorCode(error) !== 'ENXIO') return pos; // cannot tell: map and read it
+    const now = sourceSize(job);
+    if (now === undefined) return pos; // cannot tell either: reading faults where the file has no page
+    if (now < job.size) throw new Failure(shrankMessage(job.source));
+    return job.size; // (a source grown meanwhile fails after the copy: checkUnchanged)
+  }
+}
+
+/** The size of the source now, or undefined when fstat fails. */
+function sourceSize(job: CopyJob): number | undefined {
+  try {
+    return fstatSync(job.sfd).size;
+  } catch {
+    return undefined;
   }
 }
 
@@ -429,8 +510,8 @@ function writeRange(job: CopyJob, view: Buffer, base: number, from: number, to: 
   }
 }
 
-function shrankMessage(job: CopyJob): string {
-  return `error reading ${quote(job.source)}: the file shrank while it was being copied`;
+function shrankMessage(source: string): string {
+  return `error reading ${quote(source)}: the file shrank while it was being copied`;
 }
 
 /**
@@ -439,13 +520,8 @@ function shrankMessage(job: CopyJob): string {
  */
 function translateReadError(error: unknown, job: CopyJob): Error {
   if (error instanceof Failure) return error;
-  let now: number | undefined;
-  try {
-    now = fstatSync(job.sfd).size;
-  } catch {
-    // keep the original error
-  }
-  if (now !== undefined && now < job.size) return new Failure(shrankMessage(job));
+  const now = sourceSize(job); // undefined: keep the original error
+  if (now !== undefined && now < job.size) return new Failure(shrankMessage(job.source));
   const code = errorCode(error);
   if (code !== undefined && /^E[A-Z]/.test(code)) return new Failure(`error reading ${quote(job.source)}: ${reason(error)}`);
   return error instanceof Error ? error : new Error(String(error));

@@ -326,9 +326,16 @@ function readParties(lib: Library, shm: SharedMemory): Parties {
  * its previous owner): look again until it is attached, for at most SETTLE_MS. One that never gets
  * there is a producer that died half-way (or a lane closed since, by the end of an earlier stream):
  * step back too, which is always safe (the rival stays, or the channel is found abandoned and
- * replaced); staying could let two senders write into one stream.
+ * replaced); staying could let two senders write into one stream. The look-again ends at the
+ * `--timeout` deadline too (`deadline`, or undefined): stepping back then fails the end.
  */
-async function sameRoleRival(lib: Library, shm: SharedMemory, role: 'producer' | 'consumer', channel: Channel): Promise<boolean> {
+async function sameRoleRival(
+  lib: Library,
+  shm: SharedMemory,
+  role: 'producer' | 'consumer',
+  channel: Channel,
+  deadline: number | undefined,
+): Promise<boolean> {
   if (role === 'consumer') {
     // Ours is among them (this process's pid); more than one live consumer is a rival. Then, in a
     // second look (inspect() reads one word after the other, it is no snapshot): bytes taken. In
@@ -338,7 +345,7 @@ async function sameRoleRival(lib: Library, shm: SharedMemory, role: 'producer' |
   }
   const mine = channel.lane;
   if (mine === undefined) return false;
-  const settleBy = nowMs() + SETTLE_MS;
+  const settleBy = Math.min(nowMs() + SETTLE_MS, deadline ?? Infinity);
   for (;;) {
     const producers = inspect(lib, shm).producers ?? [];
     if (producers.some((p) => p.takenBytes !== 0 || p.queuedBytes !== 0)) return true;
@@ -596,7 +603,13 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
     if (deadline !== undefined && nowMs() >= deadline + grace) throw new Failure(why());
     await sleep(deadline === undefined ? ms : Math.max(1, Math.min(ms, deadline + grace - nowMs())));
   };
-  const stepBack = (): Promise<void> => sleep(STEP_BACK_MIN_MS + Math.random() * STEP_BACK_SPREAD_MS);
+  const inUse = (): string => `${quote(name)} is still in use by another ${same} or an earlier send/recv pair (${waited()})`;
+  /**
+   * Step back after attaching (another end of this role got in too, or the channel carries a stream
+   * already), and try again after a random pause: through {@link pause}, so that a channel that makes
+   * every round step back (a peer that can write it can keep it so) ends at the deadline too.
+   */
+  const stepBack = (): Promise<void> => pause(STEP_BACK_MIN_MS + Math.random() * STEP_BACK_SPREAD_MS, inUse);
   const initializing = (): string => `${quote(name)} is still being made by another send or recv (${waited()})`;
   // Rounds in a row that did not sleep (a take-over, a name removed meanwhile): see QUICK_ROUNDS.
   let quick = 0;
@@ -629,7 +642,7 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
         }
         throw new Failure(`cannot create channel ${quote(name)}: ${reason(error)}`);
       }
-      if (!(await sameRoleRival(lib, shm, role, channel))) return new PipeEnd(lib, channel, shm, canonical, true);
+      if (!(await sameRoleRival(lib, shm, role, channel, deadline))) return new PipeEnd(lib, channel, shm, canonical, true);
       // Another end of this role joined at the same moment: step back (the channel stays), try again.
       channel.close();
       shm.close();
@@ -715,7 +728,7 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
           verdict = 'busy';
         }
         if (attached) {
-          if (!(await sameRoleRival(lib, shm, role, channel))) return new PipeEnd(lib, channel, shm, canonical, false);
+          if (!(await sameRoleRival(lib, shm, role, channel, deadline))) return new PipeEnd(lib, channel, shm, canonical, false);
           channel.close();
           shm.close();
           await stepBack();
@@ -735,7 +748,7 @@ export async function openPipe(lib: Library, { role, options, deadline }: OpenPi
     }
     // busy: an earlier pair (or another end like this one) holds the name; wait for it to be free.
     shm.close();
-    await pause(BUSY_RETRY_MS, () => `${quote(name)} is still in use by another ${same} or an earlier send/recv pair (${waited()})`);
+    await pause(BUSY_RETRY_MS, inUse);
     quick = 0;
   }
 }
