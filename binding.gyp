@@ -9,6 +9,7 @@
         "native/mapping.c",
         "native/guard.c",
         "native/futex.c",
+        "native/futex_pi.c",
         "native/shm.c",
         "native/mutex.c",
         "native/uring.c",

@@ -1,8 +1,8 @@
 /*
  * The export table, and the cleanup hooks that run when a Node environment goes away. Most exports
- * wrap one system call or pthread call (mapping.c, shm.c, fd.c, mutex.c; futexWait and futexWake in
- * futex.c), the mapping calls with the SIGBUS guard's bookkeeping around them. The others do more or
- * something else: msyncAsync runs msync on a libuv pool thread; waitAsync* hand waits to waiter
+ * wrap one system call or pthread call (mapping.c, shm.c, fd.c, mutex.c, futex_pi.c; futexWait and
+ * futexWake in futex.c), the mapping calls with the SIGBUS guard's bookkeeping around them. The others
+ * do more or something else: msyncAsync runs msync on a libuv pool thread; waitAsync* hand waits to waiter
  * threads (futex.c) and uring* queue them in an io_uring whose completions the event loop polls
  * (uring.c); view and detach make and detach ArrayBuffers over mapped memory; externalMemory and
  * mutexHeldIn read bookkeeping; guardInstall, guardInstalled, faulted, faultCounter and mappingCount
@@ -14,6 +14,7 @@
 #include "constants.h"
 #include "fd.h"
 #include "futex.h"
+#include "futex_pi.h"
 #include "guard.h"
 #include "mapping.h"
 #include "mutex.h"
@@ -79,8 +80,14 @@ static napi_value init(napi_env env, napi_value exports) {
       {"mutexLock", NULL, js_mutex_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mutexTryLock", NULL, js_mutex_trylock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mutexUnlock", NULL, js_mutex_unlock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mutexAbandon", NULL, js_mutex_abandon, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mutexHeldIn", NULL, js_mutex_held_in, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mutexConsistent", NULL, js_mutex_consistent, NULL, NULL, NULL, napi_enumerable, NULL},
+      /* The pointer-free mutex: priority-inheritance futexes (futex_pi.c) */
+      {"gettid", NULL, js_gettid, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexLockPi", NULL, js_futex_lock_pi, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexTryLockPi", NULL, js_futex_trylock_pi, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexUnlockPi", NULL, js_futex_unlock_pi, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
 

@@ -6,6 +6,7 @@ napi_value js_mutex_init(napi_env env, napi_callback_info info);
 napi_value js_mutex_lock(napi_env env, napi_callback_info info);
 napi_value js_mutex_trylock(napi_env env, napi_callback_info info);
 napi_value js_mutex_unlock(napi_env env, napi_callback_info info);
+napi_value js_mutex_abandon(napi_env env, napi_callback_info info);
 napi_value js_mutex_held_in(napi_env env, napi_callback_info info);
 napi_value js_mutex_consistent(napi_env env, napi_callback_info info);
 napi_value js_mutex_layout(napi_env env);

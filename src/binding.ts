@@ -81,11 +81,21 @@ export interface NativeBinding {
   mutexLock(addr: bigint, timeoutNs: number): Status;
   mutexTryLock(addr: bigint): Status;
   mutexUnlock(addr: bigint): Status;
+  /** Let go of a mutex this environment holds that glibc will not unlock (see native/mutex.c). */
+  mutexAbandon(addr: bigint): Status;
   mutexConsistent(addr: bigint): Status;
   /** How many mutexes inside [addr, addr+length) this environment (thread) holds. */
   mutexHeldIn(addr: bigint, length: number): number;
-  /** sizeof/alignof pthread_mutex_t and the offset of its futex word (-1 when unknown). */
-  readonly mutexLayout: { readonly size: number; readonly align: number; readonly lockWordOffset: number };
+  /** sizeof/alignof pthread_mutex_t, the offsets of its futex word and its type, and the type mutexInit gives it (-1 when unknown). */
+  readonly mutexLayout: { readonly size: number; readonly align: number; readonly lockWordOffset: number; readonly kindOffset: number; readonly kind: number };
+  /** This thread's id (gettid), as the kernel writes it into PI futex words. */
+  gettid(): number;
+  /** FUTEX_LOCK_PI2 (FUTEX_LOCK_PI before Linux 5.14) on a shared word; timeoutNs < 0 waits forever. */
+  futexLockPi(addr: number, timeoutNs: number): Status;
+  /** FUTEX_TRYLOCK_PI: 0, or -EAGAIN when a live thread holds it, -ESRCH when its owner is gone. */
+  futexTryLockPi(addr: number): Status;
+  /** FUTEX_UNLOCK_PI: hands the lock to the first waiter in the kernel, or frees it. */
+  futexUnlockPi(addr: number): Status;
   /** Install the SIGBUS handler (again: put it back after something replaced it). */
   guardInstall(again: boolean): Status;
   guardInstalled(): boolean;

@@ -16,7 +16,10 @@ export const HEADER = Object.freeze({
   HEADER_SIZE: 6,
   /** u32: total size of the structure in bytes. */
   TOTAL_SIZE: 8,
-  /** u32: state flags of the structure (Mutex: bit 0 = not recoverable). */
+  /**
+   * u32: state flags of the structure (Mutex: bit 0 = not recoverable; a 'futex' Mutex: bit 1 = an owner
+   * died and the next one has not called markConsistent() yet).
+   */
   FLAGS: 12,
   /** Size of the common header. */
   SIZE: 16,

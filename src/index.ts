@@ -33,7 +33,7 @@ export {
   type StdioArray,
 } from './shm.js';
 export { type OwnershipOptions, type OwnerOption, type SharedWithOption, type OwnershipError } from './ownership.js';
-export { Mutex, Semaphore, Event, type LockResult, type SyncTarget } from './sync.js';
+export { Mutex, Semaphore, Event, type LockResult, type MutexKind, type MutexOptions, type SyncTarget } from './sync.js';
 export { HEADER } from './header.js';
 export {
   Channel,

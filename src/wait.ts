@@ -121,7 +121,11 @@ function validateValue(value: unknown, name: string): number {
   return value | 0;
 }
 
-/** Milliseconds (undefined or Infinity: forever) to nanoseconds for the addon (-1: forever). */
+/**
+ * Milliseconds (undefined, Infinity, or too many to express: forever) to nanoseconds for the addon
+ * (-1: forever). A finite result is at most 2^53 ns (validateTimeoutMs), which deadlines (BigInt) and
+ * the addon's 64-bit nanoseconds take as they are.
+ */
 function validateTimeout(timeout: unknown, name = 'timeout'): number {
   const ms = validateTimeoutMs(timeout, name);
   return ms === Infinity ? -1 : Math.round(ms * 1e6);

@@ -1,35 +1,29 @@
 // Mutex (robust), Semaphore and Event in shared memory, across real processes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Event, Mutex, Semaphore, SharedMemory, map, mapAnonymous, HEADER } from '../dist/index.js';
-import { cannotEmulate, tempDir, throwsCode, xorshift } from './helpers.mjs';
+import { assertOk, cannotEmulate, distUrl, startNode, tempDir, throwsCode, xorshift } from './helpers.mjs';
 
 const CHILD = new URL('./fixtures/sync-child.mjs', import.meta.url).pathname;
+/** The two kinds of Mutex: each mutex test runs with both ('futex' is the default). */
+const KINDS = ['futex', 'pthread'];
 const uniq = (tag) => `mmapkit-test-${tag}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 
-function start(args, options) {
-  const child = spawn(process.execPath, [CHILD, ...args], options);
-  let out = '';
-  child.stdout?.on('data', (d) => (out += d));
-  child.stderr?.on('data', (d) => (out += d));
-  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => { clearTimeout(killer); resolve({ code, signal, out }); }));
-  return { child, exited, output: () => out };
-}
+/** Start sync-child.mjs with the tests' child harness (startProc), killed after 60 s and when the test ends. */
+const start = (t, args, spawnOptions) => startNode([CHILD, ...args], args[0], { t, spawnOptions });
 
 
-test('a mutex makes a non-atomic counter exact across three processes', async (t) => {
+for (const kind of KINDS) test(`a ${kind} mutex makes a non-atomic counter exact across three processes`, async (t) => {
   const name = uniq('counter');
   t.after(() => { try { SharedMemory.unlink(name); } catch {} });
   const shm = SharedMemory.create(name, 4096);
-  const mx = Mutex.create(shm, 0);
+  const mx = Mutex.create(shm, 0, { kind });
   const go = Event.create(shm, 64);
   const counter = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset + 128, 1);
   const iterations = 20_000;
-  const kids = [start(['counter', name, String(iterations)], { stdio: ['ignore', 'pipe', 'pipe'] }), start(['counter', name, String(iterations)], { stdio: ['ignore', 'pipe', 'pipe'] })];
+  const kids = [start(t, ['counter', name, String(iterations)], { stdio: ['ignore', 'pipe', 'pipe'] }), start(t, ['counter', name, String(iterations)], { stdio: ['ignore', 'pipe', 'pipe'] })];
   go.set();
   for (let i = 0; i < iterations; i++) {
     // half blocking, half async, to exercise both paths against the children
@@ -40,20 +34,20 @@ test('a mutex makes a non-atomic counter exact across three processes', async (t
     mx.unlock();
   }
   for (const k of kids) {
-    const r = await k.exited;
-    assert.equal(r.code, 0, r.out);
+    const r = await k.done;
+    assert.equal(r.status, 0, r.stderr);
   }
   assert.equal(counter[0], 3 * iterations);
   shm.close();
 });
 
-for (const how of ['lock', 'lockAsync', 'tryLock']) {
-  test(`robust mutex: the owner is killed with SIGKILL while holding it; ${how} gets 'owner-died'`, async (t) => {
+for (const kind of KINDS) for (const how of ['lock', 'lockAsync', 'tryLock']) {
+  test(`robust ${kind} mutex: the owner is killed with SIGKILL while holding it; ${how} gets 'owner-died'`, async (t) => {
     if (cannotEmulate(t, 'robust futexes (set_robust_list): a dead owner\'s mutex is never marked')) return;
     const shm = SharedMemory.anonymous(4096);
-    const mx = Mutex.create(shm, 0);
+    const mx = Mutex.create(shm, 0, { kind });
     const held = Event.create(shm, 64);
-    const k = start(['hold-lock'], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+    const k = start(t, ['hold-lock'], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
     assert.equal(await held.waitAsync(10_000), true, k.output());
     assert.equal(mx.tryLock(), 'busy');
     await assert.rejects(mx.lockAsync(50), { code: 'ERR_MMAP_LOCK_TIMEOUT' });
@@ -65,7 +59,7 @@ for (const how of ['lock', 'lockAsync', 'tryLock']) {
       result = await p;
     } else {
       k.child.kill('SIGKILL');
-      await k.exited;
+      await k.done;
       result = how === 'lock' ? mx.lock(10_000) : mx.tryLock();
     }
     assert.equal(result, 'owner-died');
@@ -75,21 +69,21 @@ for (const how of ['lock', 'lockAsync', 'tryLock']) {
     mx.unlock();
     assert.equal(mx.lock(1000), 'acquired', 'consistent again');
     mx.unlock();
-    const r = await k.exited;
+    const r = await k.done;
     assert.equal(r.signal, 'SIGKILL');
     shm.close();
   });
 }
 
-test("robust mutex: unlocking after 'owner-died' without markConsistent makes it unusable, as in POSIX", async (t) => {
+for (const kind of KINDS) test(`robust ${kind} mutex: unlocking after 'owner-died' without markConsistent makes it unusable, as in POSIX`, async (t) => {
   if (cannotEmulate(t, 'robust futexes (set_robust_list)')) return;
   const shm = SharedMemory.anonymous(4096);
-  const mx = Mutex.create(shm, 0);
+  const mx = Mutex.create(shm, 0, { kind });
   const held = Event.create(shm, 64);
-  const k = start(['hold-lock'], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+  const k = start(t, ['hold-lock'], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
   assert.equal(await held.waitAsync(10_000), true, k.output());
   k.child.kill('SIGKILL');
-  await k.exited;
+  await k.done;
   assert.equal(mx.lock(5000), 'owner-died');
   mx.unlock();
   throwsCode(() => mx.lock(100), 'ERR_MMAP_LOCK_NOT_RECOVERABLE', 'MmapkitError');
@@ -98,9 +92,9 @@ test("robust mutex: unlocking after 'owner-died' without markConsistent makes it
   shm.close();
 });
 
-test('mutex: owner checks, relock, and async waiters queue up in one thread', async () => {
+for (const kind of KINDS) test(`${kind} mutex: owner checks, relock, and async waiters queue up in one thread`, async () => {
   const shm = SharedMemory.anonymous(4096);
-  const mx = Mutex.create(shm, 0);
+  const mx = Mutex.create(shm, 0, { kind });
   throwsCode(() => mx.unlock(), 'ERR_MMAP_LOCK_NOT_OWNER', 'MmapkitError');
   assert.equal(mx.lock(), 'acquired');
   throwsCode(() => mx.lock(), 'ERR_MMAP_LOCK_DEADLOCK', 'MmapkitError');
@@ -122,12 +116,12 @@ test('mutex: owner checks, relock, and async waiters queue up in one thread', as
   shm.close();
 });
 
-test('semaphore: a producer process posts, we consume every item in order', async () => {
+test('semaphore: a producer process posts, we consume every item in order', async (t) => {
   const count = 500;
   const shm = SharedMemory.anonymous(4096);
   const sem = Semaphore.create(shm, 0, 0);
   const slots = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset + 64, count);
-  const k = start(['sem-producer', String(count)], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+  const k = start(t, ['sem-producer', String(count)], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
   const seq = xorshift(7);
   for (let i = 0; i < count; i++) {
     const ok = i % 2 === 0 ? sem.wait(10_000) : await sem.waitAsync(10_000);
@@ -135,7 +129,7 @@ test('semaphore: a producer process posts, we consume every item in order', asyn
     assert.equal(slots[i], seq.next().value, `item ${i}`);
   }
   assert.equal(sem.tryWait(), false);
-  assert.equal((await k.exited).code, 0);
+  assert.equal((await k.done).status, 0);
   shm.close();
 });
 
@@ -160,7 +154,7 @@ test('semaphore: counts, timeouts, post(n)', async () => {
   shm.close();
 });
 
-test('event: one-shot across processes and resettable', async () => {
+test('event: one-shot across processes and resettable', async (t) => {
   const shm = SharedMemory.anonymous(4096);
   const ev = Event.create(shm, 0);
   assert.equal(ev.isSet, false);
@@ -177,10 +171,10 @@ test('event: one-shot across processes and resettable', async () => {
   const shm2 = SharedMemory.anonymous(4096);
   Mutex.create(shm2, 0);
   const remote = Event.create(shm2, 64);
-  const k = start(['hold-lock'], shm2.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
+  const k = start(t, ['hold-lock'], shm2.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
   assert.equal(remote.wait(10_000), true, k.output());
   k.child.kill('SIGKILL');
-  await k.exited;
+  await k.done;
   shm.close();
   shm2.close();
 });
@@ -194,11 +188,16 @@ test('headers are checked on attach', () => {
   shm.buffer.writeUInt16LE(99, HEADER.VERSION);
   throwsCode(() => Semaphore.attach(shm, 0), 'ERR_MMAP_BAD_HEADER', 'MmapkitError');
   assert.throws(() => Semaphore.attach(shm, 0), /version 99/);
-  const m = Mutex.create(shm, 64);
-  assert.equal(shm.buffer.toString('latin1', 64, 68), 'MKMX');
-  assert.equal(shm.buffer.readUInt32LE(64 + HEADER.TOTAL_SIZE), Mutex.byteLength);
-  assert.equal(Mutex.attach(shm.buffer.subarray(64)).tryLock(), 'acquired');
-  m.unlock();
+  for (const [kind, magic] of [['futex', 'MKFX'], ['pthread', 'MKMX']]) {
+    const m = Mutex.create(shm, 64, { kind });
+    assert.equal(shm.buffer.toString('latin1', 64, 68), magic);
+    assert.equal(shm.buffer.readUInt32LE(64 + HEADER.TOTAL_SIZE), Mutex.byteLengthOf(kind));
+    assert.ok(Mutex.byteLengthOf(kind) <= Mutex.byteLength);
+    const again = Mutex.attach(shm.buffer.subarray(64));
+    assert.equal(again.kind, kind);
+    assert.equal(again.tryLock(), 'acquired');
+    m.unlock();
+  }
   assert.equal(Semaphore.create(shm, 128) && shm.buffer.toString('latin1', 128, 132), 'MKSM');
   assert.equal(Event.create(shm, 160) && shm.buffer.toString('latin1', 160, 164), 'MKEV');
   shm.close();
@@ -246,12 +245,11 @@ test('bad input and closed memory', async (t) => {
   for (const p of [mx.lockAsync(), sem.waitAsync(), ev.waitAsync()]) await assert.rejects(p, { code: 'ERR_MMAP_CLOSED' });
 });
 
-test("robust mutex: a worker that ends holding the lock, and a process that exits normally holding it, both leave 'owner-died'", async (t) => {
+for (const kind of KINDS) test(`robust ${kind} mutex: a worker that ends holding the lock, and a process that exits normally holding it, both leave 'owner-died'`, async (t) => {
   if (cannotEmulate(t, 'robust futexes (set_robust_list)')) return;
   const { Worker } = await import('node:worker_threads');
-  const { distUrl } = await import('./helpers.mjs');
   const shm = SharedMemory.anonymous(4096);
-  const mx = Mutex.create(shm, 0);
+  const mx = Mutex.create(shm, 0, { kind });
   const code = `
     const { parentPort, workerData } = require('node:worker_threads');
     import(workerData.dist).then(({ SharedMemory, Mutex }) => {
@@ -279,28 +277,23 @@ test("robust mutex: a worker that ends holding the lock, and a process that exit
   mx.markConsistent();
   mx.unlock();
   // A child process whose event loop simply ends while it holds the lock.
-  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+  const child = startNode(['--input-type=module', '-e', `
     import { SharedMemory, Mutex } from ${JSON.stringify(distUrl)};
     const shm = SharedMemory.inherited();
     console.log(Mutex.attach(shm, 0).lock(5000));
-  `], shm.childOptions({ stdio: ['ignore', 'pipe', 'inherit'] }));
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-  assert.equal(await new Promise((resolve) => child.on('exit', resolve)), 0);
-  clearTimeout(timer);
-  assert.equal(out.trim(), 'acquired');
+  `], 'a child that exits holding the lock', { t, timeout: 20_000, spawnOptions: shm.childOptions() });
+  assertOk(await child.done, /^acquired$/);
   assert.equal(await mx.lockAsync(5000), 'owner-died');
   mx.markConsistent();
   mx.unlock();
   shm.close();
 });
 
-test('memory holding a locked Mutex is not unmapped under it (glibc would crash the next lock)', async () => {
+test("memory holding a locked 'pthread' Mutex is not unmapped under it (glibc would crash the next lock)", async () => {
   const a = SharedMemory.anonymous(4096);
   const b = SharedMemory.anonymous(4096);
-  const ma = Mutex.create(a, 0);
-  const mb = Mutex.create(b, 0);
+  const ma = Mutex.create(a, 0, { kind: 'pthread' });
+  const mb = Mutex.create(b, 0, { kind: 'pthread' });
   ma.lock();
   throwsCode(() => a.close(), 'ERR_MMAP_BUSY', 'MmapkitError');
   throwsCode(() => a.mapping.unmap(), 'ERR_MMAP_BUSY', 'MmapkitError');
@@ -314,15 +307,15 @@ test('memory holding a locked Mutex is not unmapped under it (glibc would crash 
   b.close();
   // Dropped while locked: the garbage collector must leave that memory mapped.
   const r = (await import('./helpers.mjs')).runNode(`
-    import { SharedMemory, Mutex } from ${JSON.stringify((await import('./helpers.mjs')).distUrl)};
+    import { SharedMemory, Mutex } from ${JSON.stringify(distUrl)};
     import { readFileSync } from 'node:fs';
     const mapped = () => readFileSync('/proc/self/maps', 'utf8').split('\\n').filter((l) => l.includes('memfd:')).length;
     const settle = async () => { for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); } };
-    (() => { Mutex.create(SharedMemory.anonymous(4096)).lock(); })();
-    (() => { Mutex.create(SharedMemory.anonymous(4096)).lock(); Mutex.create(SharedMemory.anonymous(4096)); })();
+    (() => { Mutex.create(SharedMemory.anonymous(4096), 0, { kind: 'pthread' }).lock(); })();
+    (() => { Mutex.create(SharedMemory.anonymous(4096), 0, { kind: 'pthread' }).lock(); Mutex.create(SharedMemory.anonymous(4096), 0, { kind: 'pthread' }); })();
     await settle();
     const kept = mapped();
-    const other = Mutex.create(SharedMemory.anonymous(4096));
+    const other = Mutex.create(SharedMemory.anonymous(4096), 0, { kind: 'pthread' });
     console.log(JSON.stringify({ kept, lock: other.lock() }));
   `, { nodeArgs: ['--expose-gc'] });
   assert.equal(r.signal, null, `killed by ${r.signal}`);
@@ -362,20 +355,18 @@ test('an abort that lands together with a wake-up passes the wake-up on (semapho
   shm.close();
 });
 
-test('protect() while lockAsync or waitAsync sleeps: they fail cleanly instead of writing read-only memory', async () => {
+test('protect() while lockAsync or waitAsync sleeps: they fail cleanly instead of writing read-only memory', async (t) => {
   const shm = SharedMemory.anonymous(4096);
   const mx = Mutex.create(shm, 0);
   const sem = Semaphore.create(shm, 64);
-  const child = spawn(process.execPath, ['--input-type=module', '-e', `
-    import { SharedMemory, Mutex } from ${JSON.stringify((await import('./helpers.mjs')).distUrl)};
+  const child = startNode(['--input-type=module', '-e', `
+    import { SharedMemory, Mutex } from ${JSON.stringify(distUrl)};
     const shm = SharedMemory.inherited();
     const mx = Mutex.attach(shm, 0);
     mx.lock(5000); process.stdout.write('locked\\n');
     setTimeout(() => { mx.unlock(); process.stdout.write('unlocked\\n'); }, 300);
-  `], shm.childOptions({ stdio: ['ignore', 'pipe', 'inherit'] }));
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  while (!out.includes('locked')) await new Promise((r) => setTimeout(r, 5));
+  `], 'a child holding the lock for 300 ms', { t, timeout: 20_000, spawnOptions: shm.childOptions() });
+  await child.line(/^locked$/);
   const p = mx.lockAsync(5000);
   const q = sem.waitAsync(5000);
   await new Promise((r) => setTimeout(r, 20));
@@ -385,6 +376,6 @@ test('protect() while lockAsync or waitAsync sleeps: they fail cleanly instead o
   shm.mapping.protect('write');
   Semaphore.attach(shm, 64).post();
   await assert.rejects(q, { code: 'ERR_MMAP_NOT_ACCESSIBLE' });
-  await new Promise((r) => child.on('exit', r));
+  assertOk(await child.done, /unlocked$/);
   shm.close();
 });

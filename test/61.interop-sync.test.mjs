@@ -1,15 +1,16 @@
 // Interop of the synchronization structures with a real C program: test/fixtures/sync-peer.c, compiled
 // here with cc, knows nothing of mmapkit but docs/layout.md. Node creates named POSIX shared memory with
-// a Mutex, an Event, a Semaphore and plain futex words in it; the C peer opens it with shm_open + mmap
-// (MAP_SHARED), checks the headers, and then locks the mutex with pthread_mutex_lock, waits and wakes with
-// syscall(SYS_futex) and C11 atomics, following the protocols of the layout document. If these tests
+// a Mutex of each kind, an Event, a Semaphore and plain futex words in it; the C peer opens it with
+// shm_open + mmap (MAP_SHARED), checks the headers, and then locks the 'pthread' mutex with
+// pthread_mutex_lock and the 'futex' one by its protocol (compare-and-swap, FUTEX_LOCK_PI), waits and
+// wakes with syscall(SYS_futex) and C11 atomics, following the protocols of the layout document. If these tests
 // pass, the tables in docs/layout.md are the whole contract.
 //
 // Where things are (bytes from the start of the shared memory) is LAYOUT below; the C peer gets it on
 // its command line. Every child process has a timeout, and every wait in the C peer has one too (exit 3).
 import { before, after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -33,23 +34,28 @@ const FUTEX_WAITERS = 0x80000000;
 const FUTEX_TID_MASK = 0x3fffffff;
 
 /**
- * Where everything is. The Event right after the Mutex (an 8-byte boundary that is not a 16-byte one
- * where Mutex.byteLength is 56), the Semaphore right after it, then plain words: turn and data for the
- * ping-pong, the counter the mutex protects, and `ready`, which each peer increments (with FUTEX_WAKE)
- * once it is about to wait. Then text (what a lock owner wrote) and the semaphore's item slots.
+ * Where everything is. The 'pthread' Mutex first, the Event right after it (an 8-byte boundary that is
+ * not a 16-byte one where its byteLength is 56), the Semaphore right after that, then the 'futex'
+ * Mutex, then plain words: turn and data for the ping-pong, the counter the mutexes protect, and
+ * `ready`, which each peer increments (with FUTEX_WAKE) once it is about to wait. Then text (what a
+ * lock owner wrote) and the semaphore's item slots.
  */
 const LAYOUT = (() => {
   const mutex = 0;
-  const event = mutex + Mutex.byteLength;
+  const event = mutex + Mutex.byteLengthOf('pthread');
   const sem = event + Event.byteLength;
-  const turn = sem + Semaphore.byteLength;
-  return Object.freeze({ mutex, event, sem, turn, data: turn + 4, counter: turn + 8, ready: turn + 12, text: turn + 16, slots: turn + 16 + TEXT_LEN });
+  const fmutex = sem + Semaphore.byteLength;
+  const turn = fmutex + Mutex.byteLengthOf('futex');
+  return Object.freeze({ mutex, event, sem, fmutex, turn, data: turn + 4, counter: turn + 8, ready: turn + 12, text: turn + 16, slots: turn + 16 + TEXT_LEN });
 })();
 const LAYOUT_ARG = Object.entries(LAYOUT).map(([k, v]) => `${k}=${v}`).join(',');
 /** Int32Array indexes of the words. */
 const I = Object.freeze({
   lock: (LAYOUT.mutex + HEADER.SIZE) / 4, // the glibc mutex's first word: the robust futex word
   mutexFlags: (LAYOUT.mutex + HEADER.FLAGS) / 4,
+  flock: (LAYOUT.fmutex + HEADER.SIZE) / 4, // the 'futex' mutex's PI futex word
+  fmutexFlags: (LAYOUT.fmutex + HEADER.FLAGS) / 4,
+  fsleeping: (LAYOUT.fmutex + HEADER.SIZE + 12) / 4, // its flag: an async locker may be asleep
   evState: (LAYOUT.event + 16) / 4,
   evSleepers: (LAYOUT.event + 20) / 4,
   semValue: (LAYOUT.sem + 16) / 4,
@@ -75,21 +81,51 @@ const PROMPT_MS = WAIT_MS / 2;
 
 const HAVE_CC = have('cc');
 
+/**
+ * The two kinds of Mutex as the tests use them: where it is (LAYOUT key), the C peer's name for a mode
+ * on it, how the C peer locks it, its lock word and FLAGS (I indexes), and how to tell that Node's
+ * lockAsync() waits (glibc's protocol sets FUTEX_WAITERS in the lock word; the futex kind counts
+ * raises its SLEEPING flag).
+ */
+const KINDS = {
+  pthread: { at: 'mutex', mode: (m) => m, how: 'pthread_mutex_lock', lock: I.lock, flags: I.mutexFlags, asyncWaits: (i32) => (Atomics.load(i32, I.lock) & FUTEX_WAITERS) !== 0 },
+  futex: { at: 'fmutex', mode: (m) => `f${m}`, how: 'compare-and-swap, FUTEX_LOCK_PI', lock: I.flock, flags: I.fmutexFlags, asyncWaits: (i32) => Atomics.load(i32, I.fsleeping) === 1 },
+};
+
+/**
+ * Wait until the peers sleep in the kernel on a lock: FUTEX_WAIT (wchan futex_*) or FUTEX_LOCK_PI
+ * (rt_mutex_*). Where /proc/PID/wchan tells nothing, pause 50 ms instead.
+ */
+async function asleepOnLock(peers, what) {
+  const wchan = (pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/wchan`, 'latin1');
+    } catch {
+      return '';
+    }
+  };
+  if (!/^[a-z_]/.test(wchan('self'))) {
+    await sleep(50);
+    return;
+  }
+  await until(() => peers.every((p) => /futex|rt_mutex/.test(wchan(p.child.pid))), peers, what, WAIT_MS);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child processes: the C peer and a second Node process. Every spawn has a timeout (SIGKILL).
 
 /**
  * The second Node process: `counter <n>` (lock/lockAsync around a plain increment, like the parent) and
- * `hold <text>` (lock, write text, set the event, wait to be killed).
+ * `hold <text>` (lock, write text, set the event, wait to be killed), on the mutex at L[which].
  */
 const NODE_CHILD = `
 import { Event, Mutex, SharedMemory, notify } from ${JSON.stringify(DIST)};
 import { setTimeout as sleep } from 'node:timers/promises';
-const [mode, name, layout, arg] = process.argv.slice(1);
+const [mode, name, layout, arg, which] = process.argv.slice(1);
 const L = JSON.parse(layout);
 const fail = (msg) => { console.error('node child ' + mode + ': ' + msg); process.exit(1); };
 const shm = SharedMemory.open(name);
-const mx = Mutex.attach(shm, L.mutex);
+const mx = Mutex.attach(shm, L[which]); // attach() tells the kind by the magic
 const ev = Event.attach(shm, L.event);
 const i32 = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, shm.size >> 2);
 if (mode === 'counter') {
@@ -143,10 +179,12 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
       await Promise.all(procs.map((p) => p.done.catch(() => {})));
       // A failed test may have left the mutex locked by this thread. Unlock before unmapping: glibc keeps
       // a locked robust mutex on the thread's robust list, and the next lock of any robust mutex would
-      // write into the unmapped list node (SIGSEGV).
-      try {
-        s.mx.unlock();
-      } catch {}
+      // write into the unmapped list node (SIGSEGV). (The 'futex' kind has no such list.)
+      for (const mx of [s.mx, s.fx]) {
+        try {
+          mx.unlock();
+        } catch {}
+      }
       shm.close();
       try {
         SharedMemory.unlink(name);
@@ -157,7 +195,10 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
       shm,
       buf: shm.buffer,
       i32: new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, SHM_SIZE / 4),
-      mx: Mutex.create(shm, LAYOUT.mutex),
+      mx: Mutex.create(shm, LAYOUT.mutex, { kind: 'pthread' }),
+      fx: Mutex.create(shm, LAYOUT.fmutex, { kind: 'futex' }),
+      /** The Mutex of `kind`. */
+      mutex: (kind) => (kind === 'futex' ? s.fx : s.mx),
       ev: Event.create(shm, LAYOUT.event),
       sem: Semaphore.create(shm, LAYOUT.sem),
       /** Start the C peer: sync-peer <mode> <name> <layout> [args]. */
@@ -166,9 +207,9 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
         procs.push(p);
         return p;
       },
-      /** Start the second Node process (NODE_CHILD). */
-      nodeChild(mode, arg) {
-        const p = startProc([process.execPath, '--input-type=module', '-e', NODE_CHILD, mode, name, JSON.stringify(LAYOUT), arg], `node child ${mode}`, {
+      /** Start the second Node process (NODE_CHILD) on the Mutex of `kind`. */
+      nodeChild(mode, arg, kind = 'pthread') {
+        const p = startProc([process.execPath, '--input-type=module', '-e', NODE_CHILD, mode, name, JSON.stringify(LAYOUT), arg, KINDS[kind].at], `node child ${mode}`, {
           timeout: PEER_TIMEOUT_MS,
         });
         procs.push(p);
@@ -179,7 +220,7 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
         shm.buffer.fill(0, LAYOUT.text, LAYOUT.text + TEXT_LEN);
         shm.buffer.write(str, LAYOUT.text, 'latin1');
       },
-      lockWord: () => Atomics.load(s.i32, I.lock) >>> 0,
+      lockWord: (kind = 'pthread') => Atomics.load(s.i32, KINDS[kind].lock) >>> 0,
       /** Wait (waitAsync on the `ready` word, which the peers FUTEX_WAKE) until n peers are ready. */
       async ready(n, peers) {
         const deadline = Date.now() + WAIT_MS;
@@ -201,19 +242,22 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
     const s = setup(t);
     const m = assertOk(
       await s.peer('check').done,
-      /^ok headers mutex@(\d+) event@(\d+) semaphore@(\d+) sizeof\(pthread_mutex_t\)=(\d+) mutex-size=(\d+) mutex-flags=(\d+)$/,
+      /^ok headers mutex@(\d+) event@(\d+) semaphore@(\d+) sizeof\(pthread_mutex_t\)=(\d+) mutex-size=(\d+) mutex-flags=(\d+) fmutex@(\d+) fmutex-flags=(\d+)$/,
     );
     assert.deepEqual(m.slice(1, 4).map(Number), [LAYOUT.mutex, LAYOUT.event, LAYOUT.sem]);
-    const [sizeofMutex, mutexSize, flags] = m.slice(4).map(Number);
-    assert.equal(mutexSize, Mutex.byteLength, `C: roundup8(16 + sizeof(pthread_mutex_t) = ${sizeofMutex}) vs Mutex.byteLength`);
-    assert.equal(flags, 0);
+    const [sizeofMutex, mutexSize, flags, fmutexAt, fflags] = m.slice(4).map(Number);
+    assert.equal(mutexSize, Mutex.byteLengthOf('pthread'), `C: roundup8(16 + sizeof(pthread_mutex_t) = ${sizeofMutex}) vs Mutex.byteLengthOf('pthread')`);
+    assert.equal(Mutex.byteLength, Math.max(mutexSize, Mutex.byteLengthOf('futex')), 'Mutex.byteLength fits either kind');
+    assert.equal(fmutexAt, LAYOUT.fmutex);
+    assert.deepEqual([flags, fflags], [0, 0]);
   });
 
   test('the C peer rejects a wrong magic, version, header size or total size and names the offset', async (t) => {
     const s = setup(t);
     const { buf } = s;
     const structures = [
-      ['Mutex', LAYOUT.mutex, 0x584d4b4d, Mutex.byteLength],
+      ['Mutex', LAYOUT.mutex, 0x584d4b4d, Mutex.byteLengthOf('pthread')],
+      ['futex Mutex', LAYOUT.fmutex, 0x58464b4d, Mutex.byteLengthOf('futex')],
       ['Event', LAYOUT.event, 0x56454b4d, Event.byteLength],
       ['Semaphore', LAYOUT.sem, 0x4d534b4d, Semaphore.byteLength],
     ];
@@ -260,131 +304,146 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
 
   // ------------------------------------------------------------------------------------- Mutex
 
-  test('Mutex: a C peer (pthread_mutex_lock) and two Node processes (lock and lockAsync) keep a plain counter exact', async (t) => {
-    const s = setup(t);
-    const n = 20_000;
-    const c = s.peer('counter', n);
-    const k = s.nodeChild('counter', n);
-    await s.ready(2, [c, k]);
-    s.ev.set(); // go
-    let held = 0;
-    for (let i = 0; i < n; i++) {
-      if (s.lockWord() !== 0) held++;
-      const r = i % 2 === 0 ? s.mx.lock(WAIT_MS) : await s.mx.lockAsync(WAIT_MS);
-      assert.equal(r, 'acquired', `iteration ${i}`);
-      const v = s.i32[I.counter];
-      if (i % 500 === 499) await sleep(1); // hold it: the others must sleep
-      s.i32[I.counter] = v + 1;
-      s.mx.unlock();
-    }
-    const [rc, rk] = await Promise.all([c.done, k.done]);
-    const waiters = Number(assertOk(rc, new RegExp(`^ok counter n=${n} waiters=(\\d+)$`))[1]);
-    assertOk(rk, /^ok counter$/);
-    assert.equal(s.i32[I.counter], 3 * n, 'the plain counter lost or gained increments: the processes did not exclude each other');
-    t.diagnostic(`the C peer found FUTEX_WAITERS set before unlocking ${waiters} times; Node found the lock held ${held} times`);
-    // Every locker held it for 1 ms now and then, so there were sleepers, announced with FUTEX_WAITERS.
-    assert.ok(waiters > 0, 'the C peer never saw FUTEX_WAITERS: nobody slept on the lock');
-    assert.ok(held > 0, 'Node never found the lock held: the processes did not contend');
-    assert.equal(Atomics.load(s.i32, I.mutexFlags), 0);
-  });
-
-  for (const how of ['lock() after the C owner died', 'lock() asleep when the C owner dies', 'lockAsync() asleep when the C owner dies']) {
-    test(`Mutex: the C owner is killed holding the lock; Node's ${how}: 'owner-died'`, async (t) => {
+  for (const [kind, K] of Object.entries(KINDS)) {
+    test(`Mutex (${kind}): a C peer (${K.how}) and two Node processes (lock and lockAsync) keep a plain counter exact`, async (t) => {
       const s = setup(t);
-      const c = s.peer('hold');
-      assert.equal(await s.ev.waitAsync(WAIT_MS), true, `the C peer did not set the event: ${c.stderr()}`);
-      assert.equal(s.mx.tryLock(), 'busy');
-      assert.equal(s.lockWord() & FUTEX_TID_MASK, c.child.pid, "the lock word holds the owner's TID (the C peer's pid)");
-      let result;
-      if (how.startsWith('lock() after')) {
-        c.child.kill('SIGKILL');
-        await c.done;
-        result = s.mx.lock(WAIT_MS);
-      } else if (how.startsWith('lock() asleep')) {
-        // The main thread blocks in lock(): a worker thread watches the lock word and kills the C peer
-        // once FUTEX_WAITERS shows that we sleep (glibc sets it before FUTEX_WAIT).
-        const killer = new Worker(
-          `const { parentPort, workerData: w } = require('node:worker_threads');
-          import(w.dist).then(({ SharedMemory }) => {
-            const shm = SharedMemory.open(w.name);
-            const i32 = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 64);
-            const pause = new Int32Array(new SharedArrayBuffer(4));
-            const deadline = Date.now() + w.ms;
-            while ((Atomics.load(i32, w.index) & 0x80000000) === 0) {
-              if (Date.now() > deadline) { parentPort.postMessage('FUTEX_WAITERS never appeared'); return; }
-              Atomics.wait(pause, 0, 0, 1);
-            }
-            process.kill(w.pid, 'SIGKILL');
-            parentPort.postMessage('killed');
-            shm.close();
-          });`,
-          { eval: true, workerData: { dist: DIST, name: s.name, index: I.lock, pid: c.child.pid, ms: WAIT_MS / 2 } },
-        );
-        const said = new Promise((resolve, reject) => killer.once('message', resolve).once('error', reject));
-        try {
-          result = s.mx.lock(WAIT_MS);
-        } catch (err) {
-          err.message += ` (killer: ${await said})`;
-          throw err;
+      const mx = s.mutex(kind);
+      const n = 20_000;
+      const c = s.peer(K.mode('counter'), n);
+      const k = s.nodeChild('counter', n, kind);
+      await s.ready(2, [c, k]);
+      s.ev.set(); // go
+      let held = 0;
+      for (let i = 0; i < n; i++) {
+        if (s.lockWord(kind) !== 0) held++;
+        const r = i % 2 === 0 ? mx.lock(WAIT_MS) : await mx.lockAsync(WAIT_MS);
+        assert.equal(r, 'acquired', `iteration ${i}`);
+        const v = s.i32[I.counter];
+        if (i % 500 === 499) await sleep(1); // hold it: the others must sleep
+        s.i32[I.counter] = v + 1;
+        mx.unlock();
+      }
+      const [rc, rk] = await Promise.all([c.done, k.done]);
+      const m = assertOk(rc, new RegExp(`^ok counter n=${n} waiters=(\\d+)(?: wakes=(\\d+))?$`));
+      const waiters = Number(m[1]);
+      assertOk(rk, /^ok counter$/);
+      assert.equal(s.i32[I.counter], 3 * n, 'the plain counter lost or gained increments: the processes did not exclude each other');
+      t.diagnostic(`the C peer found FUTEX_WAITERS set before unlocking ${waiters} times${m[2] === undefined ? '' : `, async lockers asleep ${m[2]} times`}; Node found the lock held ${held} times`);
+      // Every locker held it for 1 ms now and then, so there were sleepers, announced with FUTEX_WAITERS.
+      assert.ok(waiters > 0, 'the C peer never saw FUTEX_WAITERS: nobody slept on the lock');
+      assert.ok(held > 0, 'Node never found the lock held: the processes did not contend');
+      // The futex kind: Node's lockAsync() sleeps on WAKE with its SLEEPING flag up; C unlocks must see it.
+      if (m[2] !== undefined) assert.ok(Number(m[2]) > 0, 'the C peer never found an async locker asleep');
+      assert.equal(Atomics.load(s.i32, K.flags), 0);
+    });
+
+    for (const how of ['lock() after the C owner died', 'lock() asleep when the C owner dies', 'lockAsync() asleep when the C owner dies']) {
+      test(`Mutex (${kind}): the C owner is killed holding the lock; Node's ${how}: 'owner-died'`, async (t) => {
+        const s = setup(t);
+        const mx = s.mutex(kind);
+        const c = s.peer(K.mode('hold'));
+        assert.equal(await s.ev.waitAsync(WAIT_MS), true, `the C peer did not set the event: ${c.stderr()}`);
+        assert.equal(mx.tryLock(), 'busy');
+        assert.equal(s.lockWord(kind) & FUTEX_TID_MASK, c.child.pid, "the lock word holds the owner's TID (the C peer's pid)");
+        let result;
+        if (how.startsWith('lock() after')) {
+          c.child.kill('SIGKILL');
+          await c.done;
+          result = mx.lock(WAIT_MS);
+        } else if (how.startsWith('lock() asleep')) {
+          // The main thread blocks in lock(): a worker thread watches it and kills the C peer once it
+          // sleeps in the kernel (its wchan names the futex or rt_mutex code; glibc also sets
+          // FUTEX_WAITERS before it sleeps; where wchan tells nothing, after 300 ms).
+          const killer = new Worker(
+            `const { parentPort, workerData: w } = require('node:worker_threads');
+            const { readFileSync } = require('node:fs');
+            import(w.dist).then(({ SharedMemory }) => {
+              const shm = SharedMemory.open(w.name);
+              const i32 = new Int32Array(shm.buffer.buffer, shm.buffer.byteOffset, 256);
+              const pause = new Int32Array(new SharedArrayBuffer(4));
+              const wchan = () => { try { return readFileSync('/proc/self/task/' + w.main + '/wchan', 'latin1'); } catch { return ''; } };
+              const start = Date.now();
+              const asleep = () => (Atomics.load(i32, w.index) & 0x80000000) !== 0 &&
+                (/futex|rt_mutex/.test(wchan()) || (!/^[a-z_]/.test(wchan()) && Date.now() - start > 300));
+              while (!asleep()) {
+                if (Date.now() - start > w.ms) { parentPort.postMessage('the main thread never slept in lock()'); return; }
+                Atomics.wait(pause, 0, 0, 1);
+              }
+              process.kill(w.pid, 'SIGKILL');
+              parentPort.postMessage('killed');
+              shm.close();
+            });`,
+            { eval: true, workerData: { dist: DIST, name: s.name, index: K.lock, pid: c.child.pid, main: process.pid, ms: WAIT_MS / 2 } },
+          );
+          const said = new Promise((resolve, reject) => killer.once('message', resolve).once('error', reject));
+          try {
+            result = mx.lock(WAIT_MS);
+          } catch (err) {
+            err.message += ` (killer: ${await said})`;
+            throw err;
+          }
+          assert.equal(await said, 'killed');
+          await killer.terminate();
+        } else {
+          const p = mx.lockAsync(WAIT_MS);
+          await until(() => K.asyncWaits(s.i32), [c], 'lockAsync waiting (FUTEX_WAITERS, or the SLEEPING flag)', WAIT_MS);
+          c.child.kill('SIGKILL');
+          result = await p;
         }
-        assert.equal(await said, 'killed');
-        await killer.terminate();
-      } else {
-        const p = s.mx.lockAsync(WAIT_MS);
-        await until(() => (s.lockWord() & FUTEX_WAITERS) !== 0, [c], 'lockAsync announcing itself with FUTEX_WAITERS', WAIT_MS);
-        c.child.kill('SIGKILL');
-        result = await p;
-      }
-      assert.equal(result, 'owner-died');
-      assertKilled(await c.done);
-      assert.equal(s.text(), 'half-written by C', "the dead owner's data is there to repair");
-      s.setText('repaired by Node');
-      s.mx.markConsistent();
-      s.mx.unlock();
-      assert.equal(s.mx.lock(1000), 'acquired', 'consistent again');
-      s.mx.unlock();
-      assertOk(await s.peer('check').done, /mutex-flags=0$/);
-    });
-  }
+        assert.equal(result, 'owner-died');
+        assertKilled(await c.done);
+        assert.equal(s.text(), 'half-written by C', "the dead owner's data is there to repair");
+        s.setText('repaired by Node');
+        mx.markConsistent();
+        mx.unlock();
+        assert.equal(mx.lock(1000), 'acquired', 'consistent again');
+        mx.unlock();
+        assertOk(await s.peer('check').done, / mutex-flags=0 fmutex@\d+ fmutex-flags=0$/);
+      });
+    }
 
-  for (const how of ['wait', 'now']) {
-    const label = how === 'wait' ? 'asleep in pthread_mutex_lock when it dies' : 'calls pthread_mutex_lock after it died';
-    test(`Mutex: a Node owner is killed holding the lock; the C peer ${label}: EOWNERDEAD, pthread_mutex_consistent`, async (t) => {
+    for (const how of ['wait', 'now']) {
+      const label = how === 'wait' ? `asleep in ${K.how} when it dies` : `locks (${K.how}) after it died`;
+      const repaired = kind === 'pthread' ? 'EOWNERDEAD, pthread_mutex_consistent' : 'HELD was set, repaired, FLAGS bit 1 cleared';
+      test(`Mutex (${kind}): a Node owner is killed holding the lock; the C peer ${label}: ${repaired}`, async (t) => {
+        const s = setup(t);
+        const mx = s.mutex(kind);
+        const k = s.nodeChild('hold', 'half-written by Node', kind);
+        assert.equal(await s.ev.waitAsync(WAIT_MS), true, `the Node child did not set the event: ${k.stderr()}`);
+        let c;
+        if (how === 'wait') {
+          c = s.peer(K.mode('lock-dead'), 'wait', 'half-written by Node');
+          await s.ready(1, [c, k]);
+          await until(() => (s.lockWord(kind) & FUTEX_WAITERS) !== 0, [c, k], 'the C peer announcing itself with FUTEX_WAITERS', WAIT_MS);
+          await asleepOnLock([c], 'the C peer asleep in the kernel');
+          k.child.kill('SIGKILL');
+        } else {
+          k.child.kill('SIGKILL');
+          await k.done;
+          c = s.peer(K.mode('lock-dead'), 'now', 'half-written by Node');
+        }
+        assertOk(await c.done, /^ok owner-died text="half-written by Node"$/);
+        assertKilled(await k.done);
+        assert.equal(s.text(), 'repaired by C');
+        assert.equal(mx.lock(1000), 'acquired', 'the C peer made it consistent');
+        mx.unlock();
+        assert.equal(Atomics.load(s.i32, K.flags), 0);
+      });
+    }
+
+    test(`Mutex (${kind}): Node unlocks after 'owner-died' without markConsistent; the C peer sees FLAGS bit 0${kind === 'pthread' ? ' and ENOTRECOVERABLE' : ''}`, async (t) => {
       const s = setup(t);
-      const k = s.nodeChild('hold', 'half-written by Node');
+      const mx = s.mutex(kind);
+      const k = s.nodeChild('hold', 'half-written by Node', kind);
       assert.equal(await s.ev.waitAsync(WAIT_MS), true, `the Node child did not set the event: ${k.stderr()}`);
-      let c;
-      if (how === 'wait') {
-        c = s.peer('lock-dead', 'wait', 'half-written by Node');
-        await s.ready(1, [c, k]);
-        await until(() => (s.lockWord() & FUTEX_WAITERS) !== 0, [c, k], 'the C peer announcing itself with FUTEX_WAITERS', WAIT_MS);
-        await asleepInFutex([c], 'the C peer asleep in the kernel', ASLEEP);
-        k.child.kill('SIGKILL');
-      } else {
-        k.child.kill('SIGKILL');
-        await k.done;
-        c = s.peer('lock-dead', 'now', 'half-written by Node');
-      }
-      assertOk(await c.done, /^ok owner-died text="half-written by Node"$/);
+      k.child.kill('SIGKILL');
       assertKilled(await k.done);
-      assert.equal(s.text(), 'repaired by C');
-      assert.equal(s.mx.lock(1000), 'acquired', 'the C peer made it consistent');
-      s.mx.unlock();
-      assert.equal(Atomics.load(s.i32, I.mutexFlags), 0);
+      assert.equal(mx.lock(WAIT_MS), 'owner-died');
+      mx.unlock();
+      assert.equal(Atomics.load(s.i32, K.flags), 1);
+      assertOk(await s.peer(K.mode('lock-unrecoverable')).done, /^ok not-recoverable$/);
     });
   }
-
-  test("Mutex: Node unlocks after 'owner-died' without markConsistent; the C peer sees FLAGS bit 0 and ENOTRECOVERABLE", async (t) => {
-    const s = setup(t);
-    const k = s.nodeChild('hold', 'half-written by Node');
-    assert.equal(await s.ev.waitAsync(WAIT_MS), true, `the Node child did not set the event: ${k.stderr()}`);
-    k.child.kill('SIGKILL');
-    assertKilled(await k.done);
-    assert.equal(s.mx.lock(WAIT_MS), 'owner-died');
-    s.mx.unlock();
-    assert.equal(Atomics.load(s.i32, I.mutexFlags), 1);
-    assertOk(await s.peer('lock-unrecoverable').done, /^ok not-recoverable$/);
-  });
 
   // ------------------------------------------------------------------------------------- Event
 

@@ -56,6 +56,13 @@ const REGISTRY = {
   ERR_MMAP_LOCK_NOT_OWNER: text,
   ERR_MMAP_LOCK_NOT_RECOVERABLE: text,
   ERR_MMAP_LOCK_DEADLOCK: text,
+  /**
+   * A Mutex's FIELD (its lock word, or for the pthread kind glibc's type field) holds STATE, which no
+   * locker following the protocol writes.
+   */
+  ERR_MMAP_LOCK_CORRUPT: (state: string, field = 'lock word'): string => `The Mutex's ${field} is corrupt: ${state}`,
+  /** The futex word of a Semaphore or Event holds a value its protocol never writes (FOUND says which). */
+  ERR_MMAP_SYNC_CORRUPT: (what: 'Semaphore' | 'Event', found: string): string => `The memory of this ${what} holds a value it can never hold: ${found}`,
   ERR_MMAP_BUSY: text,
   ERR_MMAP_NOT_OWNER: text,
   ERR_MMAP_UNSAFE_PERMISSIONS: text,

@@ -108,6 +108,11 @@ export function validateSignal(value: unknown, name: string): AbortSignal | unde
   return value;
 }
 
+/** Validate an Array (a plain JavaScript array: not a typed array, not an array-like). */
+export function validateArray(value: unknown, name: string): asserts value is unknown[] {
+  if (!Array.isArray(value)) throw invalidArgType(name, 'an Array', value);
+}
+
 /** Validate a Buffer/TypedArray/DataView. */
 export function validateArrayBufferView(value: unknown, name: string): ArrayBufferView {
   if (!ArrayBuffer.isView(value)) throw invalidArgType(name, 'an instance of Buffer, TypedArray, or DataView', value);
@@ -115,14 +120,22 @@ export function validateArrayBufferView(value: unknown, name: string): ArrayBuff
 }
 
 /**
- * A timeout in milliseconds: a number >= 0 (`Infinity`: none). `undefined` is `Infinity`. Returns
- * the milliseconds (see internal/time.ts for deadlines).
+ * The longest finite timeout, in milliseconds: 2^53 - 1 nanoseconds (about 104 days). Waits count
+ * nanoseconds in a number (exact below 2^53) and hand them to the kernel as 64-bit nanoseconds; a
+ * longer timeout cannot be expressed (`Number.MAX_VALUE` ms is Infinity ns, and `BigInt()` throws
+ * on it; 2^53 ms overflows the kernel's), so it waits forever, as `Infinity` does.
+ */
+export const MAX_TIMEOUT_MS = Number.MAX_SAFE_INTEGER / 1e6;
+
+/**
+ * A timeout in milliseconds: a number >= 0 (`Infinity`: none). `undefined` is `Infinity`, and so is
+ * anything above {@link MAX_TIMEOUT_MS}. Returns the milliseconds (see internal/time.ts for deadlines).
  */
 export function validateTimeoutMs(value: unknown, name: string): number {
   if (value === undefined) return Infinity;
   if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value);
   if (!(value >= 0)) throw invalidArgValue(name, value, 'must be a number of milliseconds >= 0');
-  return value;
+  return value > MAX_TIMEOUT_MS ? Infinity : value;
 }
 
 /** A spin time in microseconds, 0 to 1,000,000 (`undefined`: `fallback`). Returns the microseconds. */
