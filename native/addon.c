@@ -39,6 +39,7 @@ static napi_value init(napi_env env, napi_value exports) {
       /* Mapping (mapping.c) */
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"reserve", NULL, js_reserve, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mremap", NULL, js_mremap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"externalMemory", NULL, js_external_memory, NULL, NULL, NULL, napi_enumerable, NULL},
       {"msync", NULL, js_msync, NULL, NULL, NULL, napi_enumerable, NULL},

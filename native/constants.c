@@ -1,13 +1,37 @@
 /*
  * The platform's constants, with their C names, for the TypeScript side (`constants`: protection and
- * mapping flags, madvise advice, msync and mlock flags, memfd and lseek whence values). A constant the
- * platform lacks is absent. Values only: no system call.
+ * mapping flags with the huge page sizes, madvise advice, msync and mlock flags, memfd flags and lseek
+ * whence values). A constant the platform lacks is absent. Values only: no system call.
  */
 #include "constants.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+/* The huge page size of MAP_HUGETLB / MFD_HUGETLB is log2(size) << MAP_HUGE_SHIFT (linux/mman.h,
+ * linux/memfd.h: both are HUGETLB_FLAG_ENCODE_SHIFT, 26). glibc's <sys/mman.h> defines MAP_HUGE_SHIFT
+ * and MFD_HUGETLB but not the sizes, and the kernel headers that do would redefine glibc's MFD_* names:
+ * encode the two sizes here, as the kernel does. */
+#ifdef MAP_HUGE_SHIFT
+#ifndef MAP_HUGE_2MB
+#define MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
+#endif
+#ifndef MAP_HUGE_1GB
+#define MAP_HUGE_1GB (30 << MAP_HUGE_SHIFT)
+#endif
+#endif
+#if defined(MFD_HUGETLB) && !defined(MFD_HUGE_SHIFT)
+#define MFD_HUGE_SHIFT 26 /* HUGETLB_FLAG_ENCODE_SHIFT, as MAP_HUGE_SHIFT */
+#endif
+#ifdef MFD_HUGETLB
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB (21U << MFD_HUGE_SHIFT)
+#endif
+#ifndef MFD_HUGE_1GB
+#define MFD_HUGE_1GB (30U << MFD_HUGE_SHIFT)
+#endif
+#endif
 
 static bool set_const(napi_env env, napi_value obj, const char* name, int64_t v) {
   napi_value n;
@@ -48,6 +72,11 @@ napi_value js_constants(napi_env env) {
 #endif
 #ifdef MAP_HUGETLB
   C(MAP_HUGETLB);
+#endif
+#ifdef MAP_HUGE_SHIFT
+  C(MAP_HUGE_SHIFT);
+  C(MAP_HUGE_2MB);
+  C(MAP_HUGE_1GB);
 #endif
 #ifdef MAP_FIXED_NOREPLACE
   C(MAP_FIXED_NOREPLACE);
@@ -122,6 +151,11 @@ napi_value js_constants(napi_env env) {
 #endif
 #ifdef MFD_ALLOW_SEALING
   C(MFD_ALLOW_SEALING);
+#endif
+#ifdef MFD_HUGETLB
+  C(MFD_HUGETLB);
+  C(MFD_HUGE_2MB);
+  C(MFD_HUGE_1GB);
 #endif
 #ifdef MLOCK_ONFAULT
   C(MLOCK_ONFAULT);

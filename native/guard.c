@@ -454,6 +454,55 @@ bool guard_faulted(void* addr) {
   return s != NULL && atomic_load_explicit(&s->faulted, memory_order_acquire) != 0;
 }
 
+/*
+ * mremap moved or resized the mapping that started at old_addr (js_mremap in mapping.c): the registry
+ * follows it. keep_old (MREMAP_DONTUNMAP): the old range is still mapped, so its slot stays as it is
+ * (js_reserve turns it into a placeholder next, which ends it being live) and the new range gets a
+ * slot of its own, with the old one's protection and owner. Otherwise the slot itself takes the new
+ * range: it is taken out of the handler's sight (SLOT_CLAIMED) while its start, length and repaired
+ * tail change, then published again, so a handler never matches half of the old range and half of the
+ * new. The range stays live throughout, so the count of live mappings does not move. (No other thread
+ * touches the memory meanwhile: src/mapping.ts refuses a resize while async work holds the mapping.)
+ * `external`: the bytes now reported to V8 for the mapping; *change gets what to add to V8's count.
+ * Returns 0, -ENOENT (no such mapping) or -ENOMEM (no slot for the new range).
+ */
+int guard_remap(void* old_addr, void* new_addr, size_t new_len, bool keep_old, size_t external, int64_t* change) {
+  *change = 0;
+  pthread_mutex_lock(&g_reg_mu);
+  slot_t* s = find_slot_locked((uintptr_t)old_addr);
+  if (s == NULL || atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_LIVE) {
+    pthread_mutex_unlock(&g_reg_mu);
+    return -ENOENT;
+  }
+  if (keep_old) {
+    int prot = atomic_load_explicit(&s->prot, memory_order_relaxed);
+    void* owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+    pthread_mutex_unlock(&g_reg_mu);
+    int rc = guard_register(new_addr, new_len, prot, owner, external);
+    if (rc == 0) *change = (int64_t)external;
+    return rc;
+  }
+  /* release: the handler stops matching the slot before its fields change */
+  atomic_store_explicit(&s->state, SLOT_CLAIMED, memory_order_release);
+  if ((uintptr_t)new_addr != atomic_load_explicit(&s->start, memory_order_relaxed)) {
+    index_remove(s); /* by its old start */
+    atomic_store_explicit(&s->start, (uintptr_t)new_addr, memory_order_relaxed);
+    size_t b = bucket_of((uintptr_t)new_addr, g_nbuckets);
+    s->bucket_next = g_buckets[b];
+    g_buckets[b] = s;
+    g_indexed++;
+  }
+  atomic_store_explicit(&s->len, new_len, memory_order_relaxed);
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  atomic_store_explicit(&s->lost_from, (uintptr_t)new_addr + ((new_len + page - 1) & ~(page - 1)), memory_order_relaxed);
+  *change = (int64_t)external - (int64_t)s->external;
+  s->external = external;
+  /* release: publish the new start/len/lost_from to the signal handler */
+  atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
+  pthread_mutex_unlock(&g_reg_mu);
+  return 0;
+}
+
 /* guardInstall(again) -> 0 | -errno. Installs the SIGBUS handler once per process; with again, puts
  * it back if it was installed before (and replaced since). */
 napi_value js_guard_install(napi_env env, napi_callback_info info) {

@@ -43,6 +43,11 @@ size_t guard_mark_reserved(void* addr);
 /* Whether a bus error inside the mapping starting at addr has been repaired since it was mapped. */
 bool guard_faulted(void* addr);
 
+/* mremap moved or resized the mapping at old_addr to [new_addr, new_addr+new_len): the registry follows
+ * (keep_old, MREMAP_DONTUNMAP: the old range stays registered and the new one gets a slot of its own).
+ * `external` is what is now reported to V8 for it; *change, what to add to V8's count. 0 or -errno. */
+int guard_remap(void* old_addr, void* new_addr, size_t new_len, bool keep_old, size_t external, int64_t* change);
+
 napi_value js_guard_install(napi_env env, napi_callback_info info);
 napi_value js_guard_installed(napi_env env, napi_callback_info info);
 napi_value js_fault_counter(napi_env env, napi_callback_info info);

@@ -89,6 +89,40 @@ napi_value js_reserve(napi_env env, napi_callback_info info) {
   return make_i32(env, 0);
 }
 
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4 /* Linux 5.7; older C headers lack the name */
+#endif
+
+/* mremap(addr, oldLength, newLength, flags, external) -> new address (bigint) | -errno (number).
+ * flags: 0 (in place only), MREMAP_MAYMOVE, or MREMAP_MAYMOVE | MREMAP_DONTUNMAP (same length: the
+ * old range stays mapped, empty, for js_reserve to hold); never MREMAP_FIXED (mmapkit chooses no
+ * address). Only whole mappings made by js_mmap are passed here. The SIGBUS guard's registry follows
+ * the move (guard_remap), and V8 hears of `external` bytes for the mapping instead of the old count.
+ * If the new range cannot be registered after a DONTUNMAP move, the pages are moved back. */
+napi_value js_mremap(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  void* addr;
+  uint64_t old_len, new_len, external;
+  int32_t flags;
+  if (!get_args(env, info, 5, argv) || !get_ptr(env, argv[0], &addr) || !get_u64(env, argv[1], &old_len) ||
+      !get_u64(env, argv[2], &new_len) || !get_i32(env, argv[3], &flags) || !get_u64(env, argv[4], &external))
+    return NULL;
+  if ((flags & ~(MREMAP_MAYMOVE | MREMAP_DONTUNMAP)) != 0) return make_i32(env, -EINVAL);
+  if (external > (uint64_t)INT64_MAX) external = (uint64_t)INT64_MAX;
+  /* (the fifth argument is read by glibc for MREMAP_DONTUNMAP too: always pass it) */
+  void* p = mremap(addr, (size_t)old_len, (size_t)new_len, flags, NULL);
+  if (p == MAP_FAILED) return make_i32(env, -errno);
+  bool keep_old = (flags & MREMAP_DONTUNMAP) != 0;
+  int64_t change;
+  int rc = guard_remap(addr, p, (size_t)new_len, keep_old, (size_t)external, &change);
+  if (rc != 0 && keep_old) {
+    mremap(p, (size_t)new_len, (size_t)new_len, MREMAP_MAYMOVE | MREMAP_FIXED, addr);
+    return make_i32(env, rc);
+  }
+  report_external(env, change);
+  return make_ptr(env, p);
+}
+
 /* addr, length, int: the shape of msync, mprotect, madvise. */
 static bool get_range_and_int(napi_env env, napi_callback_info info, void** addr, uint64_t* len, int32_t* v) {
   napi_value argv[3];

@@ -4,6 +4,7 @@
 
 napi_value js_mmap(napi_env env, napi_callback_info info);
 napi_value js_reserve(napi_env env, napi_callback_info info);
+napi_value js_mremap(napi_env env, napi_callback_info info);
 napi_value js_munmap(napi_env env, napi_callback_info info);
 napi_value js_external_memory(napi_env env, napi_callback_info info);
 napi_value js_msync(napi_env env, napi_callback_info info);

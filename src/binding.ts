@@ -33,6 +33,11 @@ export interface NativeBinding {
   externalMemory(): number;
   /** Replace the mapping by a PROT_NONE placeholder that keeps its addresses (munmap it later). */
   reserve(addr: bigint, length: number): Status;
+  /**
+   * mremap(2) of a whole mapping (flags: 0, MREMAP_MAYMOVE, or MREMAP_MAYMOVE | MREMAP_DONTUNMAP with equal
+   * lengths), the SIGBUS guard's registry following it; `external` bytes are reported to V8 for it from now.
+   */
+  mremap(addr: bigint, oldLength: number, newLength: number, flags: number, external: number): bigint | number;
   msync(addr: bigint, length: number, flags: number): Status;
   msyncAsync(addr: bigint, length: number, flags: number): Promise<Status>;
   mprotect(addr: bigint, length: number, prot: number): Status;

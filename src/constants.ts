@@ -21,6 +21,12 @@ export interface Constants {
   readonly MAP_LOCKED?: number;
   readonly MAP_NONBLOCK?: number;
   readonly MAP_HUGETLB?: number;
+  /** Where `MAP_HUGETLB` takes the huge page size: `log2(size) << MAP_HUGE_SHIFT` (26). */
+  readonly MAP_HUGE_SHIFT?: number;
+  /** The size bits of 2 MiB pages, to add to `MAP_HUGETLB` (`21 << MAP_HUGE_SHIFT`). */
+  readonly MAP_HUGE_2MB?: number;
+  /** The size bits of 1 GiB pages, to add to `MAP_HUGETLB` (`30 << MAP_HUGE_SHIFT`). */
+  readonly MAP_HUGE_1GB?: number;
   readonly MAP_FIXED_NOREPLACE?: number;
   readonly MAP_GROWSDOWN?: number;
   readonly MAP_STACK?: number;
@@ -51,6 +57,12 @@ export interface Constants {
   readonly MADV_POPULATE_WRITE?: number;
   readonly MFD_CLOEXEC?: number;
   readonly MFD_ALLOW_SEALING?: number;
+  /** memfd_create(): memory of huge pages (hugetlbfs), of the default size unless `MFD_HUGE_*` is added. */
+  readonly MFD_HUGETLB?: number;
+  /** The size bits of 2 MiB pages, to add to `MFD_HUGETLB`. */
+  readonly MFD_HUGE_2MB?: number;
+  /** The size bits of 1 GiB pages, to add to `MFD_HUGETLB`. */
+  readonly MFD_HUGE_1GB?: number;
   readonly MLOCK_ONFAULT?: number;
   readonly SEEK_SET: number;
   readonly SEEK_CUR: number;

@@ -15,6 +15,7 @@ export {
   type PathLike,
   type Protection,
   type Range,
+  type ResizeOptions,
 } from './mapping.js';
 export { mmap, munmap, msync, mprotect, madvise, mincore, mlock, munlock, lseek, type Address } from './posix.js';
 export { constants, pageSize, type Constants } from './constants.js';
@@ -27,11 +28,15 @@ export {
   SHM_NAME_MAX,
   INHERIT_ENV,
   type SharedMemoryCreateOptions,
+  type SharedMemoryCreateAllOptions,
+  type SharedMemoryHandle,
   type SharedMemoryOpenOptions,
   type SharedMemoryFdOptions,
+  type SharedMemoryAnonymousOptions,
   type ChildShareOptions,
   type StdioArray,
 } from './shm.js';
+export { type HugePages } from './internal/hugepages.js';
 export { type OwnershipOptions, type OwnerOption, type SharedWithOption, type OwnershipError } from './ownership.js';
 export { Mutex, Semaphore, Event, type LockResult, type MutexKind, type MutexOptions, type SyncTarget } from './sync.js';
 export { HEADER } from './header.js';

@@ -16,8 +16,9 @@ import { constants as osConstants } from 'node:os';
 import { native } from './binding.js';
 import './guard.js'; // installs the SIGBUS guard before the first mapping exists
 import { constants, pageSize } from './constants.js';
-import { closedError, invalidArgType, invalidArgValue, mmapkitError, outOfRange, systemError, type MmapkitError } from './internal/errors.js';
+import { closedError, invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange, systemError, type MmapkitError } from './internal/errors.js';
 import { OWNERSHIP_OPTIONS, type OwnerOption, type SharedWithOption, fileRefusal, filePolicy } from './ownership.js';
+import { type HugePages, checkHugeLength, hugePagesError, parseHugePages } from './internal/hugepages.js';
 import {
   type Int64Like,
   validateBoolean,
@@ -103,8 +104,16 @@ export interface AnonymousOptions {
   shared?: boolean;
   /** Fault every page in now (`MAP_POPULATE`). Default false. */
   populate?: boolean;
+  /**
+   * Huge pages from the kernel's reserved pool (`MAP_HUGETLB`): `true` for the system's default huge
+   * page size (`Hugepagesize` in /proc/meminfo, 2 MiB on x86-64), `'2MB'` or `'1GB'` (`MAP_HUGE_2MB`,
+   * `MAP_HUGE_1GB`). `length` must be a multiple of that size (`ERR_OUT_OF_RANGE`). The pages are
+   * taken from the pool when mapping: too few there is `ERR_MMAP_NO_HUGE_PAGES`. Transparent huge
+   * pages need no pool: `advise('hugepage')`. Default false.
+   */
+  hugePages?: HugePages;
 }
-const ANONYMOUS_OPTIONS = ['shared', 'populate'] as const;
+const ANONYMOUS_OPTIONS = ['shared', 'populate', 'hugePages'] as const;
 
 /** A byte range of a mapping, relative to the start of its view (byte 0 of `mapping.buffer`). */
 export interface Range {
@@ -291,7 +300,7 @@ interface Region {
  * flag up only when this count has moved since it last looked. Null where external buffers are
  * forbidden (then every check asks the addon).
  */
-const faultCount: Int32Array | null = ((ab) => (ab === null ? null : new Int32Array(ab)))(native.faultCounter());
+export const faultCount: Int32Array | null = ((ab) => (ab === null ? null : new Int32Array(ab)))(native.faultCounter());
 
 const finalizer = new FinalizationRegistry<Region>((region) => {
   // The Mapping and every view of it are unreachable: nothing can touch these addresses any more.
@@ -319,6 +328,81 @@ function retire(region: Region, path: string | undefined): void {
 
 /** Address of byte 0 of each ArrayBuffer handed out, for the low-level functions. */
 const viewAddress = new WeakMap<ArrayBuffer, { mapping: Mapping; addr: bigint }>();
+
+// ---------------------------------------------------------------- resize (mremap)
+
+/** mremap(2) flags, the same on every Linux architecture (linux/mman.h). */
+const MREMAP_MAYMOVE = 1;
+const MREMAP_DONTUNMAP = 4;
+
+/** Options of {@link Mapping.resize}. */
+export interface ResizeOptions {
+  /**
+   * Shrink the file as well when shrinking a shared file mapping (`access: 'write'`): `ftruncate` it to
+   * `offset + newLength` after the mapping shrank. Other mappings of the file (other processes
+   * included) lose the pages past the new end: reading them is a bus error (repaired by mmapkit's
+   * SIGBUS guard, which marks those mappings `faulted`; fatal in a program without one). Only for shared
+   * file mappings. Default false: shrinking changes the mapping only, never the file.
+   */
+  shrinkFile?: boolean;
+  /**
+   * A descriptor of the mapped file, for a file mapping made from a descriptor (`map(fd)`, `mmap()`):
+   * mmapkit keeps no descriptor of a mapped file, so growing such a mapping (or shrinking its file)
+   * needs one. Checked to be the mapped file (device and inode). Not closed. Default: reopen the path
+   * the mapping was made from.
+   */
+  fd?: number;
+}
+const RESIZE_OPTIONS = ['shrinkFile', 'fd'] as const;
+
+/**
+ * Old addresses of a mapping that resize() moved while views of them were alive, held by a PROT_NONE
+ * placeholder (like unmapped memory) until those views are garbage: an fs.read in flight into one of
+ * them must fault, never write into whatever the kernel maps there next. Each such view keeps the
+ * token of its generation alive (retiredToken); the addresses go back once the token is collected.
+ */
+const retiredFinalizer = new FinalizationRegistry<{ addr: bigint; length: number }>((old) => {
+  native.munmap(old.addr, old.length);
+});
+const retiredToken = new WeakMap<ArrayBuffer, object>();
+
+/** A file's identity: its device (major, minor) and inode. */
+interface FileId {
+  major: number;
+  minor: number;
+  ino: bigint;
+}
+
+/**
+ * The file mapped at `addr`, as /proc/self/maps names it (device and inode); undefined where /proc
+ * cannot be read. Read once per Mapping (resize caches it): mmapkit keeps no descriptor of a mapped
+ * file, and its path may name another file by now (a log rotated by renaming, say).
+ */
+function mappedFile(addr: bigint): FileId | undefined {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/maps', 'latin1');
+  } catch {
+    return undefined;
+  }
+  const start = `${addr.toString(16).padStart(8, '0')}-`;
+  const at = text.startsWith(start) ? 0 : text.indexOf(`\n${start}`) + 1;
+  if (at === 0 && !text.startsWith(start)) return undefined;
+  // start-end perms offset major:minor inode path
+  const fields = text.slice(at, text.indexOf('\n', at)).split(/\s+/);
+  const [major, minor] = (fields[3] ?? '').split(':').map((h) => Number.parseInt(h, 16));
+  if (major === undefined || minor === undefined || !/^\d+$/.test(fields[4] ?? '')) return undefined;
+  return { major, minor, ino: BigInt(fields[4]!) };
+}
+
+/** Whether an fstat result is the file `id` (st_dev in glibc's encoding of major and minor). */
+function isFile(st: { dev: bigint; ino: bigint }, id: FileId): boolean {
+  const major = Number(((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn));
+  const minor = Number((st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn));
+  return st.ino === id.ino && major === id.major && minor === id.minor;
+}
+
+// ---------------------------------------------------------------- end of resize helpers
 
 /** Parameters of the private constructor. */
 interface MappingInit {
@@ -354,7 +438,12 @@ export class Mapping implements Disposable {
   #faulted = false;
   /** The guard's fault count when this mapping last checked its flag (-1: never). */
   #faultsSeen = -1;
-  /** Bytes in the view: from `offset` to `offset + length` of the file (or of the anonymous memory). */
+  /** The mapped file's device and inode, looked up by the first resize() that needs the file. */
+  #fileId: FileId | undefined;
+  /**
+   * Bytes in the view: from `offset` to `offset + length` of the file (or of the anonymous memory).
+   * Changed by {@link Mapping.resize} only.
+   */
   readonly length: number;
   /** File offset of byte 0 of the view (0 for anonymous memory). Exact for offsets below 2^53. */
   readonly offset: number;
@@ -453,6 +542,111 @@ export class Mapping implements Disposable {
     return this.#makeView(off, len);
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Searching (indexOf / lastIndexOf): Buffer#indexOf over views of at most about 1 GiB, because
+  // Node's is wrong past 2 GiB. The module-level half of this block is searchNeedle() and friends.
+
+  /** Mappings longer than one Buffer (Node 20, > 4 GiB): the window the last search looked through. */
+  #searchWindow: Buffer | undefined;
+  /** Where #searchWindow starts in the mapping. */
+  #searchWindowStart = 0;
+
+  /**
+   * The lowest position in `[start, end)` of the mapping where `value` starts and ends (Python mmap's
+   * `find`), or -1. Exact at every position up to 2^53, as fast as `Buffer#indexOf` (which it calls on
+   * windows of at most 1 GiB: on Node 20 to 24 `Buffer#indexOf` returns a wrong negative position for
+   * a match past 2^31).
+   *
+   * @param value A byte (an integer 0 to 255), a string (searched as UTF-8), or a Buffer/Uint8Array.
+   *   An empty one is found at `start`.
+   * @param start First position searched, from `-length` to `length`; negative counts from the end.
+   *   Default 0.
+   * @param end The match must end at or before this position, from `-length` to `length`; negative
+   *   counts from the end. Default `length`. `start > end` finds nothing.
+   * @throws `ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`; `ERR_MMAP_CLOSED`, `ERR_MMAP_FAULTED` (also
+   *   when a page read during the search was lost to a truncation), `ERR_MMAP_NOT_ACCESSIBLE`.
+   */
+  indexOf(value: number | string | Uint8Array, start?: Int64Like, end?: Int64Like): number {
+    return this.#search(value, start, end, true);
+  }
+
+  /**
+   * The highest position in `[start, end)` of the mapping where `value` starts and ends (Python mmap's
+   * `rfind`), or -1. Unlike `Buffer#lastIndexOf(value, byteOffset)`, whose `byteOffset` is the last
+   * position where a match may start, `end` is where a match must end. An empty value is found at `end`.
+   * Arguments and errors as {@link Mapping.indexOf}.
+   */
+  lastIndexOf(value: number | string | Uint8Array, start?: Int64Like, end?: Int64Like): number {
+    return this.#search(value, start, end, false);
+  }
+
+  #search(value: unknown, start: unknown, end: unknown, forward: boolean): number {
+    const method = forward ? 'indexOf' : 'lastIndexOf';
+    const needle = searchNeedle(value);
+    const length = this.length;
+    const s = searchBound(start, 'start', length, 0);
+    const e = searchBound(end, 'end', length, length);
+    this.#check(method); // after reading every argument, right before touching the memory
+    // The guard's count of repaired faults now (acquire, as in `faulted`): if it moves during the
+    // search, look whether a page of this mapping was lost (cheaper than `faulted` after every search).
+    const faults = faultCount === null ? -2 : Atomics.load(faultCount, 0);
+    const n = typeof needle === 'number' ? 1 : needle.length;
+    if (n === 0) return s <= e ? (forward ? s : e) : -1;
+    const last = e - n; // the last position where a match fits before `end`
+    if (last < s) return -1;
+    // Positions searched per Buffer call: at most the chunk, and few enough that the view they need
+    // (positions + n - 1 bytes: consecutive views overlap by n - 1, so a match across a border is
+    // found, in the view where it starts) fits in one Buffer.
+    const step = Math.max(1, Math.min(searchChunk, MAX_VIEW_LENGTH - n + 1));
+    let found = -1;
+    if (this.length <= SEARCH_SHORT && last - s < step && (forward ? e === this.length : s === 0)) {
+      // One call on `buffer` itself, whose positions are all below 2^31, and the range runs to its
+      // end (or from its start, backwards): no view to make, a fraction of the cost of a short search.
+      const buffer = this.#buffer ?? this.buffer;
+      found = forward ? buffer.indexOf(needle, s) : buffer.lastIndexOf(needle, last);
+    } else if (forward) {
+      for (let a = s; a <= last; a += step) {
+        const i = this.#searchView(a, Math.min(a + step - 1, last) + n, true).indexOf(needle);
+        if (i !== -1) {
+          found = a + i;
+          break;
+        }
+      }
+    } else {
+      for (let z = last; z >= s; z -= step) {
+        const a = Math.max(s, z - step + 1);
+        const i = this.#searchView(a, z + n, false).lastIndexOf(needle);
+        if (i !== -1) {
+          found = a + i;
+          break;
+        }
+      }
+    }
+    // A page lost to a truncation during the search read as zeros (the SIGBUS guard): the result
+    // cannot be trusted.
+    if ((faults === -2 || Atomics.load(faultCount!, 0) !== faults) && this.faulted) this.#check(method);
+    return found;
+  }
+
+  /**
+   * Bytes `[from, to)` of the mapping as a Buffer (`to - from` <= MAX_VIEW_LENGTH): a subarray of
+   * `buffer`, or for a mapping longer than one Buffer of a window as long as possible, made in the
+   * direction of the search so that the next views fall into it too, and kept for the next search.
+   */
+  #searchView(from: number, to: number, forward: boolean): Buffer {
+    if (this.length <= MAX_VIEW_LENGTH) return this.buffer.subarray(from, to);
+    let w = this.#searchWindow;
+    let ws = this.#searchWindowStart;
+    // A window detached by protect() has length 0 and is made again.
+    if (w === undefined || from < ws || to > ws + w.length) {
+      ws = forward ? from : Math.max(0, to - MAX_VIEW_LENGTH);
+      w = this.#makeView(ws, Math.min(MAX_VIEW_LENGTH, this.length - ws));
+      this.#searchWindow = w;
+      this.#searchWindowStart = ws;
+    }
+    return w.subarray(from - ws, to - ws);
+  }
+
   /**
    * Unmap. Idempotent. Every view (subarrays included) becomes length 0 first, so no JavaScript can
    * touch the memory; the memory is then released at once (a `flushAsync` or async wait in flight
@@ -485,10 +679,20 @@ export class Mapping implements Disposable {
   /**
    * Write changed pages of the range back to the file and wait for it (`msync(MS_SYNC)`). A no-op for
    * private and anonymous mappings. The range is widened to whole pages.
+   *
+   * With `async: true`, schedule the write-back and return without waiting (`msync(MS_ASYNC)`). On
+   * Linux since 2.6.19 that schedules nothing: the kernel tracks the dirty pages of shared mappings
+   * anyway and writes them back on its own (after `vm.dirty_expire_centisecs`, 30 s by default), so
+   * the call only checks the range. It is cheap, portable (other systems start the write-back), and
+   * changes nothing for readers: they see the writes at once with or without it. To know the data is
+   * on disk, flush without `async` (or `flushAsync()` off the event loop's thread).
    */
-  flush(range?: Range): void {
-    const r = this.#kernelRange(range, 'flush');
-    const rc = native.msync(r.addr, r.length, constants.MS_SYNC);
+  flush(range?: Range & { async?: boolean }): void {
+    // Read the options once (a getter runs once); the range part is then validated like any range.
+    const { async, ...rest } = validateOptions(range, 'range', ['offset', 'length', 'async'] as const);
+    const flags = async === undefined || !validateBoolean(async, 'range.async') ? constants.MS_SYNC : constants.MS_ASYNC;
+    const r = this.#kernelRange(range === undefined ? undefined : (rest as Range), 'flush');
+    const rc = native.msync(r.addr, r.length, flags);
     if (rc < 0) throw systemError(rc, 'msync', this.path);
   }
 
@@ -506,6 +710,31 @@ export class Mapping implements Disposable {
       release();
     }
     if (rc < 0) throw systemError(rc, 'msync', this.path);
+  }
+
+  /**
+   * `util.inspect(mapping)` (and `console.log`): `Mapping { access, anonymous, shared, length,
+   * offset, path, state }` (access and path when known, anonymous when it is), `state` being
+   * `'mapped'`, `'unmapped'` or `'faulted'`, and `protection` when the pages are not read-write.
+   * Never the address. Never throws.
+   */
+  [Symbol.for('nodejs.util.inspect.custom')](depth: number, options: import('node:util').InspectOptionsStylized, inspect: typeof import('node:util').inspect): string {
+    if (depth < 0) return options.stylize('[Mapping]', 'special');
+    const fields: Record<string, unknown> = {};
+    try {
+      if (this.access !== undefined) fields['access'] = this.access;
+      if ((this.#flags & MAP_ANONYMOUS) !== 0) fields['anonymous'] = true;
+      fields['shared'] = this.shared;
+      fields['length'] = this.length;
+      fields['offset'] = this.offset;
+      if (this.path !== undefined) fields['path'] = this.path;
+      fields['state'] = this.#region.closed ? 'unmapped' : this.faulted ? 'faulted' : 'mapped';
+      const prot = this.#prot;
+      if (!this.#region.closed && prot !== PROT_RW) fields['protection'] = prot === PROT_NONE ? 'none' : prot === PROT_READ ? 'read' : 'mixed';
+    } catch {
+      fields['state'] = 'unknown';
+    }
+    return `Mapping ${inspect(fields, options)}`; // flat: nothing nested for depth to cut
   }
 
   /**
@@ -588,6 +817,158 @@ export class Mapping implements Disposable {
       native.madvise(r.addr, r.length, constants.MADV_POPULATE_READ);
     }
     if (rc < 0) throw systemError(rc, 'mlock', this.path);
+  }
+
+  /**
+   * Change the length of the mapping (`mremap`), keeping its content: memmap2's `remap`, Python's
+   * `mmap.resize`. Every view is detached first (as by `unmap()`; `buffer` and `view()` then give the
+   * new memory), and `length` changes. The pages are never copied: the kernel grows the mapping in
+   * place when the addresses after it are free, else moves its page tables.
+   *
+   * - A shared file mapping (`access: 'write'`) grows its file first (`ftruncate`) when the file is
+   *   shorter than `offset + newLength`; new bytes read as zeros. Shrinking leaves the file alone unless
+   *   `options.shrinkFile`.
+   * - A private file mapping (`'read'`, `'copy'`) can grow up to the end of the file, not past it
+   *   (`ERR_OUT_OF_RANGE`): past the end there is nothing to read, and it never writes the file.
+   * - Anonymous memory: private memory grows with zero pages; shared anonymous memory can only shrink
+   *   (its pages past the first length have no backing: reading them would be a bus error).
+   *
+   * The file is reached through the path the mapping was made from, checked to still name the mapped
+   * file (`ERR_INVALID_STATE` when it was renamed or replaced); a mapping made from a descriptor needs
+   * `options.fd`. Throws `ERR_MMAP_BUSY`, changing nothing, while a `flushAsync()` or an async wait
+   * holds the mapping or the memory holds a Mutex this thread has locked.
+   *
+   * @param newLength Bytes in the view, from `offset` (at least 1).
+   */
+  resize(newLength: Int64Like, options?: ResizeOptions): void {
+    const o = validateOptions(options, 'options', RESIZE_OPTIONS);
+    const shrinkFile = o.shrinkFile === undefined ? false : validateBoolean(o.shrinkFile, 'options.shrinkFile');
+    const fd = o.fd === undefined ? undefined : validateInt32(o.fd, 'options.fd', 0);
+    const n = Number(validateInt64(newLength, 'newLength', 1n, BigInt(Number.MAX_SAFE_INTEGER - this.#delta)));
+    // The state is checked after every argument was read (a getter may have unmapped the mapping).
+    this.#check('resize');
+    const region = this.#region;
+    if (region.pending > 0) {
+      throw mmapkitError('ERR_MMAP_BUSY', 'Cannot resize this mapping while a flushAsync() or an async wait on it is pending: another thread uses its addresses; await or abort it first');
+    }
+    const held = native.mutexHeldIn(region.addr, region.length);
+    if (held > 0) {
+      // glibc's robust list of this thread points into the memory: moving it would leave glibc writing
+      // into the old addresses at the next lock.
+      throw mmapkitError('ERR_MMAP_BUSY', `Cannot resize memory holding ${held} Mutex${held > 1 ? 'es' : ''} that this thread has locked: unlock first`);
+    }
+    const anonymous = (this.#flags & MAP_ANONYMOUS) !== 0;
+    const shared = (this.#flags & MAP_SHARED) !== 0;
+    if (anonymous && fd !== undefined) throw invalidArgValue('options.fd', o.fd, 'only applies to a file mapping');
+    if (shrinkFile && (anonymous || !shared)) {
+      throw invalidArgValue('options.shrinkFile', o.shrinkFile, "only applies to a shared file mapping (access: 'write'): mmapkit never changes a file it maps privately");
+    }
+    if (anonymous && shared && n > this.length) {
+      throw outOfRange('newLength', `<= ${this.length} (shared anonymous memory can shrink, not grow: its object keeps its first size; use SharedMemory to share memory that grows)`, newLength);
+    }
+    const oldLength = this.length;
+    if (n === oldLength) return;
+    const fileEnd = this.offset + n;
+    const grow = n > oldLength;
+    const file = !anonymous && (grow || shrinkFile) ? this.#openMapped(fd, shared) : undefined;
+    try {
+      if (file !== undefined && grow) {
+        if (!shared && fileEnd > file.size) {
+          throw outOfRange('newLength', `<= ${file.size - this.offset} (a private mapping, access 'read' or 'copy', can grow up to the end of the file; it never grows the file)`, newLength);
+        }
+        if (shared && fileEnd > file.size) ftruncateSync(file.fd, fileEnd);
+      }
+      this.#remap(this.#delta + n);
+      (this as unknown as { length: number }).length = n;
+      // Shrink the file only once this mapping no longer reaches past its new end.
+      if (file !== undefined && shrinkFile && !grow && file.size > fileEnd) ftruncateSync(file.fd, fileEnd);
+    } finally {
+      if (file?.close === true) closeSync(file.fd);
+    }
+  }
+
+  /** The file descriptor a resize uses: `fd`, or the path opened again and checked to be the mapped file. */
+  #openMapped(fd: number | undefined, write: boolean): { fd: number; size: number; close: boolean } {
+    if (fd === undefined && this.path === undefined) {
+      throw invalidArgValue('options.fd', undefined, 'is needed to resize the file of a mapping made from a file descriptor (mmapkit keeps none): pass a descriptor of the mapped file');
+    }
+    const f = fd ?? openSync(this.path!, write ? fsConstants.O_RDWR : fsConstants.O_RDONLY);
+    try {
+      const st = fstatSync(f, { bigint: true });
+      this.#fileId ??= mappedFile(this.#region.addr);
+      if (!st.isFile() || (this.#fileId !== undefined && !isFile(st, this.#fileId))) {
+        if (fd !== undefined) throw invalidArgValue('options.fd', fd, 'is not a descriptor of the mapped file (another device or inode)');
+        throw invalidState(
+          `'${this.path}' no longer names the mapped file (it was renamed, removed or replaced since it was mapped): pass { fd } of the mapped file to resize it`,
+        );
+      }
+      return { fd: f, size: Number(st.size), close: fd === undefined };
+    } catch (err) {
+      if (fd === undefined) closeSync(f);
+      throw err;
+    }
+  }
+
+  /**
+   * mremap the whole mapping to `newK` bytes (kernel length), detaching every view first. No address a
+   * view was over is given back while that view lives: such a view (a Buffer an fs.read on a libuv
+   * thread writes into, say) must fault, never reach memory mapped there later, as after unmap().
+   */
+  #remap(newK: number): void {
+    const region = this.#region;
+    const oldK = region.length;
+    const alive: ArrayBuffer[] = [];
+    for (const ref of this.#views) {
+      const ab = ref.deref();
+      if (ab !== undefined) alive.push(ab);
+    }
+    this.#detachViews();
+    const external = Math.min(newK, EXTERNAL_CAP);
+    const pages = (k: number): number => Math.ceil(k / pageSize);
+    if (alive.length === 0) {
+      // Every view of it is garbage and no async work holds it: nothing can point into the old
+      // range, so the kernel may move the mapping and take the old addresses back.
+      const addr = native.mremap(region.addr, oldK, newK, MREMAP_MAYMOVE, external);
+      if (typeof addr !== 'bigint') throw systemError(addr, 'mremap', this.path);
+      region.addr = addr;
+      region.length = newK;
+      return;
+    }
+    if (pages(newK) >= pages(oldK)) {
+      // In place, no address is given up (old views, detached, were over the same memory).
+      const addr = native.mremap(region.addr, oldK, newK, 0, external);
+      if (typeof addr === 'bigint') {
+        region.length = newK;
+        return;
+      }
+      if (addr !== -osConstants.errno.ENOMEM) throw systemError(addr, 'mremap', this.path);
+    }
+    // Moving or shrinking gives addresses up. Move the pages out with MREMAP_DONTUNMAP, which leaves
+    // the old range mapped (empty), and hold it with a placeholder until the old views are garbage;
+    // then resize the new range, which no view has seen.
+    const moved = native.mremap(region.addr, oldK, oldK, MREMAP_MAYMOVE | MREMAP_DONTUNMAP, Math.min(oldK, EXTERNAL_CAP));
+    if (typeof moved !== 'bigint') {
+      if (moved !== -osConstants.errno.EINVAL) throw systemError(moved, 'mremap', this.path);
+      throw mmapkitError(
+        'ERR_MMAP_BUSY',
+        'Cannot move this mapping while views of it are alive: this kernel lacks mremap(MREMAP_DONTUNMAP) for it (Linux 5.13; 5.7 for ' +
+          'private anonymous memory), which keeps the old addresses from being reused under them. Drop the views (let them be collected) and resize again.',
+      );
+    }
+    const old = { addr: region.addr, length: oldK };
+    region.addr = moved;
+    if (native.reserve(old.addr, old.length) < 0) {
+      // No placeholder (out of memory for a kernel mapping): give the addresses back, as retire() does.
+      native.munmap(old.addr, old.length);
+    } else {
+      const token = {};
+      for (const ab of alive) retiredToken.set(ab, token);
+      retiredFinalizer.register(token, old);
+    }
+    const addr = native.mremap(moved, oldK, newK, MREMAP_MAYMOVE, external);
+    if (typeof addr !== 'bigint') throw systemError(addr, 'mremap', this.path);
+    region.addr = addr;
+    region.length = newK;
   }
 
   /** Undo {@link Mapping.lock} (`munlock`). */
@@ -732,6 +1113,68 @@ export class Mapping implements Disposable {
     this.#views = [];
     this.#buffer = undefined;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Searching (Mapping#indexOf / lastIndexOf): the module-level half.
+
+/**
+ * Positions one `Buffer#indexOf` call of `Mapping#indexOf` searches: 1 GiB. On Node 20, 22 and 24,
+ * `Buffer#indexOf`, `lastIndexOf` and `includes` return a match past 2^31 as a wrong negative int32
+ * (`Buffer.alloc(2 ** 31 + 16)` with byte 10 at 2^31 + 5: `buf.indexOf(10, 2 ** 31 - 2)` is
+ * -2147483643), and clamp a `byteOffset` above 2^31 - 1 to 2^31 - 1. So every view searched is
+ * shorter than 2^31 bytes (for needles up to 1 GiB) and no `byteOffset` is ever passed.
+ */
+const SEARCH_CHUNK = 2 ** 30;
+let searchChunk = SEARCH_CHUNK;
+/** Mappings up to this length may be searched through `buffer` itself (its positions are below 2^31). */
+const SEARCH_SHORT = 2 ** 31;
+
+/**
+ * @internal For tests: the positions one Buffer call searches (1 to 2^30; undefined restores 1 GiB),
+ * so that small mappings cross many chunk borders. Returns the previous value.
+ */
+export function setSearchChunk(positions?: number): number {
+  const previous = searchChunk;
+  searchChunk = positions === undefined ? SEARCH_CHUNK : validateInt32(positions, 'positions', 1, SEARCH_CHUNK);
+  return previous;
+}
+
+/** `%TypedArray%.prototype[@@toStringTag]`: the real kind of a typed array, across realms, not spoofable. */
+const typedArrayKind = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), Symbol.toStringTag)!.get!;
+
+/**
+ * The `value` of indexOf/lastIndexOf as what `Buffer#indexOf` takes: a byte stays a number (memchr),
+ * a string becomes its UTF-8 bytes, a one-byte needle becomes a number, a Uint8Array a Buffer over
+ * the same memory.
+ */
+function searchNeedle(value: unknown): number | Buffer {
+  if (typeof value === 'number') {
+    if (!Number.isInteger(value) || value < 0 || value > 255) throw outOfRange('value', 'an integer >= 0 && <= 255 (a byte)', value);
+    return value;
+  }
+  let bytes: Buffer;
+  if (typeof value === 'string') {
+    bytes = Buffer.from(value, 'utf8');
+  } else if (typedArrayKind.call(value) === 'Uint8Array') {
+    const u8 = value as Uint8Array;
+    bytes = Buffer.isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+  } else {
+    throw invalidArgType('value', 'a byte (number), a string, or an instance of Buffer or Uint8Array', value);
+  }
+  return bytes.length === 1 ? bytes[0]! : bytes;
+}
+
+/**
+ * A `start`/`end` of indexOf/lastIndexOf: an integer (number or bigint) from `-length` to `length`,
+ * negative counting from the end (as Python's slices and `Buffer#indexOf`); `fallback` when undefined.
+ */
+function searchBound(value: unknown, name: string, length: number, fallback: number): number {
+  if (value === undefined) return fallback;
+  let v: number;
+  if (typeof value === 'number' && Number.isInteger(value) && value >= -length && value <= length) v = value;
+  else v = Number(validateInt64(value, name, -BigInt(length), BigInt(length)));
+  return v < 0 ? length + v : v + 0; // + 0: -0 is 0
 }
 
 /**
@@ -961,8 +1404,16 @@ export function mapAnonymous(length: Int64Like, options?: AnonymousOptions): Map
   const o = validateOptions(options, 'options', ANONYMOUS_OPTIONS);
   const shared = o.shared === undefined ? false : validateBoolean(o.shared, 'options.shared');
   const populate = o.populate === undefined ? false : validateBoolean(o.populate, 'options.populate');
+  const huge = parseHugePages(o.hugePages, 'options.hugePages', 'mmap');
+  if (huge !== undefined) checkHugeLength(len, huge, 'length', length);
   const flags = (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS;
-  const addr = mmapChecked(len, PROT_RW, flags | (populate ? (constants.MAP_POPULATE ?? 0) : 0), -1, 0n);
+  const populateFlag = populate ? (constants.MAP_POPULATE ?? 0) : 0;
+  let addr: bigint;
+  try {
+    addr = mmapChecked(len, PROT_RW, flags | populateFlag | (huge?.flags ?? 0), -1, 0n);
+  } catch (err) {
+    throw huge === undefined ? err : hugePagesError(err, huge, len);
+  }
   return createMapping({
     addr,
     mapLength: Number(len),

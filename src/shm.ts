@@ -5,6 +5,7 @@
  */
 import { checkConstruct, kConstruct } from './internal/symbols.js';
 import type { IOType, StdioOptions } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, ftruncateSync, readFileSync, readlinkSync, constants as fsConstants } from 'node:fs';
 import { native } from './binding.js';
 import { constants } from './constants.js';
@@ -12,6 +13,7 @@ import { closedError, invalidArgType, invalidArgValue, invalidState, mmapkitErro
 import { type Mapping, map } from './mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions, type OwnershipPolicy, checkOwnership, parseOwnership, policyForMode } from './ownership.js';
 import { type Int64Like, validateBoolean, validateInt32, validateInt64, validateOneOf, validateOptions } from './internal/validators.js';
+import { type HugePages, checkHugeLength, hugePagesError, parseHugePages } from './internal/hugepages.js';
 
 /** The longest name a shared memory object can have, in bytes (NAME_MAX: a file in /dev/shm). */
 export const SHM_NAME_MAX = 255;
@@ -33,6 +35,70 @@ export interface SharedMemoryCreateOptions {
 }
 const CREATE_OPTIONS = ['mode', 'exclusive'] as const;
 
+/**
+ * The one-argument form of {@link SharedMemory.create}: `SharedMemory.create({ size })` makes a new
+ * object under a generated unique name; `name` may be given as well.
+ */
+export interface SharedMemoryCreateAllOptions extends SharedMemoryCreateOptions {
+  /** The name, as for the first argument of `create()`. Default: a generated unique name. */
+  name?: string;
+  /** Size in bytes, from 1 to 2^53 - 1. Required. */
+  size: Int64Like;
+}
+const CREATE_ALL_OPTIONS = ['name', 'size', ...CREATE_OPTIONS] as const;
+
+/** The prefix of the names that `SharedMemory.create()` generates (`/mmapkit-` and 16 hex digits). */
+const GENERATED_PREFIX = 'mmapkit-';
+
+/** A fresh name for `create()` without one: 64 random bits, so another process's guess is hopeless. */
+function generatedName(): string {
+  return `/${GENERATED_PREFIX}${randomBytes(8).toString('hex')}`;
+}
+
+/**
+ * What {@link SharedMemory.handle} returns: a plain object that names a shared memory object, to
+ * send to another process or thread (`JSON.stringify`, `postMessage`, a command line) and open
+ * there with `SharedMemory.open(handle)`. It holds no descriptor and no address: only the name
+ * and the size the sender mapped.
+ */
+export interface SharedMemoryHandle {
+  /** Always `'mmapkit.shm'`: tells a handle from any other object. */
+  readonly kind: 'mmapkit.shm';
+  /** The canonical name (`/name`). */
+  readonly name: string;
+  /** Bytes the sender mapped: `open(handle)` refuses a smaller object. */
+  readonly size: number;
+}
+const HANDLE_KIND = 'mmapkit.shm';
+const HANDLE_FIELDS = ['kind', 'name', 'size'];
+
+/**
+ * Read a handle once, field by field, and check its shape: a plain object with exactly `kind`,
+ * `name` and `size`, kind `'mmapkit.shm'`, a valid name, a size of at least 1.
+ */
+function parseHandle(handle: unknown): { canonical: string; size: bigint } {
+  // Without a kind it is no handle at all (a wrong kind is a handle of something else).
+  if (handle === null || typeof handle !== 'object' || Array.isArray(handle) || ArrayBuffer.isView(handle) || !Object.hasOwn(handle, 'kind')) {
+    throw invalidArgType('name', 'of type string, or a handle from shm.handle()', handle);
+  }
+  for (const key of Object.keys(handle)) {
+    if (!HANDLE_FIELDS.includes(key)) {
+      throw invalidArgValue(`handle.${key}`, (handle as Record<string, unknown>)[key], 'is not a field of a SharedMemory handle ({ kind, name, size })');
+    }
+  }
+  const { kind, name, size } = handle as Record<string, unknown>;
+  if (kind !== HANDLE_KIND) throw invalidArgValue('handle.kind', kind, `must be '${HANDLE_KIND}' (a handle from shm.handle())`);
+  if (name === undefined) {
+    throw invalidArgValue(
+      'handle.name',
+      name,
+      'is missing: only named shared memory has a handle (anonymous memory has no name; hand its descriptor to a child with childOptions() instead)',
+    );
+  }
+  const canonical = validateShmName(name, 'handle.name');
+  return { canonical, size: validateInt64(size, 'handle.size', 1n, BigInt(Number.MAX_SAFE_INTEGER)) };
+}
+
 /** Options of {@link SharedMemory.fromFd} and {@link SharedMemory.inherited}. */
 export interface SharedMemoryFdOptions {
   /**
@@ -42,6 +108,19 @@ export interface SharedMemoryFdOptions {
   access?: 'read' | 'write';
 }
 const FD_OPTIONS = ['access'] as const;
+
+/** Options of {@link SharedMemory.anonymous}. */
+export interface SharedMemoryAnonymousOptions {
+  /**
+   * Huge pages from the kernel's reserved pool (`MFD_HUGETLB`: the memfd lives in hugetlbfs): `true`
+   * for the system's default huge page size, `'2MB'` or `'1GB'` (`MFD_HUGE_2MB`, `MFD_HUGE_1GB`).
+   * `size` must be a multiple of that size (`ERR_OUT_OF_RANGE`), and so must a later `resize()`
+   * (`EINVAL` from ftruncate). The pages are taken from the pool when the memory is mapped: too few
+   * there is `ERR_MMAP_NO_HUGE_PAGES`. Default false.
+   */
+  hugePages?: HugePages;
+}
+const ANONYMOUS_OPTIONS = ['hugePages'] as const;
 
 /**
  * Options of {@link SharedMemory.open}: the access, and whose object it may be and who else it may
@@ -171,21 +250,53 @@ export class SharedMemory implements Disposable {
   /**
    * Create a named shared memory object of `size` bytes (`shm_open(O_CREAT | O_EXCL | O_RDWR)` then
    * `ftruncate`) and map it shared read-write. Exclusive by default: an existing name is `EEXIST`.
+   * With one options object and no name (`create({ size })`) the name is generated: `/mmapkit-` and
+   * 16 random hex digits, drawn again if taken; read it from `shm.name`, hand it on with
+   * `shm.handle()`, and unlink it like any other name. (`create(undefined, size)` stays an error: an
+   * undefined name is more often a missing value than a wish for a random one.)
    */
-  static create(name: string, size: Int64Like, options?: SharedMemoryCreateOptions): SharedMemory {
+  static create(name: string, size: Int64Like, options?: SharedMemoryCreateOptions): SharedMemory;
+  static create(options: SharedMemoryCreateAllOptions): SharedMemory;
+  static create(nameOrOptions: string | SharedMemoryCreateAllOptions, size?: Int64Like, options?: SharedMemoryCreateOptions): SharedMemory {
     checkRuntime();
-    const canonical = validateShmName(name);
-    const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
-    const o = validateOptions(options, 'options', CREATE_OPTIONS);
+    let name: unknown = nameOrOptions;
+    let sizeArg: unknown = size;
+    let sizeName = 'size';
+    let o: Partial<Record<(typeof CREATE_OPTIONS)[number], unknown>>;
+    const oneObject = size === undefined && options === undefined && nameOrOptions !== null && typeof nameOrOptions === 'object';
+    if (oneObject && !Array.isArray(nameOrOptions) && !ArrayBuffer.isView(nameOrOptions)) {
+      // create({ name?, size, mode?, exclusive? }): everything in the one object.
+      const all = validateOptions(nameOrOptions, 'options', CREATE_ALL_OPTIONS);
+      ({ name, size: sizeArg } = all);
+      sizeName = 'options.size';
+      if (sizeArg === undefined) throw invalidArgType('options.size', 'of type number or bigint', sizeArg);
+      o = all;
+    } else {
+      if (typeof name !== 'string') {
+        throw invalidArgType('name', 'of type string (for a generated name, pass one options object: create({ size }))', name);
+      }
+      o = validateOptions(options, 'options', CREATE_OPTIONS);
+    }
+    const given = name === undefined ? undefined : validateShmName(name, sizeName === 'size' ? 'name' : 'options.name');
+    const length = validateInt64(sizeArg, sizeName, 1n, BigInt(Number.MAX_SAFE_INTEGER));
     const mode = o.mode === undefined ? 0o600 : validateInt32(o.mode, 'options.mode', 0, 0o777);
     const exclusive = o.exclusive === undefined ? true : validateBoolean(o.exclusive, 'options.exclusive');
+    if (given === undefined && !exclusive) {
+      throw invalidArgValue('options.exclusive', o.exclusive, 'needs a name: a generated name always makes a new object');
+    }
     // Know whether this call made the object: only then may a failure below remove it. Without
     // `exclusive`, an existing object is opened instead (retrying if it is unlinked in between).
+    // A generated name that is taken (by chance, or planted by someone who guessed) is drawn again.
+    let canonical = given ?? generatedName();
     let fd = -1;
     let created = false;
     for (let attempt = 0; fd < 0; attempt++) {
       fd = native.shmOpen(canonical, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, mode);
       created = fd >= 0;
+      if (fd === EEXIST && given === undefined && attempt < 100) {
+        canonical = generatedName();
+        continue;
+      }
       if (fd === EEXIST && !exclusive) fd = native.shmOpen(canonical, fsConstants.O_RDWR, 0);
       if (fd < 0 && !(fd === ENOENT && !exclusive && attempt < 100)) throw openError(fd, 'shm_open', canonical);
     }
@@ -213,15 +324,36 @@ export class SharedMemory implements Disposable {
    * `options.sharedWith` accept more: `ERR_MMAP_NOT_OWNER`, `ERR_MMAP_UNSAFE_PERMISSIONS` (checked
    * with `fstat` on the opened descriptor, before anything is mapped; the name is left as it is).
    */
-  static open(name: string, options?: SharedMemoryOpenOptions): SharedMemory {
+  static open(name: string | SharedMemoryHandle, options?: SharedMemoryOpenOptions): SharedMemory {
     checkRuntime();
-    const canonical = validateShmName(name);
+    // A handle (from shm.handle(), maybe through JSON or postMessage) names the object and the
+    // least size it must have.
+    const { canonical, size: least } = typeof name === 'string' ? { canonical: validateShmName(name), size: undefined } : parseHandle(name);
     const o = validateOptions(options, 'options', OPEN_OPTIONS);
     const access = parseAccessValue(o.access);
     const policy = parseOwnership(o);
     const fd = native.shmOpen(canonical, access === 'write' ? fsConstants.O_RDWR : fsConstants.O_RDONLY, 0);
     if (fd < 0) throw openError(fd, 'shm_open', canonical);
     openedChecked(fd, canonical, policy);
+    if (least !== undefined) {
+      // Smaller than the handle says: it shrank since, or the name now belongs to another object.
+      // Larger is fine: it grew (resize()), and all of it is mapped.
+      let actual: bigint;
+      try {
+        actual = fstatSync(fd, { bigint: true }).size;
+      } catch (err) {
+        closeSync(fd);
+        throw err;
+      }
+      if (actual < least) {
+        closeSync(fd);
+        throw invalidArgValue(
+          'handle.size',
+          Number(least),
+          `says '${canonical}' has at least ${least} bytes, but it has ${actual}: it shrank since the handle was made, or the name was reused for another object`,
+        );
+      }
+    }
     return new SharedMemory(kConstruct, fd, canonical, access);
   }
 
@@ -235,20 +367,30 @@ export class SharedMemory implements Disposable {
   /**
    * Anonymous shared memory (`memfd_create` with `MFD_CLOEXEC`): it has no name; hand it to a child
    * with {@link SharedMemory.childOptions}. Its descriptor is close-on-exec, so it never leaks into
-   * children it was not given to.
+   * children it was not given to. `options.hugePages`: huge pages (`MFD_HUGETLB`).
    */
-  static anonymous(size: Int64Like): SharedMemory {
+  static anonymous(size: Int64Like, options?: SharedMemoryAnonymousOptions): SharedMemory {
     checkRuntime();
     const length = validateInt64(size, 'size', 1n, BigInt(Number.MAX_SAFE_INTEGER));
-    const fd = native.memfdCreate('mmapkit', constants.MFD_CLOEXEC ?? 1);
-    if (fd < 0) throw openError(fd, 'memfd_create');
+    const huge = parseHugePages(validateOptions(options, 'options', ANONYMOUS_OPTIONS).hugePages, 'options.hugePages', 'memfd_create');
+    if (huge !== undefined) checkHugeLength(length, huge, 'size', size);
+    const fd = native.memfdCreate('mmapkit', (constants.MFD_CLOEXEC ?? 1) | (huge?.flags ?? 0));
+    if (fd < 0) {
+      const err = openError(fd, 'memfd_create');
+      throw huge === undefined ? err : hugePagesError(err, huge, length);
+    }
     try {
       ftruncateSync(fd, Number(length));
     } catch (err) {
       closeSync(fd);
       throw err;
     }
-    return new SharedMemory(kConstruct, fd, undefined, 'write');
+    try {
+      return new SharedMemory(kConstruct, fd, undefined, 'write'); // closes fd itself if it cannot map
+    } catch (err) {
+      // A hugetlb memfd takes its pages from the pool when mapped: ENOMEM here means too few.
+      throw huge === undefined ? err : hugePagesError(err, huge, length);
+    }
   }
 
   /**
@@ -406,6 +548,46 @@ export class SharedMemory implements Disposable {
   unlink(): void {
     if (this.name === undefined) throw invalidState('anonymous shared memory has no name to unlink');
     SharedMemory.unlink(this.name);
+  }
+
+  /**
+   * A plain object that names this memory, `{ kind: 'mmapkit.shm', name, size }`: JSON-able and
+   * postMessage-able, for another process or thread to open with `SharedMemory.open(handle)` (which
+   * refuses an object smaller than `size`). Anonymous memory has no name to open: hand its descriptor
+   * to a child with `childOptions()` (`SharedMemory.inherited()` there) instead; this throws
+   * `ERR_INVALID_STATE` for it.
+   */
+  handle(): SharedMemoryHandle {
+    this.#check('handle');
+    if (this.name === undefined) {
+      throw invalidState(
+        'anonymous shared memory has no name, so no handle another process could open: hand its descriptor to a child process ' +
+          'with childOptions() (SharedMemory.inherited() in the child), or create named memory (SharedMemory.create({ size }))',
+      );
+    }
+    return { kind: HANDLE_KIND, name: this.name, size: this.#mapping!.length };
+  }
+
+  /**
+   * `util.inspect(shm)` (and `console.log`): `SharedMemory { name (or anonymous: true), size, access,
+   * fd, closed }`. Never the address. Never throws.
+   */
+  [Symbol.for('nodejs.util.inspect.custom')](depth: number, options: import('node:util').InspectOptionsStylized, inspect: typeof import('node:util').inspect): string {
+    if (depth < 0) return options.stylize('[SharedMemory]', 'special');
+    const fields: Record<string, unknown> = {};
+    try {
+      if (this.name === undefined) fields['anonymous'] = true;
+      else fields['name'] = this.name;
+      const m = this.#mapping;
+      if (m !== undefined) fields['size'] = m.length;
+      fields['access'] = this.access;
+      if (m !== undefined) fields['fd'] = this.#fd;
+      fields['closed'] = m === undefined;
+      if (m !== undefined && !m.closed && m.faulted) fields['faulted'] = true;
+    } catch {
+      fields['state'] = 'unknown';
+    }
+    return `SharedMemory ${inspect(fields, options)}`;
   }
 
   /** Same as {@link SharedMemory.close}. */

@@ -70,6 +70,7 @@ const REGISTRY = {
   ERR_MMAP_CHANNEL_TIMEOUT: (ms: number, waitingFor: string): string => `Timed out after ${ms} ms ${waitingFor}`,
   ERR_MMAP_CHANNEL_FULL: text,
   ERR_MMAP_TOO_MANY_MAPPINGS: text,
+  ERR_MMAP_NO_HUGE_PAGES: text,
   ERR_MMAP_CHANNEL_IN_USE: text,
   ERR_MMAP_TOPIC_CORRUPT: (what: string): string => `Topic memory is corrupt: ${what}`,
   ERR_MMAP_TOPIC_TIMEOUT: (ms: number, waitingFor: string): string => `Timed out after ${ms} ms ${waitingFor}`,
