@@ -45,8 +45,8 @@ static void held_add(napi_env env, pthread_mutex_t* m) {
   pthread_mutex_unlock(&g_held_mu);
 }
 
-static void held_remove(napi_env env, pthread_mutex_t* m) {
-  pthread_mutex_lock(&g_held_mu);
+/* Drop this environment's record of m (g_held_mu held). */
+static void held_unlink(napi_env env, const pthread_mutex_t* m) {
   for (held_t** p = &g_held; *p != NULL; p = &(*p)->next) {
     if ((*p)->env == env && (*p)->m == m) {
       held_t* h = *p;
@@ -55,6 +55,11 @@ static void held_remove(napi_env env, pthread_mutex_t* m) {
       break;
     }
   }
+}
+
+static void held_remove(napi_env env, pthread_mutex_t* m) {
+  pthread_mutex_lock(&g_held_mu);
+  held_unlink(env, m);
   pthread_mutex_unlock(&g_held_mu);
 }
 
@@ -408,14 +413,7 @@ napi_value js_mutex_abandon(napi_env env, napi_callback_info info) {
         break;
       }
     }
-    for (held_t** p = &g_held; *p != NULL; p = &(*p)->next) {
-      if ((*p)->env == env && (*p)->m == m) {
-        held_t* h = *p;
-        *p = h->next;
-        free(h);
-        break;
-      }
-    }
+    held_unlink(env, m);
   }
   pthread_mutex_unlock(&g_held_mu);
   return make_i32(env, rc);
