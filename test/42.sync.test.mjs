@@ -48,7 +48,7 @@ for (const kind of KINDS) for (const how of ['lock', 'lockAsync', 'tryLock']) {
     const mx = Mutex.create(shm, 0, { kind });
     const held = Event.create(shm, 64);
     const k = start(t, ['hold-lock'], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
-    assert.equal(await held.waitAsync(10_000), true, k.output());
+    assert.equal(await held.waitAsync(60_000), true, k.output());
     assert.equal(mx.tryLock(), 'busy');
     await assert.rejects(mx.lockAsync(50), { code: 'ERR_MMAP_LOCK_TIMEOUT' });
     throwsCode(() => mx.lock(50), 'ERR_MMAP_LOCK_TIMEOUT', 'MmapkitError');
@@ -81,7 +81,7 @@ for (const kind of KINDS) test(`robust ${kind} mutex: unlocking after 'owner-die
   const mx = Mutex.create(shm, 0, { kind });
   const held = Event.create(shm, 64);
   const k = start(t, ['hold-lock'], shm.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
-  assert.equal(await held.waitAsync(10_000), true, k.output());
+  assert.equal(await held.waitAsync(60_000), true, k.output());
   k.child.kill('SIGKILL');
   await k.done;
   assert.equal(mx.lock(5000), 'owner-died');
@@ -172,7 +172,7 @@ test('event: one-shot across processes and resettable', async (t) => {
   Mutex.create(shm2, 0);
   const remote = Event.create(shm2, 64);
   const k = start(t, ['hold-lock'], shm2.childOptions({ stdio: ['ignore', 'pipe', 'pipe'] }));
-  assert.equal(remote.wait(10_000), true, k.output());
+  assert.equal(remote.wait(60_000), true, k.output()); // a child's start under qemu on a loaded machine took over 10 s
   k.child.kill('SIGKILL');
   await k.done;
   shm.close();
