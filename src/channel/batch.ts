@@ -9,8 +9,8 @@ import { types } from 'node:util';
 import { invalidArgType, outOfRange, batchStopped } from '../internal/errors.js';
 
 const { isProxy } = types;
-import { validateInt32 } from '../internal/validators.js';
-import { type ChannelCore, toBytes } from './core.js';
+import { validateArray, validateInt32 } from '../internal/validators.js';
+import { type ChannelCore, crossesPage, toBytes } from './core.js';
 import { type ChannelWaitOptions, deadlineOf, parseTimeout, signalOf, yieldDue, yieldToLoop } from './waiting.js';
 
 const INT32_MAX = 0x7fffffff;
@@ -23,7 +23,7 @@ const DEFAULT_MAX = 1024;
  */
 export function prepareSendMany(core: ChannelCore, messages: unknown): ReadonlyArray<Uint8Array> {
   // Every element is read (a getter may close the channel or unmap it) before the state is checked.
-  if (!Array.isArray(messages)) throw invalidArgType('messages', 'an Array', messages);
+  validateArray(messages, 'messages');
   const max = core.g.maxMessageSize;
   let all: Uint8Array[] | undefined;
   for (let i = 0; i < messages.length; i++) {
@@ -33,17 +33,35 @@ export function prepareSendMany(core: ChannelCore, messages: unknown): ReadonlyA
     if (bytes !== m && all === undefined) all = (messages as Uint8Array[]).slice(0, i);
     all?.push(bytes);
   }
-  core.check('sendMany');
+  core.checkOpen('sendMany'); // the fault count: looked at before publishing (flush)
   core.noOutstanding(core.outstandingReserve, 'reserve');
   core.attachProducer();
   return all ?? (messages as Uint8Array[]);
 }
 
-/** Publish what a batch appended and wake consumers for it. */
-function flush(core: ChannelCore, appended: number): void {
-  if (appended === 0 || core.mapping.closed) return;
-  core.writer!.publish();
-  core.wakeConsumers(appended);
+/**
+ * Publish what a batch appended and wake consumers for it. ERR_MMAP_FAULTED, publishing none of it,
+ * when the memory faulted (see ChannelCore.publish).
+ */
+function flush(core: ChannelCore, appended: number, what: string): void {
+  if (core.mapping.closed) return;
+  if (appended === 0) core.checkFaults(what);
+  else core.publish(appended, what);
+}
+
+/**
+ * A batch send stopped by `err` with `unpublished` messages appended but not published: publish them
+ * (they count as sent), unless the memory faulted: then they are given up, and the fault is the error.
+ */
+function stopped(core: ChannelCore, err: unknown, sent: number, unpublished: number): unknown {
+  if (unpublished > 0) {
+    try {
+      flush(core, unpublished, 'sendMany');
+    } catch (fault) {
+      return batchStopped(fault, sent - unpublished);
+    }
+  }
+  return batchStopped(err, sent);
 }
 
 export function sendMany(core: ChannelCore, messages: unknown, options: ChannelWaitOptions | number | undefined): void {
@@ -61,14 +79,13 @@ export function sendMany(core: ChannelCore, messages: unknown, options: ChannelW
         continue;
       }
       // Full: let consumers drain what went so far while we wait for room.
-      flush(core, unpublished);
+      flush(core, unpublished, 'sendMany');
       unpublished = 0;
       core.waitRoom(all[sent]!.byteLength, timeout, (deadline ??= deadlineOf(timeout)));
     }
+    flush(core, unpublished, 'sendMany');
   } catch (err) {
-    throw batchStopped(err, sent);
-  } finally {
-    flush(core, unpublished);
+    throw stopped(core, err, sent, unpublished);
   }
 }
 
@@ -86,7 +103,7 @@ export async function sendManyAsync(core: ChannelCore, messages: unknown, option
         unpublished++;
         if (yieldDue(1)) {
           // A long batch into a lane that keeps finding room would hold the event loop for all of it.
-          flush(core, unpublished);
+          flush(core, unpublished, 'sendManyAsync');
           unpublished = 0;
           await yieldToLoop();
           if (sent < all.length) {
@@ -96,14 +113,13 @@ export async function sendManyAsync(core: ChannelCore, messages: unknown, option
         }
         continue;
       }
-      flush(core, unpublished);
+      flush(core, unpublished, 'sendManyAsync');
       unpublished = 0;
       await core.waitRoomAsync(all[sent]!.byteLength, timeout, (deadline ??= deadlineOf(timeout)), signalOf(options), 'sendManyAsync');
     }
+    flush(core, unpublished, 'sendManyAsync');
   } catch (err) {
-    throw batchStopped(err, sent);
-  } finally {
-    flush(core, unpublished);
+    throw stopped(core, err, sent, unpublished);
   }
 }
 
@@ -112,7 +128,7 @@ export function trySendMany(core: ChannelCore, messages: unknown): number {
   const writer = core.writer!;
   let sent = 0;
   while (sent < all.length && writer.append(all[sent]!)) sent++;
-  flush(core, sent);
+  flush(core, sent, 'trySendMany');
   return sent;
 }
 
@@ -141,6 +157,8 @@ function takeRun(core: ChannelCore, out: Buffer[], limit: number): number {
       if (reader.lane >= 0) core.finishLane();
     }
   }
+  // After the copies: a page lost meanwhile read as zeros; the copies are dropped with the error.
+  core.checkFaults('receive');
   return out.length - start;
 }
 
@@ -251,6 +269,7 @@ function takeInto(core: ChannelCore, target: Uint8Array, lengths: LengthsArray):
     }
     if (full) break;
   }
+  core.checkFaults('receive'); // as in takeRun: the target may hold zeros, its count is not returned
   return n;
 }
 
@@ -296,6 +315,9 @@ export type DrainHandler = (buffer: Buffer, offset: number, length: number) => v
 function drainRun(core: ChannelCore, handler: DrainHandler, limit: number): number {
   const reader = core.reader;
   const u8 = core.u8;
+  const faultCount = core.faultCount;
+  const pageOffset = core.pageOffset;
+  const pageMask = core.pageMask;
   let n = 0;
   let inHandler = false;
   // close() from inside the handler gives back what was taken before it lets go of the lane.
@@ -308,17 +330,23 @@ function drainRun(core: ChannelCore, handler: DrainHandler, limit: number): numb
       try {
         if (!reader.lock()) break;
         for (let at; n < limit && (at = reader.next()) >= 0;) {
+          const length = reader.length;
           reader.advance(); // taken, whatever the handler does
           n++;
+          // In place: never hand out a message on a page already lost (it reads as zeros): touch its
+          // pages, then look (core.touchMessage, inline). The look also reports a page lost while the
+          // previous handler ran, before any other handler runs.
+          if (crossesPage(at, length, pageOffset, pageMask)) core.touchPages(at, length);
+          if (faultCount[0] !== core.faultsSeen) core.faultsMoved('drain');
           inHandler = true;
-          handler(u8, at, reader.length);
+          handler(u8, at, length);
           inHandler = false;
           if (core.closed) return n; // closed by the handler: close() let go of the lane
         }
       } catch (err) {
         // Garbage found after messages were handled: report it with the next call (as in takeRun).
-        // A handler's own error propagates at once.
-        if (inHandler || n === 0 || core.closed) throw err;
+        // A handler's own error propagates at once, and so does a fault of the memory.
+        if (inHandler || n === 0 || core.closed || core.faults.reason !== undefined) throw err;
         core.deferred = err as Error;
         break;
       } finally {
@@ -329,6 +357,8 @@ function drainRun(core: ChannelCore, handler: DrainHandler, limit: number): numb
     core.drainDepth--;
     core.outstandingTake = undefined;
   }
+  // A page lost while the last handler read its message: it saw zeros; say so now.
+  core.checkFaults('drain');
   return n;
 }
 

@@ -216,6 +216,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     core.check('size');
     let n = 0;
     for (let lane = 0, used = core.reader.lanesUsed(); lane < used; lane++) n += queuedMessages(core.i32, core.g, lane);
+    core.checkFaults('size'); // it counted records: zeros count as empty ones
     return n;
   }
 
@@ -229,6 +230,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     this.#core.check('attach');
     if (validateOneOf(role, 'role', ['producer', 'consumer'] as const) === 'producer') this.#core.attachProducer();
     else this.#core.attachConsumer();
+    this.#core.checkFaults('attach');
   }
 
   // ------------------------------------------------------------ sending
@@ -238,9 +240,11 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const core = this.#core;
     const bytes = core.prepareSend(data);
     const writer = core.writer!;
-    if (!writer.append(bytes)) return false;
-    writer.publish();
-    core.wakeConsumers(1);
+    if (!writer.append(bytes)) {
+      core.checkFaults('send'); // the look at the read position may have hit a lost page
+      return false;
+    }
+    core.publish(1, 'send');
     return true;
   }
 
@@ -255,8 +259,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       do core.waitRoom(bytes.byteLength, timeout, deadline);
       while (!writer.append(bytes));
     }
-    writer.publish();
-    core.wakeConsumers(1);
+    core.publish(1, 'send');
   }
 
   /** Like {@link Channel.send} without blocking the event loop. */
@@ -269,8 +272,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
       const bytes = core.prepareSend(data);
       const writer = core.writer!;
       if (!writer.append(bytes)) return this.#sendAsyncWaiting(bytes, timeout, options);
-      writer.publish();
-      core.wakeConsumers(1);
+      core.publish(1, 'send');
       // Sent: only the caller waits for the event loop's turn.
       return yieldDue(1) ? yieldToLoop() : Promise.resolve();
     } catch (err) {
@@ -284,8 +286,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const deadline = deadlineOf(timeout);
     do await core.waitRoomAsync(bytes.byteLength, timeout, deadline, signalOf(options), 'sendAsync');
     while (!writer.append(bytes));
-    writer.publish();
-    core.wakeConsumers(1);
+    core.publish(1, 'sendAsync');
     if (yieldDue(1)) await yieldToLoop();
   }
 
@@ -482,6 +483,36 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   /** Same as {@link Channel.close}. */
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * `util.inspect(channel)` (and `console.log`): this handle's role (`'unattached'`, `'producer'`,
+   * `'consumer'`, `'producer+consumer'`), its lane, the channel's lanes (`maxProducers`), laneSize,
+   * capacity, maxMessageSize, the wait strategy, closed and ended. Reads only this handle's own
+   * state, never the shared memory (so it is cheap and cannot meet a corrupt or lost page), never
+   * the address; never throws.
+   */
+  [Symbol.for('nodejs.util.inspect.custom')](depth: number, options: import('node:util').InspectOptionsStylized, inspect: typeof import('node:util').inspect): string {
+    if (depth < 0) return options.stylize('[Channel]', 'special');
+    const fields: Record<string, unknown> = {};
+    try {
+      const core = this.#core;
+      const producer = core.writer !== undefined;
+      const consumer = core.seat !== undefined;
+      fields['role'] = producer && consumer ? 'producer+consumer' : producer ? 'producer' : consumer ? 'consumer' : 'unattached';
+      if (producer) fields['lane'] = core.writer!.lane;
+      fields['lanes'] = core.g.maxProducers;
+      fields['laneSize'] = core.g.laneSize;
+      fields['capacity'] = laneCapacity(core.g.laneSize, core.g.maxMessageSize);
+      fields['maxMessageSize'] = core.g.maxMessageSize;
+      fields['wait'] = core.strategy.name;
+      fields['closed'] = core.closed;
+      fields['ended'] = core.ended;
+      if (core.endReason !== undefined) fields['endReason'] = core.endReason;
+    } catch {
+      fields['state'] = 'unknown';
+    }
+    return `Channel ${inspect(fields, options)}`;
   }
 }
 

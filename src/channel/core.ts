@@ -13,6 +13,8 @@ import { CHANNEL, FLAG_PRODUCER_DIED, type Geometry, laneControl } from './layou
 import { type ConsumerSeat, EndCheck, attachConsumer, attachProducer, closeConsumer, closeProducer } from './parties.js';
 import { HeldLanes } from './repair.js';
 import { copyOut } from '../copy.js';
+import { pageSize } from '../constants.js';
+import { FAULTS, FaultWatch, faultsNow } from './fault.js';
 import { LaneReader, LaneWriter, TSO } from './ring.js';
 import { alignedBase, releaseOwned, words } from '../target.js';
 import { type SleepSite, type Strategy, deadlineOf, timedOut } from './waiting.js';
@@ -39,6 +41,7 @@ const LANE_WAITING = CHANNEL.LANE_PRODUCER_WAITING >>> 2;
 const QUICK_LOOKS = 64;
 const QUICK_MISSES = 4;
 const QUICK_PROBE = 16;
+const RECORD_HEADER = CHANNEL.RECORD_HEADER;
 
 /**
  * Detach one empty ArrayBuffer now, at load. V8 assumes no ArrayBuffer is ever detached until the
@@ -51,6 +54,16 @@ const QUICK_PROBE = 16;
 {
   const ab = new ArrayBuffer(0);
   structuredClone(ab, { transfer: [ab] });
+}
+
+/**
+ * Whether the message at channel offset `at` (`length` bytes) reaches past the page that holds its
+ * record header, the channel starting `pageOffset` bytes into a page: the page bits of the header's
+ * first byte and the message's last byte differ (compared in 32 bits: a page never straddles a
+ * multiple of 2^32). An empty message ends in its 8-aligned header: never.
+ */
+export function crossesPage(at: number, length: number, pageOffset: number, pageMask: number): boolean {
+  return (((at - RECORD_HEADER + pageOffset) ^ (at + length - 1 + pageOffset)) & pageMask) !== 0;
 }
 
 /** Bytes of a message argument: a string (UTF-8), a Buffer, a TypedArray or a DataView. */
@@ -118,6 +131,17 @@ export class ChannelCore {
   deferred: Error | undefined;
   /** drain() calls under way on this handle (its handler may call back into the handle). */
   drainDepth = 0;
+  /**
+   * The guard's count of repaired faults (FAULTS), the count when this handle last found its memory
+   * whole, and the rest of what it knows of its memory's faults: a look is
+   * `faultCount[0] !== faultsSeen` (see checkFaults).
+   */
+  readonly faultCount: Int32Array;
+  faultsSeen: number;
+  readonly faults: FaultWatch;
+  /** Where byte 0 of the channel lies within its page, and `-pageSize` (to tell whether a message crosses a page). */
+  readonly pageOffset: number;
+  readonly pageMask: number;
 
   constructor(mapping: Mapping, owned: SharedMemory | Mapping | undefined, g: Geometry, strategy: Strategy, creator: boolean) {
     // Every field exists from the start, in one order (one object shape for every handle), and the
@@ -130,15 +154,26 @@ export class ChannelCore {
     this.outstandingReserve = undefined;
     this.outstandingTake = undefined;
     this.deferred = undefined;
+    this.faultsSeen = -2;
     this.mapping = mapping;
     this.owned = owned;
+    // Before the view (which refuses a mapping faulted already): any fault after this moves the count.
+    this.faultsSeen = faultsNow();
     this.u8 = mapping.view(0, g.totalSize);
     this.i32 = words(this.u8);
     this.g = g;
     this.strategy = strategy;
     this.creator = creator;
     this.base = Number(alignedBase(this.u8));
-    this.reader = new LaneReader(this.i32, g, { producer: (lane) => this.wakeProducer(lane), consumer: () => this.wakeConsumers(1) });
+    this.faultCount = FAULTS;
+    this.faults = new FaultWatch(mapping, 'channel', this.base, g.totalSize);
+    this.pageOffset = (this.base % pageSize) | 0; // small integers: the per-message test stays in int32
+    this.pageMask = -pageSize | 0;
+    this.reader = new LaneReader(this.i32, g, {
+      producer: (lane) => this.wakeProducer(lane),
+      consumer: () => this.wakeConsumers(1),
+      faults: () => this.checkFaults('receive'),
+    });
     this.held = new HeldLanes(this.i32, g);
     this.notEmpty = { mapping, addr: this.base + CHANNEL.NOT_EMPTY, array: this.i32, index: NOT_EMPTY };
     const reader = this.reader;
@@ -148,8 +183,68 @@ export class ChannelCore {
   // ------------------------------------------------------------ state
 
   check(what: string): void {
+    // One test on the way of every call, the reasons out of line: little bytecode on the per-message
+    // paths, which are at V8's inlining budget (a few bytes more there cost a function not inlined).
+    if (this.closed || this.mapping.closed || this.faultCount[0] !== this.faultsSeen) this.checkFailed(what);
+  }
+
+  /**
+   * check() for the send paths: the fault count is not looked at here, because every send looks at it
+   * before it publishes (see publish()), and a send that finds no room looks at it before it waits.
+   */
+  checkOpen(what: string): void {
+    if (this.closed || this.mapping.closed) this.checkFailed(what);
+  }
+
+  private checkFailed(what: string): void {
     if (this.closed) throw closedError(what, 'Channel');
     if (this.mapping.closed) throw closedError(what, 'memory');
+    this.faultsMoved(what);
+  }
+
+  /**
+   * Throw ERR_MMAP_FAULTED if the channel's memory faulted: a page of it was lost (truncated by another
+   * process, or out of space) and reads as zeros. One load and one compare while no fault was repaired
+   * anywhere in the process. Called after every access a message depends on (the copy out, the writes
+   * of a publish), so it sees the faults they raised: the guard repairs them synchronously.
+   */
+  checkFaults(what: string): void {
+    if (this.faultCount[0] !== this.faultsSeen) this.faultsMoved(what);
+  }
+
+  /** The count moved: throw ERR_MMAP_FAULTED if the fault was in this channel's memory. */
+  faultsMoved(what: string): void {
+    const seen = this.faults.settle();
+    if (seen === undefined) throw this.faults.error(what);
+    this.faultsSeen = seen;
+  }
+
+  /** Whether the channel's memory has faulted (see checkFaults), without throwing. */
+  isFaulted(): boolean {
+    if (this.faultCount[0] === this.faultsSeen) return false;
+    const seen = this.faults.settle();
+    if (seen === undefined) return true;
+    this.faultsSeen = seen;
+    return false;
+  }
+
+  /**
+   * Before a message is handed out in place (drain, receiveInPlace): touch each page of it past the
+   * one that holds its header (next() read that one), so that a page lost before now faults here, and
+   * look at the count. A page lost while the caller reads the message is reported after (release(),
+   * the end of the handler).
+   */
+  touchMessage(at: number, length: number, what: string): void {
+    if (crossesPage(at, length, this.pageOffset, this.pageMask)) this.touchPages(at, length);
+    this.checkFaults(what);
+  }
+
+  /** The pages of the message at `at` after the one its header is on (see touchMessage). */
+  touchPages(at: number, length: number): void {
+    const first = at - RECORD_HEADER + this.pageOffset;
+    const last = at + length - 1 + this.pageOffset;
+    // Atomics.load: a load whose value is unused must not be optimized away.
+    for (let p = (first & this.pageMask) + pageSize; p <= last; p += pageSize) Atomics.load(this.i32, (p - this.pageOffset) >>> 2);
   }
 
   noOutstanding(pending: (() => void) | undefined, what: 'reserve' | 'receiveInPlace'): void {
@@ -160,8 +255,9 @@ export class ChannelCore {
 
   attachProducer(): LaneWriter {
     if (this.writer !== undefined) return this.writer;
+    this.checkFaults('send'); // never claim a lane in memory that faulted
     const lane = attachProducer(this.i32, this.g);
-    const writer = new LaneWriter(this.i32, this.u8, this.g, lane);
+    const writer = new LaneWriter(this.i32, this.u8, this.g, lane, () => this.checkFaults('send'));
     const word: Word = { mapping: this.mapping, addr: this.base + (writer.ctl + LANE_NOT_FULL) * 4, array: this.i32, index: writer.ctl + LANE_NOT_FULL };
     this.producerSite = { word, sleepers: writer.ctl + LANE_WAITING, counted: false, ready: () => writer.hasRoom(this.roomFor) };
     this.writer = writer;
@@ -180,14 +276,25 @@ export class ChannelCore {
     if (bytes.byteLength > this.g.maxMessageSize) {
       throw outOfRange('data.byteLength', `<= ${this.g.maxMessageSize} (the channel's maxMessageSize)`, bytes.byteLength);
     }
-    this.check('send');
+    this.checkOpen('send');
+    // One test for the common case (a producer with no reservation open); the rest out of line: the
+    // per-message paths are at V8's inlining budget (send and receive inline about a dozen functions).
+    if (this.outstandingReserve !== undefined || this.writer === undefined) this.prepareSendSlow();
+    return bytes;
+  }
+
+  private prepareSendSlow(): void {
     this.noOutstanding(this.outstandingReserve, 'reserve');
     this.attachProducer();
-    return bytes;
   }
 
   prepareReceive(what: string): void {
     this.check(what);
+    // One test for the common case; the rest out of line (as in prepareSend).
+    if (this.deferred !== undefined || this.drainDepth > 0 || this.outstandingTake !== undefined || this.seat === undefined) this.prepareReceiveSlow(what);
+  }
+
+  private prepareReceiveSlow(what: string): void {
     if (this.deferred !== undefined) {
       const err = this.deferred;
       this.deferred = undefined;
@@ -226,6 +333,25 @@ export class ChannelCore {
     notifyWord(word, INT32_MAX); // every wait of the producer handle (its async sends may wait together)
   }
 
+  /**
+   * Publish what this producer appended and wake consumers for `n` messages. The fault count is looked
+   * at before (a record written into a repaired page is never published: what was appended is given
+   * up, ERR_MMAP_FAULTED) and after (the stores of the publish and the wake-up themselves).
+   */
+  publish(n: number, what: string): void {
+    if (this.faultCount[0] !== this.faultsSeen) this.faultedBeforePublish(what);
+    this.writer!.publish();
+    this.wakeConsumers(n);
+    if (this.faultCount[0] !== this.faultsSeen) this.faultsMoved(what);
+  }
+
+  /** The count moved before a publish: if this channel's memory faulted, give up what was appended and throw. */
+  private faultedBeforePublish(what: string): void {
+    if (!this.isFaulted()) return;
+    this.writer!.rollback();
+    throw this.faults.error(what);
+  }
+
   /** Let go of the lane the reader holds (it stores the read position and wakes who waits). */
   finishLane(): void {
     this.reader.unlock();
@@ -240,7 +366,7 @@ export class ChannelCore {
   takeOne(): Buffer | undefined {
     const reader = this.reader;
     for (let tries = 0, most = this.g.maxProducers; tries <= most; tries++) {
-      if (!reader.lock()) return undefined;
+      if (!reader.lock()) return undefined; // (what the looks read is checked by the next call)
       const at = reader.next(); // throws ERR_MMAP_CHANNEL_CORRUPT after letting go of the lane
       if (at < 0) {
         this.finishLane(); // only padding was left
@@ -249,6 +375,9 @@ export class ChannelCore {
       const out = this.copyOut(at, reader.length);
       reader.advance();
       this.finishLane();
+      // After the copy: a page lost meanwhile read as zeros. The message is dropped with the error
+      // (the channel is unusable from now on anyway).
+      if (this.faultCount[0] !== this.faultsSeen) this.faultsMoved('receive');
       return out;
     }
     return undefined;
@@ -282,11 +411,22 @@ export class ChannelCore {
         // Read the futex word, then look again: room freed after this read changes the word.
         const seen = Atomics.load(this.i32, site.word.index);
         if (writer.hasRoom(length)) return;
+        this.probeRoom('send');
         if (!this.strategy.sleep(site, seen, deadline)) throw timedOut('waiting for room in the channel', timeout);
       }
     } finally {
       this.endRoomWait();
     }
+  }
+
+  /**
+   * Before a producer sleeps for room: touch the word where its next record goes, so that a lane lost
+   * under it (truncated) is reported now, not never: its consumers fault on those pages too, and may
+   * never make room.
+   */
+  private probeRoom(what: string): void {
+    this.writer!.probe();
+    this.checkFaults(what);
   }
 
   /**
@@ -307,6 +447,7 @@ export class ChannelCore {
         this.roomFor = length;
         const seen = Atomics.load(this.i32, site.word.index);
         if (writer.hasRoom(length)) return;
+        this.probeRoom(what);
         if (!(await this.strategy.sleepAsync(site, seen, deadline, signal))) throw timedOut('waiting for room in the channel', timeout);
         this.check(what); // closed while we slept: never write for a closed producer
         signal?.throwIfAborted();
@@ -329,6 +470,7 @@ export class ChannelCore {
       if (reader.ready()) return true;
       if (this.atEnd()) return false;
       if (this.repairHeld()) continue;
+      this.checkFaults('receive'); // the looks read zeros where the control lines were lost
       if (!this.strategy.sleep(this.consumerSite, seen, deadline)) throw timedOut('waiting for a message', timeout);
     }
   }
@@ -341,6 +483,7 @@ export class ChannelCore {
       if (reader.ready()) return true;
       if (this.atEnd()) return false;
       if (this.repairHeld()) continue;
+      this.checkFaults(what);
       if (!(await this.strategy.sleepAsync(this.consumerSite, seen, deadline, signal))) throw timedOut('waiting for a message', timeout);
       this.check(what); // closed while we slept: the consumer entry is no longer ours
       // Aborted after the wake-up was queued: take nothing (the caller no longer wants a message).
@@ -376,6 +519,8 @@ export class ChannelCore {
 
   /** Record the end of the stream on this handle; null (what the receive methods return). */
   end(): null {
+    // Zeros where the control lines were lost look like a stream that ended: not an end.
+    this.checkFaults('receive');
     this.ended = true;
     // atEnd() sets the flag before it reports an end that a dead producer is part of.
     this.endReason = (Atomics.load(this.i32, CHANNEL.FLAGS >>> 2) & FLAG_PRODUCER_DIED) !== 0 ? 'producer-died' : 'closed';
@@ -391,6 +536,8 @@ export class ChannelCore {
       this.outstandingReserve?.();
       this.outstandingTake?.();
       if (this.writer !== undefined) {
+        // Never publish what was written into repaired pages.
+        if (this.isFaulted()) this.writer.rollback();
         this.writer.publish();
         closeProducer(this.i32, this.g, this.writer.lane);
         // Wake every sleeping consumer so that it can notice the end.

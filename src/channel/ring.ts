@@ -56,10 +56,13 @@ export class LaneWriter {
   private published: number;
   /** LANE_READ as last loaded: the producer may write up to #r + size. */
   private r: number;
+  /** Called before garbage is reported: throws ERR_MMAP_FAULTED instead when the memory faulted (its zeros are no peer's doing). */
+  private readonly faults: () => void;
 
-  constructor(i32: Int32Array, u8: Buffer, g: Geometry, lane: number) {
+  constructor(i32: Int32Array, u8: Buffer, g: Geometry, lane: number, faults: () => void) {
     this.lane = lane;
     this.i32 = i32;
+    this.faults = faults;
     // A plain Uint8Array, not the Buffer: TypedArray#set is about 6 ns cheaper on its own type.
     this.u8 = new Uint8Array(u8.buffer, u8.byteOffset, u8.byteLength);
     this.ctl = laneControl(g, lane) >>> 2;
@@ -105,6 +108,7 @@ export class LaneWriter {
         // read position to it, and the lane carries on after one error on each side.
         this.published = this.w;
         Atomics.store(this.i32, this.ctl + WRITE, this.w);
+        this.faults();
         throw corrupt(`lane ${this.lane}: read position ${r} is not within the ${this.size} bytes before the write position ${this.w}`);
       }
       this.r = r;
@@ -165,9 +169,17 @@ export class LaneWriter {
     Atomics.store(this.i32, this.ctl + WRITE, this.w);
   }
 
-  /** Forget appended records that were not published (a reservation given up). */
+  /** Forget appended records that were not published (a reservation given up, a faulted lane). */
   rollback(): void {
     this.w = this.published;
+  }
+
+  /**
+   * Read the word where the next record goes (before a wait for room): a page of the ring lost under
+   * the lane faults now, so the wait reports it instead of waiting for room that may never come.
+   */
+  probe(): number {
+    return Atomics.load(this.i32, (this.ring + (this.w & this.mask)) >>> 2);
   }
 
   /** Whether a record of `length` bytes would fit now (loads the read position; used by waits). */
@@ -185,6 +197,8 @@ export class LaneWriter {
 export interface Wakers {
   producer(lane: number): void;
   consumer(): void;
+  /** Before garbage is reported: throws ERR_MMAP_FAULTED instead when the memory faulted (zeros of a repaired page). */
+  faults(): void;
 }
 
 /**
@@ -405,6 +419,7 @@ export class LaneReader {
     // and a producer that attaches to it again starts from an aligned position of its own.
     this.r = this.w;
     this.unlock();
+    this.wake.faults();
     throw corrupt(what);
   }
 }

@@ -18,7 +18,11 @@ export interface InPlaceMessage {
    * bytes for a later message: copy what you keep.
    */
   readonly data: Buffer;
-  /** Give the message's bytes back to its producer. Idempotent. */
+  /**
+   * Give the message's bytes back to its producer. Idempotent. Throws `ERR_MMAP_FAULTED` (having given
+   * them back) when a page of the channel's memory was lost meanwhile (truncated, out of space): what
+   * `data` showed may have been zeros. Trust what you read only once `release()` returned.
+   */
   release(): void;
 }
 
@@ -26,7 +30,10 @@ export interface InPlaceMessage {
 export interface Reservation {
   /** `maxMessageSize` bytes of the lane, in shared memory. */
   readonly buffer: Buffer;
-  /** Publish the first `length` bytes (default: all of `buffer`) as the message. */
+  /**
+   * Publish the first `length` bytes (default: all of `buffer`) as the message. `ERR_MMAP_FAULTED`,
+   * publishing nothing, when a page of the channel's memory was lost (the bytes written may be gone).
+   */
   commit(length?: number): void;
 }
 
@@ -59,8 +66,8 @@ export function reserve(core: ChannelCore, options: ChannelWaitOptions | number 
       done = true;
       core.outstandingReserve = undefined;
       writer.commit(at, n);
-      writer.publish();
-      core.wakeConsumers(1);
+      // ERR_MMAP_FAULTED, publishing nothing, if what was written went into a repaired page.
+      core.publish(1, 'commit');
     },
   };
 }
@@ -77,16 +84,30 @@ export function receiveInPlace(core: ChannelCore, options: ChannelWaitOptions | 
         core.finishLane(); // only padding was left
         continue;
       }
+      try {
+        // Never hand out a message in a page already lost (it reads as zeros): it is dropped.
+        core.touchMessage(at, reader.length, 'receiveInPlace');
+      } catch (err) {
+        reader.advance();
+        core.finishLane();
+        throw err;
+      }
       const data = core.u8.subarray(at, at + reader.length);
       let released = false;
-      const release = (): void => {
-        if (released || core.mapping.closed) return;
+      const finish = (): boolean => {
+        if (released || core.mapping.closed) return false;
         released = true;
         core.outstandingTake = undefined;
         reader.advance();
         core.finishLane();
+        return true;
       };
-      core.outstandingTake = release;
+      // close() gives the message back without a look at the faults (close never throws).
+      core.outstandingTake = finish;
+      const release = (): void => {
+        // A page lost while the caller read the message in place read as zeros: say so.
+        if (finish()) core.checkFaults('release a message read in place');
+      };
       return { data, release };
     }
     if (!core.waitMessage(timeout, deadline)) return core.end();

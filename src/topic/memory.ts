@@ -4,6 +4,7 @@
  * @module
  */
 import { TSO } from '../channel/ring.js';
+import { FAULTS, FaultWatch, faultsNow } from '../channel/fault.js';
 import { mmapkitError } from '../internal/errors.js';
 import type { Mapping } from '../mapping.js';
 import type { SharedMemory } from '../shm.js';
@@ -29,18 +30,32 @@ export class TopicMemory {
   readonly notFull: Word;
   readonly lock: Word;
   closed = false;
+  /**
+   * The guard's count of repaired faults (FAULTS), the count when this handle last found its memory
+   * whole, and the rest of what it knows of its memory's faults: a look is
+   * `faultCount[0] !== faultsSeen` (see checkFaults).
+   */
+  readonly faultCount: Int32Array;
+  faultsSeen: number;
+  readonly faults: FaultWatch;
 
   constructor(
     readonly mapping: Mapping,
     readonly owned: SharedMemory | Mapping | undefined,
     readonly g: TopicGeometry,
   ) {
+    // Before the view (which refuses a mapping faulted already): any fault after this moves the count.
+    // (Stored twice with different values: V8 then knows from the start that the field changes.)
+    this.faultsSeen = -2;
+    this.faultsSeen = faultsNow();
     this.u8 = mapping.view(0, g.totalSize);
     this.i32 = words(this.u8);
     this.b64 = new BigInt64Array(this.u8.buffer, this.u8.byteOffset, g.ringOffset >>> 3);
     this.ring = g.ringOffset >>> 2;
     this.mask = g.capacity - 1;
     const base = Number(alignedBase(this.u8, 'topic'));
+    this.faultCount = FAULTS;
+    this.faults = new FaultWatch(mapping, 'topic', base, g.totalSize);
     const word = (offset: number): Word => ({ mapping, addr: base + offset, array: this.i32, index: offset >>> 2 });
     this.notEmpty = word(TOPIC.NOT_EMPTY);
     this.notFull = word(TOPIC.NOT_FULL);
@@ -50,6 +65,32 @@ export class TopicMemory {
 
   /** The INSTANCE word: the same in every handle on this topic, in every process. */
   readonly instance: number;
+
+  /**
+   * Throw ERR_MMAP_FAULTED if the topic's memory faulted: a page of it was lost (truncated by another
+   * process, or out of space) and reads as zeros. One load and one compare while no fault was repaired
+   * anywhere in the process. Called after every access a message depends on (the copies out, the
+   * writes of a publish): the guard repairs a fault synchronously, so the count has moved by then.
+   */
+  checkFaults(what: string): void {
+    if (this.faultCount[0] !== this.faultsSeen) this.faultsMoved(what);
+  }
+
+  /** The count moved: throw ERR_MMAP_FAULTED if the fault was in this topic's memory. */
+  faultsMoved(what: string): void {
+    const seen = this.faults.settle();
+    if (seen === undefined) throw this.faults.error(what);
+    this.faultsSeen = seen;
+  }
+
+  /** Whether the topic's memory has faulted (see checkFaults), without throwing. */
+  isFaulted(): boolean {
+    if (this.faultCount[0] === this.faultsSeen) return false;
+    const seen = this.faults.settle();
+    if (seen === undefined) return true;
+    this.faultsSeen = seen;
+    return false;
+  }
 
   /** A u64 word (seq_cst load) as a number; ERR_MMAP_TOPIC_CORRUPT past what a number holds exactly. */
   load64(offset: number): number {

@@ -118,6 +118,7 @@ export class Publisher {
       mem.store64(TOPIC.TAIL, at);
       if (!(seq >= 0 && seq <= 2 ** 53)) mem.store64(TOPIC.NEXT_SEQ, 0);
       release(this.site);
+      mem.checkFaults('publish'); // zeros of a repaired page are no peer's garbage
       throw topicCorrupt(`HEAD ${head}, TAIL ${tail}, INTENT ${intent} and NEXT_SEQ ${seq} do not describe a ring of ${cap} bytes; its history was dropped`);
     }
     // Ours from now on: a holder after us (or one of ours that dies halfway) sees another WRITER.
@@ -229,12 +230,36 @@ export class Publisher {
     this.tail += recordSize(length) - recordSize(reserved);
   }
 
-  /** Publish what was placed: TAIL (seq_cst), then NEXT_SEQ; let go of the lock; wake subscribers. */
+  /**
+   * Publish what was placed: TAIL (seq_cst), then NEXT_SEQ; let go of the lock; wake subscribers. The
+   * fault count is looked at before (a record written into a repaired page is never published: the run
+   * is given up and the lock let go, ERR_MMAP_FAULTED) and after (the stores of the publish itself).
+   */
   publish(): void {
     const mem = this.mem;
+    // (The looks inline, the rest out of line: this path is at V8's inlining budget.)
+    if (mem.faultCount[0] !== mem.faultsSeen) this.faultedBeforePublish();
     mem.store64(TOPIC.TAIL, this.tail);
     mem.store64(TOPIC.NEXT_SEQ, this.seq);
     release(this.site);
     mem.wakeSubscribers();
+    if (mem.faultCount[0] !== mem.faultsSeen) mem.faultsMoved('publish');
+  }
+
+  /** The fault count moved before a publish: if the topic's memory faulted, give the run up, let go of the lock, throw. */
+  private faultedBeforePublish(): void {
+    if (!this.mem.isFaulted()) return;
+    this.abandon();
+    release(this.site);
+    throw this.mem.faults.error('publish');
+  }
+
+  /**
+   * Read the word where the next record goes (before a wait for room): a ring lost under the topic
+   * faults now, so the wait reports it instead of waiting for subscribers that fault on it too.
+   */
+  probe(): number {
+    const mem = this.mem;
+    return Atomics.load(mem.i32, mem.ring + ((mem.raw64(TOPIC.TAIL) & mem.mask) >>> 2));
   }
 }

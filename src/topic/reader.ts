@@ -138,7 +138,13 @@ export class TopicReader {
     }
     for (;;) {
       const n = this.pollOnce(max, sink);
-      if (n >= 0) return n;
+      if (n >= 0) {
+        // After the copies (and the looks at the positions): a page lost meanwhile read as zeros. The
+        // copies are dropped with the error; the subscription is unusable from now on.
+        const mem = this.mem;
+        if (mem.faultCount[0] !== mem.faultsSeen) this.faulted(sink);
+        return n;
+      }
     }
   }
 
@@ -229,6 +235,13 @@ export class TopicReader {
     return n;
   }
 
+  /** The fault count moved during a poll: if the topic's memory faulted, drop the copies and throw. */
+  private faulted(sink: Sink): void {
+    if (!this.mem.isFaulted()) return;
+    sink.discard();
+    throw this.mem.faults.error('receive');
+  }
+
   /** Store the cursor (seq_cst: after the copies) and, for 'block', wake publishers waiting for room. */
   publishCursor(): void {
     this.published = this.cursor;
@@ -268,6 +281,7 @@ export class TopicReader {
 
   /** Garbage where a record or position should be: move to what is published now, and report it. */
   private garbage(what: string): never {
+    this.mem.checkFaults('receive'); // zeros of a repaired page are no peer's garbage
     throw this.corruptAndSkip(what);
   }
 

@@ -83,7 +83,9 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   /** Bytes published that this subscription has not read yet (records and their headers). */
   get lag(): number {
     this.#check('lag');
-    return Math.max(0, this.#mem.raw64(TOPIC.TAIL) - this.#reader.cursor);
+    const tail = this.#mem.raw64(TOPIC.TAIL);
+    this.#mem.checkFaults('lag');
+    return Math.max(0, tail - this.#reader.cursor);
   }
 
   get closed(): boolean {
@@ -100,8 +102,15 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   }
 
   #check(what: string): void {
+    // One test on the way of every call; the reasons out of line.
+    const mem = this.#mem;
+    if (this.#closed || mem.closed || mem.faultCount[0] !== mem.faultsSeen) this.#checkFailed(what);
+  }
+
+  #checkFailed(what: string): void {
     if (this.#closed) throw closedError(what, 'Subscription');
     if (this.#mem.closed) throw closedError(what, 'Topic');
+    this.#mem.faultsMoved(what);
   }
 
   /** Take one message now; undefined when none is waiting. */
@@ -121,6 +130,8 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   }
 
   #endNow(): null {
+    // Zeros where the publisher table was lost look like publishers that are gone: not an end.
+    this.#mem.checkFaults('receive');
     this.#ended = true;
     this.#endReason = (Atomics.load(this.#mem.i32, TOPIC.FLAGS >>> 2) & FLAG_PUBLISHER_DIED) !== 0 ? 'publisher-died' : 'closed';
     return null;
@@ -135,6 +146,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_EMPTY >>> 2);
       if (reader.ready()) return true;
       if (this.#atEnd()) return false;
+      this.#mem.checkFaults('receive'); // the looks read zeros where the control lines were lost
       if (!this.#strategy.sleep(this.#site, seen, deadline)) throw noMessage(timeout);
     }
   }
@@ -146,6 +158,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_EMPTY >>> 2);
       if (reader.ready()) return true;
       if (this.#atEnd()) return false;
+      this.#mem.checkFaults(what);
       if (!(await this.#strategy.sleepAsync(this.#site, seen, deadline, signal))) throw noMessage(timeout);
       this.#check(what);
       signal?.throwIfAborted();
@@ -350,5 +363,26 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * `util.inspect(subscription)` (and `console.log`): the next sequence number, missed, the wait
+   * strategy, closed, ended. Reads only this handle's own state, never the shared memory or the
+   * address; never throws.
+   */
+  [Symbol.for('nodejs.util.inspect.custom')](depth: number, options: import('node:util').InspectOptionsStylized, inspect: typeof import('node:util').inspect): string {
+    if (depth < 0) return options.stylize('[Subscription]', 'special');
+    const fields: Record<string, unknown> = {};
+    try {
+      fields['sequence'] = this.#reader.seq;
+      fields['missed'] = this.#reader.missed;
+      fields['wait'] = this.#strategy.name;
+      fields['closed'] = this.#closed;
+      fields['ended'] = this.#ended;
+      if (this.#endReason !== undefined) fields['endReason'] = this.#endReason;
+    } catch {
+      fields['state'] = 'unknown';
+    }
+    return `Subscription ${inspect(fields, options)}`;
   }
 }

@@ -9,11 +9,12 @@ import { toBytes } from '../channel/core.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
 import { closedError, invalidArgType, invalidState, outOfRange, batchStopped } from '../internal/errors.js';
 import { checkConstruct, kConstruct } from '../internal/symbols.js';
+import { NEVER } from '../internal/time.js';
 import type { Mapping } from '../mapping.js';
 import { OWNERSHIP_OPTIONS, type OwnershipOptions } from '../ownership.js';
 import type { SharedMemory } from '../shm.js';
 import { type SharedTarget, ownershipOf, useTarget } from '../target.js';
-import { validateInt32, validateOneOf, validateOptions } from '../internal/validators.js';
+import { validateArray, validateInt32, validateOneOf, validateOptions } from '../internal/validators.js';
 import { notifyWord } from '../wait.js';
 import { GEOMETRY_OPTIONS, TOPIC, type TopicGeometry, type TopicPolicy, parseExpectedPublishers, parseTopicGeometry, readTopicGeometry } from './layout.js';
 import { acquire, acquireAsync, holdAcrossCalls, release } from './lock.js';
@@ -189,18 +190,28 @@ export class Topic implements Disposable {
   /** The sequence number the next message will get (messages are numbered from 0). */
   get nextSequence(): number {
     this.#check('nextSequence');
-    return this.#mem.raw64(TOPIC.NEXT_SEQ);
+    const next = this.#mem.raw64(TOPIC.NEXT_SEQ);
+    this.#mem.checkFaults('nextSequence');
+    return next;
   }
 
   #check(what: string): void {
+    // One test on the way of every call; the reasons out of line.
+    const mem = this.#mem;
+    if (this.#closed || mem.mapping.closed || mem.faultCount[0] !== mem.faultsSeen) this.#checkFailed(what);
+  }
+
+  #checkFailed(what: string): void {
     if (this.#closed) throw closedError(what, 'Topic');
     if (this.#mem.mapping.closed) throw closedError(what, 'memory');
+    this.#mem.faultsMoved(what);
   }
 
   /** Attach as a publisher now (the first publish does it otherwise): subscribers then wait for this handle's end. */
   attach(): void {
     this.#check('attach');
     this.#attach();
+    this.#mem.checkFaults('attach');
   }
 
   #attach(): Publisher {
@@ -215,12 +226,24 @@ export class Topic implements Disposable {
 
   #bytes(data: unknown, name = 'data'): Uint8Array {
     const bytes = toBytes(data, name);
-    if (bytes.byteLength > this.#mem.g.maxMessageSize) throw outOfRange(`${name}.byteLength`, `<= ${this.#mem.g.maxMessageSize} (the topic's maxMessageSize)`, bytes.byteLength);
+    // (The error out of line: the publish path is at V8's inlining budget.)
+    if (bytes.byteLength > this.#mem.g.maxMessageSize) this.#tooLong(bytes, name);
     return bytes;
+  }
+
+  #tooLong(bytes: Uint8Array, name: string): never {
+    throw outOfRange(`${name}.byteLength`, `<= ${this.#mem.g.maxMessageSize} (the topic's maxMessageSize)`, bytes.byteLength);
   }
 
   #prepare(what: string): Publisher {
     this.#check(what);
+    // One test for the common case (a publisher with no reservation open); the rest out of line: the
+    // publish path is at V8's inlining budget.
+    const pub = this.#publisher;
+    return this.#reserved === undefined && pub !== undefined ? pub : this.#prepareSlow();
+  }
+
+  #prepareSlow(): Publisher {
     if (this.#reserved !== undefined) throw invalidState('a reserve() of this handle is not committed yet: commit or cancel it first');
     return this.#attach();
   }
@@ -288,6 +311,7 @@ export class Topic implements Disposable {
     if (this.#tryOne(pub, bytes, -1n, Infinity)) return true;
     // Subscribers store their cursors lazily: ask them to report at their next read.
     Atomics.store(this.#mem.i32, TOPIC.PUBLISHER_WAITING >>> 2, 1);
+    this.#mem.checkFaults('tryPublish'); // the looks at the cursors may have hit a lost page
     return false;
   }
 
@@ -299,8 +323,9 @@ export class Topic implements Disposable {
     const bytes = this.#bytes(data);
     const timeout = parseTimeout(options);
     const pub = this.#prepare('publish');
-    // The deadline covers the wait for the lock too (-1n, no clock read, without a timeout).
-    const deadline = deadlineOf(timeout);
+    // The deadline covers the wait for the lock too (-1n, no clock read, without a timeout; and no
+    // call of deadlineOf() on the common path, which is at V8's inlining budget).
+    const deadline = timeout === Infinity ? NEVER : deadlineOf(timeout);
     if (this.#tryOne(pub, bytes, deadline, timeout)) return;
     do this.#waitRoom(pub, bytes.byteLength, timeout, deadline);
     while (!this.#tryOne(pub, bytes, deadline, timeout));
@@ -334,7 +359,7 @@ export class Topic implements Disposable {
   }
 
   #many(messages: unknown): Uint8Array[] {
-    if (!Array.isArray(messages)) throw invalidArgType('messages', 'an Array', messages);
+    validateArray(messages, 'messages');
     const all: Uint8Array[] = [];
     for (let i = 0; i < messages.length; i++) all.push(this.#bytes(messages[i], `messages[${i}]`));
     return all;
@@ -458,6 +483,10 @@ export class Topic implements Disposable {
     for (;;) {
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_FULL >>> 2);
       if (pub.roomNow(length, this.#reap())) return;
+      // Before sleeping: a ring lost under the topic faults here, instead of a wait for subscribers
+      // that fault on it too.
+      pub.probe();
+      this.#mem.checkFaults('publish');
       if (!this.#strategy.sleep(site, seen, deadline)) throw topicTimeout('waiting for room (the slowest subscriber is a whole ring behind)', timeout);
     }
   }
@@ -469,6 +498,8 @@ export class Topic implements Disposable {
       this.#roomFor = length;
       const seen = Atomics.load(this.#mem.i32, TOPIC.NOT_FULL >>> 2);
       if (pub.roomNow(length, this.#reap())) return;
+      pub.probe(); // as in #waitRoom
+      this.#mem.checkFaults('publish');
       if (!(await this.#strategy.sleepAsync(site, seen, deadline, signal))) throw topicTimeout('waiting for room (the slowest subscriber is a whole ring behind)', timeout);
       this.#check('publish');
       signal?.throwIfAborted();
@@ -512,6 +543,8 @@ export class Topic implements Disposable {
     } finally {
       release(site);
     }
+    // Its start was read from the memory: never start a subscription from zeros of a repaired page.
+    mem.checkFaults('subscribe');
     const sub = new Subscription(kConstruct, { mem, entry, cursor, seq, strategy, errorOnGap: lapped === 'error', onClose: (s) => this.#subscriptions.delete(s) });
     this.#subscriptions.add(sub);
     return sub;
@@ -540,6 +573,29 @@ export class Topic implements Disposable {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * `util.inspect(topic)` (and `console.log`): capacity, maxMessageSize, policy, the wait strategy,
+   * whether this handle publishes, its open subscriptions, closed. Reads only this handle's own
+   * state, never the shared memory or the address; never throws.
+   */
+  [Symbol.for('nodejs.util.inspect.custom')](depth: number, options: import('node:util').InspectOptionsStylized, inspect: typeof import('node:util').inspect): string {
+    if (depth < 0) return options.stylize('[Topic]', 'special');
+    const fields: Record<string, unknown> = {};
+    try {
+      const g = this.#mem.g;
+      fields['capacity'] = g.capacity;
+      fields['maxMessageSize'] = g.maxMessageSize;
+      fields['policy'] = g.policy;
+      fields['wait'] = this.#strategy.name;
+      fields['publisher'] = this.#publisher !== undefined;
+      fields['subscriptions'] = this.#subscriptions.size;
+      fields['closed'] = this.#closed;
+    } catch {
+      fields['state'] = 'unknown';
+    }
+    return `Topic ${inspect(fields, options)}`;
   }
 }
 
