@@ -12,6 +12,7 @@ const { isProxy } = types;
 import { validateArray, validateInt32 } from '../internal/validators.js';
 import { type ChannelCore, crossesPage, toBytes } from './core.js';
 import { type ChannelWaitOptions, deadlineOf, parseTimeout, signalOf, yieldDue, yieldToLoop } from './waiting.js';
+import { faultsMoved } from './fault.js';
 
 const INT32_MAX = 0x7fffffff;
 const DEFAULT_MAX = 1024;
@@ -337,7 +338,7 @@ function drainRun(core: ChannelCore, handler: DrainHandler, limit: number): numb
           // pages, then look (core.touchMessage, inline). The look also reports a page lost while the
           // previous handler ran, before any other handler runs.
           if (crossesPage(at, length, pageOffset, pageMask)) core.touchPages(at, length);
-          if (faultCount[0] !== core.faultsSeen) core.faultsMoved('drain');
+          if (faultCount[0] !== core.faultsSeen) faultsMoved(core, 'drain');
           inHandler = true;
           handler(u8, at, length);
           inHandler = false;

@@ -14,7 +14,7 @@ import { type ConsumerSeat, EndCheck, attachConsumer, attachProducer, closeConsu
 import { HeldLanes } from './repair.js';
 import { copyOut } from '../copy.js';
 import { pageSize } from '../constants.js';
-import { FAULTS, FaultWatch, faultsNow } from './fault.js';
+import { FAULTS, FaultWatch, faultsMoved, faultsNow, isFaulted } from './fault.js';
 import { LaneReader, LaneWriter, TSO } from './ring.js';
 import { alignedBase, releaseOwned, words } from '../target.js';
 import { type SleepSite, type Strategy, deadlineOf, timedOut } from './waiting.js';
@@ -199,7 +199,7 @@ export class ChannelCore {
   private checkFailed(what: string): void {
     if (this.closed) throw closedError(what, 'Channel');
     if (this.mapping.closed) throw closedError(what, 'memory');
-    this.faultsMoved(what);
+    faultsMoved(this, what);
   }
 
   /**
@@ -209,24 +209,9 @@ export class ChannelCore {
    * of a publish), so it sees the faults they raised: the guard repairs them synchronously.
    */
   checkFaults(what: string): void {
-    if (this.faultCount[0] !== this.faultsSeen) this.faultsMoved(what);
+    if (this.faultCount[0] !== this.faultsSeen) faultsMoved(this, what);
   }
 
-  /** The count moved: throw ERR_MMAP_FAULTED if the fault was in this channel's memory. */
-  faultsMoved(what: string): void {
-    const seen = this.faults.settle();
-    if (seen === undefined) throw this.faults.error(what);
-    this.faultsSeen = seen;
-  }
-
-  /** Whether the channel's memory has faulted (see checkFaults), without throwing. */
-  isFaulted(): boolean {
-    if (this.faultCount[0] === this.faultsSeen) return false;
-    const seen = this.faults.settle();
-    if (seen === undefined) return true;
-    this.faultsSeen = seen;
-    return false;
-  }
 
   /**
    * Before a message is handed out in place (drain, receiveInPlace): touch each page of it past the
@@ -342,12 +327,12 @@ export class ChannelCore {
     if (this.faultCount[0] !== this.faultsSeen) this.faultedBeforePublish(what);
     this.writer!.publish();
     this.wakeConsumers(n);
-    if (this.faultCount[0] !== this.faultsSeen) this.faultsMoved(what);
+    if (this.faultCount[0] !== this.faultsSeen) faultsMoved(this, what);
   }
 
   /** The count moved before a publish: if this channel's memory faulted, give up what was appended and throw. */
   private faultedBeforePublish(what: string): void {
-    if (!this.isFaulted()) return;
+    if (!isFaulted(this)) return;
     this.writer!.rollback();
     throw this.faults.error(what);
   }
@@ -377,7 +362,7 @@ export class ChannelCore {
       this.finishLane();
       // After the copy: a page lost meanwhile read as zeros. The message is dropped with the error
       // (the channel is unusable from now on anyway).
-      if (this.faultCount[0] !== this.faultsSeen) this.faultsMoved('receive');
+      if (this.faultCount[0] !== this.faultsSeen) faultsMoved(this, 'receive');
       return out;
     }
     return undefined;
@@ -537,7 +522,7 @@ export class ChannelCore {
       this.outstandingTake?.();
       if (this.writer !== undefined) {
         // Never publish what was written into repaired pages.
-        if (this.isFaulted()) this.writer.rollback();
+        if (isFaulted(this)) this.writer.rollback();
         this.writer.publish();
         closeProducer(this.i32, this.g, this.writer.lane);
         // Wake every sleeping consumer so that it can notice the end.

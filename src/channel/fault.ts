@@ -63,6 +63,28 @@ export class FaultWatch {
   }
 }
 
+/** What a handle keeps of its memory's faults (a Channel's core, a Topic's memory): see FaultWatch. */
+export interface FaultHolder {
+  faultsSeen: number;
+  readonly faults: FaultWatch;
+}
+
+/** The count moved: throw ERR_MMAP_FAULTED if the fault was in this handle's memory, else remember the count. */
+export function faultsMoved(h: FaultHolder, what: string): void {
+  const seen = h.faults.settle();
+  if (seen === undefined) throw h.faults.error(what);
+  h.faultsSeen = seen;
+}
+
+/** Whether this handle's memory has faulted, without throwing (the look of checkFaults, then settle()). */
+export function isFaulted(h: FaultHolder): boolean {
+  if (FAULTS[0] === h.faultsSeen) return false;
+  const seen = h.faults.settle();
+  if (seen === undefined) return true;
+  h.faultsSeen = seen;
+  return false;
+}
+
 // ------------------------------------------------------------------ why: truncated, or out of space
 
 /** A line of /proc/self/maps: the mapping that holds `addr`, as the kernel sees it. */

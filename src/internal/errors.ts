@@ -32,6 +32,15 @@ const CLOSED_STATE: Readonly<Record<ClosedThing, string>> = {
 /** A code whose message is written at its throw site (it says what was found, in words of its own). */
 const text = (message: string): string => message;
 
+/** The timeout of a channel's or topic's wait: `Timed out after MS ms WAITING-FOR`. */
+const timedOutAfter = (ms: number, waitingFor: string): string => `Timed out after ${ms} ms ${waitingFor}`;
+
+/** The corruption a channel or topic found in its memory: `KIND memory is corrupt: WHAT`. */
+const corruptMemory =
+  (kind: 'Channel' | 'Topic') =>
+  (what: string): string =>
+    `${kind} memory is corrupt: ${what}`;
+
 /**
  * Every code an mmapkit error can carry besides system error codes, with the template of its message
  * (Node's `E()` in lib/internal/errors.js): the codes whose message has one shape everywhere take its
@@ -66,14 +75,14 @@ const REGISTRY = {
   ERR_MMAP_BUSY: text,
   ERR_MMAP_NOT_OWNER: text,
   ERR_MMAP_UNSAFE_PERMISSIONS: text,
-  ERR_MMAP_CHANNEL_CORRUPT: (what: string): string => `Channel memory is corrupt: ${what}`,
-  ERR_MMAP_CHANNEL_TIMEOUT: (ms: number, waitingFor: string): string => `Timed out after ${ms} ms ${waitingFor}`,
+  ERR_MMAP_CHANNEL_CORRUPT: corruptMemory('Channel'),
+  ERR_MMAP_CHANNEL_TIMEOUT: timedOutAfter,
   ERR_MMAP_CHANNEL_FULL: text,
   ERR_MMAP_TOO_MANY_MAPPINGS: text,
   ERR_MMAP_NO_HUGE_PAGES: text,
   ERR_MMAP_CHANNEL_IN_USE: text,
-  ERR_MMAP_TOPIC_CORRUPT: (what: string): string => `Topic memory is corrupt: ${what}`,
-  ERR_MMAP_TOPIC_TIMEOUT: (ms: number, waitingFor: string): string => `Timed out after ${ms} ms ${waitingFor}`,
+  ERR_MMAP_TOPIC_CORRUPT: corruptMemory('Topic'),
+  ERR_MMAP_TOPIC_TIMEOUT: timedOutAfter,
   ERR_MMAP_TOPIC_FULL: text,
   ERR_MMAP_TOPIC_IN_USE: text,
   ERR_MMAP_TOPIC_LAPPED: text,

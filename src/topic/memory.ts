@@ -4,7 +4,7 @@
  * @module
  */
 import { TSO } from '../channel/ring.js';
-import { FAULTS, FaultWatch, faultsNow } from '../channel/fault.js';
+import { FAULTS, FaultWatch, faultsMoved, faultsNow } from '../channel/fault.js';
 import { mmapkitError } from '../internal/errors.js';
 import type { Mapping } from '../mapping.js';
 import type { SharedMemory } from '../shm.js';
@@ -73,24 +73,9 @@ export class TopicMemory {
    * writes of a publish): the guard repairs a fault synchronously, so the count has moved by then.
    */
   checkFaults(what: string): void {
-    if (this.faultCount[0] !== this.faultsSeen) this.faultsMoved(what);
+    if (this.faultCount[0] !== this.faultsSeen) faultsMoved(this, what);
   }
 
-  /** The count moved: throw ERR_MMAP_FAULTED if the fault was in this topic's memory. */
-  faultsMoved(what: string): void {
-    const seen = this.faults.settle();
-    if (seen === undefined) throw this.faults.error(what);
-    this.faultsSeen = seen;
-  }
-
-  /** Whether the topic's memory has faulted (see checkFaults), without throwing. */
-  isFaulted(): boolean {
-    if (this.faultCount[0] === this.faultsSeen) return false;
-    const seen = this.faults.settle();
-    if (seen === undefined) return true;
-    this.faultsSeen = seen;
-    return false;
-  }
 
   /** A u64 word (seq_cst load) as a number; ERR_MMAP_TOPIC_CORRUPT past what a number holds exactly. */
   load64(offset: number): number {

@@ -8,6 +8,7 @@ import { MAX_POSITION, PAD, TOPIC, recordSize } from './layout.js';
 import { type LockSite, release } from './lock.js';
 import { TopicMemory, topicCorrupt } from './memory.js';
 import { slowestCursor } from './parties.js';
+import { faultsMoved, isFaulted } from '../channel/fault.js';
 
 const LENGTH = TOPIC.RECORD_LENGTH >>> 2;
 const SEQ = TOPIC.RECORD_SEQ >>> 2;
@@ -243,12 +244,12 @@ export class Publisher {
     mem.store64(TOPIC.NEXT_SEQ, this.seq);
     release(this.site);
     mem.wakeSubscribers();
-    if (mem.faultCount[0] !== mem.faultsSeen) mem.faultsMoved('publish');
+    if (mem.faultCount[0] !== mem.faultsSeen) faultsMoved(mem, 'publish');
   }
 
   /** The fault count moved before a publish: if the topic's memory faulted, give the run up, let go of the lock, throw. */
   private faultedBeforePublish(): void {
-    if (!this.mem.isFaulted()) return;
+    if (!isFaulted(this.mem)) return;
     this.abandon();
     release(this.site);
     throw this.mem.faults.error('publish');

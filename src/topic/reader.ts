@@ -12,6 +12,7 @@ import { mmapkitError } from '../internal/errors.js';
 import { TSO } from '../channel/ring.js';
 import { PAD, TOPIC, recordSize } from './layout.js';
 import { type TopicMemory, topicCorrupt } from './memory.js';
+import { isFaulted } from '../channel/fault.js';
 
 const SEQ = TOPIC.RECORD_SEQ >>> 2;
 const WAITING = TOPIC.PUBLISHER_WAITING >>> 2;
@@ -237,7 +238,7 @@ export class TopicReader {
 
   /** The fault count moved during a poll: if the topic's memory faulted, drop the copies and throw. */
   private faulted(sink: Sink): void {
-    if (!this.mem.isFaulted()) return;
+    if (!isFaulted(this.mem)) return;
     sink.discard();
     throw this.mem.faults.error('receive');
   }

@@ -17,6 +17,7 @@ import { FLAG_PUBLISHER_DIED, TOPIC } from './layout.js';
 import type { TopicMemory } from './memory.js';
 import { TopicEndCheck, closeSubscriber } from './parties.js';
 import { BufferSink, IntoSink, OneSink, TopicReader } from './reader.js';
+import { faultsMoved } from '../channel/fault.js';
 
 /** Why a subscription saw the end: every publisher closed, or one went away without closing. */
 export type TopicEndReason = 'closed' | 'publisher-died';
@@ -110,7 +111,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
   #checkFailed(what: string): void {
     if (this.#closed) throw closedError(what, 'Subscription');
     if (this.#mem.closed) throw closedError(what, 'Topic');
-    this.#mem.faultsMoved(what);
+    faultsMoved(this.#mem, what);
   }
 
   /** Take one message now; undefined when none is waiting. */

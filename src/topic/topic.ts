@@ -23,6 +23,7 @@ import { attachPublisher, attachSubscriber, closePublisher } from './parties.js'
 import { Publisher, repairAfterTakeover } from './publisher.js';
 import { Subscription, type TopicDrainHandler, type TopicEndReason } from './subscription.js';
 import { type TopicInspection, initTopic, inspectTopicMemory, refuseLiveTopicFile } from './target.js';
+import { faultsMoved } from '../channel/fault.js';
 
 const INT32_MAX = 0x7fffffff;
 const topicTimeout = (what: string, timeout: number): Error => timedOut(what, timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
@@ -204,7 +205,7 @@ export class Topic implements Disposable {
   #checkFailed(what: string): void {
     if (this.#closed) throw closedError(what, 'Topic');
     if (this.#mem.mapping.closed) throw closedError(what, 'memory');
-    this.#mem.faultsMoved(what);
+    faultsMoved(this.#mem, what);
   }
 
   /** Attach as a publisher now (the first publish does it otherwise): subscribers then wait for this handle's end. */
