@@ -12,7 +12,7 @@ import { chmodSync, existsSync, rmSync, statSync, utimesSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Channel } from '../dist/index.js';
-import { asUser, isRoot, LONE_GID, NOBODY, OTHER_UID, publicPackage, SHARED_GID, startProc, timedTests, userName, shmName } from './helpers.mjs';
+import { asUser, isRoot, LONE_GID, NOBODY, OTHER_UID, publicPackage, runTimed, SHARED_GID, startProc, timedTests, userName, shmName } from './helpers.mjs';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
 /** How long one process may run before it is killed (the test then fails). */
@@ -276,19 +276,13 @@ test('--shared-with-group: a name another member is still making is waited for u
   }, 200);
   t.after(() => clearInterval(fresh));
   const { cmd, options } = cliAs(member, ['recv', '--shared-with-group', '--timeout', '1500', name]);
-  const t0 = Date.now();
-  // bash's `times` prints the processor time of its children: the CLI's user and system time.
   // Started, not run: the timer above must go on meanwhile (spawnSync would block it).
-  const p = startProc(['bash', '-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', ...cmd], 'recv as OTHER_UID', { t, timeout: PROCESS_TIMEOUT, spawnOptions: options });
-  const r = await p.done;
-  const took = Date.now() - t0;
+  const r = await runTimed(cmd, 'recv as OTHER_UID', { t, timeout: PROCESS_TIMEOUT, spawnOptions: options });
   clearInterval(fresh);
   assert.equal(r.status, 1, `exit ${r.status} (signal ${r.signal})\n${r.stderr}`);
-  const [message, , children] = r.stderr.split('\n');
-  assert.equal(message, `mmapkit recv: '${name}' is still being made by another send or recv (waited 1500 ms)`);
-  assert.ok(took >= 1500 && took < 15_000, `gave up after ${took} ms`);
-  const cpu = children.split(/\s+/).map((x) => /^(\d+)m([\d.]+)s$/.exec(x)).reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
-  assert.ok(cpu < 1.2, `used ${cpu} s of processor time in ${took} ms: it did not sleep between looks`);
+  assert.equal(r.stderr, `mmapkit recv: '${name}' is still being made by another send or recv (waited 1500 ms)`);
+  assert.ok(r.wallMs >= 1500 && r.wallMs < 15_000, `gave up after ${r.wallMs} ms`);
+  assert.ok(r.cpuS < 1.2, `used ${r.cpuS} s of processor time in ${r.wallMs} ms: it did not sleep between looks`);
   assert.equal(statSync(path).uid, NOBODY, 'left alone');
 
   // Dated an hour ahead: no creation is under way; it is abandoned, and not ours to remove: an error

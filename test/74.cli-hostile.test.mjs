@@ -9,7 +9,7 @@ import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, rmSync, s
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Channel } from '../dist/index.js';
-import { asUser, isRoot, NOBODY, OTHER_UID, publicPackage, SHARED_GID, shmName, startProc, tempDir, timedTests, userName } from './helpers.mjs';
+import { asUser, isRoot, NOBODY, OTHER_UID, publicPackage, runTimed, SHARED_GID, shmName, startProc, tempDir, timedTests, userName } from './helpers.mjs';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
 const MiB = 1024 * 1024;
@@ -226,25 +226,10 @@ function leaveChannel(copy, name, state) {
  */
 async function timedEnd(t, copy, ids, args) {
   const { cmd, options } = ids === undefined ? { cmd: [process.execPath, CLI, ...args], options: {} } : asUser(ids, [process.execPath, copy.cli, ...args]);
-  const t0 = Date.now();
   // detached: a timeout kills bash's process group, the CLI with it.
-  const p = startProc(['bash', '-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', ...cmd], `mmapkit ${args.join(' ')}`, {
-    t,
-    timeout: RUN_LIMIT,
-    spawnOptions: options,
-    detached: true,
-  });
-  const r = await p.done;
-  const wallMs = Date.now() - t0;
-  assert.ok(!r.timedOut, `${p.label} still ran after ${RUN_LIMIT} ms (killed): it did not honor --timeout ${WAIT_MS}; stderr: ${r.stderr.slice(-500)}`);
-  const lines = r.stderr.split('\n');
-  // The last two lines are bash's `times`: the shell's own, then its children's (user and system).
-  const children = lines.at(-2) ?? '';
-  const cpuS = children
-    .split(/\s+/)
-    .map((x) => /^(\d+)m([\d.]+)s$/.exec(x))
-    .reduce((sum, m) => (m === null ? sum : sum + Number(m[1]) * 60 + Number(m[2])), 0);
-  return { status: r.status, signal: r.signal, stderr: lines.slice(0, -3).join('\n'), wallMs, cpuS, label: p.label };
+  const r = await runTimed(cmd, `mmapkit ${args.join(' ')}`, { t, timeout: RUN_LIMIT, spawnOptions: options, detached: true });
+  assert.ok(!r.timedOut, `${r.label} still ran after ${RUN_LIMIT} ms (killed): it did not honor --timeout ${WAIT_MS}; stderr: ${r.stderr.slice(-500)}`);
+  return r;
 }
 
 /** Assert an end that gave up: exit 1, this one line of error, ended in time, and slept rather than spun. */

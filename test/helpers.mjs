@@ -187,6 +187,24 @@ export function startProc(cmd, label, { t, timeout = 60_000, stdin = 'ignore', s
   return p;
 }
 
+/**
+ * Run cmd to its end under bash, with standard input from /dev/null, and measure the processor time it
+ * used: bash's `times` (user + system of its children). startProc's label and options; resolves to
+ * its result with `times`' lines taken out of stderr, plus cpuS (seconds) and wallMs. (Meaningless
+ * when result.timedOut: bash was killed before `times`.)
+ */
+export async function runTimed(cmd, label, options) {
+  const t0 = Date.now();
+  const r = await startProc(['bash', '-c', '"$@" </dev/null; s=$?; times >&2; exit $s', 'bash', ...cmd], label, options).done;
+  const wallMs = Date.now() - t0;
+  const lines = r.stderr.split('\n'); // ..., the shell's times, its children's times, ''
+  const cpuS = (lines.at(-2) ?? '')
+    .split(/\s+/)
+    .map((x) => /^(\d+)m([\d.]+)s$/.exec(x))
+    .reduce((sum, m) => (m === null ? sum : sum + Number(m[1]) * 60 + Number(m[2])), 0);
+  return { ...r, stderr: lines.slice(0, -3).join('\n'), cpuS, wallMs };
+}
+
 /** Start `node args...` with {@link startProc} (same options). */
 export const startNode = (args, label, options) => startProc([process.execPath, ...args], label, options);
 
