@@ -14,6 +14,7 @@
  */
 import { deadlineAfterNs, nsLeft } from './internal/time.js';
 import { checkConstruct, kConstruct } from './internal/symbols.js';
+import { threadExited } from './internal/liveness.js';
 import { native } from './binding.js';
 import { invalidState, mmapkitError, systemError } from './internal/errors.js';
 import { validateOneOf, validateOptions } from './internal/validators.js';
@@ -84,6 +85,9 @@ const ASYNC_CHECK_NS = 100e6;
 const ASYNC_FIRST_CHECK_NS = 1e6;
 /** Attempts at a word that keeps changing under a take-over or an unlock before giving up. */
 const MAX_RETRIES = 100;
+/** The longest nap of a blocking lock() while the kernel hands a dead owner's lock to another waiter. */
+const HANDOVER_NAP_MAX_MS = 16;
+const napWord = new Int32Array(new SharedArrayBuffer(4));
 
 const PTHREAD_KIND: Kind = {
   name: 'Mutex',
@@ -253,7 +257,7 @@ class FutexLock implements Lock {
     if (first === 'self') throw deadlock();
     if (first !== 'busy') return first;
     const deadline = deadlineAfterNs(ns);
-    for (;;) {
+    for (let nap = 1; ; ) {
       const seen = Atomics.load(this.#i32, FX.LOCK / 4);
       if ((seen & FUTEX_TID_MASK) === me) throw deadlock();
       const left = nsLeft(deadline);
@@ -275,6 +279,17 @@ class FutexLock implements Lock {
       }
       if (rc === EDEADLK) throw deadlock();
       if (rc === EAGAIN || rc === EINTR) continue;
+      if (rc === EINVAL) {
+        const h = this.#handover(seen);
+        if (h === 'changed') continue;
+        if (h === 'in-progress') {
+          // Someone else is being handed the lock: it is busy. Nap (never past the deadline), look again.
+          const ms = Math.min(nap, left < 0 ? nap : Math.ceil(left / 1e6));
+          Atomics.wait(napWord, 0, 0, ms);
+          nap = Math.min(nap * 2, HANDOVER_NAP_MAX_MS);
+          continue;
+        }
+      }
       throw this.#refused(rc, 'lock');
     }
   }
@@ -377,9 +392,30 @@ class FutexLock implements Lock {
         continue;
       }
       if (rc === EINTR) continue;
+      if (rc === EINVAL) {
+        const h = this.#handover(seen);
+        if (h === 'changed') continue;
+        if (h === 'in-progress') return 'busy';
+      }
       throw this.#refused(rc, 'lock');
     }
     return 'busy'; // the word kept changing under us
+  }
+
+  /**
+   * The kernel refused to lock with EINVAL: a corrupt word, or a hand-over in progress. When an owner
+   * dies with waiters queued, the kernel (exit_pi_state_list) drops it as the owner and wakes the top
+   * waiter, but the word keeps the dead owner's TID until that waiter runs and writes its own; in
+   * between, every lock attempt is refused with EINVAL ("no owner, and the owner-died bit not set").
+   * On a loaded machine that lasts as long as the waiter waits for a CPU. So: `'changed'` when the word
+   * changed since `seen` (look again), `'in-progress'` when the TID in it is a thread that has exited
+   * or is exiting (the lock is busy: being handed to someone else), `'corrupt'` otherwise. A peer that
+   * sleeps in a plain FUTEX_WAIT on a word naming a dead thread also looks like a hand-over: the lock
+   * is busy while it sleeps.
+   */
+  #handover(seen: number): 'changed' | 'in-progress' | 'corrupt' {
+    if (Atomics.load(this.#i32, FX.LOCK / 4) !== seen) return 'changed';
+    return threadExited(seen & FUTEX_TID_MASK) ? 'in-progress' : 'corrupt';
   }
 
   /**

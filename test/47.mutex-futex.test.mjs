@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { Event, HEADER, Mutex, Semaphore, SharedMemory } from '../dist/index.js';
-import { asleepInFutex, assertKilled, assertOk, distUrl, startNode, startProc, throwsCode, timedTests, until } from './helpers.mjs';
+import { asleepInFutex, assertKilled, assertOk, distUrl, killed, startProc, throwsCode, timedTests, until } from './helpers.mjs';
 
 const test = timedTests(120_000);
 const WAIT_MS = 10_000;
@@ -35,7 +35,7 @@ const word = (shm, off) => Atomics.load(i32Of(shm), off / 4);
  * A Node child process over `shm` (inherited), with the library's exports, the mutex at 0 (`mx`) and
  * the event (`ev`) in scope; killed after 60 s and when test `t` ends.
  */
-function child(t, shm, label, code) {
+function child(t, shm, label, code, { cpu } = {}) {
   const src = `import { Event, Mutex, SharedMemory } from ${JSON.stringify(distUrl)};
     import { setTimeout as sleep } from 'node:timers/promises';
     const shm = SharedMemory.inherited();
@@ -44,17 +44,18 @@ function child(t, shm, label, code) {
     const ev = Event.attach(shm, ${EVENT});
     const fail = (msg) => { console.error('${label}: ' + msg); process.exit(1); };
     ${code}`;
-  return startNode(['--input-type=module', '-e', src], label, { t, spawnOptions: shm.childOptions() });
+  const pin = cpu === undefined ? [] : ['taskset', '-c', cpu];
+  return startProc([...pin, process.execPath, '--input-type=module', '-e', src], label, { t, spawnOptions: shm.childOptions() });
 }
 
 /** A child that locks the mutex, writes "half-written", sets the event, and waits to be killed. */
-const holder = (t, shm) =>
+const holder = (t, shm, options) =>
   child(t, shm, 'holder', `
     if (mx.lock(${WAIT_MS}) !== 'acquired') fail('lock');
     shm.buffer.write('half-written', ${TEXT});
     ev.set();
     console.log('holding');
-    setTimeout(() => fail('was not killed'), 30_000);`);
+    setTimeout(() => fail('was not killed'), 30_000);`, options);
 
 /** Fresh shared memory with a Mutex (of `kind`) at 0 and an Event at EVENT. */
 function setup(options) {
@@ -98,8 +99,14 @@ function killWhenAsleep(pid) {
   return new Promise((resolve, reject) => w.once('message', resolve).once('error', reject)).finally(() => w.terminate());
 }
 
-/** Wait until a child process sleeps in FUTEX_LOCK_PI (wchan rt_mutex_schedule); 300 ms where wchan tells nothing. */
-async function asleepInLock(p) {
+/**
+ * Wait until a child process sleeps in FUTEX_LOCK_PI on the mutex of `shm`: the kernel has set
+ * FUTEX_WAITERS in the lock word (which only a locker queued in the kernel does; our async lockers do
+ * not) and the child's wchan names the rt_mutex or futex code (where wchan tells nothing, 300 ms more).
+ * wchan alone is not enough: a Node process starting up also sleeps in futexes of its own.
+ */
+async function asleepInLock(p, shm) {
+  await until(() => (word(shm, LOCK) & FUTEX_WAITERS) !== 0, [p], `${p.label} queued in FUTEX_LOCK_PI (FUTEX_WAITERS set)`, WAIT_MS);
   const wchan = () => { try { return readFileSync(`/proc/${p.child.pid}/wchan`, 'latin1'); } catch { return ''; } };
   if (!/^[a-z_]/.test(wchan()) && !/^[a-z_]/.test(readFileSync('/proc/self/wchan', 'latin1'))) return sleep(300);
   await until(() => /rt_mutex|futex/.test(wchan()), [p], `${p.label} asleep in FUTEX_LOCK_PI`, WAIT_MS);
@@ -261,7 +268,7 @@ test("a blocking and an async locker wait when the owner is killed: one gets 'ow
     console.log(r);`);
   const p = mx.lockAsync(WAIT_MS);
   await until(() => word(shm, SLEEPING) === 1, [k, blocking], 'lockAsync asleep (its SLEEPING flag up)', WAIT_MS);
-  await asleepInLock(blocking);
+  await asleepInLock(blocking, shm);
   k.kill();
   const mine = await p;
   if (mine === 'owner-died') {
@@ -276,6 +283,65 @@ test("a blocking and an async locker wait when the owner is killed: one gets 'ow
   assert.equal(mx.lock(1000), 'acquired');
   mx.unlock();
   shm.close();
+});
+
+/** The CPUs this process may run on (/proc/self/status), in order. */
+function allowedCpus() {
+  const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'latin1'))?.[1] ?? '';
+  return list.split(',').flatMap((r) => {
+    const [a, b = a] = r.split('-').map(Number);
+    return Array.from({ length: b - a + 1 }, (_, i) => a + i);
+  });
+}
+
+test("an owner dies while the waiter the kernel hands its lock to cannot run yet: the lock is busy (not ERR_MMAP_LOCK_CORRUPT), then that waiter gets 'owner-died'", async (t) => {
+  // When an owner dies with a locker asleep in FUTEX_LOCK_PI, the kernel drops it as the owner and
+  // wakes the locker, but the word keeps the dead TID until that locker runs; until then the kernel
+  // refuses every other lock attempt with EINVAL. On a loaded machine the locker may wait long for a
+  // CPU (CI once failed so). Here it cannot run: it is pinned to a CPU that a real-time spinner holds.
+  const cpus = allowedCpus();
+  if (cpus.length < 2) return t.skip('needs two CPUs: one for a real-time spinner that keeps the woken waiter off it');
+  const [busyCpu, freeCpu] = cpus;
+  // Self-limiting (4 s), so that no spinner outlives the test even if it is orphaned.
+  const spinner = startProc(['taskset', '-c', busyCpu, 'chrt', '-f', '1', 'python3', '-c', "import time\nprint('spinning', flush=True)\ne = time.monotonic() + 4\nwhile time.monotonic() < e: pass"], 'real-time spinner', { t });
+  const started = await spinner.line(/^spinning$/, WAIT_MS).catch(() => undefined);
+  if (started !== 'spinning') return t.skip(`cannot run a SCHED_FIFO spinner here (root, or CAP_SYS_NICE, and real-time CPU time are needed): ${spinner.stderr().trim()}`);
+  spinner.kill();
+  await spinner.done;
+  let window = 0;
+  for (let attempt = 0; attempt < 3 && window === 0; attempt++) {
+    const { shm, mx, ev } = setup();
+    const k = holder(t, shm, { cpu: freeCpu });
+    assert.equal(await ev.waitAsync(WAIT_MS), true, k.output());
+    const waiter = child(t, shm, 'pinned waiter', `
+      const r = mx.lock(${WAIT_MS});
+      if (r === 'owner-died') { shm.buffer.write('repaired!!!!', ${TEXT}); mx.markConsistent(); }
+      mx.unlock();
+      console.log(r);`, { cpu: busyCpu });
+    await asleepInLock(waiter, shm);
+    const spin = startProc(['taskset', '-c', busyCpu, 'chrt', '-f', '1', 'python3', '-c', "import time\nprint('spinning', flush=True)\ne = time.monotonic() + 2\nwhile time.monotonic() < e: pass"], 'real-time spinner', { t });
+    await spin.line(/^spinning$/, WAIT_MS);
+    const dead = k.child.pid;
+    await killed(k);
+    const got = [];
+    for (const f of [() => mx.tryLock(), () => mx.lock(50), () => mx.lockAsync(50)]) {
+      try {
+        got.push(await f());
+      } catch (err) {
+        got.push(err.code);
+      }
+    }
+    // Still the dead owner's TID: the waiter had not run, so the calls above met the kernel's refusal.
+    if ((word(shm, LOCK) & FUTEX_TID_MASK) === dead) window++;
+    spin.kill();
+    assert.deepEqual(got, ['busy', 'ERR_MMAP_LOCK_TIMEOUT', 'ERR_MMAP_LOCK_TIMEOUT']);
+    assert.equal(assertOk(await waiter.done, /^(acquired|owner-died)$/)[1], 'owner-died');
+    assert.equal(shm.buffer.toString('latin1', TEXT, TEXT + 12), 'repaired!!!!');
+    assert.equal(mx.lock(1000), 'acquired');
+    mx.unlock();
+    shm.close();
+  }
+  assert.ok(window > 0, 'in 3 attempts, the woken waiter always ran before the checks: nothing was tested');
 });
 
 for (const how of ['lock() after it ended', 'lock() asleep while it ends', 'lockAsync() asleep while it ends']) {

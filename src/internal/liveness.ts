@@ -24,3 +24,26 @@ export function pidAlive(pid: number): boolean {
     return false; // gone between the two looks
   }
 }
+
+/** PF_EXITING in the flags of /proc/TID/stat (include/linux/sched.h): the task is in do_exit(). */
+const PF_EXITING = 0x4;
+
+/**
+ * Whether thread `tid` has exited or is exiting: no /proc entry, a zombie or dead task, or one in
+ * `do_exit()` (PF_EXITING). Unlike {@link pidAlive}, a task that still answers `kill` but is on its
+ * way out counts as gone: the futex Mutex asks this to tell the kernel's hand-over of a dead owner's
+ * lock (in progress until the woken waiter runs) from a corrupt lock word.
+ */
+export function threadExited(tid: number): boolean {
+  if (!(tid > 0)) return false;
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${tid}/stat`, 'latin1');
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    return code === 'ENOENT' || code === 'ESRCH';
+  }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const state = fields[0];
+  return state === 'Z' || state === 'X' || state === 'x' || (Number(fields[6]) & PF_EXITING) !== 0;
+}
