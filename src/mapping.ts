@@ -664,7 +664,7 @@ export class Mapping implements Disposable {
       // next lock: unmapping it would crash the process then.
       throw mmapkitError('ERR_MMAP_BUSY', `Cannot unmap memory holding ${held} Mutex${held > 1 ? 'es' : ''} that this thread has locked: unlock first`);
     }
-    this.#detachViews();
+    this.#detachViews('unmap');
     this.#faulted = this.faulted;
     region.closed = true;
     for (const cancel of [...this.#cancels]) cancel();
@@ -922,7 +922,7 @@ export class Mapping implements Disposable {
       const ab = ref.deref();
       if (ab !== undefined) alive.push(ab);
     }
-    this.#detachViews();
+    this.#detachViews('resize');
     const external = Math.min(newK, EXTERNAL_CAP);
     const pages = (k: number): number => Math.ceil(k / pageSize);
     if (alive.length === 0) {
@@ -1028,7 +1028,7 @@ export class Mapping implements Disposable {
       throw mmapkitError('ERR_MMAP_BUSY', 'Cannot make this mapping unreadable while async waits on it are pending; settle or abort them first');
     }
     // Detach before the pages lose write access: a view over read-only memory must never exist.
-    if (!viewable) this.#detachViews();
+    if (!viewable) this.#detachViews('protect');
     const rc = native.mprotect(addr, length, prot);
     if (rc < 0) throw systemError(rc, 'mprotect', this.path);
     if (addr === this.#region.addr && length >= this.#region.length) {
@@ -1105,10 +1105,13 @@ export class Mapping implements Disposable {
     return Buffer.from(ab, 0, length);
   }
 
-  #detachViews(): void {
+  #detachViews(cause: DetachCause): void {
     for (const ref of this.#views) {
       const ab = ref.deref();
-      if (ab !== undefined) native.detach(ab);
+      if (ab !== undefined) {
+        native.detach(ab);
+        detachedBy.set(ab, cause);
+      }
     }
     this.#views = [];
     this.#buffer = undefined;
@@ -1177,10 +1180,27 @@ function searchBound(value: unknown, name: string, length: number, fallback: num
   return v < 0 ? length + v : v + 0; // + 0: -0 is 0
 }
 
+/** What detached a view of a mapping: unmap(), resize() (the memory may have moved) or protect(). */
+type DetachCause = 'unmap' | 'resize' | 'protect';
+const detachedBy = new WeakMap<ArrayBuffer, DetachCause>();
+
+/**
+ * @internal The error for memory that a mapping still holds but whose view `ab` was detached
+ * (ERR_MMAP_NOT_ACCESSIBLE): by resize() or by protect(), as the message says. `cannot` starts it
+ * ("Cannot use a Mutex"); `again` is what to do besides taking a new view ("attach it again").
+ */
+export function detachedError(ab: ArrayBufferLike, cannot: string, again?: string): MmapkitError {
+  const also = again === undefined ? '' : ` (and ${again})`;
+  if (detachedBy.get(ab as ArrayBuffer) === 'resize') {
+    return mmapkitError('ERR_MMAP_NOT_ACCESSIBLE', `${cannot}: its mapping was resized (resize()), which detaches every view; take a new view${also}`);
+  }
+  return mmapkitError('ERR_MMAP_NOT_ACCESSIBLE', `${cannot}: its mapping lost write access (protect()); after protect('write'), take a new view${also}`);
+}
+
 /**
  * @internal The mapping a view lies in and the address of the view's first byte, or undefined when
  * the view is not over memory mmapkit mapped. Throws for a detached view of a mapping
- * (ERR_MMAP_CLOSED, or ERR_MMAP_NOT_ACCESSIBLE after protect()).
+ * (ERR_MMAP_CLOSED, or ERR_MMAP_NOT_ACCESSIBLE after resize() or protect()).
  */
 export function viewLocation(view: ArrayBufferView): { mapping: Mapping; addr: bigint } | undefined {
   const ab = view.buffer as ArrayBuffer;
@@ -1190,10 +1210,7 @@ export function viewLocation(view: ArrayBufferView): { mapping: Mapping; addr: b
   // the view was. Never turn it into an address (madvise(DONTNEED) there would zero other bytes).
   if (ab.byteLength === 0) {
     if (info.mapping.closed) throw closedError('use this view', 'Mapping');
-    throw mmapkitError(
-      'ERR_MMAP_NOT_ACCESSIBLE',
-      'This view was detached when its mapping lost write access (protect()); take a new view (and attach again) after protect(\'write\')',
-    );
+    throw detachedError(ab, 'Cannot use this view, which was detached', 'attach again');
   }
   return { mapping: info.mapping, addr: info.addr + BigInt(view.byteOffset) };
 }

@@ -9,7 +9,7 @@ import { native, type WaitAsyncContext } from './binding.js';
 import { closedError, invalidArgType, invalidArgValue, mmapkitError, systemError } from './internal/errors.js';
 import { kHold } from './internal/symbols.js';
 import { spinUntil } from './internal/time.js';
-import { type Mapping, viewLocation } from './mapping.js';
+import { type Mapping, detachedError, viewLocation } from './mapping.js';
 import { validateBoolean, validateInt32, validateMicros, validateOptions, validateSignal, validateTimeoutMs } from './internal/validators.js';
 
 const EAGAIN = -11;
@@ -283,10 +283,10 @@ function settle(backend: Backend, id: number, result: number): void {
   else p.reject(systemError(result, 'futex'));
 }
 
-/** Why a checked word can no longer be read: its mapping was unmapped, or lost access (protect()). */
+/** Why a checked word can no longer be read: its mapping was unmapped, resized, or lost access (protect()). */
 function goneError(word: Word, syscall: string): Error {
   if (word.mapping.closed) return closedError(syscall, 'Mapping');
-  return mmapkitError('ERR_MMAP_NOT_ACCESSIBLE', `Cannot ${syscall}: the memory of this word was made inaccessible (protect())`);
+  return detachedError(word.array.buffer, `Cannot ${syscall} on this word, whose view was detached`);
 }
 
 function abortError(signal: AbortSignal): unknown {

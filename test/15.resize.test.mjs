@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readFileSync, renameSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Mutex, map, mapAnonymous, mappingCount, pageSize } from '../dist/index.js';
+import { Event, Mutex, constants, map, mapAnonymous, mappingCount, msync, notify, pageSize, wait } from '../dist/index.js';
 import { distUrl, runNode, tempDir, throwsCode, timedTests } from './helpers.mjs';
 
 const test = timedTests(60_000);
@@ -151,6 +151,35 @@ test('busy: a pending flushAsync, a pthread Mutex this thread holds', async (t) 
   assert.equal(m.length, 2 * pageSize);
   mutex.unlock();
   m.resize(3 * pageSize);
+  m.unmap();
+});
+
+test("synchronization objects and views over a resized mapping say it was resized (not protect()); attached again, they work", async () => {
+  const m = mapAnonymous(2 * pageSize, { shared: true });
+  const ev = Event.create(m, 0);
+  const mx = Mutex.create(m, 64);
+  const view = m.view(0, 64);
+  const i32 = new Int32Array(m.buffer.buffer, m.buffer.byteOffset + 128, 1);
+  m.resize(pageSize); // shared anonymous memory can shrink, not grow
+  const resized = (fn) =>
+    assert.throws(fn, (err) => err.code === 'ERR_MMAP_NOT_ACCESSIBLE' && /resized \(resize\(\)\)/.test(err.message) && !/protect/.test(err.message));
+  resized(() => ev.set());
+  resized(() => mx.lock());
+  resized(() => wait(i32, 0, 0, 0));
+  resized(() => notify(i32, 0));
+  await assert.rejects(ev.waitAsync(10), (err) => err.code === 'ERR_MMAP_NOT_ACCESSIBLE' && /resized/.test(err.message));
+  resized(() => msync(view, 64, constants.MS_ASYNC));
+  // protect() still names protect()
+  const p = mapAnonymous(pageSize, { shared: true });
+  const pe = Event.create(p, 0);
+  p.protect('read');
+  assert.throws(() => pe.set(), (err) => err.code === 'ERR_MMAP_NOT_ACCESSIBLE' && /protect\(\)/.test(err.message) && !/resized/.test(err.message));
+  p.unmap();
+  // attached again over the new memory, the objects work
+  const ev2 = Event.attach(m, 0);
+  ev2.set();
+  assert.equal(ev2.wait(0), true);
+  assert.equal(Mutex.attach(m, 64).lock(1000), 'acquired');
   m.unmap();
 });
 

@@ -6,7 +6,7 @@
  * @module
  */
 import { closedError, invalidArgType, invalidArgValue, mmapkitError } from './errors.js';
-import { Mapping, viewLocation } from '../mapping.js';
+import { Mapping, detachedError, viewLocation } from '../mapping.js';
 import { SharedMemory } from '../shm.js';
 import { validateInt32 } from './validators.js';
 import { HEADER, publishHeader, readHeader, writeHeader } from '../header.js';
@@ -92,14 +92,12 @@ export function word(r: Region, byteOffset: number): Word {
   return { mapping: r.mapping, addr: Number(r.addr) + byteOffset, array: r.i32, index: byteOffset / 4 };
 }
 
-/** Throw if the structure's memory was unmapped (`ERR_MMAP_CLOSED`) or made read-only. */
+/** Throw if the structure's memory was unmapped (`ERR_MMAP_CLOSED`), resized or made read-only. */
 export function checkOpen(r: Region, what: string): void {
   if (r.mapping.closed) throw closedError(`use the ${what}`, 'memory');
-  // protect() detaches views when the pages lose write access: writing now would be SIGSEGV.
+  // resize() detaches views (the memory may have moved), and so does protect() when the pages lose
+  // write access (writing now would be SIGSEGV).
   if (r.i32.length === 0) {
-    throw mmapkitError(
-      'ERR_MMAP_NOT_ACCESSIBLE',
-      `Cannot use a ${what} whose memory was made read-only (protect()); after protect('write'), attach it again`,
-    );
+    throw detachedError(r.i32.buffer, `Cannot use this ${what}, whose view of its memory was detached`, 'attach it again');
   }
 }
