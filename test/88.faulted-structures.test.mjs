@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
-import { Channel, Topic } from '../dist/index.js';
+import { Channel, Topic, map } from '../dist/index.js';
 import { distUrl, isRoot, runNode, shmName, startNode, tempDir, throwsCode, timedTests, until } from './helpers.mjs';
 
 /** Every test has a time limit (awaiting a child has none of its own). */
@@ -334,6 +334,21 @@ function topicPair(t, n, options = {}) {
   for (let i = 0; i < n; i++) pub.publish(makeMsg(i));
   return { path, pub, other, sub };
 }
+
+test('Channel.inspect() and Topic.inspect() of memory truncated under them throw ERR_MMAP_FAULTED instead of reporting zeros as state', (t) => {
+  const { path } = channelPair(t, 20);
+  const m = map(path, { access: 'write' });
+  assert.equal(Channel.inspect(m).state, 'channel');
+  truncateElsewhere(path, 4096);
+  assert.throws(() => Channel.inspect(m), (err) => err.code === FAULTED && /channel's memory was lost/.test(err.message) && /truncated/.test(err.message) && /Unmap it/.test(err.message));
+  m.unmap();
+  const { path: topicPath } = topicPair(t, 20);
+  const tm = map(topicPath, { access: 'write' });
+  assert.equal(Topic.inspect(tm).state, 'topic');
+  truncateElsewhere(topicPath, 4096);
+  assert.throws(() => Topic.inspect(tm), (err) => err.code === FAULTED && /topic's memory was lost/.test(err.message) && /truncated/.test(err.message));
+  tm.unmap();
+});
 
 const TOPIC_RECEIVES = {
   receive: (s, seq) => seq.take(s.receive(1000)),

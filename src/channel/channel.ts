@@ -26,6 +26,7 @@ import {
   trySendMany,
 } from './batch.js';
 import { type ChannelEndReason, ChannelCore } from './core.js';
+import { faultFreeLook } from './fault.js';
 import { CHANNEL, GEOMETRY_OPTIONS, type Geometry, laneCapacity, parseExpectedProducers, parseGeometry, readGeometry } from './layout.js';
 import { queuedMessages } from './ring.js';
 import { messageIterator, parseReadableOptions, parseWritableOptions, readableOf, writableOf } from './streams.js';
@@ -153,7 +154,7 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
   static inspect(target: ChannelTarget, options?: OwnershipOptions): ChannelInspection {
     const o = validateOptions(options, 'options', INSPECT_OPTIONS);
     const ownership = ownershipOf(o, target);
-    return useTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect' }, ({ mapping }) => inspectMemory(mapping), 'always');
+    return useTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect' }, ({ mapping }) => faultFreeLook(mapping, 'channel', () => inspectMemory(mapping)), 'always');
   }
 
   /** Messages of `maxMessageSize` one producer can have queued at least (smaller ones take less room). */

@@ -16,7 +16,7 @@
  */
 import { readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
 import { type MmapkitError, mmapkitError } from '../internal/errors.js';
-import { type Mapping, faultCount } from '../mapping.js';
+import { type Mapping, faultCount, viewLocation } from '../mapping.js';
 
 /** The guard's count of repaired faults in this process; a stand-in where it cannot be read (see faultsNow). */
 export const FAULTS: Int32Array = faultCount ?? new Int32Array(1);
@@ -61,6 +61,19 @@ export class FaultWatch {
   error(what: string): MmapkitError {
     return mmapkitError('ERR_MMAP_FAULTED', `Cannot ${what}: ${this.reason ?? describeFault(this.kind, this.base, this.size)}`);
   }
+}
+
+/**
+ * A read-only look at a structure's memory (`Channel.inspect()`, `Topic.inspect()`): its report, or
+ * ERR_MMAP_FAULTED when the memory faulted during the look (a lost page reads as zeros, which a report
+ * would give as the structure's state) or had faulted before it.
+ */
+export function faultFreeLook<T>(mapping: Mapping, kind: 'channel' | 'topic', look: () => T): T {
+  // A mapping that had faulted refuses views (ERR_MMAP_FAULTED, its own message): the look would too.
+  const base = Number(viewLocation(mapping.view(0, 1))!.addr);
+  const report = look();
+  if (!mapping.faulted) return report;
+  throw mmapkitError('ERR_MMAP_FAULTED', `Cannot inspect this ${kind}: ${describeFault(kind, base, mapping.length, 'look')}`);
 }
 
 /** What a handle keeps of its memory's faults (a Channel's core, a Topic's memory): see FaultWatch. */
@@ -166,9 +179,12 @@ const bytes = (n: number): string => `${n.toLocaleString('en-US')} bytes`;
  * system could not provide it (out of space: a full tmpfs, a full disk under a sparse file). Runs only
  * on the error path (it reads /proc/self/maps and stats the object).
  */
-export function describeFault(kind: 'channel' | 'topic', base: number, size: number): string {
+export function describeFault(kind: 'channel' | 'topic', base: number, size: number, by: 'handle' | 'look' = 'handle'): string {
   const lost = `a page of the ${kind}'s memory was lost (a bus error, repaired with a page of zeros)`;
-  const after = `: messages in that memory may read as zeros, so this handle hands out and sends nothing more. Close it`;
+  const after =
+    by === 'handle'
+      ? `: messages in that memory may read as zeros, so this handle hands out and sends nothing more. Close it`
+      : `: what was read there may be zeros, which would pass for its state, so nothing is reported. Unmap it`;
   const see = '. See docs/safety.md#channels-and-topics-over-truncated-memory';
   let line: MapsLine | undefined;
   let object: { size: number; at: string } | undefined;

@@ -23,7 +23,7 @@ import { attachPublisher, attachSubscriber, closePublisher } from './parties.js'
 import { Publisher, repairAfterTakeover } from './publisher.js';
 import { Subscription, type TopicDrainHandler, type TopicEndReason } from './subscription.js';
 import { type TopicInspection, initTopic, inspectTopicMemory, refuseLiveTopicFile } from './target.js';
-import { faultsMoved } from '../channel/fault.js';
+import { faultFreeLook, faultsMoved } from '../channel/fault.js';
 
 const INT32_MAX = 0x7fffffff;
 const topicTimeout = (what: string, timeout: number): Error => timedOut(what, timeout, 'ERR_MMAP_TOPIC_TIMEOUT');
@@ -164,7 +164,7 @@ export class Topic implements Disposable {
   static inspect(target: SharedTarget, options?: OwnershipOptions): TopicInspection {
     const o = validateOptions(options, 'options', INSPECT_OPTIONS);
     const ownership = ownershipOf(o, target);
-    return useTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect', kind: 'Topic' }, ({ mapping }) => inspectTopicMemory(mapping), 'always');
+    return useTarget(target, { creating: false, ownership, options: INSPECT_OPTIONS, read: true, call: 'inspect', kind: 'Topic' }, ({ mapping }) => faultFreeLook(mapping, 'topic', () => inspectTopicMemory(mapping)), 'always');
   }
 
   /** Bytes of the ring. */
