@@ -335,6 +335,18 @@ function topicPair(t, n, options = {}) {
   return { path, pub, other, sub };
 }
 
+test('tryReceive() on an empty channel or topic whose memory was truncated to nothing throws ERR_MMAP_FAULTED at once, not "nothing yet"', (t) => {
+  const { path, producer, consumer } = channelPair(t, 1);
+  consumer.receive(1000);
+  truncateElsewhere(path, 0);
+  throwsCode(() => consumer.tryReceive(), FAULTED);
+  throwsCode(() => producer.trySend('x'), FAULTED);
+  const { path: topicPath, sub } = topicPair(t, 1);
+  sub.receive(1000);
+  truncateElsewhere(topicPath, 0);
+  throwsCode(() => sub.tryReceive(), FAULTED);
+});
+
 test('Channel.inspect() and Topic.inspect() of memory truncated under them throw ERR_MMAP_FAULTED instead of reporting zeros as state', (t) => {
   const { path } = channelPair(t, 20);
   const m = map(path, { access: 'write' });

@@ -329,7 +329,10 @@ export class Channel implements Disposable, AsyncIterable<Buffer> {
     const core = this.#core;
     core.prepareReceive('tryReceive');
     const got = core.takeOne();
-    if (got === undefined && core.atEnd()) return core.end();
+    if (got === undefined) {
+      if (core.atEnd()) return core.end();
+      core.checkFaults('receive'); // "nothing yet" may be zeros where the control lines were lost
+    }
     return got;
   }
 

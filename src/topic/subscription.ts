@@ -173,6 +173,7 @@ export class Subscription implements Disposable, AsyncIterable<Buffer> {
     if (got === undefined) {
       this.#reader.flushCursor(); // caught up: publishers may count on all it read
       if (this.#atEnd()) return this.#endNow();
+      this.#mem.checkFaults('receive'); // "nothing yet" may be zeros where the control lines were lost
     }
     return got;
   }
