@@ -12,7 +12,7 @@
  * are in docs/layout.md.
  * @module
  */
-import { deadlineAfterNs, nsLeft } from './internal/time.js';
+import { deadlineAfterNs, nsLeft, pauseSync } from './internal/time.js';
 import { checkConstruct, kConstruct } from './internal/symbols.js';
 import { threadExited } from './internal/liveness.js';
 import { native } from './binding.js';
@@ -87,7 +87,6 @@ const ASYNC_FIRST_CHECK_NS = 1e6;
 const MAX_RETRIES = 100;
 /** The longest nap of a blocking lock() while the kernel hands a dead owner's lock to another waiter. */
 const HANDOVER_NAP_MAX_MS = 16;
-const napWord = new Int32Array(new SharedArrayBuffer(4));
 
 const PTHREAD_KIND: Kind = {
   name: 'Mutex',
@@ -285,7 +284,7 @@ class FutexLock implements Lock {
         if (h === 'in-progress') {
           // Someone else is being handed the lock: it is busy. Nap (never past the deadline), look again.
           const ms = Math.min(nap, left < 0 ? nap : Math.ceil(left / 1e6));
-          Atomics.wait(napWord, 0, 0, ms);
+          pauseSync(ms);
           nap = Math.min(nap * 2, HANDOVER_NAP_MAX_MS);
           continue;
         }

@@ -18,15 +18,34 @@ export function pidAlive(pid: number): boolean {
     return (err as { code?: string }).code === 'EPERM';
   }
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
+    const stat = procStat(pid);
+    return stat !== undefined && stat[STATE] !== 'Z'; // undefined: gone between the two looks
   } catch {
-    return false; // gone between the two looks
+    return false; // an entry we cannot read counts as gone, like a missing one
   }
 }
 
-/** PF_EXITING in the flags of /proc/TID/stat (include/linux/sched.h): the task is in do_exit(). */
+/** Fields of /proc/ID/stat (see proc(5)) counted from the state, past the command name. */
+const STATE = 0;
+const FLAGS = 6;
+/** PF_EXITING in the flags (include/linux/sched.h): the task is in do_exit(). */
 const PF_EXITING = 0x4;
+
+/**
+ * The fields of /proc/ID/stat after the command name (which may hold spaces and parentheses), from the
+ * state on; undefined when there is no such task (ENOENT, ESRCH). Other errors are thrown.
+ */
+function procStat(id: number): string[] | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${id}/stat`, 'latin1');
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return undefined;
+    throw err;
+  }
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
 
 /**
  * Whether thread `tid` has exited or is exiting: no /proc entry, a zombie or dead task, or one in
@@ -36,14 +55,13 @@ const PF_EXITING = 0x4;
  */
 export function threadExited(tid: number): boolean {
   if (!(tid > 0)) return false;
-  let stat: string;
+  let stat: string[] | undefined;
   try {
-    stat = readFileSync(`/proc/${tid}/stat`, 'latin1');
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    return code === 'ENOENT' || code === 'ESRCH';
+    stat = procStat(tid);
+  } catch {
+    return false; // /proc unreadable: the word's owner cannot be shown gone
   }
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const state = fields[0];
-  return state === 'Z' || state === 'X' || state === 'x' || (Number(fields[6]) & PF_EXITING) !== 0;
+  if (stat === undefined) return true;
+  const state = stat[STATE];
+  return state === 'Z' || state === 'X' || state === 'x' || (Number(stat[FLAGS]) & PF_EXITING) !== 0;
 }

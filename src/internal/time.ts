@@ -50,3 +50,14 @@ export function spinUntil(ready: () => boolean, ns: number, deadline: Deadline =
   } while (process.hrtime.bigint() < until);
   return false;
 }
+
+/** A word nobody notifies: pauseSync() sleeps on it. */
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Block this thread for `ms` milliseconds (Atomics.wait on a private word: no system call of mmapkit's
+ * own, allowed on Node's main thread), for the few places that must wait without a futex to sleep on.
+ */
+export function pauseSync(ms: number): void {
+  Atomics.wait(PAUSE, 0, 0, ms);
+}
