@@ -302,12 +302,14 @@ test("an owner dies while the waiter the kernel hands its lock to cannot run yet
   const cpus = allowedCpus();
   if (cpus.length < 2) return t.skip('needs two CPUs: one for a real-time spinner that keeps the woken waiter off it');
   const [busyCpu, freeCpu] = cpus;
-  // Self-limiting (4 s), so that no spinner outlives the test even if it is orphaned.
-  const spinner = startProc(['taskset', '-c', busyCpu, 'chrt', '-f', '1', 'python3', '-c', "import time\nprint('spinning', flush=True)\ne = time.monotonic() + 4\nwhile time.monotonic() < e: pass"], 'real-time spinner', { t });
-  const started = await spinner.line(/^spinning$/, WAIT_MS).catch(() => undefined);
-  if (started !== 'spinning') return t.skip(`cannot run a SCHED_FIFO spinner here (root, or CAP_SYS_NICE, and real-time CPU time are needed): ${spinner.stderr().trim()}`);
-  spinner.kill();
-  await spinner.done;
+  // Self-limiting, so that no spinner outlives the test even if it is orphaned.
+  const spinner = (seconds) =>
+    startProc(['taskset', '-c', busyCpu, 'chrt', '-f', '1', 'python3', '-c', `import time\nprint('spinning', flush=True)\ne = time.monotonic() + ${seconds}\nwhile time.monotonic() < e: pass`], 'real-time spinner', { t });
+  const probe = spinner(0);
+  if ((await probe.line(/^spinning$/, WAIT_MS).catch(() => undefined)) === undefined) {
+    return t.skip(`cannot run a SCHED_FIFO spinner here (root, or CAP_SYS_NICE, and real-time CPU time are needed): ${probe.stderr().trim()}`);
+  }
+  await probe.done;
   let window = 0;
   for (let attempt = 0; attempt < 3 && window === 0; attempt++) {
     const { shm, mx, ev } = setup();
@@ -319,7 +321,7 @@ test("an owner dies while the waiter the kernel hands its lock to cannot run yet
       mx.unlock();
       console.log(r);`, { cpu: busyCpu });
     await asleepInLock(waiter, shm);
-    const spin = startProc(['taskset', '-c', busyCpu, 'chrt', '-f', '1', 'python3', '-c', "import time\nprint('spinning', flush=True)\ne = time.monotonic() + 2\nwhile time.monotonic() < e: pass"], 'real-time spinner', { t });
+    const spin = spinner(2);
     await spin.line(/^spinning$/, WAIT_MS);
     const dead = k.child.pid;
     await killed(k);
