@@ -821,8 +821,8 @@ export class Mapping implements Disposable {
 
   /**
    * Change the length of the mapping (`mremap`), keeping its content: memmap2's `remap`, Python's
-   * `mmap.resize`. Every view is detached first (as by `unmap()`; `buffer` and `view()` then give the
-   * new memory), and `length` changes. The pages are never copied: the kernel grows the mapping in
+   * `mmap.resize`. Every view is detached (as by `unmap()`; `buffer` and `view()` then give the
+   * new memory; a resize the kernel refuses leaves them attached), and `length` changes. The pages are never copied: the kernel grows the mapping in
    * place when the addresses after it are free, else moves its page tables.
    *
    * - A shared file mapping (`access: 'write'`) grows its file first (`ftruncate`) when the file is
@@ -910,9 +910,10 @@ export class Mapping implements Disposable {
   }
 
   /**
-   * mremap the whole mapping to `newK` bytes (kernel length), detaching every view first. No address a
-   * view was over is given back while that view lives: such a view (a Buffer an fs.read on a libuv
-   * thread writes into, say) must fault, never reach memory mapped there later, as after unmap().
+   * mremap the whole mapping to `newK` bytes (kernel length), detaching every view once the kernel has
+   * changed the mapping (a refusal leaves them attached: nothing changed). No address a view was over
+   * is given back while that view lives: such a view (a Buffer an fs.read on a libuv thread writes
+   * into, say) must fault, never reach memory mapped there later, as after unmap().
    */
   #remap(newK: number): void {
     const region = this.#region;
@@ -922,7 +923,6 @@ export class Mapping implements Disposable {
       const ab = ref.deref();
       if (ab !== undefined) alive.push(ab);
     }
-    this.#detachViews('resize');
     const external = Math.min(newK, EXTERNAL_CAP);
     const pages = (k: number): number => Math.ceil(k / pageSize);
     if (alive.length === 0) {
@@ -930,6 +930,7 @@ export class Mapping implements Disposable {
       // range, so the kernel may move the mapping and take the old addresses back.
       const addr = native.mremap(region.addr, oldK, newK, MREMAP_MAYMOVE, external);
       if (typeof addr !== 'bigint') throw systemError(addr, 'mremap', this.path);
+      this.#detachViews('resize');
       region.addr = addr;
       region.length = newK;
       return;
@@ -938,6 +939,7 @@ export class Mapping implements Disposable {
       // In place, no address is given up (old views, detached, were over the same memory).
       const addr = native.mremap(region.addr, oldK, newK, 0, external);
       if (typeof addr === 'bigint') {
+        this.#detachViews('resize');
         region.length = newK;
         return;
       }
@@ -955,6 +957,8 @@ export class Mapping implements Disposable {
           'private anonymous memory), which keeps the old addresses from being reused under them. Drop the views (let them be collected) and resize again.',
       );
     }
+    // From here the old addresses hold nothing: the views over them go now.
+    this.#detachViews('resize');
     const old = { addr: region.addr, length: oldK };
     region.addr = moved;
     if (native.reserve(old.addr, old.length) < 0) {

@@ -183,6 +183,22 @@ test("synchronization objects and views over a resized mapping say it was resize
   m.unmap();
 });
 
+test('a resize the kernel refuses (EFAULT: lock() of a range split the mapping) changes nothing: views stay attached, a retry after the split is gone works', () => {
+  const m = mapAnonymous(4 * pageSize);
+  const view = m.buffer;
+  view.fill(7);
+  m.lock({ offset: 0, length: pageSize }); // one VMA becomes two: mremap of the whole range is EFAULT
+  assert.throws(() => m.resize(8 * pageSize), (err) => err.code === 'EFAULT' && err.syscall === 'mremap');
+  assert.equal(view.length, 4 * pageSize, 'the view is still attached');
+  assert.equal(view[4 * pageSize - 1], 7);
+  assert.equal(m.length, 4 * pageSize);
+  m.unlock({ offset: 0, length: pageSize }); // the kernel merges the two again
+  m.resize(8 * pageSize);
+  assert.equal(view.length, 0, 'detached by the resize that happened');
+  assert.equal(m.buffer[4 * pageSize - 1], 7);
+  m.unmap();
+});
+
 test('bad input and closed mappings', () => {
   const m = mapAnonymous(pageSize);
   for (const [value, code, name] of [
