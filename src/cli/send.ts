@@ -17,7 +17,6 @@ import { readSync, statSync } from 'node:fs';
 import type { Reservation } from '../index.js';
 import type { Command, CommandContext } from './command.js';
 import { Failure, errorCode, quote, reason } from './messages.js';
-import { pauseSync } from '../internal/time.js';
 import { HELLO, NAME_OWNERSHIP_HELP, PIPE_OPTIONS, type Parties, type PipeEnd, type PipeOptions, nowMs, openPipe, parsePipeOptions } from './pipe-channel.js';
 
 /** While the channel is full, look at the receiver this often (ms). */
@@ -116,6 +115,12 @@ function reserve(end: PipeEnd, watch: ReceiverWatch, name: string): Reservation 
     }
   }
 }
+
+/** Pause this thread (the sender has nothing else to do meanwhile). */
+function pauseSync(ms: number): void {
+  Atomics.wait(PAUSE, 0, 0, ms);
+}
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Read from standard input into `buffer` (reserved in the channel): the number of bytes, 0 at the end.
