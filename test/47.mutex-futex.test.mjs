@@ -107,9 +107,7 @@ function killWhenAsleep(pid) {
  */
 async function asleepInLock(p, shm) {
   await until(() => (word(shm, LOCK) & FUTEX_WAITERS) !== 0, [p], `${p.label} queued in FUTEX_LOCK_PI (FUTEX_WAITERS set)`, WAIT_MS);
-  const wchan = () => { try { return readFileSync(`/proc/${p.child.pid}/wchan`, 'latin1'); } catch { return ''; } };
-  if (!/^[a-z_]/.test(wchan()) && !/^[a-z_]/.test(readFileSync('/proc/self/wchan', 'latin1'))) return sleep(300);
-  await until(() => /rt_mutex|futex/.test(wchan()), [p], `${p.label} asleep in FUTEX_LOCK_PI`, WAIT_MS);
+  await asleepInFutex([p], `${p.label} asleep in FUTEX_LOCK_PI`, { ms: WAIT_MS, fallbackMs: 300, pattern: /rt_mutex|futex/ });
 }
 
 // ------------------------------------------------------------------------------------------ basics

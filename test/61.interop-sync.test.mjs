@@ -92,25 +92,6 @@ const KINDS = {
   futex: { at: 'fmutex', mode: (m) => `f${m}`, how: 'compare-and-swap, FUTEX_LOCK_PI', lock: I.flock, flags: I.fmutexFlags, asyncWaits: (i32) => Atomics.load(i32, I.fsleeping) === 1 },
 };
 
-/**
- * Wait until the peers sleep in the kernel on a lock: FUTEX_WAIT (wchan futex_*) or FUTEX_LOCK_PI
- * (rt_mutex_*). Where /proc/PID/wchan tells nothing, pause 50 ms instead.
- */
-async function asleepOnLock(peers, what) {
-  const wchan = (pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/wchan`, 'latin1');
-    } catch {
-      return '';
-    }
-  };
-  if (!/^[a-z_]/.test(wchan('self'))) {
-    await sleep(50);
-    return;
-  }
-  await until(() => peers.every((p) => /futex|rt_mutex/.test(wchan(p.child.pid))), peers, what, WAIT_MS);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Child processes: the C peer and a second Node process. Every spawn has a timeout (SIGKILL).
 
@@ -415,7 +396,7 @@ describe('interop of Mutex, Event, Semaphore and futex words with a C peer', { s
           c = s.peer(K.mode('lock-dead'), 'wait', 'half-written by Node');
           await s.ready(1, [c, k]);
           await until(() => (s.lockWord(kind) & FUTEX_WAITERS) !== 0, [c, k], 'the C peer announcing itself with FUTEX_WAITERS', WAIT_MS);
-          await asleepOnLock([c], 'the C peer asleep in the kernel');
+          await asleepInFutex([c], 'the C peer asleep in the kernel (FUTEX_WAIT or FUTEX_LOCK_PI)', { ms: WAIT_MS, fallbackMs: 300, pattern: /futex|rt_mutex/ });
           k.child.kill('SIGKILL');
         } else {
           k.child.kill('SIGKILL');

@@ -277,14 +277,15 @@ function wchanWorks() {
 /**
  * Wait until each startProc process is asleep in a futex wait, going by /proc/PID/wchan, and return true
  * (fail after ms). Where wchan tells nothing, wait fallbackMs and return false, so that callers only
- * assert what they could observe.
+ * assert what they could observe. `pattern`: what the wchan must name (default /futex/; a PI futex
+ * lock sleeps in rt_mutex_*).
  */
-export async function asleepInFutex(peers, what, { ms, fallbackMs }) {
+export async function asleepInFutex(peers, what, { ms, fallbackMs, pattern = /futex/ }) {
   if (!wchanWorks()) {
     await sleep(fallbackMs);
     return false;
   }
-  await until(() => peers.every((p) => /futex/.test(wchan(`/proc/${p.child.pid}/wchan`))), peers, what, ms);
+  await until(() => peers.every((p) => pattern.test(wchan(`/proc/${p.child.pid}/wchan`))), peers, what, ms);
   return true;
 }
 
