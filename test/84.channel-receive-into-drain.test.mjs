@@ -563,3 +563,24 @@ test('bad input to receiveInto, receiveIntoAsync, drain and drainAsync: { code, 
   assert.equal(ch.size, 1, 'no refused call took a message');
   assert.equal(String(ch.receive(0)), 'still here');
 });
+
+test('a channel larger than 2 GiB: messages past 2 GiB that cross pages come out whole through drain() and receiveInPlace()', () => {
+  // Three lanes of 1 GiB in sparse memory: the third lane starts past 2 GiB, where an int32 page
+  // mask of the message's position is negative.
+  const options = { laneSize: 2 ** 30, maxMessageSize: 16384, maxProducers: 3 };
+  const shm = SharedMemory.anonymous(Channel.byteLength(options));
+  const consumer = Channel.create(shm, options);
+  const producers = [0, 1, 2].map(() => Channel.open(shm));
+  for (const p of producers) p.attach('producer');
+  assert.equal(producers[2].lane, 2);
+  const message = (i) => Buffer.alloc(10_000, i); // 10,000 bytes: every one crosses a page
+  for (let i = 1; i <= 3; i++) producers[2].send(message(i));
+  const got = [];
+  assert.equal(consumer.drain((buffer, offset, length) => got.push(Buffer.from(buffer.subarray(offset, offset + length))), 2, 1000), 2);
+  const inPlace = consumer.receiveInPlace(1000);
+  got.push(Buffer.from(inPlace.data));
+  inPlace.release();
+  assert.deepEqual(got, [message(1), message(2), message(3)]);
+  for (const c of [...producers, consumer]) c.close();
+  shm.close();
+});

@@ -228,8 +228,9 @@ export class ChannelCore {
   touchPages(at: number, length: number): void {
     const first = at - RECORD_HEADER + this.pageOffset;
     const last = at + length - 1 + this.pageOffset;
-    // Atomics.load: a load whose value is unused must not be optimized away.
-    for (let p = (first & this.pageMask) + pageSize; p <= last; p += pageSize) Atomics.load(this.i32, (p - this.pageOffset) >>> 2);
+    // Atomics.load: a load whose value is unused must not be optimized away. `>>> 0`: a channel may
+    // reach 4 GiB, and the mask's int32 result is negative from 2 GiB on.
+    for (let p = ((first & this.pageMask) >>> 0) + pageSize; p <= last; p += pageSize) Atomics.load(this.i32, (p - this.pageOffset) >>> 2);
   }
 
   noOutstanding(pending: (() => void) | undefined, what: 'reserve' | 'receiveInPlace'): void {
