@@ -67,7 +67,7 @@ test('flush({ async: true }) passes MS_ASYNC; flush() and async: false keep MS_S
   assert.equal(readFileSync(file)[3 * pageSize], 1);
 });
 
-test('flush({ async: true }): every range form, private and anonymous mappings, bad input, closed', (t) => {
+test('flush({ async: true }): every range form, private and anonymous mappings, bad input, closed', async (t) => {
   const file = join(tempDir(t), 'f.bin');
   const m = map(file, { access: 'write', size: 3 * pageSize });
   m.buffer.write('async', 100);
@@ -84,7 +84,7 @@ test('flush({ async: true }): every range form, private and anonymous mappings, 
   throwsCode(() => m.flush({ async: true, offset: -1 }), ...RANGE);
   throwsCode(() => m.flush({ async: true, offset: 1, length: 3 * pageSize }), ...RANGE);
   // flushAsync already runs off the event loop's thread: it takes no async option.
-  assert.rejects(m.flushAsync({ async: true }), { code: 'ERR_INVALID_ARG_VALUE' });
+  await assert.rejects(m.flushAsync({ async: true }), { code: 'ERR_INVALID_ARG_VALUE' });
   // Read once; a getter that unmaps makes the call ERR_MMAP_CLOSED, never an msync.
   let reads = 0;
   m.flush({ get async() { reads++; return true; } });
@@ -142,7 +142,9 @@ test('create without a name draws again when the generated name is taken', (t) =
   assert.match(s.name, GENERATED);
   assert.notEqual(s.name, taken.name);
   assert.equal(taken.buffer.toString('latin1', 0, 6), 'theirs');
-  assert.equal(SharedMemory.open(taken.name).buffer.toString('latin1', 0, 6), 'theirs');
+  const again = SharedMemory.open(taken.name);
+  assert.equal(again.buffer.toString('latin1', 0, 6), 'theirs');
+  again.close();
   s.close();
   taken.close();
 });
