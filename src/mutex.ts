@@ -237,14 +237,12 @@ export class Mutex {
  * (FUTEX_TRYLOCK_PI) whether the owner lives.
  */
 class FutexLock implements Lock {
-  readonly #r: Region;
   readonly #i32: Int32Array;
   /** Address of the lock word. */
   readonly #lockAddr: number;
   readonly #wake: Word;
 
   constructor(r: Region) {
-    this.#r = r;
     this.#i32 = r.i32;
     this.#lockAddr = Number(r.addr) + FX.LOCK;
     this.#wake = word(r, FX.WAKE);

@@ -212,7 +212,6 @@ export class ChannelCore {
     if (this.faultCount[0] !== this.faultsSeen) faultsMoved(this, what);
   }
 
-
   /**
    * Before a message is handed out in place (drain, receiveInPlace): touch each page of it past the
    * one that holds its header (next() read that one), so that a page lost before now faults here, and

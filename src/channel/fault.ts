@@ -179,7 +179,7 @@ const bytes = (n: number): string => `${n.toLocaleString('en-US')} bytes`;
  * system could not provide it (out of space: a full tmpfs, a full disk under a sparse file). Runs only
  * on the error path (it reads /proc/self/maps and stats the object).
  */
-export function describeFault(kind: 'channel' | 'topic', base: number, size: number, by: 'handle' | 'look' = 'handle'): string {
+function describeFault(kind: 'channel' | 'topic', base: number, size: number, by: 'handle' | 'look' = 'handle'): string {
   const lost = `a page of the ${kind}'s memory was lost (a bus error, repaired with a page of zeros)`;
   const after =
     by === 'handle'

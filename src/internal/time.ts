@@ -11,6 +11,14 @@ export type Deadline = bigint;
 /** No deadline: wait as long as it takes. */
 export const NEVER: Deadline = -1n;
 
+/**
+ * The longest finite timeout, in milliseconds: 2^53 - 1 nanoseconds (about 104 days). Waits count
+ * nanoseconds in a number (exact below 2^53) and hand them to the kernel as 64-bit nanoseconds; a
+ * longer timeout cannot be expressed (`Number.MAX_VALUE` ms is Infinity ns, and `BigInt()` throws
+ * on it; 2^53 ms overflows the kernel's), so it waits forever, as `Infinity` does.
+ */
+export const MAX_TIMEOUT_MS = Number.MAX_SAFE_INTEGER / 1e6;
+
 /** The deadline of a wait of `ns` nanoseconds that starts now (a negative `ns`: {@link NEVER}). */
 export function deadlineAfterNs(ns: number): Deadline {
   return ns < 0 ? NEVER : process.hrtime.bigint() + BigInt(ns);
@@ -22,7 +30,7 @@ export function deadlineAfterNs(ns: number): Deadline {
  * clock: reading it on every message would cost more than the message.
  */
 export function deadlineOf(ms: number): Deadline {
-  return ms === Infinity || ms > Number.MAX_SAFE_INTEGER / 1e6 ? NEVER : process.hrtime.bigint() + BigInt(Math.round(ms * 1e6));
+  return ms === Infinity || ms > MAX_TIMEOUT_MS ? NEVER : process.hrtime.bigint() + BigInt(Math.round(ms * 1e6));
 }
 
 /** Nanoseconds left before `deadline`: 0 once it passed, -1 for {@link NEVER}. */

@@ -4,6 +4,7 @@
  * @module
  */
 import { invalidArgType, invalidArgValue, outOfRange } from './errors.js';
+import { MAX_TIMEOUT_MS } from './time.js';
 
 /** Largest value of a signed 64-bit integer: the bound of every size and offset. */
 export const INT64_MAX = (1n << 63n) - 1n;
@@ -118,14 +119,6 @@ export function validateArrayBufferView(value: unknown, name: string): ArrayBuff
   if (!ArrayBuffer.isView(value)) throw invalidArgType(name, 'an instance of Buffer, TypedArray, or DataView', value);
   return value;
 }
-
-/**
- * The longest finite timeout, in milliseconds: 2^53 - 1 nanoseconds (about 104 days). Waits count
- * nanoseconds in a number (exact below 2^53) and hand them to the kernel as 64-bit nanoseconds; a
- * longer timeout cannot be expressed (`Number.MAX_VALUE` ms is Infinity ns, and `BigInt()` throws
- * on it; 2^53 ms overflows the kernel's), so it waits forever, as `Infinity` does.
- */
-export const MAX_TIMEOUT_MS = Number.MAX_SAFE_INTEGER / 1e6;
 
 /**
  * A timeout in milliseconds: a number >= 0 (`Infinity`: none). `undefined` is `Infinity`, and so is

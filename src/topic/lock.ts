@@ -82,7 +82,6 @@ export function acquire(site: LockSite, deadline: Deadline): boolean {
 /** acquire() of a lock someone holds. */
 function acquireHeld(site: LockSite, deadline: Deadline): boolean {
   const i32 = site.lock.array;
-  if (tryTake(i32) === 0) return true;
   checkNotHeld(site, i32);
   for (let i = 0; i < SPINS; i++) if (Atomics.load(i32, LOCK) === 0 && tryTake(i32) === 0) return true;
   for (;;) {

@@ -76,7 +76,6 @@ export class TopicMemory {
     if (this.faultCount[0] !== this.faultsSeen) faultsMoved(this, what);
   }
 
-
   /** A u64 word (seq_cst load) as a number; ERR_MMAP_TOPIC_CORRUPT past what a number holds exactly. */
   load64(offset: number): number {
     const v = Number(Atomics.load(this.b64, offset >>> 3));

@@ -7,7 +7,7 @@
  */
 import { toBytes } from '../channel/core.js';
 import { type ChannelWaitOptions, type SleepSite, type Strategy, type WaitStrategy, deadlineOf, parseStrategy, parseTimeout, signalOf, timedOut, yieldDue, yieldToLoop } from '../channel/waiting.js';
-import { closedError, invalidArgType, invalidState, outOfRange, batchStopped } from '../internal/errors.js';
+import { closedError, invalidState, outOfRange, batchStopped } from '../internal/errors.js';
 import { checkConstruct, kConstruct } from '../internal/symbols.js';
 import { NEVER } from '../internal/time.js';
 import type { Mapping } from '../mapping.js';
