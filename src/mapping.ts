@@ -18,7 +18,7 @@ import './guard.js'; // installs the SIGBUS guard before the first mapping exist
 import { constants, pageSize } from './constants.js';
 import { closedError, invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange, systemError, type MmapkitError } from './internal/errors.js';
 import { OWNERSHIP_OPTIONS, type OwnerOption, type SharedWithOption, fileRefusal, filePolicy } from './ownership.js';
-import { type HugePages, checkHugeLength, hugePagesError, parseHugePages } from './internal/hugepages.js';
+import { type HugePages, checkHugeLength, hugePageSizeOfFd, hugePagesError, parseHugePages } from './internal/hugepages.js';
 import {
   type Int64Like,
   validateBoolean,
@@ -415,6 +415,8 @@ interface MappingInit {
   flags: number;
   path: string | undefined;
   access: Access | undefined;
+  /** Bytes per page of hugetlb memory; undefined for normal pages. */
+  hugePageSize?: number | undefined;
 }
 
 /**
@@ -440,6 +442,8 @@ export class Mapping implements Disposable {
   #faultsSeen = -1;
   /** The mapped file's device and inode, looked up by the first resize() that needs the file. */
   #fileId: FileId | undefined;
+  /** Bytes per page of hugetlb memory (the kernel maps, unmaps and sizes it by these); undefined for normal pages. */
+  readonly #hugePageSize: number | undefined;
   /**
    * Bytes in the view: from `offset` to `offset + length` of the file (or of the anonymous memory).
    * Changed by {@link Mapping.resize} only.
@@ -460,6 +464,7 @@ export class Mapping implements Disposable {
     this.#prot = init.prot;
     this.#viewable = isViewable(init.prot);
     this.#flags = init.flags;
+    this.#hugePageSize = init.hugePageSize;
     this.length = init.length;
     this.offset = Number(init.offset);
     this.path = init.path;
@@ -866,6 +871,13 @@ export class Mapping implements Disposable {
     if (anonymous && shared && n > this.length) {
       throw outOfRange('newLength', `<= ${this.length} (shared anonymous memory can shrink, not grow: its object keeps its first size; use SharedMemory to share memory that grows)`, newLength);
     }
+    const huge = this.#hugePageSize;
+    if (huge !== undefined) {
+      // The kernel does not expand hugetlb mappings (EINVAL), and would round a shrink up to a whole
+      // huge page while this object kept the length asked for (its munmap would then fail: a leak).
+      if (n > this.length) throw outOfRange('newLength', `<= ${this.length} (huge-page memory can shrink, not grow: the kernel does not expand hugetlb mappings; map a new one)`, newLength);
+      checkHugeLength(BigInt(this.#delta + n), { size: huge }, 'newLength', newLength);
+    }
     const oldLength = this.length;
     if (n === oldLength) return;
     const fileEnd = this.offset + n;
@@ -944,6 +956,13 @@ export class Mapping implements Disposable {
         return;
       }
       if (addr !== -osConstants.errno.ENOMEM) throw systemError(addr, 'mremap', this.path);
+    }
+    if (this.#hugePageSize !== undefined) {
+      throw mmapkitError(
+        'ERR_MMAP_BUSY',
+        'Cannot shrink huge-page memory while views of it are alive: the kernel cannot keep the addresses it gives up reserved for them ' +
+          '(no mremap(MREMAP_DONTUNMAP) for hugetlb memory). Drop the views (let them be collected) and resize again.',
+      );
     }
     // Moving or shrinking gives addresses up. Move the pages out with MREMAP_DONTUNMAP, which leaves
     // the old range mapped (empty), and hold it with a placeholder until the old views are garbage;
@@ -1383,6 +1402,7 @@ export function mapWithFix(pathOrFd: PathLike | number, options: MapOptions | un
       flags,
       path,
       access,
+      hugePageSize: hugePageSizeOfFd(fd, Number(st.blksize), pageSize),
     });
   } catch (err) {
     if (created) rmSync(target.path!, { force: true });
@@ -1445,5 +1465,6 @@ export function mapAnonymous(length: Int64Like, options?: AnonymousOptions): Map
     flags,
     path: undefined,
     access: undefined,
+    hugePageSize: huge?.size,
   });
 }

@@ -10,6 +10,7 @@ import { native } from './binding.js';
 import { constants } from './constants.js';
 import { invalidArgType, invalidArgValue, systemError } from './internal/errors.js';
 import { kProtect } from './internal/symbols.js';
+import { hugePageSizeOfFlags } from './internal/hugepages.js';
 import { Mapping, createMapping, mmapChecked, resolveAddress } from './mapping.js';
 import { type Int64Like, validateInt32, validateInt64 } from './internal/validators.js';
 
@@ -44,6 +45,7 @@ export function mmap(length: Int64Like, prot: number, flags: number, fd: number,
     flags,
     path: undefined,
     access: undefined,
+    hugePageSize: hugePageSizeOfFlags(flags),
   });
 }
 

@@ -270,6 +270,41 @@ test('real huge pages: SharedMemory.anonymous is a hugetlb memfd that a child ma
   assert.equal(available(), start);
 });
 
+test('real huge pages: resize() shrinks by whole huge pages; growing, part of a page, or shrinking under live views is refused, and every page comes back on unmap', (t) => {
+  const got = reserve(t, 8);
+  if (typeof got === 'string') return t.skip(noPool(got));
+  const start = available();
+  const makers = {
+    mapAnonymous: () => mapAnonymous(3 * HUGE, { hugePages: true }),
+    'mapAnonymous shared': () => mapAnonymous(3 * HUGE, { hugePages: true, shared: true }),
+    // map(fd) of a hugetlb memfd: its huge page size is found from the descriptor (statfs)
+    'SharedMemory.anonymous().mapping': () => SharedMemory.anonymous(3 * HUGE, { hugePages: true }),
+  };
+  for (const [what, make] of Object.entries(makers)) {
+    const made = make();
+    const m = made.mapping ?? made;
+    throwsCode(() => m.resize(4 * HUGE), 'ERR_OUT_OF_RANGE', 'RangeError');
+    throwsCode(() => m.resize(2 * HUGE + 4096), 'ERR_OUT_OF_RANGE', 'RangeError');
+    const view = m.buffer;
+    view[0] = 42;
+    throwsCode(() => m.resize(2 * HUGE), 'ERR_MMAP_BUSY', 'MmapkitError');
+    assert.equal(view.length, 3 * HUGE, `${what}: the refused resize left the view attached`);
+    assert.equal(m.length, 3 * HUGE);
+    m.resize(3 * HUGE); // the same length: nothing to do, allowed with views alive
+    (made.close ?? made.unmap).call(made);
+    assert.equal(available(), start, `${what}: every huge page given back`);
+  }
+  // A shrink with no view alive: whole pages, and unmap() then gives them all back (it failed with
+  // EINVAL, leaking the mapping, when the kernel had rounded a partial page up).
+  const m = mapAnonymous(3 * HUGE, { hugePages: true });
+  m.resize(HUGE);
+  assert.equal(m.length, HUGE);
+  assert.equal(hugeMappings().filter((x) => x.sizeKb === HUGE / 1024).length >= 1, true);
+  m.buffer[HUGE - 1] = 1;
+  m.unmap();
+  assert.equal(available(), start, 'every huge page given back');
+});
+
 test("advise('hugepage') (transparent huge pages) works on anonymous memory without any reserved pool", (t) => {
   if (constants.MADV_HUGEPAGE === undefined) return t.skip('no MADV_HUGEPAGE');
   const m = mapAnonymous(8 << 20);

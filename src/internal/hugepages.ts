@@ -15,7 +15,7 @@
  *   Python's mmap with MAP_HUGETLB and a length of 4096 keeps the huge page mapped after close().
  * @module
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, statfsSync } from 'node:fs';
 import { constants } from '../constants.js';
 import { invalidArgType, invalidArgValue, mmapkitError, outOfRange, type MmapkitError } from './errors.js';
 
@@ -119,7 +119,7 @@ export function parseHugePages(value: unknown, name: string, syscall: 'mmap' | '
  * mapped, unmapped and sized by whole huge pages only, and the pages come from a small pool set aside
  * for them, so rounding up silently would take up to a whole page (1 GiB) more than was asked for.
  */
-export function checkHugeLength(length: bigint, choice: HugePageChoice, name: string, value: unknown): void {
+export function checkHugeLength(length: bigint, choice: Pick<HugePageChoice, 'size'>, name: string, value: unknown): void {
   const size = BigInt(choice.size);
   if (length % size === 0n) return;
   const up = (length / size + 1n) * size;
@@ -184,4 +184,32 @@ export function hugePagesError(err: unknown, choice: HugePageChoice, length: big
   if (out === undefined) return err;
   out.cause = err;
   return out;
+}
+
+/** statfs's f_type of hugetlbfs (linux/magic.h). */
+const HUGETLBFS_MAGIC = 0x958458f6;
+
+/**
+ * The huge page size of a mapping about to be made of descriptor `fd` (st_blksize `blksize`), or
+ * undefined for normal pages. Only hugetlbfs files (a `MFD_HUGETLB` memfd, a file on a hugetlbfs mount)
+ * have huge pages; their st_blksize is the huge page size, so the statfs that confirms the file
+ * system is asked only when st_blksize exceeds the page size (other file systems may report a large
+ * block size too).
+ */
+export function hugePageSizeOfFd(fd: number, blksize: number, pageSize: number): number | undefined {
+  if (blksize <= pageSize) return undefined;
+  try {
+    const fs = statfsSync(`/proc/self/fd/${fd}`);
+    return fs.type === HUGETLBFS_MAGIC ? Number(fs.bsize) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The huge page size a low-level `mmap()` with `flags` asks for (`MAP_HUGETLB`), or undefined. */
+export function hugePageSizeOfFlags(flags: number): number | undefined {
+  const hugetlb = constants.MAP_HUGETLB;
+  if (hugetlb === undefined || (flags & hugetlb) === 0) return undefined;
+  const shift = constants.MAP_HUGE_SHIFT === undefined ? 0 : (flags >>> constants.MAP_HUGE_SHIFT) & 0x3f;
+  return shift !== 0 ? 2 ** shift : defaultSize();
 }
