@@ -18,6 +18,7 @@ import './guard.js'; // installs the SIGBUS guard before the first mapping exist
 import { constants, pageSize } from './constants.js';
 import { closedError, invalidArgType, invalidArgValue, invalidState, mmapkitError, outOfRange, systemError, type MmapkitError } from './internal/errors.js';
 import { OWNERSHIP_OPTIONS, type OwnerOption, type SharedWithOption, fileRefusal, filePolicy } from './ownership.js';
+import { type MapsLine, isMappedFile, mapsLineAt } from './internal/procmaps.js';
 import { type HugePages, checkHugeLength, hugePageSizeOfFd, hugePagesError, parseHugePages } from './internal/hugepages.js';
 import {
   type Int64Like,
@@ -366,42 +367,6 @@ const retiredFinalizer = new FinalizationRegistry<{ addr: bigint; length: number
 });
 const retiredToken = new WeakMap<ArrayBuffer, object>();
 
-/** A file's identity: its device (major, minor) and inode. */
-interface FileId {
-  major: number;
-  minor: number;
-  ino: bigint;
-}
-
-/**
- * The file mapped at `addr`, as /proc/self/maps names it (device and inode); undefined where /proc
- * cannot be read. Read once per Mapping (resize caches it): mmapkit keeps no descriptor of a mapped
- * file, and its path may name another file by now (a log rotated by renaming, say).
- */
-function mappedFile(addr: bigint): FileId | undefined {
-  let text: string;
-  try {
-    text = readFileSync('/proc/self/maps', 'latin1');
-  } catch {
-    return undefined;
-  }
-  const start = `${addr.toString(16).padStart(8, '0')}-`;
-  const at = text.startsWith(start) ? 0 : text.indexOf(`\n${start}`) + 1;
-  if (at === 0 && !text.startsWith(start)) return undefined;
-  // start-end perms offset major:minor inode path
-  const fields = text.slice(at, text.indexOf('\n', at)).split(/\s+/);
-  const [major, minor] = (fields[3] ?? '').split(':').map((h) => Number.parseInt(h, 16));
-  if (major === undefined || minor === undefined || !/^\d+$/.test(fields[4] ?? '')) return undefined;
-  return { major, minor, ino: BigInt(fields[4]!) };
-}
-
-/** Whether an fstat result is the file `id` (st_dev in glibc's encoding of major and minor). */
-function isFile(st: { dev: bigint; ino: bigint }, id: FileId): boolean {
-  const major = Number(((st.dev >> 8n) & 0xfffn) | ((st.dev >> 32n) & ~0xfffn));
-  const minor = Number((st.dev & 0xffn) | ((st.dev >> 12n) & ~0xffn));
-  return st.ino === id.ino && major === id.major && minor === id.minor;
-}
-
 // ---------------------------------------------------------------- end of resize helpers
 
 /** Parameters of the private constructor. */
@@ -441,7 +406,7 @@ export class Mapping implements Disposable {
   /** The guard's fault count when this mapping last checked its flag (-1: never). */
   #faultsSeen = -1;
   /** The mapped file's device and inode, looked up by the first resize() that needs the file. */
-  #fileId: FileId | undefined;
+  #fileId: Pick<MapsLine, 'dev' | 'ino'> | undefined;
   /** Bytes per page of hugetlb memory (the kernel maps, unmaps and sizes it by these); undefined for normal pages. */
   readonly #hugePageSize: number | undefined;
   /**
@@ -907,8 +872,8 @@ export class Mapping implements Disposable {
     const f = fd ?? openSync(this.path!, write ? fsConstants.O_RDWR : fsConstants.O_RDONLY);
     try {
       const st = fstatSync(f, { bigint: true });
-      this.#fileId ??= mappedFile(this.#region.addr);
-      if (!st.isFile() || (this.#fileId !== undefined && !isFile(st, this.#fileId))) {
+      this.#fileId ??= mapsLineAt(this.#region.addr);
+      if (!st.isFile() || (this.#fileId !== undefined && !isMappedFile(st, this.#fileId))) {
         if (fd !== undefined) throw invalidArgValue('options.fd', fd, 'is not a descriptor of the mapped file (another device or inode)');
         throw invalidState(
           `'${this.path}' no longer names the mapped file (it was renamed, removed or replaced since it was mapped): pass { fd } of the mapped file to resize it`,

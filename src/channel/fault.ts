@@ -14,9 +14,10 @@
  * mapping's own getter pairs an acquire load with the handler's release for its flag).
  * @module
  */
-import { readFileSync, readdirSync, statSync, statfsSync } from 'node:fs';
+import { readdirSync, statSync, statfsSync } from 'node:fs';
 import { type MmapkitError, mmapkitError } from '../internal/errors.js';
 import { type Mapping, faultCount, viewLocation } from '../mapping.js';
+import { type MapsLine, isMappedFile, mapsLineAt } from '../internal/procmaps.js';
 
 /** The guard's count of repaired faults in this process; a stand-in where it cannot be read (see faultsNow). */
 export const FAULTS: Int32Array = faultCount ?? new Int32Array(1);
@@ -100,43 +101,6 @@ export function isFaulted(h: FaultHolder): boolean {
 
 // ------------------------------------------------------------------ why: truncated, or out of space
 
-/** A line of /proc/self/maps: the mapping that holds `addr`, as the kernel sees it. */
-interface MapsLine {
-  start: number;
-  end: number;
-  offset: number;
-  dev: number;
-  ino: number;
-  path: string;
-  deleted: boolean;
-}
-
-/** st_dev as stat() reports it for a maps line's `major:minor` (glibc's makedev). */
-function makedev(major: number, minor: number): number {
-  return (major & 0xfff) * 0x100 + (minor & 0xff) + Math.floor(minor / 0x100) * 2 ** 20 + Math.floor(major / 0x1000) * 2 ** 44;
-}
-
-function mapsLineOf(addr: number): MapsLine | undefined {
-  const text = readFileSync('/proc/self/maps', 'latin1');
-  for (const line of text.split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ ([0-9a-f]+) ([0-9a-f]+):([0-9a-f]+) (\d+)\s*(.*)$/.exec(line);
-    if (m === null) continue;
-    const start = Number.parseInt(m[1]!, 16);
-    if (addr < start || addr >= Number.parseInt(m[2]!, 16)) continue;
-    const deleted = m[7]!.endsWith(' (deleted)');
-    return {
-      start,
-      end: Number.parseInt(m[2]!, 16),
-      offset: Number.parseInt(m[3]!, 16),
-      dev: makedev(Number.parseInt(m[4]!, 16), Number.parseInt(m[5]!, 16)),
-      ino: Number(m[6]),
-      path: deleted ? m[7]!.slice(0, -' (deleted)'.length) : m[7]!,
-      deleted,
-    };
-  }
-  return undefined;
-}
-
 /**
  * The file or object mapped there, as stat() sees it now: through its path when it still has one, a
  * descriptor of this process (a SharedMemory keeps one) or /proc/self/map_files (root); each checked
@@ -154,8 +118,8 @@ function objectOf(line: MapsLine): { size: number; at: string } | undefined {
   candidates.push(`/proc/self/map_files/${line.start.toString(16)}-${line.end.toString(16)}`);
   for (const at of candidates) {
     try {
-      const st = statSync(at);
-      if (st.isFile() && st.ino === line.ino && st.dev === line.dev) return { size: st.size, at };
+      const st = statSync(at, { bigint: true });
+      if (st.isFile() && isMappedFile(st, line)) return { size: Number(st.size), at };
     } catch {
       // gone, or not ours to look at
     }
@@ -189,7 +153,7 @@ function describeFault(kind: 'channel' | 'topic', base: number, size: number, by
   let line: MapsLine | undefined;
   let object: { size: number; at: string } | undefined;
   try {
-    line = mapsLineOf(base);
+    line = mapsLineAt(base);
     if (line !== undefined) object = objectOf(line);
   } catch {
     // no /proc: say what may have happened
