@@ -88,6 +88,25 @@ napi_value js_mutex_held_in(napi_env env, napi_callback_info info) {
   return make_i32(env, n);
 }
 
+#ifdef __GLIBC__
+/* What the kernel's handle_futex_death does to a robust mutex whose owner `tid` died: if the lock word
+ * (glibc: __data.__lock) still names it, mark it FUTEX_OWNER_DIED (keeping FUTEX_WAITERS) and wake one
+ * waiter. Whether it did. */
+static bool mark_owner_died(pthread_mutex_t* m, uint32_t tid) {
+  _Atomic uint32_t* word = (_Atomic uint32_t*)&m->__data.__lock;
+  uint32_t uval = atomic_load(word);
+  while ((uval & FUTEX_TID_MASK) == tid) {
+    uint32_t nval = (uval & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+    /* seq_cst: publishes "owner died" before any waiter is woken */
+    if (atomic_compare_exchange_strong(word, &uval, nval)) {
+      if (uval & FUTEX_WAITERS) syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+      return true;
+    }
+  }
+  return false;
+}
+#endif
+
 void mutex_env_teardown(void* env) {
 #ifdef __GLIBC__
   uint32_t tid = (uint32_t)syscall(SYS_gettid);
@@ -100,17 +119,7 @@ void mutex_env_teardown(void* env) {
       continue;
     }
 #ifdef __GLIBC__
-    /* The kernel's handle_futex_death on the robust futex word (glibc: __data.__lock). */
-    _Atomic uint32_t* word = (_Atomic uint32_t*)&h->m->__data.__lock;
-    uint32_t uval = atomic_load(word);
-    while ((uval & FUTEX_TID_MASK) == tid) {
-      uint32_t nval = (uval & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
-      /* seq_cst: publishes "owner died" before any waiter is woken */
-      if (atomic_compare_exchange_strong(word, &uval, nval)) {
-        if (uval & FUTEX_WAITERS) syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
-        break;
-      }
-    }
+    mark_owner_died(h->m, tid);
 #endif
     *p = h->next;
     free(h);
@@ -401,18 +410,7 @@ napi_value js_mutex_abandon(napi_env env, napi_callback_info info) {
     }
   }
   if (where >= 0 && rc == 0) {
-    /* The kernel's handle_futex_death on the lock word (see mutex_env_teardown). */
-    uint32_t* word = (uint32_t*)&m->__data.__lock;
-    uint32_t uval = __atomic_load_n(word, __ATOMIC_SEQ_CST);
-    while ((uval & FUTEX_TID_MASK) == tid) {
-      uint32_t nval = (uval & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
-      /* seq_cst: publishes "owner died" before any waiter is woken */
-      if (__atomic_compare_exchange_n(word, &uval, nval, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-        if (uval & FUTEX_WAITERS) syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
-        rc = 1;
-        break;
-      }
-    }
+    if (mark_owner_died(m, tid)) rc = 1;
     held_unlink(env, m);
   }
   pthread_mutex_unlock(&g_held_mu);
