@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Channel, CHANNEL, SharedMemory } from '../dist/index.js';
-import { assertKilled, exitedFirst, killed, startNode, throwsCode, timedTests, until } from './helpers.mjs';
+import { assertKilled, asleepInFutex, exitedFirst, killed, startNode, throwsCode, timedTests, until } from './helpers.mjs';
 import { FUZZ, Format, HDR, batchSizes, ctlWords, geometryOf, laneWord, ringOf, wordsOf, xorshift } from './fixtures/channel-robust-child.mjs';
 
 const CHILD = new URL('./fixtures/channel-robust-child.mjs', import.meta.url).pathname;
@@ -53,9 +53,6 @@ function childOptions(shms, env = ENV) {
  */
 const start = (t, args, spawnOptions, { timeout = 60_000 } = {}) => startNode([CHILD, ...args], String(args[0]), { t, timeout, stdin: 'pipe', spawnOptions });
 
-/** Whether a child has exited (the harness's result is set once it has). */
-const exited = (c) => c.result !== undefined;
-
 /**
  * Wait until `child` holds a producer lane of the channel in `shm`. Without `producers`, a consumer
  * sees the end of the stream once every producer that attached is gone: a producer whose start-up is
@@ -83,22 +80,6 @@ function zombie(pid) {
   } catch {
     return false;
   }
-}
-
-/** Wait until a process sleeps in the kernel's futex wait (by /proc/PID/wchan), or ms pass where wchan tells nothing. */
-async function asleepInFutex(c, ms) {
-  const wchan = () => {
-    try {
-      return readFileSync(`/proc/${c.child.pid}/wchan`, 'utf8');
-    } catch {
-      return '';
-    }
-  };
-  if (!/^[a-z_]\w*$/.test(wchan()) && !/futex/.test(wchan())) {
-    await sleep(300); // wchan names nothing here: give the child time to get into its wait
-    return;
-  }
-  await until(() => /futex/.test(wchan()), [c], 'the consumer sleeps in receive()', ms);
 }
 
 /** Assert that `runs` ([first, last] runs of consecutive sequence numbers) are exactly 0, 1, ..., n - 1. */
@@ -343,7 +324,7 @@ test('producers killed (SIGKILL) in the middle of 1 MiB messages, at random mome
     const victim = start(t, ['big', r + 1, base, SIZE, SMALL], childOptions({ ch: shm, marks: marksShm }));
     // Kill it once it has started message `at`, after a random spin: while it copies, mostly.
     const at = 1 + (rng.next().value % 6);
-    spinUntil(() => Atomics.load(marks, base) >= at || exited(victim), 30_000, `victim ${r} starts message ${at}`);
+    spinUntil(() => Atomics.load(marks, base) >= at || zombie(victim.child.pid), 30_000, `victim ${r} starts message ${at}`);
     const spinUntilNs = process.hrtime.bigint() + BigInt(rng.next().value % 400_000);
     while (process.hrtime.bigint() < spinUntilNs);
     await killed(victim);
@@ -410,7 +391,7 @@ test('producers killed (SIGKILL) in the middle of sendMany batches of small mess
     const t0 = performance.now();
     const victim = start(t, ['batches', id, base, BATCHES, PAYLOAD], childOptions({ ch: shm, marks: marksShm }));
     const at = 1 + (rng.next().value % 100);
-    spinUntil(() => Atomics.load(marks, base) >= at || exited(victim), 30_000, `victim ${r} starts batch ${at}`);
+    spinUntil(() => Atomics.load(marks, base) >= at || zombie(victim.child.pid), 30_000, `victim ${r} starts batch ${at}`);
     const spinUntilNs = process.hrtime.bigint() + BigInt(rng.next().value % 50_000);
     while (process.hrtime.bigint() < spinUntilNs);
     await killed(victim);
@@ -542,7 +523,7 @@ test('consumers killed between receives (idle, and asleep in receive()) do not w
   assert.deepEqual(idleGot, [0, 1, 2, 3, 4]);
   const sleeper = start(t, ['block-consumer'], childOptions({ ch: shm }));
   await sleeper.line(/^attached$/);
-  await asleepInFutex(sleeper, 10_000);
+  await asleepInFutex([sleeper], 'the consumer sleeps in receive()', { ms: 10_000, fallbackMs: 300 });
   const entries = () => Channel.inspect(shm).consumers.map((c) => [c.entry, c.pid, c.alive]);
   assert.deepEqual(entries(), [[0, process.pid, true], [1, idle.child.pid, true], [2, sleeper.child.pid, true]]);
   await killed(idle);
