@@ -557,9 +557,6 @@ export class Mapping implements Disposable {
     const s = searchBound(start, 'start', length, 0);
     const e = searchBound(end, 'end', length, length);
     this.#check(method); // after reading every argument, right before touching the memory
-    // The guard's count of repaired faults now (acquire, as in `faulted`): if it moves during the
-    // search, look whether a page of this mapping was lost (cheaper than `faulted` after every search).
-    const faults = faultCount === null ? -2 : Atomics.load(faultCount, 0);
     const n = typeof needle === 'number' ? 1 : needle.length;
     if (n === 0) return s <= e ? (forward ? s : e) : -1;
     const last = e - n; // the last position where a match fits before `end`
@@ -594,7 +591,9 @@ export class Mapping implements Disposable {
     }
     // A page lost to a truncation during the search read as zeros (the SIGBUS guard): the result
     // cannot be trusted.
-    if ((faults === -2 || Atomics.load(faultCount!, 0) !== faults) && this.faulted) this.#check(method);
+    // A page of this mapping lost during the search read as zeros: say so (#check just synced the
+    // fault count, so this is one load and one compare unless a fault happened meanwhile).
+    this.#check(method);
     return found;
   }
 
